@@ -1,0 +1,58 @@
+// chunkcache/backend.h — the storage interface beneath ChunkedCache.
+//
+// A Backend moves opaque byte items by key: nothing about JSON, compression, chunks or versions
+// lives here. The interface is batch-oriented so that a network backend can answer N keys in one
+// round trip. Implement it to plug in your own store; decorators wrap an inner Backend and forward
+// what they do not change.
+//
+// Thread safety: every Backend must be safe for concurrent use by many threads.
+
+#ifndef CHUNKCACHE_BACKEND_H_
+#define CHUNKCACHE_BACKEND_H_
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+
+namespace chunkcache {
+
+// One item to store. Both views must stay valid for the duration of the call.
+struct KeyValue {
+  std::string_view key;
+  std::string_view value;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // Largest value, in bytes, that one item may hold.
+  virtual std::size_t max_item_size() const = 0;
+
+  // One entry per key, in order; std::nullopt where the key is absent (or expired).
+  virtual absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view> keys) = 0;
+
+  // Stores every item with the given time to live (all or an error). `absl::InfiniteDuration()`
+  // means no expiry; a non-positive ttl is InvalidArgument.
+  virtual absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) = 0;
+
+  // Removes the keys; absent keys are not an error.
+  virtual absl::Status Delete(absl::Span<const std::string_view> keys) = 0;
+
+  // Stores the item only if the key is absent; true if it was stored. Backends that cannot do
+  // this atomically return absl::UnimplementedError (the default).
+  virtual absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
+                                           absl::Duration ttl);
+};
+
+}  // namespace chunkcache
+
+#endif  // CHUNKCACHE_BACKEND_H_

@@ -1,0 +1,87 @@
+// chunkcache/chunked_cache.h — a cache of large JSON documents over small-item stores.
+//
+// ChunkedCache validates a JSON payload, compresses it with zstd, and stores it through a Backend
+// as one small manifest plus chunks no larger than the backend's item limit; reads fetch the
+// chunks in one batch, verify them and decode them into one buffer. GetOrLoad makes concurrent
+// callers of a cold key share a single origin load (single-flight).
+//
+//   auto cache = chunkcache::ChunkedCache(chunkcache::NewMemoryBackend());
+//   absl::StatusOr<chunkcache::Bytes> doc = cache.GetOrLoad("catalogue", [] {
+//     return FetchCatalogueFromOrigin();  // absl::StatusOr<std::string>
+//   });
+//
+// Thread safety: a ChunkedCache is safe for concurrent use by any number of threads.
+// The stored format is described in docs/FORMAT.md.
+
+#ifndef CHUNKCACHE_CHUNKED_CACHE_H_
+#define CHUNKCACHE_CHUNKED_CACHE_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "chunkcache/backend.h"
+#include "chunkcache/options.h"
+#include "chunkcache/stats.h"
+
+namespace chunkcache {
+
+// An immutable payload. Callers that coalesced on one load share it without copying.
+using Bytes = std::shared_ptr<const std::string>;
+
+// Produces the JSON text of a key from the origin. It may be called from any thread; it may
+// return an error (passed to the callers waiting on it, and not cached) and should not throw
+// (an exception is caught and becomes an Internal status).
+using Loader = std::function<absl::StatusOr<std::string>()>;
+
+class ChunkedCache {
+ public:
+  // `backend` must not be null; it is shared, and may be shared with other caches.
+  explicit ChunkedCache(std::shared_ptr<Backend> backend, CacheOptions options = {});
+  ~ChunkedCache();
+
+  ChunkedCache(ChunkedCache&&) noexcept;
+  ChunkedCache& operator=(ChunkedCache&&) noexcept;
+  ChunkedCache(const ChunkedCache&) = delete;
+  ChunkedCache& operator=(const ChunkedCache&) = delete;
+
+  // Returns the payload stored under `key`.
+  // NotFound on a miss, including an entry found corrupt (counted in corrupt_reads);
+  // InvalidArgument for a bad key or options; the backend's error if it failed.
+  absl::StatusOr<Bytes> Get(std::string_view key);
+
+  // Returns the payload stored under `key`; on a miss, calls `loader` once however many callers
+  // are waiting for the same key in this process, stores its result and hands it to all of them.
+  // A backend failure is answered through the loader rather than failing the caller; if storing
+  // the loaded value fails, the callers still get it. Errors: the loader's error (not cached:
+  // the next call tries again); Internal if it threw; InvalidArgument or ResourceExhausted if it
+  // produced invalid JSON or an oversize payload; DeadlineExceeded for a caller that waited
+  // longer than load_wait_timeout for another caller's load.
+  absl::StatusOr<Bytes> GetOrLoad(std::string_view key, Loader loader);
+
+  // Stores `json` under `key`, replacing any previous value; readers see the old value or the
+  // new one, never a mix. On error nothing visible changes: InvalidArgument for invalid JSON, a
+  // bad key or options; ResourceExhausted for a payload over max_payload_size; the backend's
+  // error if it failed.
+  absl::Status Put(std::string_view key, std::string_view json);
+
+  // Removes `key`: its manifest, then (best effort) its chunks. Absent keys are not an error.
+  absl::Status Invalidate(std::string_view key);
+
+  // Counters and latency figures since construction.
+  CacheStats Stats() const;
+
+  // The options in force (as given to the constructor).
+  const CacheOptions& options() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace chunkcache
+
+#endif  // CHUNKCACHE_CHUNKED_CACHE_H_

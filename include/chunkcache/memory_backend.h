@@ -1,0 +1,130 @@
+// chunkcache/memory_backend.h — an in-process Backend: a sharded, byte-bounded LRU with TTLs.
+//
+// MemoryBackend keeps items in this process's memory. Use it for a single-process service that
+// wants no external cache, as the near tier in front of nothing else, and in tests (its clock can
+// be injected, so TTLs are testable without sleeping). Items do not survive the process and are
+// not shared between processes: use a network backend for that.
+//
+//   std::shared_ptr<chunkcache::Backend> backend =
+//       chunkcache::NewMemoryBackend({.capacity_bytes = 512 << 20});
+//
+// Memory is bounded by capacity_bytes, counted as key + value + kMemoryBackendItemOverhead per
+// item. The bound is split evenly between lock shards; a shard that is full evicts its least
+// recently used items. Expired items are dropped lazily: when a read, delete or SetIfAbsent finds
+// them, or when they reach the least recently used end of their shard.
+//
+// Thread safety: a MemoryBackend is safe for concurrent use by any number of threads.
+
+#ifndef CHUNKCACHE_MEMORY_BACKEND_H_
+#define CHUNKCACHE_MEMORY_BACKEND_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "chunkcache/backend.h"
+
+namespace chunkcache {
+
+// Bytes charged per item on top of its key and value: an estimate of the bookkeeping (list node,
+// index slot, string headers, expiry) an item costs, so that many tiny items cannot exceed the
+// capacity by far.
+inline constexpr std::size_t kMemoryBackendItemOverhead = 64;
+
+struct MemoryBackendOptions {
+  // Upper bound on the bytes held, counted as key + value + kMemoryBackendItemOverhead per item.
+  // Each shard gets capacity_bytes / shards of it.
+  // Default: 256 MiB.
+  std::size_t capacity_bytes = std::size_t{256} << 20;
+
+  // Largest value, in bytes, that one item may hold; a larger value is InvalidArgument.
+  // Default: 1 MiB (the item limit of the serverless cache the library was first written for).
+  std::size_t max_item_size = std::size_t{1} << 20;
+
+  // Number of independently locked shards. More shards mean less lock contention; 1 gives an
+  // exact global LRU order. Reduced automatically (down to 1) until each shard's budget holds an
+  // item of max_item_size with a key of up to 1 KiB. Values below 1 mean 1.
+  // Default: 16.
+  int shards = 16;
+
+  // Time source for TTLs. Called from many threads at once, so it must be thread-safe. Meant for
+  // tests, which can then expire items without sleeping.
+  // Default: empty, meaning absl::Now.
+  std::function<absl::Time()> clock;
+};
+
+// Counters of a MemoryBackend since its construction. Summed shard by shard, so a snapshot taken
+// under concurrent use is consistent within each shard but not across them.
+struct MemoryBackendStats {
+  std::uint64_t items = 0;        // Items held now, including expired ones not yet dropped.
+  std::uint64_t bytes = 0;        // Bytes charged now (keys + values + per-item overhead).
+  std::uint64_t hits = 0;         // Keys MultiGet found live.
+  std::uint64_t misses = 0;       // Keys MultiGet found absent or expired.
+  std::uint64_t sets = 0;         // Items stored by MultiSet and by SetIfAbsent calls that won.
+  std::uint64_t deletes = 0;      // Live items removed by Delete.
+  std::uint64_t evictions = 0;    // Live items dropped to make room for new ones.
+  std::uint64_t expirations = 0;  // Expired items dropped, whichever operation found them.
+};
+
+// A sharded, byte-bounded LRU cache with a time to live per item. SetIfAbsent is atomic.
+// MultiSet validates the whole batch before storing anything, so a rejected batch changes
+// nothing; a batch larger than a shard's budget keeps only what fits, as any LRU would.
+//
+// Thread safety: safe for concurrent use; every operation on one key is atomic. A batch is not
+// atomic as a whole: a concurrent reader may see part of a MultiSet before the rest.
+class MemoryBackend final : public Backend {
+ public:
+  explicit MemoryBackend(MemoryBackendOptions options = {});
+  ~MemoryBackend() override;
+
+  MemoryBackend(const MemoryBackend&) = delete;
+  MemoryBackend& operator=(const MemoryBackend&) = delete;
+
+  std::size_t max_item_size() const override { return max_item_size_; }
+
+  // A found item becomes the most recently used of its shard. The empty key is always absent.
+  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view> keys) override;
+
+  // InvalidArgument for a non-positive ttl, an empty key or a value larger than max_item_size;
+  // ResourceExhausted for an item that cannot fit in a shard even when it is empty (a very long
+  // key, or a capacity below max_item_size). In either case nothing of the batch is stored.
+  // When a key appears twice in a batch, the later value wins.
+  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override;
+
+  absl::Status Delete(absl::Span<const std::string_view> keys) override;
+
+  // Atomic. An expired item counts as absent. Errors as for MultiSet.
+  absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
+                                   absl::Duration ttl) override;
+
+  MemoryBackendStats Stats() const;
+
+ private:
+  class Shard;
+
+  Shard& ShardFor(std::string_view key) const;
+  // OK if `key` and `value` may be stored; otherwise the error MultiSet or SetIfAbsent returns.
+  absl::Status ValidateItem(std::string_view key, std::string_view value) const;
+
+  const std::size_t max_item_size_;
+  const std::size_t shard_capacity_;
+  const std::function<absl::Time()> clock_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+};
+
+// Returns a MemoryBackend as the Backend a ChunkedCache takes.
+std::shared_ptr<Backend> NewMemoryBackend(MemoryBackendOptions options = {});
+
+}  // namespace chunkcache
+
+#endif  // CHUNKCACHE_MEMORY_BACKEND_H_

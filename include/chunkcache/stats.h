@@ -1,0 +1,64 @@
+// chunkcache/stats.h — a snapshot of what a ChunkedCache has done.
+//
+// ChunkedCache::Stats() returns a CacheStats by value: plain counters since the cache was created
+// and latency summaries. Counters are read one by one without a global lock, so a snapshot taken
+// under load may be off by the operations in flight.
+
+#ifndef CHUNKCACHE_STATS_H_
+#define CHUNKCACHE_STATS_H_
+
+#include <cstdint>
+
+#include "absl/time/time.h"
+
+namespace chunkcache {
+
+// Summary of a latency distribution. Percentiles are upper bounds of a log-linear histogram
+// bucket (at most 12.5 % above the true value); all are zero when count is zero.
+struct LatencyStats {
+  std::uint64_t count = 0;            // operations measured
+  absl::Duration mean;                // arithmetic mean
+  absl::Duration p50, p90, p99, max;  // percentiles and the largest value seen
+};
+
+struct CacheStats {
+  // Operations.
+  std::uint64_t gets = 0;         // Get and GetOrLoad calls
+  std::uint64_t hits = 0;         // reads answered from the backend with a verified entry
+  std::uint64_t misses = 0;       // reads that found no usable entry (absent or corrupt)
+  std::uint64_t puts = 0;         // Put calls, and stores done by GetOrLoad after a load
+  std::uint64_t put_errors = 0;   // Put calls that returned an error
+  std::uint64_t invalidates = 0;  // Invalidate calls
+
+  // Loading (GetOrLoad).
+  std::uint64_t loads = 0;          // loader calls
+  std::uint64_t load_errors = 0;    // loader calls that returned an error or threw
+  std::uint64_t coalesced = 0;      // callers that shared another caller's flight
+  std::uint64_t wait_timeouts = 0;  // callers that gave up waiting (load_wait_timeout)
+  std::uint64_t fallbacks = 0;      // backend failures answered through the loader
+
+  // Integrity.
+  std::uint64_t corrupt_reads = 0;  // entries found but unusable: missing chunk, bad checksum...
+  std::uint64_t torn_retries = 0;   // reads retried because a writer replaced the entry meanwhile
+
+  // Backend traffic.
+  std::uint64_t backend_calls = 0;   // MultiGet/MultiSet/Delete calls made
+  std::uint64_t backend_errors = 0;  // of those, the ones that failed
+  std::uint64_t chunks_read = 0;     // chunk items fetched (manifests not included)
+  std::uint64_t chunks_written = 0;  // chunk items stored (manifests not included)
+
+  // Bytes.
+  std::uint64_t bytes_put_raw = 0;   // JSON bytes accepted by Put
+  std::uint64_t bytes_written = 0;   // bytes stored in the backend (manifests and chunks)
+  std::uint64_t bytes_read = 0;      // bytes fetched from the backend
+  std::uint64_t bytes_returned = 0;  // JSON bytes handed to callers by hits
+
+  // Latencies.
+  LatencyStats get_latency;   // Get, and the backend read of GetOrLoad
+  LatencyStats put_latency;   // Put (validate, compress, store)
+  LatencyStats load_latency;  // loader calls
+};
+
+}  // namespace chunkcache
+
+#endif  // CHUNKCACHE_STATS_H_

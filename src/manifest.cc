@@ -1,0 +1,127 @@
+#include "manifest.h"
+
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "xxhash.h"
+#include "zstd.h"
+
+namespace chunkcache::internal {
+namespace {
+
+// Field offsets in the header (little-endian integers).
+constexpr std::size_t kVersionOffset = 4;
+constexpr std::size_t kCodecOffset = 5;
+constexpr std::size_t kFlagsOffset = 6;
+constexpr std::size_t kGenerationOffset = 8;
+constexpr std::size_t kRawSizeOffset = 16;
+constexpr std::size_t kStoredSizeOffset = 24;
+constexpr std::size_t kChunkSizeOffset = 32;
+constexpr std::size_t kChunkCountOffset = 36;
+constexpr std::size_t kChecksumOffset = 40;
+constexpr std::size_t kCreatedOffset = 48;
+constexpr std::size_t kHeaderChecksumOffset = 56;
+constexpr std::uint8_t kFlagInline = 1;
+
+// Little-endian fixed-width integers, whatever the host's byte order.
+template <typename T>
+void StoreLE(char* dst, T value) {
+  for (std::size_t i = 0; i < sizeof(T); ++i) {
+    dst[i] = static_cast<char>(static_cast<std::uint8_t>(value >> (8 * i)));
+  }
+}
+
+template <typename T>
+T LoadLE(const char* src) {
+  T value = 0;
+  for (std::size_t i = 0; i < sizeof(T); ++i) {
+    value |= static_cast<T>(static_cast<std::uint8_t>(src[i])) << (8 * i);
+  }
+  return value;
+}
+
+absl::Status Corrupt(absl::string_view what) {
+  return absl::DataLossError(absl::StrCat("chunkcache: bad manifest: ", what));
+}
+
+}  // namespace
+
+std::size_t Manifest::ChunkSize(std::uint32_t index) const {
+  if (index + 1 < chunk_count) return chunk_size;
+  return stored_size - std::uint64_t{chunk_size} * (chunk_count - 1);
+}
+
+std::string EncodeManifest(const Manifest& m, std::string_view inline_payload) {
+  std::string out(kManifestHeaderSize + inline_payload.size(), '\0');
+  char* p = out.data();
+  std::memcpy(p, kManifestMagic, sizeof(kManifestMagic));
+  p[kVersionOffset] = static_cast<char>(kFormatVersion);
+  p[kCodecOffset] = static_cast<char>(kCodecZstd);
+  p[kFlagsOffset] = static_cast<char>(m.is_inline() ? kFlagInline : 0);
+  StoreLE<std::uint64_t>(p + kGenerationOffset, m.generation);
+  StoreLE<std::uint64_t>(p + kRawSizeOffset, m.raw_size);
+  StoreLE<std::uint64_t>(p + kStoredSizeOffset, m.stored_size);
+  StoreLE<std::uint32_t>(p + kChunkSizeOffset, m.chunk_size);
+  StoreLE<std::uint32_t>(p + kChunkCountOffset, m.chunk_count);
+  StoreLE<std::uint64_t>(p + kChecksumOffset, m.checksum);
+  StoreLE<std::uint64_t>(p + kCreatedOffset, static_cast<std::uint64_t>(m.created_unix_ms));
+  StoreLE<std::uint64_t>(p + kHeaderChecksumOffset, XXH3_64bits(p, kHeaderChecksumOffset));
+  if (!inline_payload.empty()) {
+    std::memcpy(p + kManifestHeaderSize, inline_payload.data(), inline_payload.size());
+  }
+  return out;
+}
+
+absl::StatusOr<DecodedManifest> DecodeManifest(std::string_view bytes,
+                                               std::size_t max_payload_size) {
+  if (bytes.size() < kManifestHeaderSize) return Corrupt("shorter than its header");
+  const char* p = bytes.data();
+  if (std::memcmp(p, kManifestMagic, sizeof(kManifestMagic)) != 0) return Corrupt("bad magic");
+  if (static_cast<std::uint8_t>(p[kVersionOffset]) != kFormatVersion) {
+    return Corrupt(absl::StrFormat("unsupported format version %d",
+                                   static_cast<std::uint8_t>(p[kVersionOffset])));
+  }
+  if (LoadLE<std::uint64_t>(p + kHeaderChecksumOffset) != XXH3_64bits(p, kHeaderChecksumOffset)) {
+    return Corrupt("header checksum mismatch");
+  }
+  if (static_cast<std::uint8_t>(p[kCodecOffset]) != kCodecZstd) return Corrupt("unknown codec");
+
+  DecodedManifest d;
+  Manifest& m = d.manifest;
+  m.generation = LoadLE<std::uint64_t>(p + kGenerationOffset);
+  m.raw_size = LoadLE<std::uint64_t>(p + kRawSizeOffset);
+  m.stored_size = LoadLE<std::uint64_t>(p + kStoredSizeOffset);
+  m.chunk_size = LoadLE<std::uint32_t>(p + kChunkSizeOffset);
+  m.chunk_count = LoadLE<std::uint32_t>(p + kChunkCountOffset);
+  m.checksum = LoadLE<std::uint64_t>(p + kChecksumOffset);
+  m.created_unix_ms = static_cast<std::int64_t>(LoadLE<std::uint64_t>(p + kCreatedOffset));
+  const bool inline_flag = (static_cast<std::uint8_t>(p[kFlagsOffset]) & kFlagInline) != 0;
+
+  if (m.raw_size > max_payload_size) {
+    return Corrupt(
+        absl::StrFormat("raw size %d exceeds max_payload_size %d", m.raw_size, max_payload_size));
+  }
+  const std::size_t bound = ZSTD_compressBound(m.raw_size);  // an error code past zstd's limit
+  if (m.stored_size == 0 || ZSTD_isError(bound) || m.stored_size > bound) {
+    return Corrupt(
+        absl::StrFormat("stored size %d impossible for raw size %d", m.stored_size, m.raw_size));
+  }
+  if (inline_flag != m.is_inline()) return Corrupt("inline flag and chunk count disagree");
+  if (m.is_inline()) {
+    if (bytes.size() != kManifestHeaderSize + m.stored_size) {
+      return Corrupt("inline payload size does not match the header");
+    }
+    d.inline_payload = bytes.substr(kManifestHeaderSize);
+    return d;
+  }
+  if (bytes.size() != kManifestHeaderSize) return Corrupt("trailing bytes after the header");
+  if (m.chunk_size == 0 ||
+      (m.stored_size + m.chunk_size - 1) / m.chunk_size != std::uint64_t{m.chunk_count}) {
+    return Corrupt("chunk count does not match stored size and chunk size");
+  }
+  return d;
+}
+
+}  // namespace chunkcache::internal

@@ -1,0 +1,67 @@
+#include "single_flight.h"
+
+#include <exception>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace chunkcache::internal {
+namespace {
+
+absl::StatusOr<Bytes> RunCatching(absl::FunctionRef<absl::StatusOr<Bytes>()> work) {
+  try {
+    return work();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("chunkcache: a load threw: ", e.what()));
+  } catch (...) {
+    return absl::InternalError("chunkcache: a load threw a non-standard exception");
+  }
+}
+
+}  // namespace
+
+SingleFlight::Outcome SingleFlight::Do(std::string_view key, absl::Time wait_deadline,
+                                       absl::FunctionRef<absl::StatusOr<Bytes>()> work) {
+  // Debian's Abseil has its own string_view type: convert for heterogeneous lookup.
+  const absl::string_view flight_key(key.data(), key.size());
+  std::shared_ptr<Flight> flight;
+  bool leader = false;
+  {
+    MutexLock lock(&mu_);
+    auto [it, inserted] = flights_.try_emplace(flight_key);
+    if (inserted) it->second = std::make_shared<Flight>();
+    flight = it->second;
+    leader = inserted;
+  }
+
+  if (leader) {
+    absl::StatusOr<Bytes> result = RunCatching(work);
+    {
+      // Unregister first: a caller arriving from now on starts a fresh flight.
+      MutexLock lock(&mu_);
+      flights_.erase(flight_key);
+    }
+    MutexLock lock(&flight->mu);
+    flight->result = result;
+    flight->done = true;
+    flight->done_cv.SignalAll();
+    return {std::move(result), Role::kLeader};
+  }
+
+  MutexLock lock(&flight->mu);
+  while (!flight->done) {
+    if (flight->done_cv.WaitWithDeadline(&flight->mu, wait_deadline) && !flight->done) {
+      return {absl::DeadlineExceededError(
+                  "chunkcache: timed out waiting for another caller's load of this key"),
+              Role::kTimedOut};
+    }
+  }
+  return {flight->result, Role::kWaiter};
+}
+
+std::size_t SingleFlight::InFlight() const {
+  MutexLock lock(&mu_);
+  return flights_.size();
+}
+
+}  // namespace chunkcache::internal

@@ -1,0 +1,219 @@
+#include "latency_histogram.h"
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <latch>
+#include <limits>
+#include <random>
+#include <thread>
+#include <vector>
+
+namespace chunkcache::internal {
+namespace {
+
+constexpr std::uint64_t kMaxNanos = std::numeric_limits<std::uint64_t>::max();
+
+// Values worth checking bucket arithmetic on: every small value, both sides of every power of
+// two, and a deterministic random sample of the whole range.
+std::vector<std::uint64_t> SampleValues() {
+  std::vector<std::uint64_t> values;
+  for (std::uint64_t v = 0; v <= 5000; ++v) values.push_back(v);
+  for (int bit = 3; bit < 64; ++bit) {
+    const std::uint64_t power = std::uint64_t{1} << bit;
+    for (const std::uint64_t v : {power - 1, power, power + 1, power + power / 2}) {
+      values.push_back(v);
+    }
+  }
+  values.push_back(kMaxNanos);
+  values.push_back(kMaxNanos - 1);
+  std::mt19937_64 rng(42);
+  for (int i = 0; i < 20000; ++i) values.push_back(rng() >> (rng() % 64));
+  std::sort(values.begin(), values.end());
+  values.erase(std::unique(values.begin(), values.end()), values.end());
+  return values;
+}
+
+// The reported percentile must be at least the true one and at most 12.5 % above it.
+void CheckClose(absl::Duration reported, absl::Duration truth) {
+  CAPTURE(reported, truth);
+  CHECK(reported >= truth);
+  CHECK(reported <= truth * 1.125);
+}
+
+TEST_CASE("a value is at most the upper bound of its bucket and above the previous bucket's") {
+  for (const std::uint64_t v : SampleValues()) {
+    CAPTURE(v);
+    const std::size_t bucket = LatencyHistogram::BucketOf(v);
+    CHECK(v <= LatencyHistogram::BucketUpperBound(bucket));
+    if (bucket > 0) CHECK(v > LatencyHistogram::BucketUpperBound(bucket - 1));
+  }
+}
+
+TEST_CASE("values below 8 ns have buckets of their own") {
+  for (std::uint64_t v = 0; v < 8; ++v) {
+    CAPTURE(v);
+    CHECK(LatencyHistogram::BucketOf(v) == v);
+    CHECK(LatencyHistogram::BucketUpperBound(LatencyHistogram::BucketOf(v)) == v);
+  }
+}
+
+TEST_CASE("a bucket's upper bound is less than 12.5 % above any value in it, plus 8 ns") {
+  for (const std::uint64_t v : SampleValues()) {
+    if (v < 8) continue;
+    CAPTURE(v);
+    const std::uint64_t upper = LatencyHistogram::BucketUpperBound(LatencyHistogram::BucketOf(v));
+    // upper < 1.125 * v + 8, in integers so that values near 2^64 are exact.
+    REQUIRE(upper >= v);
+    CHECK(upper - v < v / 8 + 8);
+  }
+}
+
+TEST_CASE("buckets are monotonic and cover the whole range without gaps") {
+  const std::size_t last = LatencyHistogram::BucketOf(kMaxNanos);
+  CHECK(LatencyHistogram::BucketUpperBound(last) == kMaxNanos);
+  CHECK(LatencyHistogram::BucketOf(0) == 0);
+  for (std::size_t b = 0; b < last; ++b) {
+    CAPTURE(b);
+    const std::uint64_t upper = LatencyHistogram::BucketUpperBound(b);
+    CHECK(upper < LatencyHistogram::BucketUpperBound(b + 1));
+    CHECK(LatencyHistogram::BucketOf(upper) == b);
+    CHECK(LatencyHistogram::BucketOf(upper + 1) == b + 1);
+  }
+  std::size_t previous = 0;
+  for (const std::uint64_t v : SampleValues()) {  // sorted
+    const std::size_t bucket = LatencyHistogram::BucketOf(v);
+    CAPTURE(v);
+    CHECK(bucket >= previous);
+    previous = bucket;
+  }
+}
+
+TEST_CASE("an empty histogram summarises to zeros") {
+  const LatencyHistogram histogram;
+  const LatencyStats stats = histogram.Summary();
+  CHECK(stats.count == 0);
+  CHECK(stats.mean == absl::ZeroDuration());
+  CHECK(stats.p50 == absl::ZeroDuration());
+  CHECK(stats.p90 == absl::ZeroDuration());
+  CHECK(stats.p99 == absl::ZeroDuration());
+  CHECK(stats.max == absl::ZeroDuration());
+}
+
+TEST_CASE("a single value is every percentile, the mean and the max") {
+  LatencyHistogram histogram;
+  histogram.Record(absl::Nanoseconds(1000));
+  const LatencyStats stats = histogram.Summary();
+  CHECK(stats.count == 1);
+  CHECK(stats.mean == absl::Nanoseconds(1000));
+  CHECK(stats.p50 == absl::Nanoseconds(1000));  // capped at the max, not the bucket's bound
+  CHECK(stats.p90 == absl::Nanoseconds(1000));
+  CHECK(stats.p99 == absl::Nanoseconds(1000));
+  CHECK(stats.max == absl::Nanoseconds(1000));
+}
+
+TEST_CASE("percentiles of a uniform distribution are within 12.5 % of the truth") {
+  LatencyHistogram histogram;
+  std::vector<std::int64_t> order(1000);
+  for (int i = 0; i < 1000; ++i) order[i] = i + 1;
+  std::shuffle(order.begin(), order.end(), std::mt19937(7));  // recording order does not matter
+  for (const std::int64_t micros : order) histogram.Record(absl::Microseconds(micros));
+
+  const LatencyStats stats = histogram.Summary();
+  CHECK(stats.count == 1000);
+  CHECK(stats.mean == absl::Nanoseconds(500'500));
+  CHECK(stats.max == absl::Milliseconds(1));
+  CheckClose(stats.p50, absl::Microseconds(500));
+  CheckClose(stats.p90, absl::Microseconds(900));
+  CheckClose(stats.p99, absl::Microseconds(990));
+}
+
+TEST_CASE("percentiles of a bimodal distribution land in the right mode") {
+  LatencyHistogram histogram;
+  for (int i = 0; i < 980; ++i) histogram.Record(absl::Milliseconds(1));
+  for (int i = 0; i < 20; ++i) histogram.Record(absl::Seconds(1));
+  const LatencyStats stats = histogram.Summary();
+  CHECK(stats.count == 1000);
+  CheckClose(stats.p50, absl::Milliseconds(1));
+  CheckClose(stats.p90, absl::Milliseconds(1));
+  CHECK(stats.p99 == absl::Seconds(1));  // in the slow mode, and capped at the max
+  CHECK(stats.max == absl::Seconds(1));
+  CHECK(stats.mean == (absl::Milliseconds(980) + absl::Seconds(20)) / 1000);
+}
+
+TEST_CASE("small exact values are reported exactly") {
+  LatencyHistogram histogram;
+  for (int i = 0; i < 100; ++i) histogram.Record(absl::Nanoseconds(i % 8));
+  const LatencyStats stats = histogram.Summary();
+  CHECK(stats.count == 100);
+  CHECK(stats.p50 == absl::Nanoseconds(3));  // rank 50 of 13 0s, 13 1s, 13 2s, 13 3s, ...
+  CHECK(stats.p99 == absl::Nanoseconds(7));
+  CHECK(stats.max == absl::Nanoseconds(7));
+}
+
+TEST_CASE("percentiles are ordered and never above the max") {
+  LatencyHistogram histogram;
+  std::mt19937_64 rng(3);
+  std::lognormal_distribution<double> latency(12.0, 1.5);  // around 160 us, long tail
+  for (int i = 0; i < 10000; ++i) {
+    histogram.Record(absl::Nanoseconds(static_cast<std::int64_t>(latency(rng))));
+  }
+  const LatencyStats stats = histogram.Summary();
+  CHECK(stats.count == 10000);
+  CHECK(stats.p50 <= stats.p90);
+  CHECK(stats.p90 <= stats.p99);
+  CHECK(stats.p99 <= stats.max);
+  CHECK(stats.mean <= stats.max);
+}
+
+TEST_CASE("zero and negative latencies count as zero") {
+  LatencyHistogram histogram;
+  histogram.Record(absl::ZeroDuration());
+  histogram.Record(absl::Milliseconds(-5));
+  const LatencyStats stats = histogram.Summary();
+  CHECK(stats.count == 2);
+  CHECK(stats.max == absl::ZeroDuration());
+  CHECK(stats.p99 == absl::ZeroDuration());
+  CHECK(stats.mean == absl::ZeroDuration());
+}
+
+TEST_CASE("records from 4 threads at once are all counted", "[concurrency]") {
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 50'000;
+  LatencyHistogram histogram;
+  std::latch start(kThreads + 1);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();
+      // Thread t records 1..kPerThread us, shifted by t ns so that every thread's max differs.
+      for (int i = 1; i <= kPerThread; ++i) {
+        histogram.Record(absl::Microseconds(i) + absl::Nanoseconds(t));
+      }
+    });
+  }
+  start.arrive_and_wait();
+  // Summaries taken while the writers run see a count that only grows.
+  std::uint64_t last_count = 0;
+  bool counts_grew_monotonically = true;
+  for (int i = 0; i < 50; ++i) {
+    const std::uint64_t count = histogram.Summary().count;
+    counts_grew_monotonically &= count >= last_count;
+    last_count = count;
+  }
+  for (std::thread& thread : threads) thread.join();
+
+  CHECK(counts_grew_monotonically);
+  const LatencyStats stats = histogram.Summary();
+  CHECK(stats.count == std::uint64_t{kThreads} * kPerThread);
+  CHECK(stats.max == absl::Microseconds(kPerThread) + absl::Nanoseconds(kThreads - 1));
+  // Sum of t + 1000 i over all threads and i, divided by the count (integer nanoseconds).
+  const std::uint64_t sum = std::uint64_t{kThreads} * 1000 * kPerThread * (kPerThread + 1) / 2 +
+                            std::uint64_t{kPerThread} * (kThreads * (kThreads - 1) / 2);
+  CHECK(stats.mean == absl::Nanoseconds(sum / (std::uint64_t{kThreads} * kPerThread)));
+  CheckClose(stats.p50, absl::Microseconds(kPerThread / 2));
+  CheckClose(stats.p99, absl::Microseconds(kPerThread * 99 / 100));
+}
+
+}  // namespace
+}  // namespace chunkcache::internal

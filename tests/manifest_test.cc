@@ -1,0 +1,333 @@
+#include "manifest.h"
+
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#define XXH_INLINE_ALL  // header-only: the test needs no link dependency on libxxhash
+#include "xxhash.h"
+
+namespace chunkcache::internal {
+namespace {
+
+constexpr std::size_t kMaxPayload = std::size_t{64} << 20;  // CacheOptions' default
+constexpr std::uint32_t kMiB = 1 << 20;
+
+Manifest InlineManifest(std::string_view payload) {
+  Manifest m;
+  m.generation = 0x0123456789abcdef;
+  m.raw_size = 1000;
+  m.stored_size = payload.size();
+  m.chunk_size = kMiB;
+  m.chunk_count = 0;
+  m.checksum = 0xfeedfacecafebeef;
+  m.created_unix_ms = 1'700'000'000'000;
+  return m;
+}
+
+Manifest ChunkedManifest() {
+  Manifest m;
+  m.generation = 0x1f2e3d4c5b6a7988;
+  m.raw_size = 10 * kMiB;
+  m.stored_size = 3 * std::uint64_t{kMiB} + 1;
+  m.chunk_size = kMiB;
+  m.chunk_count = 4;
+  m.checksum = 0x8877665544332211;
+  m.created_unix_ms = -1;  // signed: before the epoch must survive the round trip
+  return m;
+}
+
+void CheckSameFields(const Manifest& a, const Manifest& b) {
+  CHECK(a.generation == b.generation);
+  CHECK(a.raw_size == b.raw_size);
+  CHECK(a.stored_size == b.stored_size);
+  CHECK(a.chunk_size == b.chunk_size);
+  CHECK(a.chunk_count == b.chunk_count);
+  CHECK(a.checksum == b.checksum);
+  CHECK(a.created_unix_ms == b.created_unix_ms);
+}
+
+absl::StatusCode DecodeCode(std::string_view bytes, std::size_t max_payload_size = kMaxPayload) {
+  return DecodeManifest(bytes, max_payload_size).status().code();
+}
+
+// Rewrites the header checksum after a deliberate edit, so that the check under test is the one
+// that has to catch the edit.
+void Reseal(std::string& bytes) {
+  const std::uint64_t sum = XXH3_64bits(bytes.data(), 56);
+  for (int i = 0; i < 8; ++i) bytes[56 + i] = static_cast<char>((sum >> (8 * i)) & 0xff);
+}
+
+std::uint64_t LoadLE64(std::string_view bytes, std::size_t offset) {
+  std::uint64_t value = 0;
+  for (int i = 0; i < 8; ++i) {
+    value |= std::uint64_t{static_cast<unsigned char>(bytes[offset + i])} << (8 * i);
+  }
+  return value;
+}
+
+TEST_CASE("an inline manifest survives an encode/decode round trip") {
+  const std::string payload = "\x28\xb5\x2f\xfd compressed bytes \x00 with a NUL";
+  const Manifest m = InlineManifest(payload);
+  const std::string bytes = EncodeManifest(m, payload);
+  REQUIRE(bytes.size() == kManifestHeaderSize + payload.size());
+
+  const absl::StatusOr<DecodedManifest> decoded = DecodeManifest(bytes, kMaxPayload);
+  REQUIRE(decoded.ok());
+  CheckSameFields(decoded->manifest, m);
+  CHECK(decoded->manifest.is_inline());
+  CHECK(decoded->inline_payload == payload);
+  // The payload is a view into the decoded bytes, not a copy.
+  CHECK(decoded->inline_payload.data() == bytes.data() + kManifestHeaderSize);
+}
+
+TEST_CASE("a chunked manifest survives an encode/decode round trip") {
+  const Manifest m = ChunkedManifest();
+  const std::string bytes = EncodeManifest(m, {});
+  REQUIRE(bytes.size() == kManifestHeaderSize);
+
+  const absl::StatusOr<DecodedManifest> decoded = DecodeManifest(bytes, kMaxPayload);
+  REQUIRE(decoded.ok());
+  CheckSameFields(decoded->manifest, m);
+  CHECK_FALSE(decoded->manifest.is_inline());
+  CHECK(decoded->inline_payload.empty());
+}
+
+TEST_CASE("extreme field values survive an encode/decode round trip") {
+  Manifest m = ChunkedManifest();
+  m.generation = ~std::uint64_t{0};
+  m.checksum = ~std::uint64_t{0};
+  m.created_unix_ms = INT64_MIN;
+  m.raw_size = kMaxPayload;  // the limit itself is allowed
+  m.stored_size = 1;
+  m.chunk_size = ~std::uint32_t{0};
+  m.chunk_count = 1;
+  const absl::StatusOr<DecodedManifest> decoded =
+      DecodeManifest(EncodeManifest(m, {}), kMaxPayload);
+  REQUIRE(decoded.ok());
+  CheckSameFields(decoded->manifest, m);
+}
+
+TEST_CASE("the encoded header follows the layout of docs/FORMAT.md") {
+  const std::string payload = "xyz";
+  const Manifest m = InlineManifest(payload);
+  const std::string inline_bytes = EncodeManifest(m, payload);
+  CHECK(inline_bytes.substr(0, 4) == "CCMF");
+  CHECK(inline_bytes[4] == 1);  // format version
+  CHECK(inline_bytes[5] == 1);  // codec: zstd
+  CHECK(inline_bytes[6] == 1);  // flags: inline
+  CHECK(inline_bytes[7] == 0);  // reserved
+  CHECK(LoadLE64(inline_bytes, 8) == m.generation);
+  CHECK(LoadLE64(inline_bytes, 16) == m.raw_size);
+  CHECK(LoadLE64(inline_bytes, 24) == m.stored_size);
+  CHECK((LoadLE64(inline_bytes, 32) & 0xffffffff) == m.chunk_size);
+  CHECK((LoadLE64(inline_bytes, 32) >> 32) == m.chunk_count);
+  CHECK(LoadLE64(inline_bytes, 40) == m.checksum);
+  CHECK(LoadLE64(inline_bytes, 48) == static_cast<std::uint64_t>(m.created_unix_ms));
+  CHECK(LoadLE64(inline_bytes, 56) == XXH3_64bits(inline_bytes.data(), 56));
+  CHECK(inline_bytes.substr(64) == payload);
+
+  const std::string chunked_bytes = EncodeManifest(ChunkedManifest(), {});
+  CHECK(chunked_bytes[6] == 0);  // flags: not inline
+  CHECK((LoadLE64(chunked_bytes, 32) >> 32) == 4);
+}
+
+TEST_CASE("a flipped header byte is rejected") {
+  const std::string payload(40, 'p');
+  const std::string inline_bytes = EncodeManifest(InlineManifest(payload), payload);
+  const std::string chunked_bytes = EncodeManifest(ChunkedManifest(), {});
+  for (const std::string* original : {&inline_bytes, &chunked_bytes}) {
+    REQUIRE(DecodeManifest(*original, kMaxPayload).ok());
+    for (std::size_t offset = 0; offset < kManifestHeaderSize; ++offset) {
+      for (int mask = 1; mask < 256; ++mask) {
+        std::string corrupt = *original;
+        corrupt[offset] = static_cast<char>(corrupt[offset] ^ mask);
+        const absl::StatusCode code = DecodeCode(corrupt);
+        if (code != absl::StatusCode::kDataLoss) {
+          // One failure per offset keeps the report readable.
+          CAPTURE(offset, mask, original == &inline_bytes);
+          FAIL_CHECK("a corrupted manifest header was not rejected as DataLoss");
+          break;
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("a manifest shorter than its header is rejected") {
+  const std::string payload(10, 'p');
+  const std::string inline_bytes = EncodeManifest(InlineManifest(payload), payload);
+  const std::string chunked_bytes = EncodeManifest(ChunkedManifest(), {});
+  for (std::size_t length = 0; length < kManifestHeaderSize; ++length) {
+    CAPTURE(length);
+    CHECK(DecodeCode(std::string_view(inline_bytes).substr(0, length)) ==
+          absl::StatusCode::kDataLoss);
+    CHECK(DecodeCode(std::string_view(chunked_bytes).substr(0, length)) ==
+          absl::StatusCode::kDataLoss);
+  }
+}
+
+TEST_CASE("a manifest claiming a raw size over max_payload_size is rejected") {
+  Manifest m = ChunkedManifest();
+  m.raw_size = std::uint64_t{1} << 40;
+  CHECK(DecodeCode(EncodeManifest(m, {}), kMaxPayload) == absl::StatusCode::kDataLoss);
+
+  m.raw_size = kMaxPayload + 1;
+  CHECK(DecodeCode(EncodeManifest(m, {}), kMaxPayload) == absl::StatusCode::kDataLoss);
+  m.raw_size = kMaxPayload;
+  CHECK(DecodeCode(EncodeManifest(m, {}), kMaxPayload) == absl::StatusCode::kOk);
+}
+
+// Regression: with max_payload_size = SIZE_MAX, a raw size past ZSTD_MAX_INPUT_SIZE passed,
+// because ZSTD_compressBound returns an error code (a huge number) for it.
+TEST_CASE("a raw size no zstd frame can have is rejected even without a payload limit") {
+  Manifest m = ChunkedManifest();
+  for (const std::uint64_t raw_size : {~std::uint64_t{0}, ~std::uint64_t{0} - 1}) {
+    CAPTURE(raw_size);
+    m.raw_size = raw_size;
+    CHECK(DecodeCode(EncodeManifest(m, {}), ~std::size_t{0}) == absl::StatusCode::kDataLoss);
+  }
+}
+
+TEST_CASE("a stored size of zero or beyond the compression bound is rejected") {
+  Manifest m = ChunkedManifest();
+  m.stored_size = 0;
+  m.chunk_count = 0;
+  CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kDataLoss);
+
+  m = ChunkedManifest();
+  m.raw_size = 100;
+  m.stored_size = 10 * kMiB;  // 100 bytes never compress to 10 MiB
+  m.chunk_count = 10;
+  CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kDataLoss);
+}
+
+TEST_CASE("a chunk count inconsistent with stored size and chunk size is rejected") {
+  Manifest m = ChunkedManifest();  // 3 MiB + 1 byte in 1 MiB chunks: 4 chunks
+  REQUIRE(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kOk);
+  for (const std::uint32_t count : {1u, 2u, 3u, 5u, 1000u, ~0u}) {
+    CAPTURE(count);
+    m.chunk_count = count;
+    CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kDataLoss);
+  }
+
+  m = ChunkedManifest();
+  m.stored_size = 3 * std::uint64_t{kMiB};  // exactly 3 full chunks
+  m.chunk_count = 3;
+  CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kOk);
+  m.chunk_count = 4;
+  CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kDataLoss);
+
+  m = ChunkedManifest();
+  m.chunk_size = 0;
+  CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kDataLoss);
+}
+
+TEST_CASE("an inline payload whose size differs from the stored size is rejected") {
+  const std::string payload(100, 'p');
+  const Manifest m = InlineManifest(payload);
+  REQUIRE(DecodeCode(EncodeManifest(m, payload)) == absl::StatusCode::kOk);
+  CHECK(DecodeCode(EncodeManifest(m, payload.substr(0, 99))) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, payload + "p")) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kDataLoss);
+  // Cut off at every length between the header and the full payload.
+  const std::string bytes = EncodeManifest(m, payload);
+  for (std::size_t length = kManifestHeaderSize; length < bytes.size(); ++length) {
+    CAPTURE(length);
+    CHECK(DecodeCode(std::string_view(bytes).substr(0, length)) == absl::StatusCode::kDataLoss);
+  }
+}
+
+TEST_CASE("trailing bytes after a chunked manifest's header are rejected") {
+  const Manifest m = ChunkedManifest();
+  CHECK(DecodeCode(EncodeManifest(m, {}) + "x") == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, std::string(1, '\0'))) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, std::string(1000, 'x'))) == absl::StatusCode::kDataLoss);
+}
+
+TEST_CASE("a well-sealed header with a bad magic, version or codec is rejected") {
+  const std::string good = EncodeManifest(ChunkedManifest(), {});
+  REQUIRE(DecodeCode(good) == absl::StatusCode::kOk);
+
+  std::string bad_magic = good;
+  bad_magic[3] = 'X';
+  Reseal(bad_magic);
+  CHECK(DecodeCode(bad_magic) == absl::StatusCode::kDataLoss);
+
+  for (const int version : {0, 2, 255}) {
+    std::string bad_version = good;
+    bad_version[4] = static_cast<char>(version);
+    Reseal(bad_version);
+    CHECK(DecodeCode(bad_version) == absl::StatusCode::kDataLoss);
+  }
+
+  for (const int codec : {0, 2, 255}) {
+    std::string bad_codec = good;
+    bad_codec[5] = static_cast<char>(codec);
+    Reseal(bad_codec);
+    CHECK(DecodeCode(bad_codec) == absl::StatusCode::kDataLoss);
+  }
+}
+
+TEST_CASE("an inline flag that disagrees with the chunk count is rejected") {
+  std::string chunked_marked_inline = EncodeManifest(ChunkedManifest(), {});
+  chunked_marked_inline[6] = 1;
+  Reseal(chunked_marked_inline);
+  CHECK(DecodeCode(chunked_marked_inline) == absl::StatusCode::kDataLoss);
+
+  const std::string payload(100, 'p');
+  std::string inline_marked_chunked = EncodeManifest(InlineManifest(payload), payload);
+  inline_marked_chunked[6] = 0;
+  Reseal(inline_marked_chunked);
+  CHECK(DecodeCode(inline_marked_chunked) == absl::StatusCode::kDataLoss);
+}
+
+TEST_CASE("every chunk but the last has the chunk size and the last holds the rest") {
+  Manifest m = ChunkedManifest();  // 3 MiB + 1 in 1 MiB chunks
+  CHECK(m.ChunkSize(0) == kMiB);
+  CHECK(m.ChunkSize(1) == kMiB);
+  CHECK(m.ChunkSize(2) == kMiB);
+  CHECK(m.ChunkSize(3) == 1);
+
+  m.stored_size = 3 * std::uint64_t{kMiB};
+  m.chunk_count = 3;
+  CHECK(m.ChunkSize(0) == kMiB);
+  CHECK(m.ChunkSize(2) == kMiB);  // a full last chunk
+
+  m.stored_size = 500;
+  m.chunk_size = 1024;
+  m.chunk_count = 1;
+  CHECK(m.ChunkSize(0) == 500);  // a lone chunk is the whole payload
+
+  // Large sizes do not overflow: 5000 chunks of 4 GiB - 1 bytes, the last one 7 bytes.
+  m.chunk_size = ~std::uint32_t{0};
+  m.chunk_count = 5000;
+  m.stored_size = std::uint64_t{m.chunk_size} * 4999 + 7;
+  CHECK(m.ChunkSize(0) == m.chunk_size);
+  CHECK(m.ChunkSize(4998) == m.chunk_size);
+  CHECK(m.ChunkSize(4999) == 7);
+}
+
+TEST_CASE("chunk sizes add up to the stored size") {
+  for (const std::uint64_t stored : {1ull, 127ull, 128ull, 129ull, 1000ull, 4096ull, 100'000ull}) {
+    for (const std::uint32_t chunk : {128u, 129u, 1000u, 4096u}) {
+      Manifest m;
+      m.stored_size = stored;
+      m.chunk_size = chunk;
+      m.chunk_count = static_cast<std::uint32_t>((stored + chunk - 1) / chunk);
+      std::uint64_t total = 0;
+      for (std::uint32_t i = 0; i < m.chunk_count; ++i) {
+        const std::size_t size = m.ChunkSize(i);
+        CAPTURE(stored, chunk, i);
+        CHECK(size >= 1);
+        CHECK(size <= chunk);
+        total += size;
+      }
+      CHECK(total == stored);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace chunkcache::internal

@@ -1,0 +1,532 @@
+#include "chunkcache/memory_backend.h"
+
+#include <algorithm>
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <latch>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
+namespace chunkcache {
+namespace {
+
+constexpr absl::Duration kForever = absl::InfiniteDuration();
+
+// A clock that moves only when told to; safe to read from many threads.
+class FakeClock {
+ public:
+  absl::Time Now() const { return absl::FromUnixNanos(nanos_.load()); }
+  void Advance(absl::Duration d) { nanos_ += absl::ToInt64Nanoseconds(d); }
+  std::function<absl::Time()> AsFunction() const {
+    return [this] { return Now(); };
+  }
+
+ private:
+  std::atomic<std::int64_t> nanos_{absl::ToUnixNanos(absl::FromUnixSeconds(1'700'000'000))};
+};
+
+std::size_t Charge(std::string_view key, std::string_view value) {
+  return key.size() + value.size() + kMemoryBackendItemOverhead;
+}
+
+std::optional<std::string> Get(Backend& backend, std::string_view key) {
+  absl::StatusOr<std::vector<std::optional<std::string>>> values = backend.MultiGet({&key, 1});
+  REQUIRE(values.ok());
+  REQUIRE(values->size() == 1);
+  return (*values)[0];
+}
+
+absl::Status Set(Backend& backend, std::string_view key, std::string_view value,
+                 absl::Duration ttl = kForever) {
+  const KeyValue item{key, value};
+  return backend.MultiSet({&item, 1}, ttl);
+}
+
+// One shard holding exactly `items` items of 1-byte keys and `value_size`-byte values.
+MemoryBackendOptions SingleShardFor(int items, std::size_t value_size) {
+  return {.capacity_bytes = items * Charge("k", std::string(value_size, 'v')),
+          .max_item_size = value_size,
+          .shards = 1};
+}
+
+TEST_CASE("MultiGet returns one entry per key, in order, with nullopt where absent") {
+  MemoryBackend backend;
+  const std::vector<KeyValue> items = {{"a", "alpha"}, {"b", ""}, {"c", "gamma"}};
+  REQUIRE(backend.MultiSet(items, kForever).ok());
+
+  const std::vector<std::string_view> keys = {"c", "missing", "a", "b", "a", ""};
+  absl::StatusOr<std::vector<std::optional<std::string>>> values = backend.MultiGet(keys);
+  REQUIRE(values.ok());
+  REQUIRE(values->size() == keys.size());
+  CHECK((*values)[0] == "gamma");
+  CHECK((*values)[1] == std::nullopt);
+  CHECK((*values)[2] == "alpha");
+  CHECK((*values)[3] == "");  // An empty value is present, not absent.
+  CHECK((*values)[4] == "alpha");
+  CHECK((*values)[5] == std::nullopt);
+
+  CHECK(backend.MultiGet({})->empty());
+}
+
+TEST_CASE("binary keys and values round-trip byte for byte") {
+  MemoryBackend backend;
+  const std::string key("k\0\xff", 3);
+  const std::string value("\0\x01\x02\xfe\xff", 5);
+  REQUIRE(Set(backend, key, value).ok());
+  CHECK(Get(backend, key) == value);
+  CHECK(Get(backend, std::string_view("k", 1)) == std::nullopt);
+}
+
+TEST_CASE("an empty key is InvalidArgument for MultiSet and SetIfAbsent") {
+  MemoryBackend backend;
+  const std::vector<KeyValue> items = {{"good", "1"}, {"", "2"}};
+  const absl::Status status = backend.MultiSet(items, kForever);
+  CHECK(status.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(status.message()), Catch::Contains("empty"));
+  CHECK(Get(backend, "good") == std::nullopt);
+
+  CHECK(backend.SetIfAbsent("", "v", kForever).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(backend.Stats().items == 0);
+}
+
+TEST_CASE("storing an existing key replaces its value and its byte charge") {
+  MemoryBackend backend;
+  REQUIRE(Set(backend, "k", "short").ok());
+  REQUIRE(Set(backend, "k", "a much longer value").ok());
+  CHECK(Get(backend, "k") == "a much longer value");
+  const MemoryBackendStats stats = backend.Stats();
+  CHECK(stats.items == 1);
+  CHECK(stats.bytes == Charge("k", "a much longer value"));
+  CHECK(stats.evictions == 0);
+}
+
+TEST_CASE("when a key appears twice in one batch the later value wins") {
+  MemoryBackend backend;
+  const std::vector<KeyValue> items = {{"k", "first"}, {"other", "x"}, {"k", "second"}};
+  REQUIRE(backend.MultiSet(items, kForever).ok());
+  CHECK(Get(backend, "k") == "second");
+  CHECK(backend.Stats().items == 2);
+}
+
+TEST_CASE("with one shard the least recently stored item is evicted first") {
+  MemoryBackend backend(SingleShardFor(3, 100));
+  const std::string value(100, 'v');
+  for (const char* key : {"a", "b", "c", "d"}) REQUIRE(Set(backend, key, value).ok());
+
+  CHECK(backend.Stats().evictions == 1);
+  CHECK(backend.Stats().items == 3);
+  CHECK(Get(backend, "a") == std::nullopt);
+  CHECK(Get(backend, "b") == value);
+  CHECK(Get(backend, "c") == value);
+  CHECK(Get(backend, "d") == value);
+}
+
+TEST_CASE("reading an item protects it from eviction") {
+  MemoryBackend backend(SingleShardFor(3, 100));
+  const std::string value(100, 'v');
+  for (const char* key : {"a", "b", "c"}) REQUIRE(Set(backend, key, value).ok());
+  REQUIRE(Get(backend, "a") == value);  // Order, most recent first: a c b.
+
+  REQUIRE(Set(backend, "d", value).ok());  // Evicts b.
+  CHECK(Get(backend, "b") == std::nullopt);
+  REQUIRE(Set(backend, "e", value).ok());  // Order was d a c (the miss on b touched nothing).
+  CHECK(Get(backend, "c") == std::nullopt);
+  CHECK(Get(backend, "a") == value);
+  CHECK(Get(backend, "d") == value);
+  CHECK(Get(backend, "e") == value);
+  CHECK(backend.Stats().evictions == 2);
+}
+
+TEST_CASE("replacing an item makes it the most recently used") {
+  MemoryBackend backend(SingleShardFor(2, 10));
+  REQUIRE(Set(backend, "a", "0123456789").ok());
+  REQUIRE(Set(backend, "b", "0123456789").ok());
+  REQUIRE(Set(backend, "a", "9876543210").ok());
+  REQUIRE(Set(backend, "c", "0123456789").ok());  // Evicts b, not a.
+  CHECK(Get(backend, "a") == "9876543210");
+  CHECK(Get(backend, "b") == std::nullopt);
+}
+
+TEST_CASE("stored bytes never exceed capacity_bytes, whatever the item sizes") {
+  const MemoryBackendOptions options = {
+      .capacity_bytes = 64 << 10, .max_item_size = 4 << 10, .shards = 4};
+  MemoryBackend backend(options);
+  std::mt19937 rng(42);
+  std::vector<std::string> keys;
+  for (int i = 0; i < 2000; ++i) {
+    keys.push_back(absl::StrCat("key-", rng() % 500, std::string(rng() % 40, 'k')));
+    const std::string value(rng() % (options.max_item_size + 1), 'v');
+    REQUIRE(Set(backend, keys.back(), value).ok());
+    REQUIRE(backend.Stats().bytes <= options.capacity_bytes);
+  }
+  const MemoryBackendStats stats = backend.Stats();
+  CHECK(stats.evictions > 0);
+  CHECK(stats.items > 0);
+
+  // The byte count is exactly the charge of the items still held.
+  std::vector<std::string_view> key_views(keys.begin(), keys.end());
+  std::sort(key_views.begin(), key_views.end());
+  key_views.erase(std::unique(key_views.begin(), key_views.end()), key_views.end());
+  absl::StatusOr<std::vector<std::optional<std::string>>> values = backend.MultiGet(key_views);
+  REQUIRE(values.ok());
+  std::uint64_t held_items = 0;
+  std::uint64_t held_bytes = 0;
+  for (std::size_t i = 0; i < key_views.size(); ++i) {
+    if (!(*values)[i].has_value()) continue;
+    ++held_items;
+    held_bytes += Charge(key_views[i], *(*values)[i]);
+  }
+  CHECK(held_items == stats.items);
+  CHECK(held_bytes == stats.bytes);
+}
+
+TEST_CASE("an item expires once its ttl has passed") {
+  FakeClock clock;
+  MemoryBackend backend({.clock = clock.AsFunction()});
+  REQUIRE(Set(backend, "short", "s", absl::Seconds(10)).ok());
+  REQUIRE(Set(backend, "long", "l", absl::Seconds(60)).ok());
+
+  clock.Advance(absl::Seconds(9));
+  CHECK(Get(backend, "short") == "s");
+  clock.Advance(absl::Seconds(1));
+  CHECK(Get(backend, "short") == std::nullopt);
+  CHECK(Get(backend, "long") == "l");
+  clock.Advance(absl::Seconds(50));
+  CHECK(Get(backend, "long") == std::nullopt);
+
+  const MemoryBackendStats stats = backend.Stats();
+  CHECK(stats.expirations == 2);
+  CHECK(stats.items == 0);
+  CHECK(stats.bytes == 0);
+}
+
+TEST_CASE("storing again restarts the ttl") {
+  FakeClock clock;
+  MemoryBackend backend({.clock = clock.AsFunction()});
+  REQUIRE(Set(backend, "k", "1", absl::Seconds(10)).ok());
+  clock.Advance(absl::Seconds(8));
+  REQUIRE(Set(backend, "k", "2", absl::Seconds(10)).ok());
+  clock.Advance(absl::Seconds(8));
+  CHECK(Get(backend, "k") == "2");
+}
+
+TEST_CASE("an item stored with an infinite ttl never expires") {
+  FakeClock clock;
+  MemoryBackend backend({.clock = clock.AsFunction()});
+  REQUIRE(Set(backend, "k", "v", absl::InfiniteDuration()).ok());
+  REQUIRE(backend.SetIfAbsent("j", "w", absl::InfiniteDuration()).value());
+  clock.Advance(absl::Hours(24 * 365 * 100));
+  CHECK(Get(backend, "k") == "v");
+  CHECK(Get(backend, "j") == "w");
+  CHECK(backend.Stats().expirations == 0);
+}
+
+TEST_CASE("an expired item met while making room counts as an expiration, not an eviction") {
+  FakeClock clock;
+  MemoryBackendOptions options = SingleShardFor(2, 10);
+  options.clock = clock.AsFunction();
+  MemoryBackend backend(options);
+  REQUIRE(Set(backend, "a", "0123456789", absl::Seconds(1)).ok());
+  REQUIRE(Set(backend, "b", "0123456789").ok());
+  clock.Advance(absl::Seconds(2));
+  REQUIRE(Set(backend, "c", "0123456789").ok());  // Drops the expired a.
+
+  const MemoryBackendStats stats = backend.Stats();
+  CHECK(stats.expirations == 1);
+  CHECK(stats.evictions == 0);
+  CHECK(Get(backend, "b") == "0123456789");
+}
+
+TEST_CASE("a value over max_item_size is InvalidArgument and the batch stores nothing") {
+  MemoryBackend backend({.max_item_size = 1000});
+  REQUIRE(Set(backend, "kept", "old").ok());
+
+  const std::string big(1001, 'x');
+  const std::vector<KeyValue> items = {{"kept", "new"}, {"fresh", "f"}, {"big", big}};
+  const absl::Status status = backend.MultiSet(items, kForever);
+  CHECK(status.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(status.message()), Catch::Contains("1001") && Catch::Contains("1000"));
+  CHECK(Get(backend, "kept") == "old");
+  CHECK(Get(backend, "fresh") == std::nullopt);
+  CHECK(Get(backend, "big") == std::nullopt);
+
+  CHECK(backend.SetIfAbsent("big", big, kForever).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(backend.Stats().sets == 1);
+}
+
+TEST_CASE("a value of exactly max_item_size is accepted") {
+  MemoryBackend backend({.max_item_size = 1000});
+  CHECK(backend.max_item_size() == 1000);
+  const std::string value(1000, 'x');
+  REQUIRE(Set(backend, "k", value).ok());
+  CHECK(Get(backend, "k") == value);
+}
+
+TEST_CASE("a non-positive ttl is InvalidArgument and stores nothing") {
+  MemoryBackend backend;
+  for (const absl::Duration ttl :
+       {absl::ZeroDuration(), absl::Seconds(-1), -absl::InfiniteDuration()}) {
+    CHECK(Set(backend, "k", "v", ttl).code() == absl::StatusCode::kInvalidArgument);
+    CHECK(backend.SetIfAbsent("k", "v", ttl).status().code() == absl::StatusCode::kInvalidArgument);
+  }
+  CHECK(Get(backend, "k") == std::nullopt);
+  CHECK(backend.Stats().sets == 0);
+}
+
+TEST_CASE("an item too large for any shard is ResourceExhausted and the batch stores nothing") {
+  MemoryBackend backend({.capacity_bytes = 4096, .max_item_size = 1024, .shards = 1});
+  const std::string long_key(4096, 'k');  // Fits no 4096-byte shard with its overhead.
+  const std::vector<KeyValue> items = {{"small", "s"}, {long_key, "v"}};
+  const absl::Status status = backend.MultiSet(items, kForever);
+  CHECK(status.code() == absl::StatusCode::kResourceExhausted);
+  CHECK(Get(backend, "small") == std::nullopt);
+  CHECK(backend.SetIfAbsent(long_key, "v", kForever).status().code() ==
+        absl::StatusCode::kResourceExhausted);
+}
+
+TEST_CASE("shards are reduced so that a max-size item always fits") {
+  // 16 shards of 256 KiB could not hold a 1 MiB item; fewer, larger shards can.
+  MemoryBackend backend({.capacity_bytes = 4 << 20, .max_item_size = 1 << 20, .shards = 16});
+  const std::string value(1 << 20, 'x');
+  for (int i = 0; i < 8; ++i) {
+    REQUIRE(Set(backend, absl::StrCat("key-", i), value).ok());
+    CHECK(backend.Stats().bytes <= std::size_t{4} << 20);
+  }
+  CHECK(backend.Stats().items >= 1);
+}
+
+TEST_CASE("SetIfAbsent stores only when the key is absent or expired") {
+  FakeClock clock;
+  MemoryBackend backend({.clock = clock.AsFunction()});
+
+  absl::StatusOr<bool> stored = backend.SetIfAbsent("k", "first", absl::Seconds(10));
+  REQUIRE(stored.ok());
+  CHECK(*stored);
+  CHECK(Get(backend, "k") == "first");
+
+  stored = backend.SetIfAbsent("k", "second", absl::Seconds(10));
+  REQUIRE(stored.ok());
+  CHECK_FALSE(*stored);
+  CHECK(Get(backend, "k") == "first");
+
+  clock.Advance(absl::Seconds(10));
+  stored = backend.SetIfAbsent("k", "third", absl::Seconds(10));
+  REQUIRE(stored.ok());
+  CHECK(*stored);
+  CHECK(Get(backend, "k") == "third");
+
+  REQUIRE(backend.Delete(std::vector<std::string_view>{"k"}).ok());
+  CHECK(*backend.SetIfAbsent("k", "fourth", kForever));
+  CHECK(Get(backend, "k") == "fourth");
+
+  const MemoryBackendStats stats = backend.Stats();
+  CHECK(stats.sets == 3);
+  CHECK(stats.expirations == 1);
+}
+
+TEST_CASE("Delete removes present keys and ignores absent ones") {
+  MemoryBackend backend;
+  const std::vector<KeyValue> items = {{"a", "1"}, {"b", "2"}, {"c", "3"}};
+  REQUIRE(backend.MultiSet(items, kForever).ok());
+
+  const std::vector<std::string_view> doomed = {"a", "missing", "c", "a", ""};
+  REQUIRE(backend.Delete(doomed).ok());
+  CHECK(Get(backend, "a") == std::nullopt);
+  CHECK(Get(backend, "b") == "2");
+  CHECK(Get(backend, "c") == std::nullopt);
+  REQUIRE(backend.Delete({}).ok());
+
+  const MemoryBackendStats stats = backend.Stats();
+  CHECK(stats.deletes == 2);
+  CHECK(stats.items == 1);
+  CHECK(stats.bytes == Charge("b", "2"));
+}
+
+TEST_CASE("Stats counts hits, misses, sets, deletes, evictions and expirations") {
+  FakeClock clock;
+  MemoryBackendOptions options = SingleShardFor(3, 10);
+  options.clock = clock.AsFunction();
+  MemoryBackend backend(options);
+
+  const std::vector<KeyValue> items = {
+      {"a", "0123456789"}, {"b", "0123456789"}, {"c", "0123456789"}};
+  REQUIRE(backend.MultiSet(items, kForever).ok());                  // 3 sets.
+  REQUIRE(Set(backend, "d", "0123456789").ok());                    // 1 set, evicts a.
+  REQUIRE(Set(backend, "e", "0123456789", absl::Seconds(1)).ok());  // 1 set, evicts b.
+  const std::vector<std::string_view> keys = {"a", "b", "c", "d", "e", "z"};
+  REQUIRE(backend.MultiGet(keys).ok());  // 3 hits, 3 misses.
+  clock.Advance(absl::Seconds(1));
+  CHECK(Get(backend, "e") == std::nullopt);                               // 1 miss, 1 expiration.
+  REQUIRE(backend.Delete(std::vector<std::string_view>{"c", "z"}).ok());  // 1 delete.
+  CHECK_FALSE(*backend.SetIfAbsent("d", "x", kForever));                  // No set.
+
+  const MemoryBackendStats stats = backend.Stats();
+  CHECK(stats.sets == 5);
+  CHECK(stats.evictions == 2);
+  CHECK(stats.hits == 3);
+  CHECK(stats.misses == 4);
+  CHECK(stats.expirations == 1);
+  CHECK(stats.deletes == 1);
+  CHECK(stats.items == 1);
+  CHECK(stats.bytes == Charge("d", "0123456789"));
+}
+
+TEST_CASE("NewMemoryBackend returns a working Backend with the given options") {
+  std::shared_ptr<Backend> backend = NewMemoryBackend({.max_item_size = 123});
+  REQUIRE(backend != nullptr);
+  CHECK(backend->max_item_size() == 123);
+  REQUIRE(Set(*backend, "k", "v").ok());
+  CHECK(Get(*backend, "k") == "v");
+  CHECK(Set(*backend, "big", std::string(124, 'x')).code() == absl::StatusCode::kInvalidArgument);
+}
+
+// Values name their key, so a reader can tell a value that belongs to another key.
+std::string ValueFor(std::string_view key, int thread, std::size_t padding) {
+  return absl::StrCat(std::string(key), "|", thread, "|", std::string(padding, 'p'));
+}
+
+bool BelongsTo(std::string_view value, std::string_view key) {
+  return value.size() > key.size() && value.substr(0, key.size()) == key &&
+         value[key.size()] == '|';
+}
+
+TEST_CASE("concurrent mixed operations never return another key's value or exceed capacity",
+          "[concurrency]") {
+  constexpr int kThreads = 8;
+  constexpr int kOpsPerThread = 10000;
+  constexpr int kKeys = 64;
+  const MemoryBackendOptions options = {
+      .capacity_bytes = 16 << 10, .max_item_size = 2 << 10, .shards = 4};
+  MemoryBackend backend(options);
+  std::vector<std::string> keys;
+  for (int i = 0; i < kKeys; ++i) keys.push_back(absl::StrCat("key-", i));
+
+  std::atomic<int> wrong_values{0};
+  std::atomic<int> errors{0};
+  std::atomic<int> over_capacity{0};
+  std::latch start(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      auto random_key = [&]() -> std::string_view { return keys[rng() % kKeys]; };
+      start.arrive_and_wait();
+      for (int op = 0; op < kOpsPerThread; ++op) {
+        switch (rng() % 5) {
+          case 0: {
+            const int count = 1 + rng() % 4;
+            std::vector<std::string_view> batch_keys;
+            std::vector<std::string> values;
+            for (int i = 0; i < count; ++i) {
+              batch_keys.push_back(random_key());
+              values.push_back(ValueFor(batch_keys.back(), t, rng() % (options.max_item_size / 2)));
+            }
+            std::vector<KeyValue> items;
+            for (int i = 0; i < count; ++i) items.push_back({batch_keys[i], values[i]});
+            const absl::Duration ttl = rng() % 4 == 0 ? absl::Milliseconds(1) : kForever;
+            if (!backend.MultiSet(items, ttl).ok()) ++errors;
+            break;
+          }
+          case 1:
+          case 2: {
+            std::vector<std::string_view> wanted;
+            for (int i = 1 + rng() % 8; i > 0; --i) wanted.push_back(random_key());
+            auto got = backend.MultiGet(wanted);
+            if (!got.ok() || got->size() != wanted.size()) {
+              ++errors;
+              break;
+            }
+            for (std::size_t i = 0; i < wanted.size(); ++i) {
+              if ((*got)[i].has_value() && !BelongsTo(*(*got)[i], wanted[i])) ++wrong_values;
+            }
+            break;
+          }
+          case 3: {
+            const std::string_view key = random_key();
+            if (!backend.Delete({&key, 1}).ok()) ++errors;
+            break;
+          }
+          case 4: {
+            const std::string_view key = random_key();
+            if (!backend.SetIfAbsent(key, ValueFor(key, t, rng() % 100), kForever).ok()) {
+              ++errors;
+            }
+            break;
+          }
+        }
+        if (op % 100 == 0 && backend.Stats().bytes > options.capacity_bytes) ++over_capacity;
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+
+  CHECK(wrong_values == 0);
+  CHECK(errors == 0);
+  CHECK(over_capacity == 0);
+  const MemoryBackendStats stats = backend.Stats();
+  CHECK(stats.bytes <= options.capacity_bytes);
+  CHECK(stats.hits > 0);
+  CHECK(stats.evictions > 0);
+
+  // Whatever survived still belongs to its key.
+  std::vector<std::string_view> all(keys.begin(), keys.end());
+  auto values = backend.MultiGet(all);
+  REQUIRE(values.ok());
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if ((*values)[i].has_value()) CHECK(BelongsTo(*(*values)[i], all[i]));
+  }
+}
+
+TEST_CASE("exactly one of many racing SetIfAbsent calls wins each key", "[concurrency]") {
+  constexpr int kThreads = 8;
+  constexpr int kKeys = 500;
+  MemoryBackend backend;
+  std::vector<std::atomic<int>> wins(kKeys);
+  std::vector<std::atomic<int>> winner(kKeys);
+  std::atomic<int> errors{0};
+  std::latch start(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      start.arrive_and_wait();
+      for (int k = 0; k < kKeys; ++k) {
+        absl::StatusOr<bool> stored =
+            backend.SetIfAbsent(absl::StrCat("key-", k), absl::StrCat("thread-", t), kForever);
+        if (!stored.ok()) {
+          ++errors;
+        } else if (*stored) {
+          ++wins[k];
+          winner[k] = t;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+
+  CHECK(errors == 0);
+  int keys_with_one_winner = 0;
+  for (int k = 0; k < kKeys; ++k) {
+    if (wins[k] != 1) continue;
+    ++keys_with_one_winner;
+    CHECK(Get(backend, absl::StrCat("key-", k)) == absl::StrCat("thread-", winner[k].load()));
+  }
+  CHECK(keys_with_one_winner == kKeys);
+  CHECK(backend.Stats().sets == kKeys);
+}
+
+}  // namespace
+}  // namespace chunkcache
