@@ -7,6 +7,7 @@
 // like. A ratio of 1.00 means the library is as fast as the bare codec on the same input.
 
 #include <benchmark/benchmark.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #include <cstdlib>
@@ -107,6 +108,8 @@ BENCHMARK(BM_Get)->UseRealTime()->Unit(benchmark::kMillisecond);
 // Collects each run's time per iteration and prints library/baseline ratios after the table.
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
+  RatioReporter() : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_Defaults : OO_Tabular) {}
+
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& run : runs) {
       if (run.run_type == Run::RT_Iteration && !run.error_occurred) {

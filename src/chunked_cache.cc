@@ -8,6 +8,7 @@
 #include <new>
 #include <optional>
 #include <random>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -30,6 +31,10 @@ using internal::StoredKeys;
 
 // How often a read starts over because a writer replaced the entry under it.
 constexpr int kMaxReadAttempts = 4;
+
+// With compression_workers > 0, payloads from this size on are validated on a thread of their
+// own while they are compressed; below it a thread costs more than it saves.
+constexpr std::size_t kOverlapValidationFrom = std::size_t{1} << 20;
 
 using Values = std::vector<std::optional<std::string>>;
 
@@ -333,13 +338,27 @@ class ChunkedCache::Impl {
           absl::StrFormat("chunkcache: the payload is %d bytes; max_payload_size is %d",
                           json.size(), options_.max_payload_size));
     }
-    if (options_.validate_json) {
-      if (absl::Status s = codec_.ValidateJson(json); !s.ok()) return s;
-    }
-    absl::StatusOr<CompressedBuffer> compressed = codec_.Compress(json);
+    absl::StatusOr<CompressedBuffer> compressed = ValidateAndCompress(json);
     if (!compressed.ok()) return compressed.status();
     Add(counters_.bytes_put_raw, json.size());
     return Store(keys, json.size(), compressed->view());
+  }
+
+  absl::StatusOr<CompressedBuffer> ValidateAndCompress(std::string_view json) {
+    if (!options_.validate_json) return codec_.Compress(json);
+    if (options_.compression_workers == 0 || json.size() < kOverlapValidationFrom) {
+      if (absl::Status s = codec_.ValidateJson(json); !s.ok()) return s;
+      return codec_.Compress(json);
+    }
+    // Extra threads are allowed: validate while zstd's workers compress.
+    absl::Status valid;
+    absl::StatusOr<CompressedBuffer> compressed;
+    {
+      std::jthread validator([&] { valid = codec_.ValidateJson(json); });
+      compressed = codec_.Compress(json);
+    }
+    if (!valid.ok()) return valid;
+    return compressed;
   }
 
   // Writes the chunks of a fresh generation, then the manifest that commits them, then removes

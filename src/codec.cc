@@ -20,6 +20,10 @@ namespace {
 constexpr std::size_t kMaxIdleContexts = 8;
 constexpr std::size_t kMaxIdleParsers = 2;
 
+// Bounds of the zstd multithreaded job size we choose (zstd's own minimum is 512 KiB).
+constexpr std::size_t kMinJobSize = std::size_t{1} << 20;
+constexpr std::size_t kMaxJobSize = std::size_t{256} << 20;
+
 absl::Status ZstdError(absl::string_view what, std::size_t code) {
   return absl::InternalError(absl::StrCat("chunkcache: ", what, ": ", ZSTD_getErrorName(code)));
 }
@@ -92,6 +96,12 @@ absl::StatusOr<CompressedBuffer> Codec::Compress(std::string_view raw) {
   ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
   std::size_t rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level_);
   if (!ZSTD_isError(rc)) rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, workers_);
+  if (!ZSTD_isError(rc) && workers_ > 0) {
+    // zstd's default job is 4 windows (8 MB at level 3): too coarse to keep the workers busy on
+    // a payload of a few MB. Aim for two jobs per worker.
+    const std::size_t job = std::max(kMinJobSize, raw.size() / (2 * workers_));
+    rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_jobSize, static_cast<int>(std::min(job, kMaxJobSize)));
+  }
   if (ZSTD_isError(rc)) return ZstdError("setting compression parameters", rc);
 
   CompressedBuffer out;

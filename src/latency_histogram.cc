@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 
 namespace chunkcache::internal {
 
@@ -43,7 +44,9 @@ LatencyStats LatencyHistogram::Summary() const {
   if (total == 0) return stats;
   const std::uint64_t max = max_nanos_.load(std::memory_order_relaxed);
   auto percentile = [&](double q) {
-    const auto rank = static_cast<std::uint64_t>(q * static_cast<double>(total - 1)) + 1;
+    // Nearest rank: the smallest value with at least q of the samples at or below it.
+    const auto rank = std::max<std::uint64_t>(
+        1, static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(total))));
     std::uint64_t seen = 0;
     for (std::size_t i = 0; i < kBuckets; ++i) {
       seen += counts[i];
