@@ -7,7 +7,6 @@
 // like. A ratio of 1.00 means the library is as fast as the bare codec on the same input.
 
 #include <benchmark/benchmark.h>
-#include <unistd.h>
 #include <zstd.h>
 
 #include <cstdlib>
@@ -20,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "catalogue.h"
 #include "chunkcache/chunkcache.h"
+#include "ratio_reporter.h"
 
 namespace {
 
@@ -105,65 +105,24 @@ void BM_Get(benchmark::State& state) {
 }
 BENCHMARK(BM_Get)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// Collects each run's time per iteration and prints library/baseline ratios after the table.
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  RatioReporter() : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_Defaults : OO_Tabular) {}
-
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& run : runs) {
-      if (run.run_type == Run::RT_Iteration && !run.error_occurred) {
-        seconds_[run.benchmark_name()] = run.GetAdjustedRealTime();
-      }
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-
-  void PrintRatios() const {
-    struct Pair {
-      const char* what;
-      const char* library;
-      const char* baseline;
-    };
-    const Pair pairs[] = {
-        {"Put vs ZSTD_compress (1 core)", "BM_Put/workers:0/real_time",
-         "BM_ZstdCompress/workers:0/real_time"},
-        {"Put, 2 workers vs ZSTD_compress (1 core)", "BM_Put/workers:2/real_time",
-         "BM_ZstdCompress/workers:0/real_time"},
-        {"Get vs ZSTD_decompress", "BM_Get/real_time", "BM_ZstdDecompress/real_time"},
-    };
-    absl::PrintF("\nspeed relative to plain zstd on the same %d bytes (>1 is faster):\n",
-                 CatalogueJson().size());
-    for (const Pair& p : pairs) {
-      auto lib = seconds_.find(p.library);
-      auto base = seconds_.find(p.baseline);
-      if (lib == seconds_.end() || base == seconds_.end()) continue;
-      absl::PrintF("  %-42s %.2fx\n", p.what, base->second / lib->second);
-    }
-  }
-
- private:
-  std::map<std::string, double> seconds_;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  double megabytes = 10;
-  std::vector<char*> args;
-  for (int i = 0; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--catalogue_mb=", 15) == 0) {
-      megabytes = std::atof(argv[i] + 15);
-    } else {
-      args.push_back(argv[i]);
-    }
-  }
+  std::string megabytes = "10";
+  std::vector<char*> args = chunkcache::bench::TakeFlag(argc, argv, "--catalogue_mb=", &megabytes);
   int count = static_cast<int>(args.size());
   benchmark::Initialize(&count, args.data());
-  CatalogueJson() = chunkcache::catalogue::GenerateCatalogue({.megabytes = megabytes});
-  RatioReporter reporter;
+  CatalogueJson() = chunkcache::catalogue::GenerateCatalogue({.megabytes = std::stod(megabytes)});
+  chunkcache::bench::RatioReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
-  reporter.PrintRatios();
+  reporter.PrintSpeedups(
+      absl::StrFormat("speed against plain zstd on the same %d bytes", CatalogueJson().size())
+          .c_str(),
+      {{"Put vs ZSTD_compress (1 core)", "BM_Put/workers:0/real_time",
+        "BM_ZstdCompress/workers:0/real_time"},
+       {"Put, 2 workers vs ZSTD_compress (1 core)", "BM_Put/workers:2/real_time",
+        "BM_ZstdCompress/workers:0/real_time"},
+       {"Get vs ZSTD_decompress", "BM_Get/real_time", "BM_ZstdDecompress/real_time"}});
   benchmark::Shutdown();
   return 0;
 }

@@ -111,6 +111,10 @@ absl::Status CheckOptions(const Backend* backend, const CacheOptions& options) {
 
 bool IsMiss(const absl::Status& status) { return absl::IsNotFound(status); }
 
+bool IsUnreachable(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+}
+
 }  // namespace
 
 class ChunkedCache::Impl {
@@ -299,10 +303,17 @@ class ChunkedCache::Impl {
     const StoredKeys keys(options_.key_prefix, key);
     absl::StatusOr<Bytes> cached = TimedRead(keys);
     if (cached.ok()) return cached;
-    if (!IsMiss(cached.status())) Add(counters_.fallbacks);  // serve through the origin
+    const bool backend_down = !IsMiss(cached.status());
+    if (backend_down) Add(counters_.fallbacks);  // serve through the origin
 
     absl::StatusOr<std::string> loaded = CallLoader(loader);
     if (!loaded.ok()) return loaded.status();
+    if (backend_down && IsUnreachable(cached.status())) {
+      // Storing would most likely cost the caller another timeout for nothing; the next
+      // caller's read tells whether the backend is back. The value is still checked.
+      if (absl::Status s = CheckPayload(*loaded); !s.ok()) return s;
+      return Bytes(std::make_shared<const std::string>(*std::move(loaded)));
+    }
     Add(counters_.puts);
     ScopedTimer timer(&put_latency_);
     absl::Status stored = EncodeAndStore(keys, *loaded);
@@ -332,12 +343,21 @@ class ChunkedCache::Impl {
 
   // ---- Writing -------------------------------------------------------------------------------
 
+  absl::Status CheckSize(std::string_view json) const {
+    if (json.size() <= options_.max_payload_size) return absl::OkStatus();
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("chunkcache: the payload is %d bytes; max_payload_size is %d", json.size(),
+                        options_.max_payload_size));
+  }
+
+  // What Put checks before storing: the size bound and, if enabled, JSON validity.
+  absl::Status CheckPayload(std::string_view json) {
+    if (absl::Status s = CheckSize(json); !s.ok()) return s;
+    return options_.validate_json ? codec_.ValidateJson(json) : absl::OkStatus();
+  }
+
   absl::Status EncodeAndStore(const StoredKeys& keys, std::string_view json) {
-    if (json.size() > options_.max_payload_size) {
-      return absl::ResourceExhaustedError(
-          absl::StrFormat("chunkcache: the payload is %d bytes; max_payload_size is %d",
-                          json.size(), options_.max_payload_size));
-    }
+    if (absl::Status s = CheckSize(json); !s.ok()) return s;
     absl::StatusOr<CompressedBuffer> compressed = ValidateAndCompress(json);
     if (!compressed.ok()) return compressed.status();
     Add(counters_.bytes_put_raw, json.size());

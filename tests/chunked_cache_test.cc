@@ -534,6 +534,13 @@ TEST_CASE("a backend outage is served through the loader") {
   CHECK(cache.Stats().fallbacks == 1);
 }
 
+TEST_CASE("a value loaded during an outage is still checked before it is served") {
+  auto backend = std::make_shared<testing::FailingBackend>(absl::UnavailableError("down"));
+  ChunkedCache cache(backend);
+  auto got = cache.GetOrLoad("k", [] { return absl::StatusOr<std::string>("{not json"); });
+  CHECK(absl::IsInvalidArgument(got.status()));
+}
+
 TEST_CASE("Invalidate removes the manifest and the chunks") {
   auto backend = NewMemory();
   ChunkedCache cache(backend, {.chunk_size = kSmallChunk});

@@ -1,38 +1,55 @@
 #include "catalogue.h"
 
+#include <algorithm>
 #include <array>
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
+#include <initializer_list>
+#include <string>
 #include <string_view>
+#include <utility>
 
 namespace chunkcache::catalogue {
 namespace {
 
-// UTF-8 text drawn from the same character sets as gen_catalogue.py.
+// The character sets and word list of gen_catalogue.py; their mix sets the compression ratio.
 constexpr std::string_view kKanji =
     "北海道放送番組旅行料理温泉鉄道祭映像作品新作配信特別企画対決深夜初回最終話前編後編総集編未公"
     "開";
 constexpr std::string_view kKana =
     "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわをん";
+constexpr std::size_t kCharBytes = 3;  // every kanji and kana above is 3 bytes of UTF-8
+constexpr double kKanjiShare = 0.4;    // chance that a character of Japanese text is a kanji
 constexpr std::array<std::string_view, 16> kWords = {
     "special", "travel", "cooking", "night",  "live",   "classic",  "remaster", "digest",
     "behind",  "scenes", "extra",   "season", "finale", "premiere", "Hokkaido", "onsen"};
 constexpr std::array<std::string_view, 5> kGenres = {"variety", "drama", "documentary", "anime",
                                                      "news"};
 constexpr std::array<int, 7> kBitrates = {400, 800, 1200, 2500, 4000, 6000, 8000};
-constexpr std::size_t kCharBytes = 3;  // every kanji and kana above is 3 bytes of UTF-8
+constexpr std::size_t kBitratesPerVideo = 4;
 
-// xoshiro256** seeded by splitmix64: small, fast, and the same everywhere.
+constexpr std::string_view kHead = R"({"data":{"listPrograms":{"items":[)";
+constexpr std::string_view kTail = R"(],"nextToken":null}}})";
+// Room for what is written after the target is reached: at most one program header, group
+// header and episode (each under 1.5 KiB) and the closing brackets.
+constexpr std::size_t kOvershoot = 8 << 10;
+
+// xoshiro256** seeded through splitmix64: small, fast and the same on every platform, which
+// std::uniform_int_distribution is not.
 class Random {
  public:
   explicit Random(std::uint64_t seed) {
-    for (std::uint64_t& s : state_) {
+    for (std::uint64_t& word : state_) {
       seed += 0x9e3779b97f4a7c15ULL;
       std::uint64_t z = seed;
       z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
       z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-      s = z ^ (z >> 31);
+      word = z ^ (z >> 31);
     }
   }
+
   std::uint64_t Next() {
     const std::uint64_t result = Rotl(state_[1] * 5, 7) * 9;
     const std::uint64_t t = state_[1] << 17;
@@ -44,204 +61,262 @@ class Random {
     state_[3] = Rotl(state_[3], 45);
     return result;
   }
-  // Uniform in [lo, hi].
+
+  // Uniform in [lo, hi]; the modulo bias is below 2^-40 for these small ranges.
   int Int(int lo, int hi) { return lo + static_cast<int>(Next() % (hi - lo + 1)); }
+  // Uniform index into a container of `size` elements.
+  std::size_t Index(std::size_t size) { return Next() % size; }
+  // Uniform in [0, 1).
   double Unit() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
 
  private:
   static std::uint64_t Rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
   std::array<std::uint64_t, 4> state_;
 };
 
-class Writer {
+// A UUID v4 as 36 lowercase characters, kept on the stack: every episode needs one.
+class Uuid {
  public:
-  Writer(std::string* out, Random* rng) : out_(*out), rng_(*rng) {}
+  explicit Uuid(Random& rng) {
+    const std::uint64_t hi = (rng.Next() & ~0xf000ULL) | 0x4000ULL;        // version 4
+    const std::uint64_t lo = (rng.Next() & ~(3ULL << 62)) | (2ULL << 62);  // RFC 4122 variant
+    char* p = text_.data();
+    p = Hex(hi >> 32, 8, p);
+    *p++ = '-';
+    p = Hex(hi >> 16, 4, p);
+    *p++ = '-';
+    p = Hex(hi, 4, p);
+    *p++ = '-';
+    p = Hex(lo >> 48, 4, p);
+    *p++ = '-';
+    Hex(lo, 12, p);
+  }
 
-  void Raw(std::string_view s) { out_.append(s); }
+  std::string_view view() const { return {text_.data(), text_.size()}; }
+
+ private:
+  // Writes the low `digits` nibbles of `value`, most significant first.
+  static char* Hex(std::uint64_t value, int digits, char* out) {
+    for (int i = digits - 1; i >= 0; --i) {
+      out[i] = "0123456789abcdef"[value & 0xf];
+      value >>= 4;
+    }
+    return out + digits;
+  }
+
+  std::array<char, 36> text_;
+};
+
+// Writes the catalogue straight into one string. Every value is followed by a comma and Close()
+// drops the last one, so the writers of objects never track whether a field is the first.
+class CatalogueBuilder {
+ public:
+  CatalogueBuilder(std::uint64_t seed, std::size_t target_bytes)
+      : rng_(seed), target_bytes_(target_bytes) {}
+
+  std::string Build() && {
+    out_.reserve(target_bytes_ + kOvershoot);
+    out_.append(kHead);
+    while (!Full()) AddProgram();
+    if (out_.back() == ',') out_.pop_back();
+    out_.append(kTail);
+    return std::move(out_);
+  }
+
+ private:
+  // Whether the output, once closed, would reach the target.
+  bool Full() const { return out_.size() + kTail.size() >= target_bytes_; }
+
+  void AddProgram() {
+    const Uuid id(rng_);
+    out_.push_back('{');
+    String("__typename", "Program");
+    String("id", id.view());
+    JapaneseText("title", 4, 16);
+    KanaText("titleKana", 6, 20);
+    JapaneseText("synopsis", 80, 300);
+    String("genre", kGenres[rng_.Index(kGenres.size())]);
+    Timestamp("createdAt");
+    Timestamp("updatedAt");
+    String("keyVisual", {"https://img.example.jp/pg/", id.view(), "/key.jpg"});
+    Key("episodeGroups");
+    out_.push_back('[');
+    // Stops after the episode that fills the output, so it lands within an episode of the target;
+    // even then every program keeps at least one group of at least one episode.
+    for (int order = 0, groups = rng_.Int(1, 4); order < groups && (order == 0 || !Full());
+         ++order) {
+      out_.push_back('{');
+      String("__typename", "EpisodeGroup");
+      String("id", Uuid(rng_).view());
+      Number("order", order);
+      JapaneseText("name", 4, 12);
+      Key("episodes");
+      out_.push_back('[');
+      for (int number = 1, episodes = rng_.Int(3, 14);
+           number <= episodes && (number == 1 || !Full()); ++number) {
+        AddEpisode(id.view(), number);
+      }
+      Close(']');
+      Close('}');
+    }
+    Close(']');
+    Close('}');
+  }
+
+  void AddEpisode(std::string_view program_id, int number) {
+    const Uuid id(rng_);
+    out_.push_back('{');
+    String("__typename", "Episode");
+    String("id", id.view());
+    String("programId", program_id);
+    Number("number", number);
+    JapaneseText("title", 6, 24);
+    WordText("titleEn", 2, 6);
+    JapaneseText("description", 40, 160);
+    Number("durationSec", rng_.Int(600, 5400));
+    Timestamp("publishedAt");
+    Timestamp("updatedAt");
+    Timestamp("createdAt");
+    Key("thumbnail");
+    out_.push_back('{');
+    String("url", {"https://img.example.jp/ep/", id.view(), "/640x360.jpg"});
+    Number("width", 640);
+    Number("height", 360);
+    Close('}');
+    Key("video");
+    out_.push_back('{');
+    String("hls", {"https://vod.example.jp/hls/", id.view(), "/master.m3u8"});
+    Bool("drm", rng_.Unit() < 0.3);
+    Bitrates("bitrates");
+    Close('}');
+    Bool("free", rng_.Unit() < 0.2);
+    Tags("tags", rng_.Int(1, 5));
+    Number("viewCount", rng_.Int(0, 2'000'000));
+    Close('}');
+  }
+
   void Key(std::string_view key) {
     out_.push_back('"');
     out_.append(key);
     out_.append("\":");
   }
-  void Str(std::string_view key, std::string_view value) {
+
+  // None of the generated strings needs escaping, so they are copied as they are.
+  void String(std::string_view key, std::initializer_list<std::string_view> pieces) {
     Key(key);
     out_.push_back('"');
-    out_.append(value);
+    for (std::string_view piece : pieces) out_.append(piece);
     out_.append("\",");
   }
-  void Int(std::string_view key, long long value) {
+  void String(std::string_view key, std::string_view value) { String(key, {value}); }
+
+  void Number(std::string_view key, int value) {
     Key(key);
-    out_.append(std::to_string(value));
-    out_.push_back(',');
+    AppendNumber(value);
   }
+
   void Bool(std::string_view key, bool value) {
     Key(key);
     out_.append(value ? "true," : "false,");
   }
-  // Closes an object or array opened with `open`, dropping a trailing comma.
-  void Close(char close) {
+
+  // Ends the innermost object or array, whose last value left a trailing comma (or none, if empty).
+  void Close(char bracket) {
     if (out_.back() == ',') out_.pop_back();
-    out_.push_back(close);
+    out_.push_back(bracket);
     out_.push_back(',');
   }
 
-  void JapaneseText(std::string_view key, int lo, int hi) {
+  void AppendNumber(int value) {
+    char buf[16];
+    const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), value);
+    out_.append(buf, end);
+    out_.push_back(',');
+  }
+
+  void AppendChar(std::string_view set) {
+    out_.append(set.substr(kCharBytes * rng_.Index(set.size() / kCharBytes), kCharBytes));
+  }
+
+  // A mix of kanji and kana, like a title or synopsis.
+  void JapaneseText(std::string_view key, int min_chars, int max_chars) {
     Key(key);
     out_.push_back('"');
-    for (int n = rng_.Int(lo, hi); n > 0; --n) {
-      const std::string_view set = rng_.Unit() < 0.4 ? kKanji : kKana;
-      out_.append(set.substr(kCharBytes * rng_.Int(0, set.size() / kCharBytes - 1), kCharBytes));
+    for (int n = rng_.Int(min_chars, max_chars); n > 0; --n) {
+      AppendChar(rng_.Unit() < kKanjiShare ? kKanji : kKana);
     }
     out_.append("\",");
   }
-  void KanaText(std::string_view key, int lo, int hi) {
+
+  // Kana only, like the reading of a title.
+  void KanaText(std::string_view key, int min_chars, int max_chars) {
     Key(key);
     out_.push_back('"');
-    for (int n = rng_.Int(lo, hi); n > 0; --n) {
-      out_.append(
-          kKana.substr(kCharBytes * rng_.Int(0, kKana.size() / kCharBytes - 1), kCharBytes));
-    }
+    for (int n = rng_.Int(min_chars, max_chars); n > 0; --n) AppendChar(kKana);
     out_.append("\",");
   }
-  void WordText(std::string_view key, int lo, int hi) {
+
+  // Words separated by single spaces, repeats allowed.
+  void WordText(std::string_view key, int min_words, int max_words) {
     Key(key);
     out_.push_back('"');
-    for (int n = rng_.Int(lo, hi); n > 0; --n) {
-      out_.append(kWords[rng_.Int(0, kWords.size() - 1)]);
+    for (int n = rng_.Int(min_words, max_words); n > 0; --n) {
+      out_.append(kWords[rng_.Index(kWords.size())]);
       if (n > 1) out_.push_back(' ');
     }
     out_.append("\",");
   }
-  std::string Uuid() {
-    const std::uint64_t hi = (rng_.Next() & ~0xf000ULL) | 0x4000ULL;        // version 4
-    const std::uint64_t lo = (rng_.Next() & ~(3ULL << 62)) | (2ULL << 62);  // RFC 4122 variant
-    char buf[37];
-    std::snprintf(buf, sizeof(buf), "%08llx-%04llx-%04llx-%04llx-%012llx",
-                  static_cast<unsigned long long>(hi >> 32),
-                  static_cast<unsigned long long>((hi >> 16) & 0xffff),
-                  static_cast<unsigned long long>(hi & 0xffff),
-                  static_cast<unsigned long long>(lo >> 48),
-                  static_cast<unsigned long long>(lo & 0xffffffffffffULL));
-    return buf;
-  }
+
   void Timestamp(std::string_view key) {
     char buf[32];
-    std::snprintf(buf, sizeof(buf), "20%02d-%02d-%02dT%02d:%02d:%02d.000Z", rng_.Int(12, 23),
-                  rng_.Int(1, 12), rng_.Int(1, 28), rng_.Int(0, 23), rng_.Int(0, 59),
-                  rng_.Int(0, 59));
-    Str(key, buf);
+    const int length = std::snprintf(buf, sizeof(buf), "20%02d-%02d-%02dT%02d:%02d:%02d.000Z",
+                                     rng_.Int(12, 23), rng_.Int(1, 12), rng_.Int(1, 28),
+                                     rng_.Int(0, 23), rng_.Int(0, 59), rng_.Int(0, 59));
+    String(key, std::string_view(buf, length));
   }
-  // `count` distinct words, in random order.
+
+  // `count` distinct words in random order (random.sample).
   void Tags(std::string_view key, int count) {
     std::array<std::string_view, kWords.size()> words = kWords;
     Key(key);
     out_.push_back('[');
     for (int i = 0; i < count; ++i) {
-      std::swap(words[i], words[rng_.Int(i, words.size() - 1)]);
+      std::swap(words[i], words[i + rng_.Index(words.size() - i)]);
       out_.push_back('"');
       out_.append(words[i]);
       out_.append("\",");
     }
     Close(']');
   }
-  // Four distinct bitrates, ascending.
+
+  // kBitratesPerVideo distinct bitrates, ascending (sorted(random.sample)).
   void Bitrates(std::string_view key) {
-    std::array<bool, kBitrates.size()> chosen{};
-    for (int picked = 0; picked < 4;) {
-      const int i = rng_.Int(0, kBitrates.size() - 1);
-      if (!chosen[i]) chosen[i] = true, ++picked;
+    std::array<std::size_t, kBitrates.size()> order;
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    for (std::size_t i = 0; i < kBitratesPerVideo; ++i) {
+      std::swap(order[i], order[i + rng_.Index(order.size() - i)]);
     }
+    std::sort(order.begin(), order.begin() + kBitratesPerVideo);
     Key(key);
     out_.push_back('[');
-    for (std::size_t i = 0; i < kBitrates.size(); ++i) {
-      if (chosen[i]) out_.append(std::to_string(kBitrates[i])).push_back(',');
-    }
+    for (std::size_t i = 0; i < kBitratesPerVideo; ++i) AppendNumber(kBitrates[order[i]]);
     Close(']');
   }
 
-  Random& rng() { return rng_; }
-
- private:
-  std::string& out_;
-  Random& rng_;
+  Random rng_;
+  const std::size_t target_bytes_;
+  std::string out_;
 };
-
-void Episode(Writer& w, const std::string& program_id, int number) {
-  const std::string id = w.Uuid();
-  w.Raw("{");
-  w.Str("__typename", "Episode");
-  w.Str("id", id);
-  w.Str("programId", program_id);
-  w.Int("number", number);
-  w.JapaneseText("title", 6, 24);
-  w.WordText("titleEn", 2, 6);
-  w.JapaneseText("description", 40, 160);
-  w.Int("durationSec", w.rng().Int(600, 5400));
-  w.Timestamp("publishedAt");
-  w.Timestamp("updatedAt");
-  w.Timestamp("createdAt");
-  w.Key("thumbnail");
-  w.Raw("{");
-  w.Str("url", "https://img.example.jp/ep/" + id + "/640x360.jpg");
-  w.Int("width", 640);
-  w.Int("height", 360);
-  w.Close('}');
-  w.Key("video");
-  w.Raw("{");
-  w.Str("hls", "https://vod.example.jp/hls/" + id + "/master.m3u8");
-  w.Bool("drm", w.rng().Unit() < 0.3);
-  w.Bitrates("bitrates");
-  w.Close('}');
-  w.Bool("free", w.rng().Unit() < 0.2);
-  w.Tags("tags", w.rng().Int(1, 5));
-  w.Int("viewCount", w.rng().Int(0, 2'000'000));
-  w.Close('}');
-}
-
-void Program(Writer& w) {
-  const std::string id = w.Uuid();
-  w.Raw("{");
-  w.Str("__typename", "Program");
-  w.Str("id", id);
-  w.JapaneseText("title", 4, 16);
-  w.KanaText("titleKana", 6, 20);
-  w.JapaneseText("synopsis", 80, 300);
-  w.Str("genre", kGenres[w.rng().Int(0, kGenres.size() - 1)]);
-  w.Timestamp("createdAt");
-  w.Timestamp("updatedAt");
-  w.Str("keyVisual", "https://img.example.jp/pg/" + id + "/key.jpg");
-  w.Key("episodeGroups");
-  w.Raw("[");
-  for (int g = 0, groups = w.rng().Int(1, 4); g < groups; ++g) {
-    w.Raw("{");
-    w.Str("__typename", "EpisodeGroup");
-    w.Str("id", w.Uuid());
-    w.Int("order", g);
-    w.JapaneseText("name", 4, 12);
-    w.Key("episodes");
-    w.Raw("[");
-    for (int e = 0, episodes = w.rng().Int(3, 14); e < episodes; ++e) Episode(w, id, e + 1);
-    w.Close(']');
-    w.Close('}');
-  }
-  w.Close(']');
-  w.Close('}');
-}
 
 }  // namespace
 
 std::string GenerateCatalogue(const CatalogueOptions& options) {
-  const auto target = static_cast<std::size_t>(options.megabytes * 1024 * 1024);
-  Random rng(options.seed);
-  std::string out;
-  out.reserve(target + (64 << 10));
-  Writer w(&out, &rng);
-  w.Raw(R"({"data":{"listPrograms":{"items":[)");
-  const std::size_t prefix = out.size();
-  while (out.size() - prefix < target) Program(w);
-  if (out.back() == ',') out.pop_back();
-  w.Raw(R"(],"nextToken":null}}})");
-  return out;
+  // Clamped before the cast, which is undefined for values a size_t cannot hold; a target
+  // beyond what a string can hold then fails in reserve() with std::length_error.
+  const double target = std::min(options.megabytes * 1024 * 1024, 0x1p63);
+  const std::size_t target_bytes = target > 0 ? static_cast<std::size_t>(target) : 0;
+  return CatalogueBuilder(options.seed, target_bytes).Build();
 }
 
 }  // namespace chunkcache::catalogue

@@ -1,20 +1,60 @@
-// gen_catalogue: writes the reference programme catalogue (tools/catalogue.h) as JSON.
+// gen_catalogue: writes the reference programme catalogue (see catalogue.h) as JSON.
 //
 //   gen_catalogue [--mb SIZE] [--seed N] [-o FILE]
+//
+// SIZE is in MiB (default 10), N the random seed (default 20230830); the output goes to stdout
+// unless -o names a file. Exit code 2 on bad arguments, 1 when the output cannot be written.
 
+#include <cerrno>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <system_error>
 
 #include "catalogue.h"
 
 namespace {
 
-int Usage(const char* why) {
-  std::fprintf(stderr, "gen_catalogue: %s\nusage: gen_catalogue [--mb SIZE] [--seed N] [-o FILE]\n",
-               why);
+constexpr std::string_view kUsage = "usage: gen_catalogue [--mb SIZE] [--seed N] [-o FILE]";
+
+int BadArguments(const std::string& why) {
+  std::fprintf(stderr, "gen_catalogue: %s (%.*s)\n", why.c_str(), static_cast<int>(kUsage.size()),
+               kUsage.data());
   return 2;
+}
+
+int Failed(const std::string& what, int error) {
+  std::fprintf(stderr, "gen_catalogue: %s: %s\n", what.c_str(), std::strerror(error));
+  return 1;
+}
+
+// Whole-string parses: trailing junk, signs on the seed and empty values are errors.
+template <typename T>
+std::optional<T> Parse(std::string_view text) {
+  T value{};
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+// Writes `json` to `path`, or to stdout when `path` is null; returns the exit code.
+int Write(const std::string& json, const char* path) {
+  std::FILE* out = path != nullptr ? std::fopen(path, "wb") : stdout;
+  const std::string name = path != nullptr ? path : "stdout";
+  if (out == nullptr) return Failed("cannot open " + name, errno);
+  bool ok = std::fwrite(json.data(), 1, json.size(), out) == json.size();
+  int error = errno;
+  // fclose/fflush report the errors that buffering delayed (a full disk, a closed pipe).
+  if ((path != nullptr ? std::fclose(out) : std::fflush(out)) != 0 && ok) {
+    ok = false;
+    error = errno;
+  }
+  return ok ? 0 : Failed("cannot write " + name, error);
 }
 
 }  // namespace
@@ -23,24 +63,42 @@ int main(int argc, char** argv) {
   chunkcache::catalogue::CatalogueOptions options;
   const char* output = nullptr;
   for (int i = 1; i < argc; ++i) {
-    const bool has_value = i + 1 < argc;
-    char* end = nullptr;
-    if (std::strcmp(argv[i], "--mb") == 0 && has_value) {
-      options.megabytes = std::strtod(argv[++i], &end);
-      if (*end != '\0' || !(options.megabytes > 0)) return Usage("--mb takes a positive number");
-    } else if (std::strcmp(argv[i], "--seed") == 0 && has_value) {
-      options.seed = std::strtoull(argv[++i], &end, 10);
-      if (*end != '\0') return Usage("--seed takes a whole number");
-    } else if (std::strcmp(argv[i], "-o") == 0 && has_value) {
-      output = argv[++i];
+    const std::string_view flag = argv[i];
+    if (flag == "-h" || flag == "--help") {
+      std::printf("%.*s\n", static_cast<int>(kUsage.size()), kUsage.data());
+      return 0;
+    }
+    if (flag != "--mb" && flag != "--seed" && flag != "-o") {
+      return BadArguments("unknown argument '" + std::string(flag) + "'");
+    }
+    if (i + 1 == argc) return BadArguments(std::string(flag) + " needs a value");
+    const std::string_view value = argv[++i];
+    if (flag == "--mb") {
+      const std::optional<double> mb = Parse<double>(value);
+      if (!mb || !std::isfinite(*mb) || *mb <= 0) {
+        return BadArguments("--mb takes a positive number of MiB, not '" + std::string(value) +
+                            "'");
+      }
+      options.megabytes = *mb;
+    } else if (flag == "--seed") {
+      const std::optional<std::uint64_t> seed = Parse<std::uint64_t>(value);
+      if (!seed) {
+        return BadArguments("--seed takes a whole number from 0 to 2^64-1, not '" +
+                            std::string(value) + "'");
+      }
+      options.seed = *seed;
     } else {
-      return Usage((std::string("unexpected argument ") + argv[i]).c_str());
+      if (value.empty()) return BadArguments("-o needs a file name");
+      output = argv[i];
     }
   }
-  const std::string json = chunkcache::catalogue::GenerateCatalogue(options);
-  std::FILE* out = output != nullptr ? std::fopen(output, "wb") : stdout;
-  if (out == nullptr) return Usage((std::string("cannot write ") + output).c_str());
-  const bool written = std::fwrite(json.data(), 1, json.size(), out) == json.size();
-  if (output != nullptr) std::fclose(out);
-  return written ? 0 : 1;
+  std::string json;
+  try {
+    json = chunkcache::catalogue::GenerateCatalogue(options);
+  } catch (const std::exception& e) {  // std::bad_alloc or std::length_error for a huge --mb
+    std::fprintf(stderr, "gen_catalogue: cannot generate %g MiB: %s\n", options.megabytes,
+                 e.what());
+    return 1;
+  }
+  return Write(json, output);
 }

@@ -12,6 +12,7 @@
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/memory_backend.h"
 #include "chunkcache/options.h"
+#include "chunkcache/redis_backend.h"
 #include "chunkcache/stats.h"
 #include "chunkcache/version.h"
 

@@ -55,11 +55,12 @@ class ChunkedCache {
 
   // Returns the payload stored under `key`; on a miss, calls `loader` once however many callers
   // are waiting for the same key in this process, stores its result and hands it to all of them.
-  // A backend failure is answered through the loader rather than failing the caller; if storing
-  // the loaded value fails, the callers still get it. Errors: the loader's error (not cached:
-  // the next call tries again); Internal if it threw; InvalidArgument or ResourceExhausted if it
-  // produced invalid JSON or an oversize payload; DeadlineExceeded for a caller that waited
-  // longer than load_wait_timeout for another caller's load.
+  // A backend failure is answered through the loader rather than failing the caller (the
+  // loaded value is then not stored if the backend was unreachable: Unavailable or
+  // DeadlineExceeded); if storing the loaded value fails, the callers still get it. Errors: the
+  // loader's error (not cached: the next call tries again); Internal if it threw; InvalidArgument
+  // or ResourceExhausted if it produced invalid JSON or an oversize payload; DeadlineExceeded for a
+  // caller that waited longer than load_wait_timeout for another caller's load.
   absl::StatusOr<Bytes> GetOrLoad(std::string_view key, Loader loader);
 
   // Stores `json` under `key`, replacing any previous value; readers see the old value or the

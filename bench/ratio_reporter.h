@@ -1,0 +1,70 @@
+// A console reporter that also remembers each benchmark's time per iteration, so a benchmark
+// binary can print library/baseline ratios measured in the same run.
+
+#ifndef CHUNKCACHE_BENCH_RATIO_REPORTER_H_
+#define CHUNKCACHE_BENCH_RATIO_REPORTER_H_
+
+#include <benchmark/benchmark.h>
+#include <unistd.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+
+namespace chunkcache::bench {
+
+class RatioReporter : public benchmark::ConsoleReporter {
+ public:
+  // A library benchmark and the baseline it is compared with, by full benchmark name.
+  struct Comparison {
+    const char* what;
+    const char* library;
+    const char* baseline;
+  };
+
+  RatioReporter() : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_Defaults : OO_Tabular) {}
+
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& run : runs) {
+      if (run.run_type == Run::RT_Iteration && !run.error_occurred) {
+        seconds_[run.benchmark_name()] = run.GetAdjustedRealTime();
+      }
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+
+  // Prints baseline time / library time for each comparison both of whose sides ran: above 1
+  // the library is faster than its baseline.
+  void PrintSpeedups(const char* title, const std::vector<Comparison>& comparisons) const {
+    absl::PrintF("\n%s (baseline time / library time; >1 means the library is faster):\n", title);
+    for (const Comparison& c : comparisons) {
+      auto library = seconds_.find(c.library);
+      auto baseline = seconds_.find(c.baseline);
+      if (library == seconds_.end() || baseline == seconds_.end()) continue;
+      absl::PrintF("  %-44s %.2fx\n", c.what, baseline->second / library->second);
+    }
+  }
+
+ private:
+  std::map<std::string, double> seconds_;
+};
+
+// Splits "--name=value" flags of our own from argv, leaving the rest for Google Benchmark.
+inline std::vector<char*> TakeFlag(int argc, char** argv, const char* prefix, std::string* value) {
+  std::vector<char*> rest;
+  const std::string p(prefix);
+  for (int i = 0; i < argc; ++i) {
+    if (std::string(argv[i]).rfind(p, 0) == 0) {
+      *value = argv[i] + p.size();
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  return rest;
+}
+
+}  // namespace chunkcache::bench
+
+#endif  // CHUNKCACHE_BENCH_RATIO_REPORTER_H_

@@ -1,0 +1,118 @@
+// chunkcache/redis_backend.h — a Backend on Redis, one node or a Redis Cluster (hiredis).
+//
+// MultiGet is one MGET (one round trip); MultiSet pipelines SET ... PX and checks every reply;
+// SetIfAbsent is SET ... NX PX. Connections are pooled, re-established after a failure (a
+// connection that failed is never reused) and AUTH/SELECT are replayed on each new one. In a
+// cluster, keys are routed by their CRC16 slot, MOVED and ASK redirects are followed, and the slot
+// map is refreshed on MOVED. ChunkedCache gives every item of one logical key the same hash tag,
+// so a Get stays one MGET on one node.
+//
+//   absl::StatusOr<std::shared_ptr<chunkcache::Backend>> backend =
+//       chunkcache::NewRedisBackend({.url = "redis://:secret@127.0.0.1:6379/0"});
+//
+// Errors: connection refused or reset → Unavailable; a command past its timeout →
+// DeadlineExceeded; NOAUTH/WRONGPASS/NOPERM → PermissionDenied; OOM → ResourceExhausted.
+//
+// Thread safety: a RedisBackend is safe for concurrent use by any number of threads.
+
+#ifndef CHUNKCACHE_REDIS_BACKEND_H_
+#define CHUNKCACHE_REDIS_BACKEND_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "chunkcache/backend.h"
+
+namespace chunkcache {
+
+struct RedisBackendOptions {
+  // Where the server is: redis://[[user]:password@]host[:port][/db] (port 6379 and db 0 by
+  // default; user and password percent-decoded; an IPv6 host in brackets), or
+  // unix:///path/to/redis.sock[?db=N]. In cluster mode, any one node (a seed).
+  // Default: "redis://127.0.0.1:6379".
+  std::string url = "redis://127.0.0.1:6379";
+
+  // Time allowed to open a connection (TCP connect, AUTH, SELECT).
+  // Default: 1 second.
+  absl::Duration connect_timeout = absl::Seconds(1);
+
+  // Time allowed for one backend call, from sending its commands to reading its last reply.
+  // A call past it fails with DeadlineExceeded and its connection is closed.
+  // Default: 1 second.
+  absl::Duration command_timeout = absl::Seconds(1);
+
+  // Idle connections kept per node for reuse. More may be open at once under load; the extra
+  // ones are closed when released.
+  // Default: 8.
+  int pool_size = 8;
+
+  // Largest value accepted by MultiSet/SetIfAbsent (InvalidArgument above it), and the bound on
+  // the bytes one reply may hold (per key asked), whatever the server sends.
+  // Default: 1 MiB (the item limit of the serverless cache the library was first written for;
+  // Redis itself allows 512 MB).
+  std::size_t max_item_size = std::size_t{1} << 20;
+
+  // Treat the server as a Redis Cluster from the start (discover the slot map with CLUSTER SLOTS).
+  // A non-cluster backend switches to cluster mode by itself on its first MOVED reply.
+  // Default: false.
+  bool cluster = false;
+};
+
+// Counters of a RedisBackend since its creation.
+struct RedisBackendStats {
+  std::uint64_t calls = 0;                // MultiGet/MultiSet/Delete/SetIfAbsent calls
+  std::uint64_t round_trips = 0;          // pipelines sent and answered (one per node per call)
+  std::uint64_t commands = 0;             // commands sent
+  std::uint64_t connections_opened = 0;   // connections established (first or after a failure)
+  std::uint64_t connection_failures = 0;  // connections dropped after an I/O error or timeout
+  std::uint64_t redirects = 0;            // MOVED and ASK replies followed
+  std::uint64_t slot_map_refreshes = 0;   // CLUSTER SLOTS reloads
+  std::uint64_t errors = 0;               // calls that returned an error
+};
+
+class RedisBackend final : public Backend {
+ public:
+  // Use NewRedisBackend, which checks the options and reaches the server first.
+  explicit RedisBackend(RedisBackendOptions options);
+  ~RedisBackend() override;
+  RedisBackend(const RedisBackend&) = delete;
+  RedisBackend& operator=(const RedisBackend&) = delete;
+
+  // Parses the URL and, in cluster mode, loads the slot map. Called by NewRedisBackend.
+  absl::Status Init();
+
+  std::size_t max_item_size() const override;
+  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view> keys) override;
+  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override;
+  absl::Status Delete(absl::Span<const std::string_view> keys) override;
+  absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
+                                   absl::Duration ttl) override;
+
+  RedisBackendStats Stats() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Checks the options, connects to the server (PING) and, for a cluster, loads the slot map.
+// InvalidArgument for a bad URL or option; the connection's error if the server cannot be used
+// (Unavailable, DeadlineExceeded, PermissionDenied).
+absl::StatusOr<std::shared_ptr<Backend>> NewRedisBackend(RedisBackendOptions options);
+
+// The Redis Cluster slot of `key` (CRC16-XMODEM of its hash tag, mod 16384).
+int RedisClusterSlot(std::string_view key);
+
+}  // namespace chunkcache
+
+#endif  // CHUNKCACHE_REDIS_BACKEND_H_

@@ -1,0 +1,844 @@
+#include "chunkcache/redis_backend.h"
+
+#include <fcntl.h>
+#include <poll.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <thread>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "hiredis/hiredis.h"
+#include "internal/mutex.h"
+
+namespace chunkcache {
+namespace {
+
+using internal::Mutex;
+using internal::MutexLock;
+
+constexpr int kSlots = 16384;
+constexpr int kMaxRedirects = 5;
+// Reply bytes allowed per command beyond the values themselves (RESP framing, error text).
+constexpr std::size_t kReplyOverhead = 256;
+constexpr absl::Duration kTryAgainPause = absl::Milliseconds(10);
+
+absl::string_view AbslView(std::string_view s) { return {s.data(), s.size()}; }
+
+// ---- URL -------------------------------------------------------------------------------------
+
+struct Endpoint {
+  std::string host;  // empty for a unix socket
+  int port = 0;
+  std::string unix_path;
+
+  std::string Name() const { return unix_path.empty() ? absl::StrCat(host, ":", port) : unix_path; }
+};
+
+struct ServerSettings {
+  Endpoint seed;
+  std::string user;
+  std::string password;
+  int db = 0;
+};
+
+absl::Status BadUrl(std::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "chunkcache: bad Redis URL (", AbslView(why),
+      "); expected redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N]"));
+}
+
+absl::StatusOr<std::string> PercentDecode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out.push_back(s[i]);
+      continue;
+    }
+    int value = 0;
+    if (i + 2 >= s.size()) return BadUrl("truncated %-escape");
+    const auto [end, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, value, 16);
+    if (ec != std::errc() || end != s.data() + i + 3) return BadUrl("bad %-escape");
+    out.push_back(static_cast<char>(value));
+    i += 2;
+  }
+  return out;
+}
+
+absl::StatusOr<int> ParseDb(std::string_view text) {
+  int db = 0;
+  if (!absl::SimpleAtoi(AbslView(text), &db) || db < 0) return BadUrl("bad database number");
+  return db;
+}
+
+absl::StatusOr<ServerSettings> ParseUrl(std::string_view url) {
+  ServerSettings settings;
+  if (absl::StartsWith(AbslView(url), "unix://")) {
+    std::string_view rest = url.substr(7);
+    if (const std::size_t q = rest.find("?db="); q != std::string_view::npos) {
+      absl::StatusOr<int> db = ParseDb(rest.substr(q + 4));
+      if (!db.ok()) return db.status();
+      settings.db = *db;
+      rest = rest.substr(0, q);
+    }
+    if (rest.empty() || rest[0] != '/') return BadUrl("a unix socket path must be absolute");
+    settings.seed.unix_path = std::string(rest);
+    return settings;
+  }
+  if (!absl::StartsWith(AbslView(url), "redis://")) return BadUrl("unknown scheme");
+  std::string_view rest = url.substr(8);
+  if (const std::size_t slash = rest.find('/'); slash != std::string_view::npos) {
+    if (slash + 1 < rest.size()) {
+      absl::StatusOr<int> db = ParseDb(rest.substr(slash + 1));
+      if (!db.ok()) return db.status();
+      settings.db = *db;
+    }
+    rest = rest.substr(0, slash);
+  }
+  if (const std::size_t at = rest.rfind('@'); at != std::string_view::npos) {
+    const std::string_view credentials = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    const std::size_t colon = credentials.find(':');
+    absl::StatusOr<std::string> user = PercentDecode(credentials.substr(0, colon));
+    if (!user.ok()) return user.status();
+    settings.user = *user;
+    if (colon != std::string_view::npos) {
+      absl::StatusOr<std::string> password = PercentDecode(credentials.substr(colon + 1));
+      if (!password.ok()) return password.status();
+      settings.password = *password;
+    } else {  // redis://password@host, as several clients accept
+      settings.password = std::exchange(settings.user, "");
+    }
+  }
+  std::string_view port_text;
+  if (!rest.empty() && rest[0] == '[') {  // [ipv6]:port
+    const std::size_t close = rest.find(']');
+    if (close == std::string_view::npos) return BadUrl("unclosed [");
+    settings.seed.host = std::string(rest.substr(1, close - 1));
+    rest = rest.substr(close + 1);
+    if (!rest.empty() && rest[0] == ':') port_text = rest.substr(1);
+  } else {
+    const std::size_t colon = rest.rfind(':');
+    settings.seed.host = std::string(rest.substr(0, colon));
+    if (colon != std::string_view::npos) port_text = rest.substr(colon + 1);
+  }
+  if (settings.seed.host.empty()) return BadUrl("no host");
+  settings.seed.port = 6379;
+  if (!port_text.empty() && (!absl::SimpleAtoi(AbslView(port_text), &settings.seed.port) ||
+                             settings.seed.port <= 0 || settings.seed.port > 65535)) {
+    return BadUrl("bad port");
+  }
+  return settings;
+}
+
+// ---- Replies and errors ----------------------------------------------------------------------
+
+struct ReplyDeleter {
+  void operator()(redisReply* reply) const { freeReplyObject(reply); }
+};
+using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+
+std::string_view ReplyText(const redisReply& reply) { return {reply.str, reply.len}; }
+
+// The Status for an error reply, by the Redis error code that starts its text.
+absl::Status ReplyError(std::string_view text) {
+  const std::string message = absl::StrCat("redis: ", AbslView(text));
+  const absl::string_view t = AbslView(text);
+  if (absl::StartsWith(t, "NOAUTH") || absl::StartsWith(t, "WRONGPASS") ||
+      absl::StartsWith(t, "NOPERM") || absl::StartsWith(t, "ERR invalid password") ||
+      absl::StartsWith(t, "ERR AUTH") || absl::StartsWith(t, "ERR Client sent AUTH")) {
+    return absl::PermissionDeniedError(message);
+  }
+  if (absl::StartsWith(t, "OOM")) return absl::ResourceExhaustedError(message);
+  if (absl::StartsWith(t, "LOADING") || absl::StartsWith(t, "BUSY") ||
+      absl::StartsWith(t, "CLUSTERDOWN") || absl::StartsWith(t, "TRYAGAIN") ||
+      absl::StartsWith(t, "MASTERDOWN") || absl::StartsWith(t, "READONLY")) {
+    return absl::UnavailableError(message);
+  }
+  return absl::InternalError(message);
+}
+
+absl::Status UnexpectedReply(const redisReply& reply, std::string_view command) {
+  if (reply.type == REDIS_REPLY_ERROR) return ReplyError(ReplyText(reply));
+  return absl::InternalError(
+      absl::StrFormat("redis: unexpected reply of type %d to %s", reply.type, AbslView(command)));
+}
+
+// ---- Commands --------------------------------------------------------------------------------
+
+struct Command {
+  std::vector<std::string_view> args;
+  int slot = -1;                             // cluster routing; -1 outside a cluster
+  std::size_t reply_bound = kReplyOverhead;  // most reply bytes it may legitimately produce
+};
+
+std::string PxArgument(absl::Duration ttl) {
+  return absl::StrCat(std::max<std::int64_t>(1, absl::ToInt64Milliseconds(ttl)));
+}
+
+// ---- One connection --------------------------------------------------------------------------
+
+// A hiredis connection driven in non-blocking mode, so that every call is bounded by a deadline.
+// Not thread-safe: a pool hands it to one caller at a time.
+class Connection {
+ public:
+  static absl::StatusOr<std::unique_ptr<Connection>> Open(const Endpoint& endpoint,
+                                                          const ServerSettings& settings,
+                                                          absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    const timeval tv = absl::ToTimeval(timeout);
+    redisContext* context = endpoint.unix_path.empty()
+                                ? redisConnectWithTimeout(endpoint.host.c_str(), endpoint.port, tv)
+                                : redisConnectUnixWithTimeout(endpoint.unix_path.c_str(), tv);
+    if (context == nullptr) return absl::ResourceExhaustedError("redis: out of memory");
+    auto connection = std::unique_ptr<Connection>(new Connection(context));
+    if (context->err != 0) {
+      const std::string what =
+          absl::StrCat("redis: cannot connect to ", endpoint.Name(), ": ", context->errstr);
+      return absl::StrContains(context->errstr, "timed out") ? absl::DeadlineExceededError(what)
+                                                             : absl::UnavailableError(what);
+    }
+    // hiredis treats EAGAIN as an error only in blocking mode: clear it and drive the socket
+    // with poll() ourselves.
+    fcntl(context->fd, F_SETFL, fcntl(context->fd, F_GETFL) | O_NONBLOCK);
+    context->flags &= ~REDIS_BLOCK;
+
+    std::vector<Command> setup;
+    if (!settings.password.empty()) {
+      setup.push_back(
+          {settings.user.empty()
+               ? std::vector<std::string_view>{"AUTH", settings.password}
+               : std::vector<std::string_view>{"AUTH", settings.user, settings.password}});
+    }
+    const std::string db = absl::StrCat(settings.db);
+    if (settings.db != 0) setup.push_back({{"SELECT", db}});
+    if (setup.empty()) return connection;
+    absl::StatusOr<std::vector<Reply>> replies = connection->Pipeline(setup, deadline);
+    if (!replies.ok()) return replies.status();
+    for (const Reply& reply : *replies) {
+      if (reply->type == REDIS_REPLY_ERROR) return ReplyError(ReplyText(*reply));
+    }
+    return connection;
+  }
+
+  ~Connection() { redisFree(context_); }
+
+  bool broken() const { return broken_; }
+
+  // Sends `commands` in one write and reads one reply each. Any failure leaves the connection
+  // broken (its stream position is unknown).
+  absl::StatusOr<std::vector<Reply>> Pipeline(absl::Span<const Command> commands,
+                                              absl::Time deadline) {
+    std::size_t reply_budget = 0;
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lengths;
+    for (const Command& command : commands) {
+      argv.clear();
+      lengths.clear();
+      for (const std::string_view arg : command.args) {
+        argv.push_back(arg.data());
+        lengths.push_back(arg.size());
+      }
+      if (redisAppendCommandArgv(context_, static_cast<int>(argv.size()), argv.data(),
+                                 lengths.data()) != REDIS_OK) {
+        return Fail(absl::ResourceExhaustedError("redis: cannot buffer a command"));
+      }
+      reply_budget += command.reply_bound;
+    }
+    if (absl::Status s = Flush(deadline); !s.ok()) return Fail(s);
+
+    std::vector<Reply> replies;
+    replies.reserve(commands.size());
+    std::size_t received = 0;
+    while (replies.size() < commands.size()) {
+      void* reply = nullptr;
+      if (redisGetReplyFromReader(context_, &reply) != REDIS_OK) {
+        return Fail(absl::UnavailableError(absl::StrCat("redis: ", context_->errstr)));
+      }
+      if (reply != nullptr) {
+        replies.emplace_back(static_cast<redisReply*>(reply));
+        continue;
+      }
+      if (absl::Status s = WaitFor(POLLIN, deadline); !s.ok()) return Fail(s);
+      const std::size_t before = context_->reader->len;
+      if (redisBufferRead(context_) != REDIS_OK) {
+        return Fail(absl::UnavailableError(absl::StrCat("redis: ", context_->errstr)));
+      }
+      received += context_->reader->len - std::min(before, context_->reader->len);
+      if (received > reply_budget) {
+        return Fail(absl::ResourceExhaustedError(absl::StrFormat(
+            "redis: the reply exceeds %d bytes, more than the values asked for can hold",
+            reply_budget)));
+      }
+    }
+    return replies;
+  }
+
+ private:
+  explicit Connection(redisContext* context) : context_(context) {}
+
+  absl::Status Fail(absl::Status status) {
+    broken_ = true;
+    return status;
+  }
+
+  absl::Status Flush(absl::Time deadline) {
+    int done = 0;
+    while (true) {
+      if (redisBufferWrite(context_, &done) != REDIS_OK) {
+        return absl::UnavailableError(absl::StrCat("redis: ", context_->errstr));
+      }
+      if (done) return absl::OkStatus();
+      if (absl::Status s = WaitFor(POLLOUT, deadline); !s.ok()) return s;
+    }
+  }
+
+  absl::Status WaitFor(short events, absl::Time deadline) {
+    while (true) {
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) break;
+      pollfd fd{context_->fd, events, 0};
+      const int ready = poll(&fd, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
+      if (ready > 0) return absl::OkStatus();
+      if (ready < 0 && errno != EINTR) {
+        return absl::UnavailableError(absl::StrCat("redis: poll: ", std::strerror(errno)));
+      }
+    }
+    return absl::DeadlineExceededError("redis: the command timed out");
+  }
+
+  redisContext* const context_;
+  bool broken_ = false;
+};
+
+// Idle connections to one node.
+class NodePool {
+ public:
+  NodePool(Endpoint endpoint, std::size_t max_idle)
+      : endpoint_(std::move(endpoint)), max_idle_(max_idle) {}
+
+  const Endpoint& endpoint() const { return endpoint_; }
+
+  std::unique_ptr<Connection> TakeIdle() {
+    MutexLock lock(&mu_);
+    if (idle_.empty()) return nullptr;
+    std::unique_ptr<Connection> connection = std::move(idle_.back());
+    idle_.pop_back();
+    return connection;
+  }
+
+  void Release(std::unique_ptr<Connection> connection) {
+    if (connection->broken()) return;
+    MutexLock lock(&mu_);
+    if (idle_.size() < max_idle_) idle_.push_back(std::move(connection));
+  }
+
+ private:
+  const Endpoint endpoint_;
+  const std::size_t max_idle_;
+  Mutex mu_;
+  std::vector<std::unique_ptr<Connection>> idle_ ABSL_GUARDED_BY(mu_);
+};
+
+// Which node serves each slot.
+struct SlotMap {
+  std::vector<std::string> nodes;             // "host:port"
+  std::array<std::uint16_t, kSlots> owner{};  // index into nodes
+};
+
+// A redirect reply: "MOVED 3999 127.0.0.1:6381" or "ASK 3999 127.0.0.1:6381".
+struct Redirect {
+  bool ask = false;
+  std::string node;
+};
+
+std::optional<Redirect> ParseRedirect(const redisReply& reply) {
+  if (reply.type != REDIS_REPLY_ERROR) return std::nullopt;
+  const std::string_view text = ReplyText(reply);
+  const bool moved = absl::StartsWith(AbslView(text), "MOVED ");
+  const bool ask = absl::StartsWith(AbslView(text), "ASK ");
+  if (!moved && !ask) return std::nullopt;
+  const std::size_t space = text.rfind(' ');
+  return Redirect{ask, std::string(text.substr(space + 1))};
+}
+
+absl::StatusOr<Endpoint> EndpointOf(std::string_view node) {
+  const std::size_t colon = node.rfind(':');
+  Endpoint endpoint;
+  if (colon == std::string_view::npos ||
+      !absl::SimpleAtoi(AbslView(node.substr(colon + 1)), &endpoint.port)) {
+    return absl::InternalError(absl::StrCat("redis: bad node address ", AbslView(node)));
+  }
+  endpoint.host = std::string(node.substr(0, colon));
+  if (endpoint.host.size() > 2 && endpoint.host.front() == '[') {
+    endpoint.host = endpoint.host.substr(1, endpoint.host.size() - 2);
+  }
+  return endpoint;
+}
+
+}  // namespace
+
+// ---- CRC16 slots -----------------------------------------------------------------------------
+
+int RedisClusterSlot(std::string_view key) {
+  // The hash tag: what is between the first '{' and the first '}' after it, if not empty.
+  if (const std::size_t open = key.find('{'); open != std::string_view::npos) {
+    const std::size_t close = key.find('}', open + 1);
+    if (close != std::string_view::npos && close > open + 1) {
+      key = key.substr(open + 1, close - open - 1);
+    }
+  }
+  std::uint16_t crc = 0;  // CRC16-XMODEM: polynomial 0x1021, initial value 0
+  for (const char c : key) {
+    crc ^= static_cast<std::uint16_t>(static_cast<std::uint8_t>(c)) << 8;
+    for (int bit = 0; bit < 8; ++bit) {
+      crc = (crc & 0x8000) ? static_cast<std::uint16_t>((crc << 1) ^ 0x1021)
+                           : static_cast<std::uint16_t>(crc << 1);
+    }
+  }
+  return crc % kSlots;
+}
+
+// ---- The backend -----------------------------------------------------------------------------
+
+class RedisBackend::Impl {
+ public:
+  explicit Impl(RedisBackendOptions options) : options_(std::move(options)) {}
+
+  absl::Status Init() {
+    if (options_.pool_size < 0 || options_.max_item_size == 0 ||
+        options_.connect_timeout <= absl::ZeroDuration() ||
+        options_.command_timeout <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(
+          "chunkcache: RedisBackendOptions need positive timeouts and max_item_size and a "
+          "pool_size of at least 0");
+    }
+    absl::StatusOr<ServerSettings> settings = ParseUrl(options_.url);
+    if (!settings.ok()) return settings.status();
+    settings_ = *std::move(settings);
+    if (options_.cluster) {
+      if (!settings_.seed.unix_path.empty() || settings_.db != 0) {
+        return absl::InvalidArgumentError(
+            "chunkcache: a Redis Cluster is reached over TCP and has only database 0");
+      }
+      return RefreshSlotMap(absl::Now() + options_.connect_timeout + options_.command_timeout);
+    }
+    // Reach the server now, so a bad address or password shows at creation.
+    const Command ping{{"PING"}};
+    absl::StatusOr<std::vector<Reply>> replies = Run(Seed(), {&ping, 1}, CallDeadline());
+    if (!replies.ok()) return replies.status();
+    if ((*replies)[0]->type == REDIS_REPLY_ERROR) return ReplyError(ReplyText(*(*replies)[0]));
+    return absl::OkStatus();
+  }
+
+  std::size_t max_item_size() const { return options_.max_item_size; }
+
+  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view> keys) {
+    Count(calls_);
+    std::vector<std::optional<std::string>> values(keys.size());
+    if (keys.empty()) return values;
+    // One MGET per slot (a cluster refuses keys of several slots in one command); a single
+    // node needs only one.
+    std::vector<Command> commands;
+    std::vector<std::vector<std::size_t>> positions;  // key indices answered by each command
+    GroupBySlot(
+        keys.size(), [&](std::size_t i) { return keys[i]; },
+        [&](int slot) {
+          commands.push_back({{"MGET"}, slot, kReplyOverhead});
+          positions.emplace_back();
+        },
+        [&](std::size_t i) {
+          commands.back().args.push_back(keys[i]);
+          commands.back().reply_bound += options_.max_item_size + kReplyOverhead;
+          positions.back().push_back(i);
+        });
+    absl::StatusOr<std::vector<Reply>> replies = Execute(commands);
+    if (!replies.ok()) return Failed(replies.status());
+    for (std::size_t c = 0; c < commands.size(); ++c) {
+      const redisReply& reply = *(*replies)[c];
+      if (reply.type != REDIS_REPLY_ARRAY || reply.elements != positions[c].size()) {
+        return Failed(UnexpectedReply(reply, "MGET"));
+      }
+      for (std::size_t e = 0; e < reply.elements; ++e) {
+        const redisReply& element = *reply.element[e];
+        if (element.type == REDIS_REPLY_STRING) {
+          values[positions[c][e]].emplace(element.str, element.len);
+        } else if (element.type != REDIS_REPLY_NIL) {
+          return Failed(UnexpectedReply(element, "MGET"));
+        }
+      }
+    }
+    return values;
+  }
+
+  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) {
+    Count(calls_);
+    if (absl::Status s = CheckItems(items, ttl); !s.ok()) return Failed(s);
+    const std::string px = PxArgument(ttl);
+    std::vector<Command> commands;
+    commands.reserve(items.size());
+    for (const KeyValue& item : items) {
+      Command command{{"SET", item.key, item.value}, SlotOf(item.key)};
+      if (ttl != absl::InfiniteDuration()) {
+        command.args.push_back("PX");
+        command.args.push_back(px);
+      }
+      commands.push_back(std::move(command));
+    }
+    absl::StatusOr<std::vector<Reply>> replies = Execute(commands);
+    if (!replies.ok()) return Failed(replies.status());
+    for (const Reply& reply : *replies) {
+      if (reply->type != REDIS_REPLY_STATUS) return Failed(UnexpectedReply(*reply, "SET"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Delete(absl::Span<const std::string_view> keys) {
+    Count(calls_);
+    if (keys.empty()) return absl::OkStatus();
+    std::vector<Command> commands;
+    GroupBySlot(
+        keys.size(), [&](std::size_t i) { return keys[i]; },
+        [&](int slot) {
+          commands.push_back({{"DEL"}, slot});
+        },
+        [&](std::size_t i) { commands.back().args.push_back(keys[i]); });
+    absl::StatusOr<std::vector<Reply>> replies = Execute(commands);
+    if (!replies.ok()) return Failed(replies.status());
+    for (const Reply& reply : *replies) {
+      if (reply->type != REDIS_REPLY_INTEGER) return Failed(UnexpectedReply(*reply, "DEL"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
+                                   absl::Duration ttl) {
+    Count(calls_);
+    const KeyValue item{key, value};
+    if (absl::Status s = CheckItems({&item, 1}, ttl); !s.ok()) return Failed(s);
+    const std::string px = PxArgument(ttl);
+    Command command{{"SET", key, value, "NX"}, SlotOf(key)};
+    if (ttl != absl::InfiniteDuration()) {
+      command.args.push_back("PX");
+      command.args.push_back(px);
+    }
+    // Not retried on a fresh connection: a lost reply would make a stored item look refused.
+    absl::StatusOr<std::vector<Reply>> replies = Execute({&command, 1}, /*retry_stale=*/false);
+    if (!replies.ok()) return Failed(replies.status());
+    const redisReply& reply = *(*replies)[0];
+    if (reply.type == REDIS_REPLY_STATUS) return true;
+    if (reply.type == REDIS_REPLY_NIL) return false;
+    return Failed(UnexpectedReply(reply, "SET NX"));
+  }
+
+  RedisBackendStats Stats() const {
+    RedisBackendStats s;
+    s.calls = calls_.load(std::memory_order_relaxed);
+    s.round_trips = round_trips_.load(std::memory_order_relaxed);
+    s.commands = commands_.load(std::memory_order_relaxed);
+    s.connections_opened = connections_opened_.load(std::memory_order_relaxed);
+    s.connection_failures = connection_failures_.load(std::memory_order_relaxed);
+    s.redirects = redirects_.load(std::memory_order_relaxed);
+    s.slot_map_refreshes = slot_map_refreshes_.load(std::memory_order_relaxed);
+    s.errors = errors_.load(std::memory_order_relaxed);
+    return s;
+  }
+
+ private:
+  static void Count(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) {
+    counter.fetch_add(n, std::memory_order_relaxed);
+  }
+
+  absl::Status Failed(absl::Status status) {
+    Count(errors_);
+    return status;
+  }
+
+  absl::Time CallDeadline() const { return absl::Now() + options_.command_timeout; }
+
+  absl::Status CheckItems(absl::Span<const KeyValue> items, absl::Duration ttl) const {
+    if (ttl <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError("chunkcache: a Redis ttl must be positive");
+    }
+    for (const KeyValue& item : items) {
+      if (item.key.empty()) return absl::InvalidArgumentError("chunkcache: empty Redis key");
+      if (item.value.size() > options_.max_item_size) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("chunkcache: a %d-byte value exceeds the Redis max_item_size of %d",
+                            item.value.size(), options_.max_item_size));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  int SlotOf(std::string_view key) const { return ClusterMode() ? RedisClusterSlot(key) : -1; }
+
+  // Calls open_group(slot) at each change of slot and add(i) for each of `n` keys, grouping keys
+  // of one slot together (all keys in one group outside a cluster).
+  template <typename KeyAt, typename OpenGroup, typename Add>
+  void GroupBySlot(std::size_t n, KeyAt key_at, OpenGroup open_group, Add add) const {
+    std::vector<std::pair<int, std::size_t>> order;  // (slot, index)
+    order.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) order.emplace_back(SlotOf(key_at(i)), i);
+    std::stable_sort(order.begin(), order.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (std::size_t j = 0; j < order.size(); ++j) {
+      if (j == 0 || order[j].first != order[j - 1].first) open_group(order[j].first);
+      add(order[j].second);
+    }
+  }
+
+  // ---- Routing ---------------------------------------------------------------------------------
+
+  bool ClusterMode() const { return cluster_mode_.load(std::memory_order_acquire); }
+
+  std::string Seed() const { return settings_.seed.Name(); }
+
+  std::string NodeFor(int slot) {
+    if (slot < 0) return Seed();
+    MutexLock lock(&map_mu_);
+    if (slot_map_ == nullptr) return Seed();
+    return slot_map_->nodes[slot_map_->owner[slot]];
+  }
+
+  // Runs `commands`, each on the node owning its slot, one pipeline per node, following
+  // redirects. Replies come back in the order of `commands`.
+  absl::StatusOr<std::vector<Reply>> Execute(absl::Span<const Command> commands,
+                                             bool retry_stale = true) {
+    const absl::Time deadline = CallDeadline();
+    std::vector<Reply> replies(commands.size());
+    std::vector<std::size_t> pending(commands.size());
+    for (std::size_t i = 0; i < pending.size(); ++i) pending[i] = i;
+    absl::flat_hash_map<std::size_t, std::string> ask_targets;
+
+    for (int round = 0; !pending.empty(); ++round) {
+      if (round > kMaxRedirects) {
+        return absl::UnavailableError("redis: too many cluster redirects; the cluster is moving");
+      }
+      // Group the pending commands by node.
+      absl::flat_hash_map<std::string, std::vector<std::size_t>> by_node;
+      for (const std::size_t i : pending) {
+        auto ask = ask_targets.find(i);
+        by_node[ask != ask_targets.end() ? ask->second : NodeFor(commands[i].slot)].push_back(i);
+      }
+      std::vector<std::size_t> next;
+      bool refresh = false, try_again = false;
+      for (auto& [node, indices] : by_node) {
+        std::vector<Command> batch;
+        std::vector<bool> asked;  // whether an ASKING precedes the command
+        for (const std::size_t i : indices) {
+          const bool ask = ask_targets.contains(i);
+          if (ask) batch.push_back({{"ASKING"}});
+          batch.push_back(commands[i]);
+          asked.push_back(ask);
+        }
+        absl::StatusOr<std::vector<Reply>> got = Run(node, batch, deadline, retry_stale);
+        if (!got.ok()) return got.status();
+        std::size_t r = 0;
+        for (std::size_t k = 0; k < indices.size(); ++k) {
+          if (asked[k]) ++r;  // the ASKING's +OK
+          Reply reply = std::move((*got)[r++]);
+          const std::size_t i = indices[k];
+          ask_targets.erase(i);
+          if (std::optional<Redirect> redirect = ParseRedirect(*reply)) {
+            Count(redirects_);
+            if (redirect->ask) {
+              ask_targets[i] = redirect->node;
+            } else {
+              refresh = true;
+            }
+            next.push_back(i);
+          } else if (reply->type == REDIS_REPLY_ERROR &&
+                     absl::StartsWith(AbslView(ReplyText(*reply)), "TRYAGAIN")) {
+            try_again = true;  // a multi-key command met a slot in migration
+            next.push_back(i);
+          } else {
+            replies[i] = std::move(reply);
+          }
+        }
+      }
+      if (refresh) {
+        cluster_mode_.store(true, std::memory_order_release);
+        if (absl::Status s = RefreshSlotMap(deadline); !s.ok()) return s;
+      }
+      if (try_again) absl::SleepFor(std::min(kTryAgainPause, deadline - absl::Now()));
+      pending = std::move(next);
+    }
+    return replies;
+  }
+
+  // Loads the slot map from the first node that answers CLUSTER SLOTS.
+  absl::Status RefreshSlotMap(absl::Time deadline) {
+    Count(slot_map_refreshes_);
+    std::vector<std::string> candidates = {Seed()};
+    {
+      MutexLock lock(&map_mu_);
+      if (slot_map_ != nullptr) {
+        candidates.insert(candidates.end(), slot_map_->nodes.begin(), slot_map_->nodes.end());
+      }
+    }
+    absl::Status last = absl::UnavailableError("redis: no cluster node answered");
+    for (const std::string& node : candidates) {
+      const Command slots{{"CLUSTER", "SLOTS"}, -1, std::size_t{1} << 20};
+      absl::StatusOr<std::vector<Reply>> replies = Run(node, {&slots, 1}, deadline);
+      if (!replies.ok()) {
+        last = replies.status();
+        continue;
+      }
+      absl::StatusOr<std::shared_ptr<const SlotMap>> map = ParseSlots(*(*replies)[0], node);
+      if (!map.ok()) {
+        last = map.status();
+        continue;
+      }
+      MutexLock lock(&map_mu_);
+      slot_map_ = *std::move(map);
+      cluster_mode_.store(true, std::memory_order_release);
+      return absl::OkStatus();
+    }
+    return last;
+  }
+
+  static absl::StatusOr<std::shared_ptr<const SlotMap>> ParseSlots(const redisReply& reply,
+                                                                   std::string_view asked) {
+    if (reply.type != REDIS_REPLY_ARRAY) return UnexpectedReply(reply, "CLUSTER SLOTS");
+    auto map = std::make_shared<SlotMap>();
+    std::vector<bool> covered(kSlots, false);
+    absl::flat_hash_map<std::string, std::uint16_t> index;
+    for (std::size_t r = 0; r < reply.elements; ++r) {
+      const redisReply& range = *reply.element[r];
+      if (range.type != REDIS_REPLY_ARRAY || range.elements < 3 ||
+          range.element[0]->type != REDIS_REPLY_INTEGER ||
+          range.element[1]->type != REDIS_REPLY_INTEGER ||
+          range.element[2]->type != REDIS_REPLY_ARRAY || range.element[2]->elements < 2) {
+        return absl::InternalError("redis: malformed CLUSTER SLOTS reply");
+      }
+      const long long first = range.element[0]->integer, last = range.element[1]->integer;
+      const redisReply& master = *range.element[2];
+      std::string host(ReplyText(*master.element[0]));
+      if (host.empty() || host == "?") {  // unknown endpoint: the node we asked
+        host = std::string(asked.substr(0, asked.rfind(':')));
+      }
+      const std::string node = absl::StrCat(host, ":", master.element[1]->integer);
+      auto [it, inserted] = index.try_emplace(node, map->nodes.size());
+      if (inserted) map->nodes.push_back(node);
+      for (long long slot = std::max(0LL, first); slot <= std::min<long long>(last, kSlots - 1);
+           ++slot) {
+        map->owner[slot] = it->second;
+        covered[slot] = true;
+      }
+    }
+    if (std::find(covered.begin(), covered.end(), false) != covered.end()) {
+      return absl::UnavailableError("redis: the cluster does not cover every slot");
+    }
+    return std::shared_ptr<const SlotMap>(std::move(map));
+  }
+
+  // ---- Connections -----------------------------------------------------------------------------
+
+  NodePool& PoolFor(const std::string& node) {
+    MutexLock lock(&pools_mu_);
+    std::unique_ptr<NodePool>& pool = pools_[node];
+    if (pool == nullptr) {
+      Endpoint endpoint = settings_.seed;
+      if (node != Seed()) {
+        absl::StatusOr<Endpoint> parsed = EndpointOf(node);
+        if (parsed.ok()) endpoint = *parsed;
+      }
+      pool = std::make_unique<NodePool>(std::move(endpoint), options_.pool_size);
+    }
+    return *pool;
+  }
+
+  // Runs one pipeline on `node`. A pooled connection the server has since dropped (a restart,
+  // an idle timeout) fails on first use: then the pipeline is sent once more on a new connection.
+  absl::StatusOr<std::vector<Reply>> Run(const std::string& node,
+                                         absl::Span<const Command> commands, absl::Time deadline,
+                                         bool retry_stale = true) {
+    NodePool& pool = PoolFor(node);
+    std::unique_ptr<Connection> connection = pool.TakeIdle();
+    const bool reused = connection != nullptr;
+    for (int attempt = 0;; ++attempt) {
+      if (connection == nullptr) {
+        const absl::Duration left = std::min(options_.connect_timeout, deadline - absl::Now());
+        if (left <= absl::ZeroDuration()) {
+          return absl::DeadlineExceededError("redis: no time left to connect");
+        }
+        absl::StatusOr<std::unique_ptr<Connection>> opened =
+            Connection::Open(pool.endpoint(), settings_, left);
+        if (!opened.ok()) return opened.status();
+        Count(connections_opened_);
+        connection = *std::move(opened);
+      }
+      Count(round_trips_);
+      Count(commands_, commands.size());
+      absl::StatusOr<std::vector<Reply>> replies = connection->Pipeline(commands, deadline);
+      if (replies.ok()) {
+        pool.Release(std::move(connection));
+        return replies;
+      }
+      Count(connection_failures_);
+      connection.reset();
+      if (!(retry_stale && reused && attempt == 0 && absl::IsUnavailable(replies.status()))) {
+        return replies.status();
+      }
+    }
+  }
+
+  const RedisBackendOptions options_;
+  ServerSettings settings_;
+  std::atomic<bool> cluster_mode_{false};
+
+  Mutex map_mu_;
+  std::shared_ptr<const SlotMap> slot_map_ ABSL_GUARDED_BY(map_mu_);
+
+  Mutex pools_mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<NodePool>> pools_ ABSL_GUARDED_BY(pools_mu_);
+
+  std::atomic<std::uint64_t> calls_{0}, round_trips_{0}, commands_{0}, connections_opened_{0},
+      connection_failures_{0}, redirects_{0}, slot_map_refreshes_{0}, errors_{0};
+};
+
+RedisBackend::RedisBackend(RedisBackendOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
+RedisBackend::~RedisBackend() = default;
+
+absl::Status RedisBackend::Init() { return impl_->Init(); }
+std::size_t RedisBackend::max_item_size() const { return impl_->max_item_size(); }
+
+absl::StatusOr<std::vector<std::optional<std::string>>> RedisBackend::MultiGet(
+    absl::Span<const std::string_view> keys) {
+  return impl_->MultiGet(keys);
+}
+
+absl::Status RedisBackend::MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) {
+  return impl_->MultiSet(items, ttl);
+}
+
+absl::Status RedisBackend::Delete(absl::Span<const std::string_view> keys) {
+  return impl_->Delete(keys);
+}
+
+absl::StatusOr<bool> RedisBackend::SetIfAbsent(std::string_view key, std::string_view value,
+                                               absl::Duration ttl) {
+  return impl_->SetIfAbsent(key, value, ttl);
+}
+
+RedisBackendStats RedisBackend::Stats() const { return impl_->Stats(); }
+
+absl::StatusOr<std::shared_ptr<Backend>> NewRedisBackend(RedisBackendOptions options) {
+  auto backend = std::make_shared<RedisBackend>(std::move(options));
+  if (absl::Status s = backend->Init(); !s.ok()) return s;
+  return std::shared_ptr<Backend>(std::move(backend));
+}
+
+}  // namespace chunkcache

@@ -1,0 +1,346 @@
+#include "chunkcache/redis_backend.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "catalogue.h"
+#include "chunkcache/chunked_cache.h"
+#include "fixtures/redis_server.h"
+#include "keys.h"
+#include "test_util.h"
+
+namespace chunkcache {
+namespace {
+
+using testing::RedisCluster;
+using testing::RedisServer;
+
+std::shared_ptr<RedisBackend> Connect(RedisBackendOptions options) {
+  auto backend = std::make_shared<RedisBackend>(std::move(options));
+  const absl::Status status = backend->Init();
+  INFO(status.ToString());
+  REQUIRE(status.ok());
+  return backend;
+}
+
+std::string Catalogue(double megabytes, std::uint64_t seed = 1) {
+  return catalogue::GenerateCatalogue({.megabytes = megabytes, .seed = seed});
+}
+
+// Every key the server holds.
+std::vector<std::string> Keys(const RedisServer& server) {
+  const std::string out = server.Cli({"--scan"});
+  std::vector<std::string> keys = absl::StrSplit(out, '\n', absl::SkipEmpty());
+  return keys;
+}
+
+TEST_CASE("the 10 MB catalogue and the corpus round-trip through Redis") {
+  RedisServer server;
+  auto backend = Connect({.url = server.url()});
+  ChunkedCache cache(backend);
+  std::vector<std::pair<std::string, std::string>> documents = {{"catalogue", Catalogue(10)}};
+  for (const auto& file : testing::CorpusFiles()) {
+    documents.emplace_back(file.filename().string(), testing::ReadFile(file));
+  }
+  for (const auto& [key, json] : documents) REQUIRE(cache.Put(key, json).ok());
+  for (const auto& [key, json] : documents) {
+    CAPTURE(key);
+    absl::StatusOr<Bytes> got = cache.Get(key);
+    REQUIRE(got.ok());
+    CHECK(**got == json);
+  }
+
+  // What is on the server: bounded items, every one with a TTL, one slot per logical key.
+  const std::vector<std::string> keys = Keys(server);
+  CHECK(keys.size() >= 4);  // the catalogue alone is a manifest and three chunks
+  for (const std::string& key : keys) {
+    CAPTURE(key);
+    CHECK(std::stoul(server.Cli({"STRLEN", key})) <= backend->max_item_size());
+    const long ttl_ms = std::stol(server.Cli({"PTTL", key}));
+    CHECK(ttl_ms > 0);
+    const std::string tag = key.substr(key.find('{'), key.find('}') - key.find('{') + 1);
+    CHECK(RedisClusterSlot(key) == RedisClusterSlot(tag));
+  }
+}
+
+TEST_CASE("a MultiGet of many chunk keys is one round trip") {
+  RedisServer server;
+  auto backend = Connect({.url = server.url()});
+  std::vector<std::string> keys, stored;
+  std::vector<KeyValue> items;
+  for (int i = 0; i < 50; ++i) keys.push_back("{k}:" + std::to_string(i));
+  for (const std::string& key : keys) stored.push_back("value of " + key);
+  for (int i = 0; i < 50; ++i) items.push_back({keys[i], stored[i]});
+  REQUIRE(backend->MultiSet(items, absl::Minutes(1)).ok());
+  std::vector<std::string_view> views(keys.begin(), keys.end());
+  views.push_back("{k}:absent");
+  const std::uint64_t before = backend->Stats().round_trips;
+  auto values = backend->MultiGet(views);
+  REQUIRE(values.ok());
+  CHECK(backend->Stats().round_trips - before == 1);
+  for (std::size_t i = 0; i < keys.size(); ++i) CHECK((*values)[i] == "value of " + keys[i]);
+  CHECK(!values->back().has_value());
+}
+
+TEST_CASE("SetIfAbsent stores only when the key is absent, with a TTL") {
+  RedisServer server;
+  auto backend = Connect({.url = server.url()});
+  CHECK(*backend->SetIfAbsent("lease", "a", absl::Seconds(30)) == true);
+  CHECK(*backend->SetIfAbsent("lease", "b", absl::Seconds(30)) == false);
+  const std::string_view key = "lease";
+  CHECK((*backend->MultiGet({&key, 1}))[0] == "a");
+  const long ttl = std::stol(server.Cli({"PTTL", "lease"}));
+  CHECK((ttl > 0 && ttl <= 30000));
+}
+
+TEST_CASE("bad items and TTLs are InvalidArgument and store nothing") {
+  RedisServer server;
+  auto backend = Connect({.url = server.url(), .max_item_size = 1000});
+  const std::string big(1001, 'x');
+  const KeyValue items[] = {{"a", "small"}, {"b", big}};
+  CHECK(absl::IsInvalidArgument(backend->MultiSet(items, absl::Minutes(1))));
+  CHECK(absl::IsInvalidArgument(backend->MultiSet({items, 1}, absl::ZeroDuration())));
+  CHECK(Keys(server).empty());
+}
+
+TEST_CASE("URLs: database, unix socket and bad URLs") {
+  const testing::TempDir dir;
+  const std::string socket = (dir.path() / "redis.sock").string();
+  RedisServer server({.unix_socket = socket});
+  auto db0 = Connect({.url = server.url()});
+  auto db1 = Connect({.url = server.url() + "/1"});
+  const KeyValue item{"k", "in db 1"};
+  REQUIRE(db1->MultiSet({&item, 1}, absl::Minutes(1)).ok());
+  const std::string_view key = "k";
+  CHECK(!(*db0->MultiGet({&key, 1}))[0].has_value());
+  auto over_unix = Connect({.url = "unix://" + socket + "?db=1"});
+  CHECK((*over_unix->MultiGet({&key, 1}))[0] == "in db 1");
+
+  for (const std::string bad : {"http://x", "redis://", "redis://host:99999", "redis://h:1/x",
+                                "unix://relative", "redis://a:%zz@h"}) {
+    CAPTURE(bad);
+    CHECK(absl::IsInvalidArgument(NewRedisBackend({.url = bad}).status()));
+  }
+  CHECK(absl::IsUnavailable(NewRedisBackend({.url = "redis://127.0.0.1:1"}).status()));
+}
+
+TEST_CASE("passwords and ACL users: right credentials work, wrong ones are PermissionDenied") {
+  RedisServer server({.extra_args = {"--requirepass", "s3cret"}});
+  const std::string host_port = "127.0.0.1:" + std::to_string(server.port());
+  CHECK(NewRedisBackend({.url = "redis://:s3cret@" + host_port}).ok());
+  CHECK(absl::IsPermissionDenied(NewRedisBackend({.url = "redis://:wrong@" + host_port}).status()));
+  CHECK(absl::IsPermissionDenied(NewRedisBackend({.url = "redis://" + host_port}).status()));
+
+  server.Cli({"ACL", "SETUSER", "alice", "on", ">p%ss", "~*", "+@all"});
+  CHECK(NewRedisBackend({.url = "redis://alice:p%25ss@" + host_port}).ok());
+  CHECK(absl::IsPermissionDenied(
+      NewRedisBackend({.url = "redis://alice:nope@" + host_port}).status()));
+}
+
+TEST_CASE("a killed server degrades to the loader and the backend reconnects after a restart") {
+  RedisServer server;
+  auto backend = Connect({.url = server.url(), .command_timeout = absl::Milliseconds(500)});
+  ChunkedCache cache(backend);
+  const std::string json = Catalogue(0.5);
+  REQUIRE(cache.Put("k", json).ok());
+  REQUIRE(cache.Get("k").ok());
+
+  server.Kill();
+  const std::string_view key = "k";
+  CHECK(absl::IsUnavailable(backend->MultiGet({&key, 1}).status()));
+  int loads = 0;
+  auto got = cache.GetOrLoad("k", [&] {
+    ++loads;
+    return absl::StatusOr<std::string>(json);
+  });
+  REQUIRE(got.ok());  // the caller is served by the origin
+  CHECK(**got == json);
+  CHECK(loads == 1);
+  CHECK(cache.Stats().fallbacks == 1);
+
+  server.Restart();  // empty: no persistence
+  CHECK(absl::IsNotFound(cache.Get("k").status()));
+  REQUIRE(cache.Put("k", json).ok());
+  CHECK(**cache.Get("k") == json);
+  CHECK(backend->Stats().connections_opened >= 2);
+}
+
+TEST_CASE("a command slower than the timeout is DeadlineExceeded within the timeout") {
+  RedisServer server;
+  auto backend = Connect({.url = server.url(), .command_timeout = absl::Milliseconds(300)});
+  std::thread sleeper([&] { server.Cli({"DEBUG", "SLEEP", "2"}); });
+  absl::SleepFor(absl::Milliseconds(200));  // let DEBUG SLEEP start
+  const absl::Time start = absl::Now();
+  const std::string_view key = "k";
+  const absl::Status status = backend->MultiGet({&key, 1}).status();
+  const absl::Duration took = absl::Now() - start;
+  sleeper.join();
+  CHECK(absl::IsDeadlineExceeded(status));
+  CHECK(took < absl::Milliseconds(1200));  // bounded by the timeout, not by the server's sleep
+  // The timed-out connection was dropped; the next call works on a fresh one.
+  CHECK(backend->MultiGet({&key, 1}).ok());
+}
+
+TEST_CASE("entries evicted under maxmemory read as misses, never as wrong bytes") {
+  RedisServer server({.extra_args = {"--maxmemory", "3mb", "--maxmemory-policy", "allkeys-lru"}});
+  auto backend = Connect({.url = server.url()});
+  ChunkedCache cache(backend, {.chunk_size = 64 << 10});
+  std::vector<std::string> documents;
+  for (int i = 0; i < 12; ++i) documents.push_back(Catalogue(0.6, i));
+  int stored = 0;
+  for (int i = 0; i < 12; ++i) {
+    const absl::Status s = cache.Put("doc" + std::to_string(i), documents[i]);
+    if (s.ok())
+      ++stored;
+    else
+      CHECK(absl::IsResourceExhausted(s));  // OOM while the server evicts
+  }
+  int hits = 0, misses = 0;
+  for (int i = 0; i < 12; ++i) {
+    absl::StatusOr<Bytes> got = cache.Get("doc" + std::to_string(i));
+    if (got.ok()) {
+      CHECK(**got == documents[i]);
+      ++hits;
+    } else {
+      CHECK(absl::IsNotFound(got.status()));
+      ++misses;
+    }
+  }
+  CHECK(stored > 0);
+  CHECK(misses > 0);  // 12 x ~190 KB compressed cannot fit in 3 MB
+  INFO("hits " << hits << ", misses " << misses << ", corrupt " << cache.Stats().corrupt_reads);
+}
+
+TEST_CASE("a reply larger than the values asked for is refused, not buffered") {
+  // A fake server: answers PING, then streams an endless bulk string.
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  socklen_t length = sizeof(address);
+  getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length);
+  REQUIRE(listen(listener, 4) == 0);
+  std::atomic<bool> stop{false};
+  std::thread fake([&] {
+    const int peer = accept(listener, nullptr, nullptr);
+    char buffer[4096];
+    if (read(peer, buffer, sizeof(buffer)) > 0) (void)!write(peer, "+PONG\r\n", 7);
+    if (read(peer, buffer, sizeof(buffer)) > 0) {
+      const std::string header = "*1\r\n$1000000000\r\n";
+      (void)!write(peer, header.data(), header.size());
+      const std::string junk(64 << 10, 'x');
+      while (!stop && write(peer, junk.data(), junk.size()) > 0) {
+      }
+    }
+    close(peer);
+  });
+  auto backend = Connect({.url = "redis://127.0.0.1:" + std::to_string(ntohs(address.sin_port)),
+                          .command_timeout = absl::Seconds(5),
+                          .max_item_size = 1 << 20});
+  const std::string_view key = "k";
+  const absl::Status status = backend->MultiGet({&key, 1}).status();
+  stop = true;
+  fake.join();
+  close(listener);
+  CHECK(absl::IsResourceExhausted(status));
+}
+
+TEST_CASE("many threads share one Redis backend", "[concurrency]") {
+  RedisServer server;
+  auto backend = Connect({.url = server.url(), .pool_size = 4});
+  ChunkedCache cache(backend, {.chunk_size = 16 << 10});
+  const std::string a = Catalogue(0.2, 1), b = Catalogue(0.3, 2);
+  REQUIRE(cache.Put("shared", a).ok());
+  std::atomic<int> wrong{0}, errors{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) {
+        if (t < 2) {
+          if (!cache.Put("shared", (i + t) % 2 ? a : b).ok()) ++errors;
+        } else {
+          absl::StatusOr<Bytes> got = cache.Get("shared");
+          if (got.ok() && **got != a && **got != b) ++wrong;
+          if (!got.ok() && !absl::IsNotFound(got.status())) ++errors;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(wrong == 0);
+  CHECK(errors == 0);
+  CHECK(cache.Stats().corrupt_reads == 0);
+}
+
+TEST_CASE("a cluster spreads keys over its nodes and a Get stays one MGET on one node") {
+  RedisCluster cluster;
+  auto backend = Connect({.url = cluster.urls()[0], .cluster = true});
+  ChunkedCache cache(backend, {.chunk_size = 64 << 10});
+  std::vector<std::string> documents;
+  for (int i = 0; i < 12; ++i) {
+    documents.push_back(Catalogue(0.4, i));
+    REQUIRE(cache.Put("doc" + std::to_string(i), documents[i]).ok());
+  }
+  std::set<int> owners;
+  for (int i = 0; i < 12; ++i) {
+    const internal::StoredKeys keys(cache.options().key_prefix, "doc" + std::to_string(i));
+    owners.insert(cluster.NodeOwning(cluster.SlotOf(keys.manifest())));
+  }
+  CHECK(owners.size() >= 2);
+
+  for (int i = 0; i < 12; ++i) {
+    const RedisBackendStats before = backend->Stats();
+    absl::StatusOr<Bytes> got = cache.Get("doc" + std::to_string(i));
+    REQUIRE(got.ok());
+    CHECK(**got == documents[i]);
+    const RedisBackendStats after = backend->Stats();
+    CHECK(after.round_trips - before.round_trips == 2);  // the manifest, then one MGET
+    CHECK(after.commands - before.commands == 2);
+  }
+}
+
+TEST_CASE("a slot migrated during the test is followed through MOVED") {
+  RedisCluster cluster;
+  auto backend = Connect({.url = cluster.urls()[0], .cluster = true});
+  ChunkedCache cache(backend, {.chunk_size = 64 << 10});
+  const std::string json = Catalogue(0.4);
+  REQUIRE(cache.Put("moving", json).ok());
+  const internal::StoredKeys keys(cache.options().key_prefix, "moving");
+  const int slot = cluster.SlotOf(keys.manifest());
+  const int from = cluster.NodeOwning(slot);
+  cluster.MigrateSlot(slot, (from + 1) % 3);
+  CHECK(cluster.NodeOwning(slot) == (from + 1) % 3);
+
+  absl::StatusOr<Bytes> got = cache.Get("moving");
+  REQUIRE(got.ok());
+  CHECK(**got == json);
+  CHECK(backend->Stats().redirects >= 1);
+  CHECK(backend->Stats().slot_map_refreshes >= 2);
+  REQUIRE(cache.Put("moving", Catalogue(0.3, 9)).ok());
+  CHECK(**cache.Get("moving") == Catalogue(0.3, 9));
+}
+
+TEST_CASE("a backend not told about the cluster switches to cluster mode on MOVED") {
+  RedisCluster cluster;
+  auto backend = Connect({.url = cluster.urls()[0]});
+  ChunkedCache cache(backend);
+  for (int i = 0; i < 6; ++i) {
+    const std::string json = "{\"i\":" + std::to_string(i) + "}";
+    REQUIRE(cache.Put("key" + std::to_string(i), json).ok());
+    CHECK(**cache.Get("key" + std::to_string(i)) == json);
+  }
+  CHECK(backend->Stats().slot_map_refreshes >= 1);
+}
+
+}  // namespace
+}  // namespace chunkcache
