@@ -344,3 +344,45 @@ TEST_CASE("a backend not told about the cluster switches to cluster mode on MOVE
 
 }  // namespace
 }  // namespace chunkcache
+
+namespace chunkcache {
+namespace {
+
+TEST_CASE("a server out of memory is ResourceExhausted") {
+  testing::RedisServer server(
+      {.extra_args = {"--maxmemory", "1mb", "--maxmemory-policy", "noeviction"}});
+  auto backend = std::make_shared<RedisBackend>(RedisBackendOptions{.url = server.url()});
+  REQUIRE(backend->Init().ok());
+  const std::string value(512 << 10, 'v');
+  absl::Status status;
+  for (int i = 0; i < 8 && status.ok(); ++i) {
+    const std::string key = "k" + std::to_string(i);
+    const KeyValue item{key, value};
+    status = backend->MultiSet({&item, 1}, absl::Minutes(1));
+  }
+  CHECK(absl::IsResourceExhausted(status));
+}
+
+TEST_CASE("an ASK redirect during a slot migration is followed") {
+  testing::RedisCluster cluster;
+  auto backend = std::make_shared<RedisBackend>(
+      RedisBackendOptions{.url = cluster.urls()[0], .cluster = true});
+  REQUIRE(backend->Init().ok());
+  const std::string key = "{ask}new-key";
+  const int slot = testing::RedisCluster::SlotOf(key);
+  const int from = cluster.NodeOwning(slot), to = (from + 1) % 3;
+  const std::string to_id = cluster.node(to).Cli({"CLUSTER", "MYID"});
+  const std::string from_id = cluster.node(from).Cli({"CLUSTER", "MYID"});
+  cluster.node(to).Cli({"CLUSTER", "SETSLOT", std::to_string(slot), "IMPORTING", from_id});
+  cluster.node(from).Cli({"CLUSTER", "SETSLOT", std::to_string(slot), "MIGRATING", to_id});
+  // The key is absent from the source, so the source answers ASK and the target must be asked.
+  const KeyValue item{key, "via ASK"};
+  REQUIRE(backend->MultiSet({&item, 1}, absl::Minutes(1)).ok());
+  CHECK(backend->Stats().redirects >= 1);
+  const std::string_view view = key;
+  CHECK((*backend->MultiGet({&view, 1}))[0] == "via ASK");
+  CHECK(cluster.node(to).Cli({"CLUSTER", "COUNTKEYSINSLOT", std::to_string(slot)}) == "1");
+}
+
+}  // namespace
+}  // namespace chunkcache
