@@ -10,9 +10,12 @@
 
 #include "chunkcache/backend.h"
 #include "chunkcache/chunked_cache.h"
+#include "chunkcache/fault_injection_backend.h"
 #include "chunkcache/memory_backend.h"
+#include "chunkcache/momento_backend.h"
 #include "chunkcache/options.h"
 #include "chunkcache/redis_backend.h"
+#include "chunkcache/retrying_backend.h"
 #include "chunkcache/stats.h"
 #include "chunkcache/version.h"
 

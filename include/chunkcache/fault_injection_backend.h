@@ -1,0 +1,168 @@
+// chunkcache/fault_injection_backend.h — a Backend decorator that makes an inner Backend misbehave.
+//
+// FaultInjectionBackend forwards to an inner Backend and, at the rates you choose, fails calls,
+// slows them down, silently drops writes, loses items and corrupts the bytes it reads. Use it to
+// test what your service does when its cache misbehaves: that a RetryingBackend absorbs the errors,
+// that ChunkedCache never returns corrupt bytes, that the origin is called when chunks go missing.
+//
+//   auto faulty = std::make_shared<chunkcache::FaultInjectionBackend>(
+//       chunkcache::NewMemoryBackend(), chunkcache::FaultInjectionOptions{.read_error_rate = 0.1});
+//   chunkcache::ChunkedCache cache(faulty);
+//   ...
+//   faulty->SetOptions({});  // Heal it: from the next call on, everything is forwarded unchanged.
+//
+// Each fault is a random decision with the given probability (rates at or below 0 never happen,
+// rates at or above 1 always do). Decisions come from one generator seeded with `seed`: a
+// single-threaded sequence of calls with the same options and seed makes the same decisions on
+// every run and platform. Injected errors say so in their message ("fault injected: ...").
+// max_item_size() forwards to the inner backend.
+//
+// Thread safety: a FaultInjectionBackend is safe for concurrent use by any number of threads,
+// including SetOptions while other threads call it (options and generator are locked, counters
+// atomic, delays slept outside the lock). Under concurrent use the decisions are still random
+// with the given rates but which call gets which decision depends on scheduling.
+
+#ifndef CHUNKCACHE_FAULT_INJECTION_BACKEND_H_
+#define CHUNKCACHE_FAULT_INJECTION_BACKEND_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "chunkcache/backend.h"
+
+namespace chunkcache {
+
+struct FaultInjectionOptions {
+  // Fraction of MultiGet calls that fail with error_code without reaching the inner backend.
+  // Default: 0.
+  double read_error_rate = 0;
+
+  // Fraction of MultiSet, Delete and SetIfAbsent calls that fail with error_code without reaching
+  // the inner backend (nothing is stored or deleted).
+  // Default: 0.
+  double write_error_rate = 0;
+
+  // Per item of a MultiSet: the fraction of items left out of the batch given to the inner
+  // backend while the call still reports success (a write lost by the store). SetIfAbsent is
+  // never dropped.
+  // Default: 0.
+  double drop_write_rate = 0;
+
+  // Per key of a MultiGet that the inner backend has: the fraction reported absent (an evicted
+  // chunk, a replica that has not caught up).
+  // Default: 0.
+  double lose_item_rate = 0;
+
+  // Per non-empty value returned by MultiGet (and not lost): the fraction in which one random
+  // byte is XORed with a random non-zero mask (corruption in the store or on the wire).
+  // Default: 0.
+  double flip_byte_rate = 0;
+
+  // Fraction of calls that sleep for `delay` before anything else happens (a delayed call may
+  // still fail with an injected error).
+  // Default: 0.
+  double delay_rate = 0;
+
+  // How long a delayed call sleeps. Zero or negative means no sleep.
+  // Default: zero.
+  absl::Duration delay = absl::ZeroDuration();
+
+  // The code of injected errors. Unavailable looks like a server that is down; ResourceExhausted
+  // like throttling; DeadlineExceeded like a timeout. Must not be kOk (treated as Unavailable).
+  // Default: Unavailable.
+  absl::StatusCode error_code = absl::StatusCode::kUnavailable;
+
+  // Seed of the generator behind every decision. The constructor and SetOptions seed it.
+  // Default: 1.
+  std::uint64_t seed = 1;
+};
+
+// Counters of a FaultInjectionBackend since its construction. Read one by one without a lock, so
+// a snapshot taken under concurrent use may be off by the calls in flight.
+struct FaultInjectionStats {
+  std::uint64_t calls = 0;           // MultiGet/MultiSet/Delete/SetIfAbsent calls received
+  std::uint64_t read_errors = 0;     // MultiGet calls failed
+  std::uint64_t write_errors = 0;    // MultiSet/Delete/SetIfAbsent calls failed
+  std::uint64_t dropped_writes = 0;  // items a successful MultiSet reported stored but dropped
+  std::uint64_t lost_items = 0;      // present items MultiGet reported absent
+  std::uint64_t flipped_bytes = 0;   // values MultiGet returned with one byte flipped
+  std::uint64_t delays = 0;          // calls delayed
+
+  // Every fault injected (all the counters above but calls).
+  std::uint64_t total() const {
+    return read_errors + write_errors + dropped_writes + lost_items + flipped_bytes + delays;
+  }
+};
+
+// Injects faults into the calls to an inner Backend; see the top of this file.
+//
+// Thread safety: safe for concurrent use, SetOptions included.
+class FaultInjectionBackend final : public Backend {
+ public:
+  // `inner` must not be null. With the default options every call is forwarded unchanged.
+  explicit FaultInjectionBackend(std::shared_ptr<Backend> inner,
+                                 FaultInjectionOptions options = {});
+  ~FaultInjectionBackend() override;
+
+  FaultInjectionBackend(const FaultInjectionBackend&) = delete;
+  FaultInjectionBackend& operator=(const FaultInjectionBackend&) = delete;
+
+  std::size_t max_item_size() const override { return inner_->max_item_size(); }
+
+  // Faults: delay_rate, read_error_rate, then per item lose_item_rate and flip_byte_rate.
+  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view> keys) override;
+
+  // Faults: delay_rate, write_error_rate, then per item drop_write_rate. Dropped items are left
+  // out of the batch given to the inner backend (which is called even if none is left, so that it
+  // still checks the ttl); they count as dropped only if that call succeeds.
+  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override;
+
+  // Faults: delay_rate, write_error_rate.
+  absl::Status Delete(absl::Span<const std::string_view> keys) override;
+  absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
+                                   absl::Duration ttl) override;
+
+  // Replaces the options and re-seeds the generator with options.seed. Thread-safe; calls that
+  // start afterwards use the new options, calls in progress finish with the old ones.
+  void SetOptions(FaultInjectionOptions options);
+  FaultInjectionOptions options() const;
+
+  FaultInjectionStats Stats() const;
+
+  const std::shared_ptr<Backend>& inner() const { return inner_; }
+
+ private:
+  class Dice;
+
+  // Counts the call, takes a snapshot of the options and draws whether the call is delayed and
+  // whether it fails (with `error_rate`), sleeping outside the lock. The injected error if it
+  // fails, OK otherwise.
+  absl::Status Enter(std::string_view operation, double FaultInjectionOptions::*error_rate,
+                     std::atomic<std::uint64_t>* errors, FaultInjectionOptions* snapshot);
+
+  const std::shared_ptr<Backend> inner_;
+  const std::unique_ptr<Dice> dice_;
+
+  std::atomic<std::uint64_t> calls_{0};
+  std::atomic<std::uint64_t> read_errors_{0};
+  std::atomic<std::uint64_t> write_errors_{0};
+  std::atomic<std::uint64_t> dropped_writes_{0};
+  std::atomic<std::uint64_t> lost_items_{0};
+  std::atomic<std::uint64_t> flipped_bytes_{0};
+  std::atomic<std::uint64_t> delays_{0};
+};
+
+}  // namespace chunkcache
+
+#endif  // CHUNKCACHE_FAULT_INJECTION_BACKEND_H_

@@ -1,0 +1,150 @@
+// chunkcache/momento_backend.h — a Backend on Momento's HTTP API (libcurl).
+//
+// Momento is a serverless cache: items of at most 5 MB (key + value), no batch read and no
+// set-if-absent over HTTP, billed per KiB transferred. MomentoBackend turns a MultiGet/MultiSet/
+// Delete of N keys into N HTTP requests run concurrently (libcurl multi interface, HTTP/2
+// multiplexing when the server offers it, at most max_concurrent_requests in flight), retries the
+// ones answered 429 (throttled), 5xx or lost to a transport error with exponential backoff and full
+// jitter, and never past the call's deadline. SetIfAbsent is Unimplemented (the default), so the
+// cross-process lease is not available on this backend.
+//
+//   absl::StatusOr<std::shared_ptr<chunkcache::Backend>> backend = chunkcache::NewMomentoBackend({
+//       .endpoint = "https://api.cache.cell-4-us-west-2-1.prod.a.momentohq.com",
+//       .cache_name = "catalogue"});  // the API key from MOMENTO_API_KEY
+//
+// Requests: PUT /cache/{cache}?key=…&ttl_seconds=N, GET and DELETE /cache/{cache}?key=…, with the
+// bare API key in the Authorization header. A key that is not printable UTF-8 is sent as
+// key_base64= (base64url without padding). TTLs are rounded up to whole seconds.
+//
+// Errors: 400 and 413 → InvalidArgument; 401 → Unauthenticated; 403 → PermissionDenied; 404 "Cache
+// Not Found" → NotFound (a 404 for a key is a miss, not an error); 429 on every attempt →
+// ResourceExhausted; 5xx or transport errors on every attempt → Unavailable; a request timing out
+// on every attempt, or the deadline reached → DeadlineExceeded. The API key never appears in a
+// Status.
+//
+// Reads are eventually consistent: a Get may see a manifest before one of its chunks; ChunkedCache
+// then treats the entry as a miss. Every byte of every chunk is billed: a 10 MB catalogue that
+// compresses to 3 MB costs 3 MB of transfer per uncached Get, which is what an L1 near cache saves.
+//
+// Thread safety: a MomentoBackend is safe for concurrent use by any number of threads. Each call
+// borrows a transfer session (a libcurl multi handle with its own connection cache and reusable
+// easy handles) from a pool, so connections and TLS sessions are reused across calls.
+
+#ifndef CHUNKCACHE_MOMENTO_BACKEND_H_
+#define CHUNKCACHE_MOMENTO_BACKEND_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "chunkcache/backend.h"
+
+namespace chunkcache {
+
+// Momento's hard limit on one item, key and value together, in bytes.
+inline constexpr std::size_t kMomentoMaxItemBytes = 5'000'000;
+
+struct MomentoBackendOptions {
+  // Base URL of the cache's HTTP API, e.g. "https://api.cache.<cell>.prod.a.momentohq.com". Plain
+  // http:// is accepted only for a loopback host (127.0.0.0/8, ::1, localhost), for local tests.
+  // Default: empty (required).
+  std::string endpoint;
+
+  // Name of the Momento cache that holds the items. It must exist: a missing cache makes every call
+  // fail with NotFound. Default: empty (required).
+  std::string cache_name;
+
+  // The API key, sent as the Authorization header. Empty means: read MOMENTO_API_KEY from the
+  // environment. Never logged nor put in a Status. Default: empty.
+  std::string api_key;
+
+  // Time allowed for one HTTP request (connect, send, receive), as Momento's Lambda preset.
+  // Default: 1.1 seconds.
+  absl::Duration request_timeout = absl::Milliseconds(1100);
+
+  // Time allowed for one backend call (all its requests and their retries). No retry starts past
+  // it, and no request runs beyond it. Default: 5 seconds.
+  absl::Duration deadline = absl::Seconds(5);
+
+  // Attempts per request, the first included, for requests answered 429 or 5xx or lost to a
+  // transport error or timeout. Other errors are not retried. Default: 5.
+  int max_attempts = 5;
+
+  // Backoff before retry n (1-based) is uniformly random in [0, min(backoff_cap, backoff_base *
+  // 2^(n-1))] ("full jitter"). Defaults: 20 ms and 500 ms.
+  absl::Duration backoff_base = absl::Milliseconds(20);
+  absl::Duration backoff_cap = absl::Milliseconds(500);
+
+  // Requests of one call in flight at once (and connections one session may open). 1 transfers
+  // chunks one after another. Default: 16.
+  int max_concurrent_requests = 16;
+
+  // Idle transfer sessions kept for reuse; more are created under load and closed when released.
+  // Default: 8.
+  int pool_size = 8;
+
+  // Largest value accepted by MultiSet (InvalidArgument above it), and the most bytes one GET reply
+  // may deliver, whatever the server sends. At most kMomentoMaxItemBytes minus the key size.
+  // Default: 1 MiB.
+  std::size_t max_item_size = std::size_t{1} << 20;
+
+  // A PEM file of CA certificates to verify the server with, instead of the system's. TLS peer and
+  // host verification are always on for https. Default: empty (the system CA store).
+  std::string ca_bundle_path;
+};
+
+// Counters of a MomentoBackend since its creation.
+struct MomentoBackendStats {
+  std::uint64_t calls = 0;               // MultiGet/MultiSet/Delete calls
+  std::uint64_t requests = 0;            // HTTP requests completed, retries included
+  std::uint64_t retries = 0;             // requests sent again after a retryable failure
+  std::uint64_t throttled = 0;           // 429 replies
+  std::uint64_t server_errors = 0;       // 5xx replies
+  std::uint64_t transport_errors = 0;    // connection failures, resets, truncated replies, timeouts
+  std::uint64_t connections_opened = 0;  // new connections (the rest reused an open one)
+  std::uint64_t bytes_sent = 0;          // request bodies uploaded
+  std::uint64_t bytes_received = 0;      // response bodies downloaded
+  std::uint64_t errors = 0;              // calls that returned an error
+};
+
+class MomentoBackend final : public Backend {
+ public:
+  // Use NewMomentoBackend, which checks the options first.
+  explicit MomentoBackend(MomentoBackendOptions options);
+  ~MomentoBackend() override;
+  MomentoBackend(const MomentoBackend&) = delete;
+  MomentoBackend& operator=(const MomentoBackend&) = delete;
+
+  // Checks the options and resolves the API key. Called by NewMomentoBackend.
+  absl::Status Init();
+
+  std::size_t max_item_size() const override;
+  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view> keys) override;
+  // A non-finite ttl is InvalidArgument: Momento items always expire.
+  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override;
+  absl::Status Delete(absl::Span<const std::string_view> keys) override;
+
+  MomentoBackendStats Stats() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Checks the options (InvalidArgument: no endpoint, cache name or API key, plain http to a
+// non-loopback host, bad limits). Does not contact the server: a wrong key or cache shows on the
+// first call.
+absl::StatusOr<std::shared_ptr<Backend>> NewMomentoBackend(MomentoBackendOptions options);
+
+}  // namespace chunkcache
+
+#endif  // CHUNKCACHE_MOMENTO_BACKEND_H_

@@ -1,0 +1,225 @@
+#include "chunkcache/fault_injection_backend.h"
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "internal/mutex.h"
+
+namespace chunkcache {
+namespace {
+
+using internal::Mutex;
+using internal::MutexLock;
+
+constexpr std::memory_order kRelaxed = std::memory_order_relaxed;
+
+// What MultiGet does to the value at `index`: report it absent, or XOR its byte `byte` with
+// `mask`.
+struct ReadFault {
+  std::size_t index;
+  bool lost;
+  std::size_t byte;
+  unsigned char mask;
+};
+
+}  // namespace
+
+// The options and the generator behind every decision, under one lock. Only the decisions are
+// taken under it; sleeping, forwarding and damaging values happen outside.
+class FaultInjectionBackend::Dice {
+ public:
+  // What a call does before it is forwarded, and the options it runs with.
+  struct Entry {
+    FaultInjectionOptions options;
+    bool delayed = false;
+    bool failed = false;
+  };
+
+  explicit Dice(const FaultInjectionOptions& options) { Reset(options); }
+
+  void Reset(const FaultInjectionOptions& options) {
+    MutexLock lock(&mu_);
+    options_ = options;
+    rng_.seed(options.seed);
+  }
+
+  FaultInjectionOptions options() const {
+    MutexLock lock(&mu_);
+    return options_;
+  }
+
+  Entry Enter(double FaultInjectionOptions::*error_rate) {
+    MutexLock lock(&mu_);
+    Entry entry{.options = options_};
+    entry.delayed = options_.delay > absl::ZeroDuration() && Happens(options_.delay_rate);
+    entry.failed = Happens(options_.*error_rate);
+    return entry;
+  }
+
+  // Which of `count` items a MultiSet drops.
+  std::vector<bool> DrawDrops(std::size_t count, double rate) {
+    std::vector<bool> dropped(count);
+    MutexLock lock(&mu_);
+    for (std::size_t i = 0; i < count; ++i) dropped[i] = Happens(rate);
+    return dropped;
+  }
+
+  // What MultiGet does to `values`, in index order; values left alone are not listed.
+  std::vector<ReadFault> DrawReadFaults(const std::vector<std::optional<std::string>>& values,
+                                        const FaultInjectionOptions& options) {
+    std::vector<ReadFault> faults;
+    MutexLock lock(&mu_);
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if (!values[i].has_value()) continue;
+      if (Happens(options.lose_item_rate)) {
+        faults.push_back({.index = i, .lost = true, .byte = 0, .mask = 0});
+      } else if (!values[i]->empty() && Happens(options.flip_byte_rate)) {
+        const std::size_t byte = rng_() % values[i]->size();
+        const auto mask = static_cast<unsigned char>(1 + rng_() % 255);
+        faults.push_back({.index = i, .lost = false, .byte = byte, .mask = mask});
+      }
+    }
+    return faults;
+  }
+
+ private:
+  // True with probability `rate`. Draws nothing for rates outside (0, 1), so that a fault that is
+  // off does not shift the decisions of the others. Portable: mt19937_64 is fully specified.
+  bool Happens(double rate) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!(rate > 0)) return false;  // Also NaN.
+    if (rate >= 1) return true;
+    return static_cast<double>(rng_() >> 11) * 0x1.0p-53 < rate;
+  }
+
+  mutable Mutex mu_;
+  FaultInjectionOptions options_ ABSL_GUARDED_BY(mu_);
+  std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
+};
+
+FaultInjectionBackend::FaultInjectionBackend(std::shared_ptr<Backend> inner,
+                                             FaultInjectionOptions options)
+    : inner_(std::move(inner)), dice_(std::make_unique<Dice>(options)) {}
+
+FaultInjectionBackend::~FaultInjectionBackend() = default;
+
+void FaultInjectionBackend::SetOptions(FaultInjectionOptions options) { dice_->Reset(options); }
+
+FaultInjectionOptions FaultInjectionBackend::options() const { return dice_->options(); }
+
+absl::Status FaultInjectionBackend::Enter(std::string_view operation,
+                                          double FaultInjectionOptions::*error_rate,
+                                          std::atomic<std::uint64_t>* errors,
+                                          FaultInjectionOptions* snapshot) {
+  calls_.fetch_add(1, kRelaxed);
+  const Dice::Entry entry = dice_->Enter(error_rate);
+  *snapshot = entry.options;
+  if (entry.delayed) {
+    delays_.fetch_add(1, kRelaxed);
+    absl::SleepFor(entry.options.delay);
+  }
+  if (!entry.failed) return absl::OkStatus();
+  errors->fetch_add(1, kRelaxed);
+  const absl::StatusCode code = entry.options.error_code == absl::StatusCode::kOk
+                                    ? absl::StatusCode::kUnavailable
+                                    : entry.options.error_code;
+  const char* rate_name = error_rate == &FaultInjectionOptions::read_error_rate
+                              ? "read_error_rate"
+                              : "write_error_rate";
+  return absl::Status(
+      code, absl::StrCat("fault injected: ", absl::string_view(operation.data(), operation.size()),
+                         " failed (", rate_name, " ", entry.options.*error_rate,
+                         "); the inner backend was not called"));
+}
+
+absl::StatusOr<std::vector<std::optional<std::string>>> FaultInjectionBackend::MultiGet(
+    absl::Span<const std::string_view> keys) {
+  FaultInjectionOptions options;
+  if (absl::Status status =
+          Enter("MultiGet", &FaultInjectionOptions::read_error_rate, &read_errors_, &options);
+      !status.ok()) {
+    return status;
+  }
+  absl::StatusOr<std::vector<std::optional<std::string>>> values = inner_->MultiGet(keys);
+  if (!values.ok() || !(options.lose_item_rate > 0 || options.flip_byte_rate > 0)) return values;
+
+  for (const ReadFault& fault : dice_->DrawReadFaults(*values, options)) {
+    std::optional<std::string>& value = (*values)[fault.index];
+    if (fault.lost) {
+      value.reset();
+      lost_items_.fetch_add(1, kRelaxed);
+    } else {
+      (*value)[fault.byte] =
+          static_cast<char>(static_cast<unsigned char>((*value)[fault.byte]) ^ fault.mask);
+      flipped_bytes_.fetch_add(1, kRelaxed);
+    }
+  }
+  return values;
+}
+
+absl::Status FaultInjectionBackend::MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) {
+  FaultInjectionOptions options;
+  if (absl::Status status =
+          Enter("MultiSet", &FaultInjectionOptions::write_error_rate, &write_errors_, &options);
+      !status.ok()) {
+    return status;
+  }
+  if (!(options.drop_write_rate > 0)) return inner_->MultiSet(items, ttl);
+
+  const std::vector<bool> dropped = dice_->DrawDrops(items.size(), options.drop_write_rate);
+  std::vector<KeyValue> kept;
+  kept.reserve(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (!dropped[i]) kept.push_back(items[i]);
+  }
+  absl::Status status = inner_->MultiSet(kept, ttl);
+  if (status.ok()) dropped_writes_.fetch_add(items.size() - kept.size(), kRelaxed);
+  return status;
+}
+
+absl::Status FaultInjectionBackend::Delete(absl::Span<const std::string_view> keys) {
+  FaultInjectionOptions options;
+  if (absl::Status status =
+          Enter("Delete", &FaultInjectionOptions::write_error_rate, &write_errors_, &options);
+      !status.ok()) {
+    return status;
+  }
+  return inner_->Delete(keys);
+}
+
+absl::StatusOr<bool> FaultInjectionBackend::SetIfAbsent(std::string_view key,
+                                                        std::string_view value,
+                                                        absl::Duration ttl) {
+  FaultInjectionOptions options;
+  if (absl::Status status =
+          Enter("SetIfAbsent", &FaultInjectionOptions::write_error_rate, &write_errors_, &options);
+      !status.ok()) {
+    return status;
+  }
+  return inner_->SetIfAbsent(key, value, ttl);
+}
+
+FaultInjectionStats FaultInjectionBackend::Stats() const {
+  return {.calls = calls_.load(kRelaxed),
+          .read_errors = read_errors_.load(kRelaxed),
+          .write_errors = write_errors_.load(kRelaxed),
+          .dropped_writes = dropped_writes_.load(kRelaxed),
+          .lost_items = lost_items_.load(kRelaxed),
+          .flipped_bytes = flipped_bytes_.load(kRelaxed),
+          .delays = delays_.load(kRelaxed)};
+}
+
+}  // namespace chunkcache
