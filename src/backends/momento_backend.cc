@@ -380,10 +380,11 @@ class MomentoBackend::Impl {
         absl::Time next_start = absl::InfiniteFuture();
         for (Transfer& t : transfers) {
           if (t.done || t.active) continue;
-          if (t.not_before > now || active_ == backend_.options_.max_concurrent_requests) {
-            next_start = std::min(next_start, std::max(t.not_before, now));
+          if (t.not_before > now) {  // a retry waiting out its backoff
+            next_start = std::min(next_start, t.not_before);
             continue;
           }
+          if (active_ == backend_.options_.max_concurrent_requests) continue;  // until one ends
           if (absl::Status s = Start(t, now, deadline); !s.ok()) {
             failure = s;
             break;
@@ -397,14 +398,17 @@ class MomentoBackend::Impl {
           break;
         }
         int queued = 0;
+        bool slot_freed = false;
         while (CURLMsg* message = curl_multi_info_read(multi_.get(), &queued)) {
           if (message->msg != CURLMSG_DONE) continue;
           Transfer& t = Finish(message->easy_handle, message->data.result, deadline);
+          slot_freed = true;
           if (!t.done) continue;
           --unfinished;
           if (!t.status.ok() && failure.ok()) failure = t.status;
         }
         if (unfinished == 0 || !failure.ok()) break;
+        if (slot_freed) continue;  // start what waited for a slot before waiting on sockets
         now = absl::Now();
         absl::Duration wait = kMaxPollWait;
         if (active_ == 0 || next_start != absl::InfiniteFuture()) {
