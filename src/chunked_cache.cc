@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <limits>
 #include <new>
@@ -12,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -19,6 +21,8 @@
 #include "keys.h"
 #include "latency_histogram.h"
 #include "manifest.h"
+#include "internal/striped_counter.h"
+#include "near_cache.h"
 #include "single_flight.h"
 
 namespace chunkcache {
@@ -45,6 +49,13 @@ struct Counters {
   std::atomic<std::uint64_t> fallbacks{0}, corrupt_reads{0}, torn_retries{0};
   std::atomic<std::uint64_t> backend_calls{0}, backend_errors{0}, chunks_read{0}, chunks_written{0};
   std::atomic<std::uint64_t> bytes_put_raw{0}, bytes_written{0}, bytes_read{0}, bytes_returned{0};
+  std::atomic<std::uint64_t> l1_revalidations{0}, stale_served{0}, refreshes{0}, refresh_errors{0},
+      refreshes_dropped{0};
+  std::atomic<std::uint64_t> leases_won{0}, leases_waited{0}, lease_wait_hits{0},
+      lease_wait_loads{0};
+  std::atomic<std::uint64_t> breaker_opens{0}, breaker_rejections{0}, compressed_gets{0};
+  // Bumped by every near-cache hit: striped, so concurrent hits do not share a cache line.
+  internal::StripedCounter l1_hits, l1_bytes_returned;
 };
 
 void Add(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) {
@@ -106,6 +117,29 @@ absl::Status CheckOptions(const Backend* backend, const CacheOptions& options) {
   if (options.load_wait_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("chunkcache: load_wait_timeout must be positive");
   }
+  if (options.l1_fresh_for < absl::ZeroDuration() ||
+      (options.l1_capacity_bytes > 0 && options.l1_fresh_for >= options.ttl)) {
+    return absl::InvalidArgumentError(
+        "chunkcache: l1_fresh_for must be at least zero and less than ttl");
+  }
+  if (options.soft_ttl < absl::ZeroDuration() || options.soft_ttl >= options.ttl ||
+      options.refresh_threads < 1) {
+    return absl::InvalidArgumentError(
+        "chunkcache: soft_ttl must be at least zero and less than ttl, refresh_threads positive");
+  }
+  if (options.lease_ttl < absl::ZeroDuration() ||
+      (options.lease_ttl > absl::ZeroDuration() &&
+       (options.lease_poll_initial <= absl::ZeroDuration() ||
+        options.lease_poll_max < options.lease_poll_initial))) {
+    return absl::InvalidArgumentError(
+        "chunkcache: lease_ttl must be at least zero; with a lease, 0 < lease_poll_initial <= "
+        "lease_poll_max");
+  }
+  if (options.breaker_failure_threshold < 0 ||
+      (options.breaker_failure_threshold > 0 && options.breaker_cooldown <= absl::ZeroDuration())) {
+    return absl::InvalidArgumentError(
+        "chunkcache: breaker_failure_threshold must be at least zero, breaker_cooldown positive");
+  }
   return internal::CheckCompressionSettings(options.compression_level, options.compression_workers);
 }
 
@@ -114,6 +148,50 @@ bool IsMiss(const absl::Status& status) { return absl::IsNotFound(status); }
 bool IsUnreachable(const absl::Status& status) {
   return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
 }
+
+// Failures that say the backend is unwell (rather than the call being wrong): they count towards
+// opening the circuit breaker.
+bool IsBackendFailure(const absl::Status& status) {
+  return IsUnreachable(status) || absl::IsResourceExhausted(status) || absl::IsInternal(status);
+}
+
+const absl::Status& StatusOf(const absl::Status& status) { return status; }
+template <typename T>
+const absl::Status& StatusOf(const absl::StatusOr<T>& result) {
+  return result.status();
+}
+
+// A payload a read found, and where it came from.
+struct Found {
+  Bytes bytes;
+  std::uint64_t generation = 0;
+  absl::Time created;    // when the entry was written
+  bool from_l1 = false;  // the near cache's bytes (fresh, or confirmed by the manifest)
+};
+
+// A stored entry fetched and verified against its checksum, not yet decoded.
+struct Fetched {
+  Manifest manifest;
+  std::string manifest_bytes;  // holds an inline payload
+  Values chunks;
+  bool known = false;  // the manifest names the generation the reader has; nothing else fetched
+
+  std::vector<std::string_view> Parts() const {
+    if (manifest.is_inline()) {
+      return {std::string_view(manifest_bytes).substr(internal::kManifestHeaderSize)};
+    }
+    std::vector<std::string_view> parts;
+    parts.reserve(chunks.size());
+    for (const std::optional<std::string>& chunk : chunks) parts.push_back(*chunk);
+    return parts;
+  }
+};
+
+// A background refresh: the key and the loader a GetOrLoad gave for it.
+struct RefreshTask {
+  std::string key;
+  Loader loader;
+};
 
 }  // namespace
 
@@ -127,16 +205,34 @@ class ChunkedCache::Impl {
                         ? std::min({options_.chunk_size, backend_->max_item_size(),
                                     std::size_t{std::numeric_limits<std::uint32_t>::max()}})
                         : 0),
-        codec_(options_.compression_level, options_.compression_workers) {}
+        codec_(options_.compression_level, options_.compression_workers),
+        l1_(options_.l1_capacity_bytes > 0
+                ? std::make_unique<internal::NearCache>(options_.l1_capacity_bytes)
+                : nullptr),
+        lease_token_(absl::StrFormat("%016x", generations_.Next())) {}
+
+  // Background refreshes reference this object: stop them before anything is destroyed.
+  ~Impl() { StopRefreshes(); }
 
   absl::StatusOr<Bytes> Get(std::string_view key) {
     if (absl::Status s = CheckCall(key); !s.ok()) return s;
-    return TimedRead(StoredKeys(options_.key_prefix, key));
+    if (std::optional<Found> hit = FreshL1(key); hit.has_value()) {
+      NoteAge(*hit);
+      return std::move(hit->bytes);
+    }
+    absl::StatusOr<Found> found = Read(key, StoredKeys(options_.key_prefix, key));
+    if (!found.ok()) return found.status();
+    NoteAge(*found);
+    return std::move(found->bytes);
   }
 
   absl::StatusOr<Bytes> GetOrLoad(std::string_view key, const Loader& loader) {
     if (absl::Status s = CheckCall(key); !s.ok()) return s;
     if (!loader) return absl::InvalidArgumentError("chunkcache: the loader is empty");
+    if (std::optional<Found> hit = FreshL1(key); hit.has_value()) {
+      if (NoteAge(*hit)) ScheduleRefresh(key, loader);
+      return std::move(hit->bytes);
+    }
     const absl::Time deadline = absl::Now() + options_.load_wait_timeout;
     internal::SingleFlight::Outcome outcome =
         flights_.Do(key, deadline, [&] { return ReadOrLoad(key, loader); });
@@ -145,12 +241,28 @@ class ChunkedCache::Impl {
     return std::move(outcome.result);
   }
 
+  absl::StatusOr<CompressedPayload> GetCompressed(std::string_view key) {
+    if (absl::Status s = CheckCall(key); !s.ok()) return s;
+    absl::StatusOr<Fetched> fetched = FetchEntry(StoredKeys(options_.key_prefix, key), std::nullopt);
+    if (!fetched.ok()) {
+      if (IsMiss(fetched.status())) Add(counters_.misses);
+      return fetched.status();
+    }
+    auto zstd = std::make_shared<std::string>();
+    zstd->reserve(fetched->manifest.stored_size);
+    for (std::string_view part : fetched->Parts()) zstd->append(part);
+    Add(counters_.compressed_gets);
+    return CompressedPayload{std::move(zstd), fetched->manifest.raw_size};
+  }
+
   absl::Status Put(std::string_view key, std::string_view json) {
     Add(counters_.puts);
     absl::Status status = CheckCall(key);
     if (status.ok()) {
       ScopedTimer timer(&put_latency_);
-      status = EncodeAndStore(StoredKeys(options_.key_prefix, key), json);
+      status = EncodeAndStore(StoredKeys(options_.key_prefix, key), json).status();
+      // The next read fetches the new entry (a copy of the payload here would cost as much).
+      if (l1_ != nullptr) l1_->Erase(key);
     }
     if (!status.ok()) Add(counters_.put_errors);
     return status;
@@ -159,6 +271,7 @@ class ChunkedCache::Impl {
   absl::Status Invalidate(std::string_view key) {
     if (absl::Status s = CheckCall(key); !s.ok()) return s;
     Add(counters_.invalidates);
+    if (l1_ != nullptr) l1_->Erase(key);
     const StoredKeys keys(options_.key_prefix, key);
     // Learn the chunk keys before the manifest goes; a failed read only costs the cleanup.
     std::optional<Manifest> current = ReadManifestQuietly(keys);
@@ -171,8 +284,9 @@ class ChunkedCache::Impl {
   CacheStats Stats() const {
     const Counters& c = counters_;
     CacheStats s;
-    s.gets = CounterValue(c.gets);
-    s.hits = CounterValue(c.hits);
+    const std::uint64_t l1_hits = c.l1_hits.Value();
+    s.gets = CounterValue(c.gets) + l1_hits;
+    s.hits = CounterValue(c.hits) + l1_hits;
     s.misses = CounterValue(c.misses);
     s.puts = CounterValue(c.puts);
     s.put_errors = CounterValue(c.put_errors);
@@ -182,6 +296,22 @@ class ChunkedCache::Impl {
     s.coalesced = CounterValue(c.coalesced);
     s.wait_timeouts = CounterValue(c.wait_timeouts);
     s.fallbacks = CounterValue(c.fallbacks);
+    s.l1_hits = l1_hits;
+    s.l1_revalidations = CounterValue(c.l1_revalidations);
+    s.l1_evictions = l1_ != nullptr ? l1_->evictions() : 0;
+    s.l1_bytes = l1_ != nullptr ? l1_->bytes() : 0;
+    s.stale_served = CounterValue(c.stale_served);
+    s.refreshes = CounterValue(c.refreshes);
+    s.refresh_errors = CounterValue(c.refresh_errors);
+    s.refreshes_dropped = CounterValue(c.refreshes_dropped);
+    s.leases_won = CounterValue(c.leases_won);
+    s.leases_waited = CounterValue(c.leases_waited);
+    s.lease_wait_hits = CounterValue(c.lease_wait_hits);
+    s.lease_wait_loads = CounterValue(c.lease_wait_loads);
+    s.breaker_open = BreakerOpen(Now());
+    s.breaker_opens = CounterValue(c.breaker_opens);
+    s.breaker_rejections = CounterValue(c.breaker_rejections);
+    s.compressed_gets = CounterValue(c.compressed_gets);
     s.corrupt_reads = CounterValue(c.corrupt_reads);
     s.torn_retries = CounterValue(c.torn_retries);
     s.backend_calls = CounterValue(c.backend_calls);
@@ -191,7 +321,7 @@ class ChunkedCache::Impl {
     s.bytes_put_raw = CounterValue(c.bytes_put_raw);
     s.bytes_written = CounterValue(c.bytes_written);
     s.bytes_read = CounterValue(c.bytes_read);
-    s.bytes_returned = CounterValue(c.bytes_returned);
+    s.bytes_returned = CounterValue(c.bytes_returned) + c.l1_bytes_returned.Value();
     s.get_latency = get_latency_.Summary();
     s.put_latency = put_latency_.Summary();
     s.load_latency = load_latency_.Summary();
@@ -206,74 +336,144 @@ class ChunkedCache::Impl {
     return internal::ValidateKey(key);
   }
 
-  // ---- Reading -------------------------------------------------------------------------------
+  absl::Time Now() const { return options_.clock ? options_.clock() : absl::Now(); }
 
-  absl::StatusOr<Bytes> TimedRead(const StoredKeys& keys) {
-    Add(counters_.gets);
-    ScopedTimer timer(&get_latency_);
-    absl::StatusOr<Bytes> result = ReadEntry(keys);
-    if (result.ok()) {
-      Add(counters_.hits);
-      Add(counters_.bytes_returned, (*result)->size());
-    } else if (IsMiss(result.status())) {
-      Add(counters_.misses);
+  // ---- Near cache and entry age --------------------------------------------------------------
+
+  // The near cache's entry for `key` if it may be served with no backend call at all.
+  std::optional<Found> FreshL1(std::string_view key) {
+    if (l1_ == nullptr) return std::nullopt;
+    std::optional<internal::NearCache::Entry> entry = l1_->Lookup(key);
+    if (!entry.has_value()) return std::nullopt;
+    const absl::Time now = Now();
+    if (now - entry->validated >= options_.l1_fresh_for || now - entry->created >= options_.ttl) {
+      return std::nullopt;
     }
-    return result;
+    counters_.l1_hits.Add();
+    counters_.l1_bytes_returned.Add(entry->bytes->size());
+    return Found{std::move(entry->bytes), entry->generation, entry->created, true};
   }
 
-  // NotFound on a miss or a corrupt entry (counted); the backend's error if it failed.
-  absl::StatusOr<Bytes> ReadEntry(const StoredKeys& keys) {
+  // The near cache's entry for `key` unless it has outlived ttl (then it is dropped).
+  std::optional<internal::NearCache::Entry> LiveL1(std::string_view key, absl::Time now) {
+    if (l1_ == nullptr) return std::nullopt;
+    std::optional<internal::NearCache::Entry> entry = l1_->Lookup(key);
+    if (entry.has_value() && now - entry->created >= options_.ttl) {
+      l1_->Erase(key);
+      return std::nullopt;
+    }
+    return entry;
+  }
+
+  // True (and counted) if `found` is older than soft_ttl: stale, due for a refresh.
+  bool NoteAge(const Found& found) {
+    if (options_.soft_ttl == absl::ZeroDuration()) return false;
+    if (Now() - found.created < options_.soft_ttl) return false;
+    Add(counters_.stale_served);
+    return true;
+  }
+
+  // ---- Reading -------------------------------------------------------------------------------
+
+  // A read that goes to the backend: the whole entry, or only its manifest when the near cache
+  // holds a copy. Counted and timed.
+  absl::StatusOr<Found> Read(std::string_view key, const StoredKeys& keys) {
+    Add(counters_.gets);
+    ScopedTimer timer(&get_latency_);
+    const absl::Time now = Now();
+    std::optional<internal::NearCache::Entry> cached = LiveL1(key, now);
+    absl::StatusOr<Found> found = ReadEntry(keys, cached.has_value() ? &*cached : nullptr);
+    if (l1_ != nullptr) {
+      if (found.ok() && found->from_l1) {
+        l1_->MarkValidated(key, found->generation, now);
+        Add(counters_.l1_revalidations);
+      } else if (found.ok()) {
+        l1_->Insert(key, {found->bytes, found->generation, found->created, now});
+      } else if (IsMiss(found.status())) {
+        l1_->Erase(key);
+      } else if (cached.has_value()) {
+        // The backend failed: the near copy, younger than ttl, beats failing or loading.
+        found = Found{std::move(cached->bytes), cached->generation, cached->created, true};
+      }
+    }
+    if (found.ok()) {
+      Add(counters_.hits);
+      Add(counters_.bytes_returned, found->bytes->size());
+    } else if (IsMiss(found.status())) {
+      Add(counters_.misses);
+    }
+    return found;
+  }
+
+  // NotFound on a miss or a corrupt entry (counted); the backend's error if it failed. With
+  // `known`, a manifest naming its generation returns its bytes without fetching chunks.
+  absl::StatusOr<Found> ReadEntry(const StoredKeys& keys,
+                                  const internal::NearCache::Entry* known) {
+    absl::StatusOr<Fetched> fetched = FetchEntry(
+        keys, known != nullptr ? std::optional<std::uint64_t>(known->generation) : std::nullopt);
+    if (!fetched.ok()) return fetched.status();
+    const Manifest& manifest = fetched->manifest;
+    if (fetched->known) return Found{known->bytes, known->generation, known->created, true};
+    absl::StatusOr<std::string> raw = codec_.Decompress(fetched->Parts(), manifest.raw_size);
+    if (!raw.ok()) return CorruptMiss(raw.status());
+    return Found{std::make_shared<const std::string>(*std::move(raw)), manifest.generation,
+                 absl::FromUnixMillis(manifest.created_unix_ms), false};
+  }
+
+  // The manifest and stored bytes of the entry, checksum verified.
+  absl::StatusOr<Fetched> FetchEntry(const StoredKeys& keys,
+                                     std::optional<std::uint64_t> known_generation) {
     for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
+      Fetched fetched;
       absl::StatusOr<std::optional<std::string>> manifest_bytes = GetOne(keys.manifest());
       if (!manifest_bytes.ok()) return manifest_bytes.status();
       if (!manifest_bytes->has_value()) return absl::NotFoundError("chunkcache: no such key");
+      fetched.manifest_bytes = **std::move(manifest_bytes);
 
       absl::StatusOr<DecodedManifest> decoded =
-          internal::DecodeManifest(**manifest_bytes, options_.max_payload_size);
+          internal::DecodeManifest(fetched.manifest_bytes, options_.max_payload_size);
       if (!decoded.ok()) return CorruptMiss(decoded.status());
-      const Manifest& manifest = decoded->manifest;
-      if (manifest.is_inline()) return Decode(manifest, {&decoded->inline_payload, 1});
+      fetched.manifest = decoded->manifest;
+      const Manifest& manifest = fetched.manifest;
+      if (known_generation == manifest.generation) {
+        fetched.known = true;
+        return fetched;
+      }
+      if (!manifest.is_inline()) {
+        const std::vector<std::string> chunk_keys =
+            keys.Chunks(manifest.generation, manifest.chunk_count);
+        const std::vector<std::string_view> chunk_key_views(chunk_keys.begin(), chunk_keys.end());
+        absl::StatusOr<Values> chunks = BackendGet(chunk_key_views);
+        if (!chunks.ok()) return chunks.status();
+        Add(counters_.chunks_read, chunks->size());
+        fetched.chunks = *std::move(chunks);
 
-      const std::vector<std::string> chunk_keys =
-          keys.Chunks(manifest.generation, manifest.chunk_count);
-      const std::vector<std::string_view> chunk_key_views(chunk_keys.begin(), chunk_keys.end());
-      absl::StatusOr<Values> chunks = BackendGet(chunk_key_views);
-      if (!chunks.ok()) return chunks.status();
-      Add(counters_.chunks_read, chunks->size());
-
-      std::vector<std::string_view> parts;
-      parts.reserve(chunks->size());
-      for (std::uint32_t i = 0; i < chunks->size(); ++i) {
-        const std::optional<std::string>& chunk = (*chunks)[i];
-        if (!chunk.has_value()) break;
-        if (chunk->size() != manifest.ChunkSize(i)) {
-          return CorruptMiss(absl::DataLossError(
-              absl::StrFormat("chunkcache: chunk %d is %d bytes, the manifest says %d", i,
-                              chunk->size(), manifest.ChunkSize(i))));
+        std::uint32_t present = 0;
+        for (; present < fetched.chunks.size() && fetched.chunks[present].has_value(); ++present) {
+          if (fetched.chunks[present]->size() != manifest.ChunkSize(present)) {
+            return CorruptMiss(absl::DataLossError(absl::StrFormat(
+                "chunkcache: chunk %d is %d bytes, the manifest says %d", present,
+                fetched.chunks[present]->size(), manifest.ChunkSize(present))));
+          }
         }
-        parts.push_back(*chunk);
+        if (present < fetched.chunks.size()) {
+          // A chunk is missing: a writer may have replaced this generation since the manifest
+          // was read (start over), or the entry lost a chunk (corrupt).
+          if (!ManifestChanged(keys, manifest.generation)) {
+            return CorruptMiss(absl::DataLossError(absl::StrFormat(
+                "chunkcache: chunk %d of %d is missing", present, manifest.chunk_count)));
+          }
+          Add(counters_.torn_retries);
+          continue;
+        }
       }
-      if (parts.size() == chunks->size()) return Decode(manifest, parts);
-
-      // A chunk is missing: a writer may have replaced this generation since the manifest was
-      // read (start over), or the entry lost a chunk (corrupt).
-      if (!ManifestChanged(keys, manifest.generation)) {
-        return CorruptMiss(absl::DataLossError(absl::StrFormat(
-            "chunkcache: chunk %d of %d is missing", parts.size(), manifest.chunk_count)));
+      if (internal::Checksum(fetched.Parts()) != manifest.checksum) {
+        return CorruptMiss(absl::DataLossError("chunkcache: checksum mismatch"));
       }
-      Add(counters_.torn_retries);
+      return fetched;
     }
     return absl::NotFoundError(
         "chunkcache: the entry kept changing while it was read; treated as a miss");
-  }
-
-  absl::StatusOr<Bytes> Decode(const Manifest& manifest, absl::Span<const std::string_view> parts) {
-    if (internal::Checksum(parts) != manifest.checksum) {
-      return CorruptMiss(absl::DataLossError("chunkcache: checksum mismatch"));
-    }
-    absl::StatusOr<std::string> raw = codec_.Decompress(parts, manifest.raw_size);
-    if (!raw.ok()) return CorruptMiss(raw.status());
-    return std::make_shared<const std::string>(*std::move(raw));
   }
 
   absl::Status CorruptMiss(const absl::Status& why) {
@@ -301,28 +501,60 @@ class ChunkedCache::Impl {
 
   absl::StatusOr<Bytes> ReadOrLoad(std::string_view key, const Loader& loader) {
     const StoredKeys keys(options_.key_prefix, key);
-    absl::StatusOr<Bytes> cached = TimedRead(keys);
-    if (cached.ok()) return cached;
+    absl::StatusOr<Found> cached = Read(key, keys);
+    if (cached.ok()) {
+      if (NoteAge(*cached)) ScheduleRefresh(key, loader);
+      return std::move(cached->bytes);
+    }
     const bool backend_down = !IsMiss(cached.status());
     if (backend_down) Add(counters_.fallbacks);  // serve through the origin
 
+    bool lease_held = false;
+    if (!backend_down && options_.lease_ttl > absl::ZeroDuration()) {
+      LeaseOutcome lease = TakeOrAwaitLease(keys);
+      if (lease.found.has_value()) return std::move(lease.found->bytes);
+      lease_held = lease.held;
+    }
+    absl::StatusOr<Bytes> result = LoadAndStore(key, keys, loader, cached.status());
+    if (lease_held) {
+      const std::string lease_key = keys.Lease();
+      const std::string_view lease_view = lease_key;
+      BackendDelete({&lease_view, 1}).IgnoreError();  // else it expires with lease_ttl
+    }
+    return result;
+  }
+
+  absl::StatusOr<Bytes> LoadAndStore(std::string_view key, const StoredKeys& keys,
+                                     const Loader& loader, const absl::Status& read_status) {
     absl::StatusOr<std::string> loaded = CallLoader(loader);
     if (!loaded.ok()) return loaded.status();
-    if (backend_down && IsUnreachable(cached.status())) {
+    if (IsUnreachable(read_status)) {
       // Storing would most likely cost the caller another timeout for nothing; the next
       // caller's read tells whether the backend is back. The value is still checked.
       if (absl::Status s = CheckPayload(*loaded); !s.ok()) return s;
       return Bytes(std::make_shared<const std::string>(*std::move(loaded)));
     }
+    Bytes bytes = std::make_shared<const std::string>(*std::move(loaded));
+    const absl::Status stored = StoreLoaded(key, keys, bytes);
+    // The loaded value is bad: hand the reason to the callers rather than the value.
+    if (absl::IsInvalidArgument(stored) || absl::IsResourceExhausted(stored)) return stored;
+    return bytes;
+  }
+
+  // Stores a loaded payload (and keeps it in the near cache). The store's status.
+  absl::Status StoreLoaded(std::string_view key, const StoredKeys& keys, const Bytes& bytes) {
     Add(counters_.puts);
     ScopedTimer timer(&put_latency_);
-    absl::Status stored = EncodeAndStore(keys, *loaded);
+    absl::StatusOr<Manifest> stored = EncodeAndStore(keys, *bytes);
     if (!stored.ok()) {
       Add(counters_.put_errors);
-      // The loaded value is bad: hand the reason to the callers rather than the value.
-      if (absl::IsInvalidArgument(stored) || absl::IsResourceExhausted(stored)) return stored;
+      return stored.status();
     }
-    return std::make_shared<const std::string>(*std::move(loaded));
+    if (l1_ != nullptr) {
+      l1_->Insert(key, {bytes, stored->generation, absl::FromUnixMillis(stored->created_unix_ms),
+                        Now()});
+    }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::string> CallLoader(const Loader& loader) {
@@ -341,6 +573,110 @@ class ChunkedCache::Impl {
     return loaded;
   }
 
+  // ---- Cross-process lease -------------------------------------------------------------------
+
+  struct LeaseOutcome {
+    std::optional<Found> found;  // the entry another process stored while this one waited
+    bool held = false;           // this process holds the lease: load, store, release
+  };
+
+  // Takes the key's lease, or waits for the process holding it to store the entry. Loads are
+  // left to the caller: with the lease held, or without one when the backend cannot lease, the
+  // holder vanished without storing, or lease_ttl passed.
+  LeaseOutcome TakeOrAwaitLease(const StoredKeys& keys) {
+    if (lease_unsupported_.load(std::memory_order_relaxed)) return {};
+    const std::string lease_key = keys.Lease();
+    absl::StatusOr<bool> taken = TakeLease(lease_key);
+    if (!taken.ok()) return {};
+    if (*taken) {
+      Add(counters_.leases_won);
+      return {.found = std::nullopt, .held = true};
+    }
+    Add(counters_.leases_waited);
+    const absl::Time give_up = absl::Now() + options_.lease_ttl;
+    absl::Duration pause = options_.lease_poll_initial;
+    while (true) {
+      absl::SleepFor(std::min(pause, std::max(give_up - absl::Now(), absl::ZeroDuration())));
+      pause = std::min(pause * 2, options_.lease_poll_max);
+      absl::StatusOr<Found> found = ReadEntry(keys, nullptr);
+      if (found.ok()) {
+        Add(counters_.lease_wait_hits);
+        return {.found = *std::move(found), .held = false};
+      }
+      if (!IsMiss(found.status())) return {};  // the backend failed: load without it
+      taken = TakeLease(lease_key);
+      if (!taken.ok() || *taken || absl::Now() >= give_up) {
+        Add(counters_.lease_wait_loads);
+        return {.found = std::nullopt, .held = taken.ok() && *taken};
+      }
+    }
+  }
+
+  absl::StatusOr<bool> TakeLease(const std::string& lease_key) {
+    absl::StatusOr<bool> taken = CallBackend(
+        [&] { return backend_->SetIfAbsent(lease_key, lease_token_, options_.lease_ttl); });
+    if (absl::IsUnimplemented(taken.status())) {
+      lease_unsupported_.store(true, std::memory_order_relaxed);
+    }
+    return taken;
+  }
+
+  // ---- Stale-while-revalidate ----------------------------------------------------------------
+
+  // Queues one background refresh of `key` unless one is queued or running already.
+  void ScheduleRefresh(std::string_view key, const Loader& loader) {
+    internal::MutexLock lock(&refresh_mu_);
+    if (stopping_ || refreshing_.contains(absl::string_view(key.data(), key.size()))) return;
+    if (refresh_queue_.size() >= options_.max_queued_refreshes) {
+      Add(counters_.refreshes_dropped);
+      return;
+    }
+    refreshing_.insert(std::string(key));
+    refresh_queue_.push_back({std::string(key), loader});
+    if (refresh_threads_.size() < static_cast<std::size_t>(options_.refresh_threads)) {
+      refresh_threads_.emplace_back([this] { RefreshLoop(); });
+    }
+    refresh_cv_.SignalAll();
+  }
+
+  void RefreshLoop() {
+    internal::MutexLock lock(&refresh_mu_);
+    while (true) {
+      while (!stopping_ && refresh_queue_.empty()) refresh_cv_.Wait(&refresh_mu_);
+      if (stopping_) return;
+      RefreshTask task = std::move(refresh_queue_.front());
+      refresh_queue_.pop_front();
+      refresh_mu_.Unlock();
+      Refresh(task);
+      refresh_mu_.Lock();
+      refreshing_.erase(task.key);
+    }
+  }
+
+  void Refresh(const RefreshTask& task) {
+    Add(counters_.refreshes);
+    absl::StatusOr<std::string> loaded = CallLoader(task.loader);
+    if (!loaded.ok()) {
+      Add(counters_.refresh_errors);
+      return;
+    }
+    const StoredKeys keys(options_.key_prefix, task.key);
+    Bytes bytes = std::make_shared<const std::string>(*std::move(loaded));
+    if (!StoreLoaded(task.key, keys, bytes).ok()) Add(counters_.refresh_errors);
+  }
+
+  void StopRefreshes() {
+    std::vector<std::thread> threads;
+    {
+      internal::MutexLock lock(&refresh_mu_);
+      stopping_ = true;
+      refresh_queue_.clear();
+      threads.swap(refresh_threads_);
+      refresh_cv_.SignalAll();
+    }
+    for (std::thread& thread : threads) thread.join();  // waits for a refresh under way
+  }
+
   // ---- Writing -------------------------------------------------------------------------------
 
   absl::Status CheckSize(std::string_view json) const {
@@ -356,7 +692,8 @@ class ChunkedCache::Impl {
     return options_.validate_json ? codec_.ValidateJson(json) : absl::OkStatus();
   }
 
-  absl::Status EncodeAndStore(const StoredKeys& keys, std::string_view json) {
+  // The manifest that committed the new entry.
+  absl::StatusOr<Manifest> EncodeAndStore(const StoredKeys& keys, std::string_view json) {
     if (absl::Status s = CheckSize(json); !s.ok()) return s;
     absl::StatusOr<CompressedBuffer> compressed = ValidateAndCompress(json);
     if (!compressed.ok()) return compressed.status();
@@ -383,14 +720,15 @@ class ChunkedCache::Impl {
 
   // Writes the chunks of a fresh generation, then the manifest that commits them, then removes
   // the chunks of the generation it replaced.
-  absl::Status Store(const StoredKeys& keys, std::size_t raw_size, std::string_view stored) {
+  absl::StatusOr<Manifest> Store(const StoredKeys& keys, std::size_t raw_size,
+                                 std::string_view stored) {
     Manifest manifest;
     manifest.generation = generations_.Next();
     manifest.raw_size = raw_size;
     manifest.stored_size = stored.size();
     manifest.chunk_size = static_cast<std::uint32_t>(chunk_size_);
     manifest.checksum = internal::Checksum({&stored, 1});
-    manifest.created_unix_ms = absl::ToUnixMillis(absl::Now());
+    manifest.created_unix_ms = absl::ToUnixMillis(Now());
 
     const bool fits_inline = internal::kManifestHeaderSize + stored.size() <= chunk_size_;
     manifest.chunk_count =
@@ -423,7 +761,7 @@ class ChunkedCache::Impl {
     if (replaced.has_value() && replaced->generation != manifest.generation) {
       DeleteChunks(keys, *replaced);
     }
-    return absl::OkStatus();
+    return manifest;
   }
 
   // Best effort: chunks left behind expire with their TTL.
@@ -435,10 +773,18 @@ class ChunkedCache::Impl {
     BackendDelete(views).IgnoreError();
   }
 
-  // ---- Backend calls, counted; a throwing user backend becomes a status. -----------------------
+  // ---- Backend calls: counted, guarded by the circuit breaker; a throwing user backend becomes
+  // a status. ------------------------------------------------------------------------------------
 
   template <typename Call>
   auto CallBackend(Call call) -> decltype(call()) {
+    const bool breaker = options_.breaker_failure_threshold > 0;
+    if (breaker && BreakerOpen(Now())) {
+      Add(counters_.breaker_rejections);
+      return absl::UnavailableError(absl::StrCat(
+          "chunkcache: the backend is skipped for ", absl::FormatDuration(options_.breaker_cooldown),
+          " after ", options_.breaker_failure_threshold, " failures in a row (circuit breaker)"));
+    }
     Add(counters_.backend_calls);
     decltype(call()) result = [&]() -> decltype(call()) {
       try {
@@ -450,7 +796,27 @@ class ChunkedCache::Impl {
       }
     }();
     if (!result.ok()) Add(counters_.backend_errors);
+    if (breaker) RecordOutcome(StatusOf(result));
     return result;
+  }
+
+  bool BreakerOpen(absl::Time now) const {
+    return absl::ToUnixNanos(now) < breaker_open_until_ns_.load(std::memory_order_relaxed);
+  }
+
+  // Counts failures in a row; the threshold-th opens the breaker. The count is not reset when it
+  // opens, so the first failure after the cool-down reopens it at once.
+  void RecordOutcome(const absl::Status& status) {
+    if (!IsBackendFailure(status)) {
+      failures_in_a_row_.store(0, std::memory_order_relaxed);
+      return;
+    }
+    const int failures = failures_in_a_row_.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (failures >= options_.breaker_failure_threshold) {
+      breaker_open_until_ns_.store(absl::ToUnixNanos(Now() + options_.breaker_cooldown),
+                                   std::memory_order_relaxed);
+      Add(counters_.breaker_opens);
+    }
   }
 
   absl::StatusOr<Values> BackendGet(absl::Span<const std::string_view> keys) {
@@ -492,8 +858,20 @@ class ChunkedCache::Impl {
   internal::Codec codec_;
   internal::SingleFlight flights_;
   GenerationSource generations_;
+  const std::unique_ptr<internal::NearCache> l1_;  // null when off
+  const std::string lease_token_;                  // the value of the leases this cache takes
+  std::atomic<bool> lease_unsupported_{false};
+  std::atomic<int> failures_in_a_row_{0};
+  std::atomic<std::int64_t> breaker_open_until_ns_{std::numeric_limits<std::int64_t>::min()};
   Counters counters_;
   internal::LatencyHistogram get_latency_, put_latency_, load_latency_;
+
+  internal::Mutex refresh_mu_;
+  internal::CondVar refresh_cv_;
+  bool stopping_ ABSL_GUARDED_BY(refresh_mu_) = false;
+  std::deque<RefreshTask> refresh_queue_ ABSL_GUARDED_BY(refresh_mu_);
+  absl::flat_hash_set<std::string> refreshing_ ABSL_GUARDED_BY(refresh_mu_);  // queued or running
+  std::vector<std::thread> refresh_threads_ ABSL_GUARDED_BY(refresh_mu_);
 };
 
 // ---- The public face: forwards to Impl, and keeps exceptions from crossing the API. ----------
@@ -525,6 +903,10 @@ absl::StatusOr<Bytes> ChunkedCache::Get(std::string_view key) {
 
 absl::StatusOr<Bytes> ChunkedCache::GetOrLoad(std::string_view key, Loader loader) {
   return NoThrow([&] { return impl_->GetOrLoad(key, loader); });
+}
+
+absl::StatusOr<CompressedPayload> ChunkedCache::GetCompressed(std::string_view key) {
+  return NoThrow([&] { return impl_->GetCompressed(key); });
 }
 
 absl::Status ChunkedCache::Put(std::string_view key, std::string_view json) {

@@ -23,6 +23,7 @@ std::string EscapeKeyPart(std::string_view part);
 // The stored keys of one logical key under one prefix:
 //   manifest  <P>{<K>}
 //   chunk i   <P>{<K>}:<generation, 16 lower-case hex digits>:<i in decimal>
+//   lease     <P>{<K>}:lease
 // where <P> and <K> are the escaped prefix and key. The braces make {<K>} the Redis hash tag, so
 // a cluster keeps every item of one logical key on one slot.
 class StoredKeys {
@@ -32,6 +33,7 @@ class StoredKeys {
   const std::string& manifest() const { return manifest_; }
   std::string Chunk(std::uint64_t generation, std::uint32_t index) const;
   std::vector<std::string> Chunks(std::uint64_t generation, std::uint32_t count) const;
+  std::string Lease() const { return manifest_ + ":lease"; }
 
  private:
   std::string manifest_;

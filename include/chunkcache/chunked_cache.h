@@ -16,6 +16,7 @@
 #ifndef CHUNKCACHE_CHUNKED_CACHE_H_
 #define CHUNKCACHE_CHUNKED_CACHE_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -32,9 +33,20 @@ namespace chunkcache {
 // An immutable payload. Callers that coalesced on one load share it without copying.
 using Bytes = std::shared_ptr<const std::string>;
 
+// The stored, compressed form of a payload: one standard zstd frame (`zstd -d` gives the JSON),
+// verified against the entry's checksum. For services that answer with Content-Encoding: zstd.
+struct CompressedPayload {
+  std::shared_ptr<const std::string> zstd;  // the zstd frame
+  std::uint64_t raw_size = 0;               // size of the JSON it decodes to
+};
+
 // Produces the JSON text of a key from the origin. It may be called from any thread; it may
 // return an error (passed to the callers waiting on it, and not cached) and should not throw
 // (an exception is caught and becomes an Internal status).
+//
+// Lifetime: with soft_ttl set, GetOrLoad keeps a copy of its loader for a background refresh that
+// may run after GetOrLoad returned, until the ChunkedCache is destroyed (the destructor waits for
+// a refresh under way and drops queued ones). Capture by value, or only what outlives the cache.
 using Loader = std::function<absl::StatusOr<std::string>()>;
 
 class ChunkedCache {
@@ -62,6 +74,10 @@ class ChunkedCache {
   // or ResourceExhausted if it produced invalid JSON or an oversize payload; DeadlineExceeded for a
   // caller that waited longer than load_wait_timeout for another caller's load.
   absl::StatusOr<Bytes> GetOrLoad(std::string_view key, Loader loader);
+
+  // Returns the stored zstd bytes of `key` without decoding them (an L1 entry is not used: it
+  // holds decoded bytes). Errors as Get.
+  absl::StatusOr<CompressedPayload> GetCompressed(std::string_view key);
 
   // Stores `json` under `key`, replacing any previous value; readers see the old value or the
   // new one, never a mix. On error nothing visible changes: InvalidArgument for invalid JSON, a

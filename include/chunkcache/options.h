@@ -9,6 +9,7 @@
 #define CHUNKCACHE_OPTIONS_H_
 
 #include <cstddef>
+#include <functional>
 #include <string>
 
 #include "absl/time/time.h"
@@ -71,6 +72,72 @@ struct CacheOptions {
   // DeadlineExceeded. The loading caller itself is not bounded by this.
   // Default: 30 seconds.
   absl::Duration load_wait_timeout = absl::Seconds(30);
+
+  // ---- Near cache (L1) ----------------------------------------------------------------------
+
+  // Bytes of decoded payloads kept in this process (payload + key + a fixed overhead per entry),
+  // least recently used evicted first. A payload larger than the whole bound is not kept.
+  // 0 turns the near cache off. Default: 0 (off).
+  std::size_t l1_capacity_bytes = 0;
+
+  // How long after it was fetched (or last revalidated) an L1 entry is served with no backend
+  // call at all. After that, a Get reads only the manifest: the same generation keeps serving the
+  // L1 bytes (no chunk download), a new generation is fetched and replaces them. This is also how
+  // long a Put or Invalidate by another process may go unseen by this one. Must be less than ttl.
+  // Default: 1 second.
+  absl::Duration l1_fresh_for = absl::Seconds(1);
+
+  // ---- Stale-while-revalidate ---------------------------------------------------------------
+
+  // Age (since its Put) after which an entry is stale: GetOrLoad still returns it at once, and
+  // starts one background refresh of the key through the loader it was given (one at a time per
+  // key). Until ttl the stale entry keeps being served, whether refreshes succeed or fail. Must be
+  // less than ttl; zero turns stale-while-revalidate off. Default: zero (off).
+  absl::Duration soft_ttl = absl::ZeroDuration();
+
+  // Threads running background refreshes (started on the first refresh).
+  // Default: 1.
+  int refresh_threads = 1;
+
+  // Refreshes waiting for a thread, at most; a refresh that finds the queue full is dropped
+  // (counted in refreshes_dropped) and retried by a later GetOrLoad.
+  // Default: 64.
+  std::size_t max_queued_refreshes = 64;
+
+  // ---- Cross-process lease ------------------------------------------------------------------
+
+  // With a backend that implements SetIfAbsent (Redis, memory), a GetOrLoad miss first takes a
+  // lease on the key for this long; processes that find the lease taken wait for the entry,
+  // polling the manifest, instead of loading too. A waiter loads by itself when the lease
+  // disappears without an entry (its holder died or failed) or after lease_ttl. Set it above the
+  // loader's usual duration. Zero turns the lease off; a backend without SetIfAbsent skips it.
+  // Default: zero (off).
+  absl::Duration lease_ttl = absl::ZeroDuration();
+
+  // First and longest pause between a lease waiter's polls (doubling from the first).
+  // Defaults: 10 ms and 200 ms.
+  absl::Duration lease_poll_initial = absl::Milliseconds(10);
+  absl::Duration lease_poll_max = absl::Milliseconds(200);
+
+  // ---- Circuit breaker ----------------------------------------------------------------------
+
+  // After this many backend calls in a row fail with Unavailable, DeadlineExceeded,
+  // ResourceExhausted or Internal, the backend is skipped for breaker_cooldown: Get, Put and
+  // Invalidate fail at once with Unavailable and GetOrLoad serves through the loader. After the
+  // cool-down one call tries the backend again; its failure reopens the breaker at once.
+  // 0 turns the breaker off. Default: 0 (off).
+  int breaker_failure_threshold = 0;
+
+  // How long an open breaker skips the backend.
+  // Default: 5 seconds.
+  absl::Duration breaker_cooldown = absl::Seconds(5);
+
+  // ---- Testing ------------------------------------------------------------------------------
+
+  // The clock for entry ages, the near cache, stale-while-revalidate and the breaker (inject a
+  // fake one in tests, together with MemoryBackendOptions::clock). Empty means absl::Now.
+  // Default: empty.
+  std::function<absl::Time()> clock;
 };
 
 }  // namespace chunkcache

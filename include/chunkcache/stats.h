@@ -37,6 +37,30 @@ struct CacheStats {
   std::uint64_t wait_timeouts = 0;  // callers that gave up waiting (load_wait_timeout)
   std::uint64_t fallbacks = 0;      // backend failures answered through the loader
 
+  // Near cache (L1) and stale-while-revalidate.
+  std::uint64_t l1_hits = 0;           // reads answered from L1 without any backend call
+  std::uint64_t l1_revalidations = 0;  // reads that checked the manifest and kept the L1 bytes
+  std::uint64_t l1_evictions = 0;      // entries evicted to stay within l1_capacity_bytes
+  std::uint64_t l1_bytes = 0;          // bytes charged to L1 now
+  std::uint64_t stale_served = 0;      // reads that returned an entry older than soft_ttl
+  std::uint64_t refreshes = 0;         // background refreshes run
+  std::uint64_t refresh_errors = 0;    // of those, the ones whose load or store failed
+  std::uint64_t refreshes_dropped = 0;  // refreshes not queued (queue full)
+
+  // Cross-process lease.
+  std::uint64_t leases_won = 0;        // misses that took the lease and loaded
+  std::uint64_t leases_waited = 0;     // misses that found the lease taken and waited
+  std::uint64_t lease_wait_hits = 0;   // of those, the ones the holder's entry answered
+  std::uint64_t lease_wait_loads = 0;  // of those, the ones that loaded after all (holder gone)
+
+  // Circuit breaker.
+  bool breaker_open = false;             // the breaker skips the backend now
+  std::uint64_t breaker_opens = 0;       // times it opened
+  std::uint64_t breaker_rejections = 0;  // backend calls skipped while it was open
+
+  // Compressed pass-through.
+  std::uint64_t compressed_gets = 0;  // GetCompressed calls that returned an entry
+
   // Integrity.
   std::uint64_t corrupt_reads = 0;  // entries found but unusable: missing chunk, bad checksum...
   std::uint64_t torn_retries = 0;   // reads retried because a writer replaced the entry meanwhile
