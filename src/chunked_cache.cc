@@ -1,5 +1,7 @@
 #include "chunkcache/chunked_cache.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -18,10 +20,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "codec.h"
+#include "internal/striped_counter.h"
 #include "keys.h"
 #include "latency_histogram.h"
 #include "manifest.h"
-#include "internal/striped_counter.h"
 #include "near_cache.h"
 #include "single_flight.h"
 
@@ -243,7 +245,8 @@ class ChunkedCache::Impl {
 
   absl::StatusOr<CompressedPayload> GetCompressed(std::string_view key) {
     if (absl::Status s = CheckCall(key); !s.ok()) return s;
-    absl::StatusOr<Fetched> fetched = FetchEntry(StoredKeys(options_.key_prefix, key), std::nullopt);
+    absl::StatusOr<Fetched> fetched =
+        FetchEntry(StoredKeys(options_.key_prefix, key), std::nullopt);
     if (!fetched.ok()) {
       if (IsMiss(fetched.status())) Add(counters_.misses);
       return fetched.status();
@@ -336,7 +339,15 @@ class ChunkedCache::Impl {
     return internal::ValidateKey(key);
   }
 
-  absl::Time Now() const { return options_.clock ? options_.clock() : absl::Now(); }
+  // The coarse system clock (a few ms of resolution, ample for TTLs): a vDSO read with no lock,
+  // where absl::Now() can take a process-wide spin lock that concurrent near-cache hits would
+  // fight over.
+  absl::Time Now() const {
+    if (options_.clock) return options_.clock();
+    timespec now;
+    clock_gettime(CLOCK_REALTIME_COARSE, &now);
+    return absl::TimeFromTimespec(now);
+  }
 
   // ---- Near cache and entry age --------------------------------------------------------------
 
@@ -350,7 +361,7 @@ class ChunkedCache::Impl {
       return std::nullopt;
     }
     counters_.l1_hits.Add();
-    counters_.l1_bytes_returned.Add(entry->bytes->size());
+    counters_.l1_bytes_returned.Add(entry->size);
     return Found{std::move(entry->bytes), entry->generation, entry->created, true};
   }
 
@@ -407,8 +418,7 @@ class ChunkedCache::Impl {
 
   // NotFound on a miss or a corrupt entry (counted); the backend's error if it failed. With
   // `known`, a manifest naming its generation returns its bytes without fetching chunks.
-  absl::StatusOr<Found> ReadEntry(const StoredKeys& keys,
-                                  const internal::NearCache::Entry* known) {
+  absl::StatusOr<Found> ReadEntry(const StoredKeys& keys, const internal::NearCache::Entry* known) {
     absl::StatusOr<Fetched> fetched = FetchEntry(
         keys, known != nullptr ? std::optional<std::uint64_t>(known->generation) : std::nullopt);
     if (!fetched.ok()) return fetched.status();
@@ -451,9 +461,9 @@ class ChunkedCache::Impl {
         std::uint32_t present = 0;
         for (; present < fetched.chunks.size() && fetched.chunks[present].has_value(); ++present) {
           if (fetched.chunks[present]->size() != manifest.ChunkSize(present)) {
-            return CorruptMiss(absl::DataLossError(absl::StrFormat(
-                "chunkcache: chunk %d is %d bytes, the manifest says %d", present,
-                fetched.chunks[present]->size(), manifest.ChunkSize(present))));
+            return CorruptMiss(absl::DataLossError(
+                absl::StrFormat("chunkcache: chunk %d is %d bytes, the manifest says %d", present,
+                                fetched.chunks[present]->size(), manifest.ChunkSize(present))));
           }
         }
         if (present < fetched.chunks.size()) {
@@ -551,8 +561,8 @@ class ChunkedCache::Impl {
       return stored.status();
     }
     if (l1_ != nullptr) {
-      l1_->Insert(key, {bytes, stored->generation, absl::FromUnixMillis(stored->created_unix_ms),
-                        Now()});
+      l1_->Insert(
+          key, {bytes, stored->generation, absl::FromUnixMillis(stored->created_unix_ms), Now()});
     }
     return absl::OkStatus();
   }
@@ -781,9 +791,10 @@ class ChunkedCache::Impl {
     const bool breaker = options_.breaker_failure_threshold > 0;
     if (breaker && BreakerOpen(Now())) {
       Add(counters_.breaker_rejections);
-      return absl::UnavailableError(absl::StrCat(
-          "chunkcache: the backend is skipped for ", absl::FormatDuration(options_.breaker_cooldown),
-          " after ", options_.breaker_failure_threshold, " failures in a row (circuit breaker)"));
+      return absl::UnavailableError(absl::StrCat("chunkcache: the backend is skipped for ",
+                                                 absl::FormatDuration(options_.breaker_cooldown),
+                                                 " after ", options_.breaker_failure_threshold,
+                                                 " failures in a row (circuit breaker)"));
     }
     Add(counters_.backend_calls);
     decltype(call()) result = [&]() -> decltype(call()) {

@@ -19,7 +19,8 @@ std::optional<NearCache::Entry> NearCache::Lookup(std::string_view key) {
     if (it == shard.index.end()) return std::nullopt;
     const Node& node = *it->second;
     found.emplace(Entry{node.bytes, node.generation, node.created,
-                        absl::FromUnixNanos(node.validated_ns.load(std::memory_order_relaxed))});
+                        absl::FromUnixNanos(node.validated_ns.load(std::memory_order_relaxed)),
+                        node.size});
     if (&shard.lru.front() == &node) return found;  // already the most recent: no writer lock
   }
   WriterLock lock(&shard.mu);
@@ -34,10 +35,12 @@ void NearCache::Insert(std::string_view key, Entry entry) {
   Shard& shard = ShardOf(key);
   {
     WriterLock lock(&shard.mu);
-    if (const auto it = shard.index.find(key); it != shard.index.end()) RemoveLocked(shard, it->second);
+    if (const auto it = shard.index.find(key); it != shard.index.end())
+      RemoveLocked(shard, it->second);
     if (charge > capacity_) return;
     Node& node = shard.lru.emplace_front();
     node.key.assign(key.data(), key.size());
+    node.size = entry.bytes->size();
     node.bytes = std::move(entry.bytes);
     node.generation = entry.generation;
     node.created = entry.created;
@@ -67,7 +70,8 @@ void NearCache::MarkValidated(std::string_view key, std::uint64_t generation, ab
 void NearCache::Erase(std::string_view key) {
   Shard& shard = ShardOf(key);
   WriterLock lock(&shard.mu);
-  if (const auto it = shard.index.find(key); it != shard.index.end()) RemoveLocked(shard, it->second);
+  if (const auto it = shard.index.find(key); it != shard.index.end())
+    RemoveLocked(shard, it->second);
 }
 
 void NearCache::RemoveLocked(Shard& shard, Lru::iterator it) {

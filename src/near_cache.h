@@ -1,7 +1,7 @@
 // The near cache (L1): decoded payloads kept in process, bounded in bytes, least recently used
-// evicted first. A hit is a shared-pointer copy under a shard's reader lock: concurrent hits on
-// different keys touch different locks, hits on one key share a reader lock, and only a hit that
-// changes the recency order takes the shard's writer lock.
+// evicted first. A hit is a shared-pointer copy under a shard's reader lock, a striped one
+// (internal::SharedMutex): concurrent hits, on one key or many, lock different cache lines; only a
+// hit that changes the recency order, and inserts and erases, take the shard's writer lock.
 //
 // Thread safety: safe for concurrent use. The byte bound holds between calls; concurrent inserts
 // may exceed it briefly by the entries being inserted.
@@ -35,6 +35,9 @@ class NearCache {
     std::uint64_t generation = 0;  // of the stored entry these bytes were decoded from
     absl::Time created;            // when that entry was written
     absl::Time validated;          // when it was last fetched or confirmed by its manifest
+    // bytes->size(), kept apart: reading it through `bytes` would touch the cache line of the
+    // shared pointer's reference count, which concurrent hits on the entry keep bouncing.
+    std::size_t size = 0;
   };
 
   explicit NearCache(std::size_t capacity_bytes) : capacity_(capacity_bytes) {}
@@ -62,13 +65,15 @@ class NearCache {
     std::uint64_t generation;
     absl::Time created;
     std::atomic<std::int64_t> validated_ns;  // written under a reader lock
+    std::size_t size;
     std::size_t charge;
   };
   using Lru = std::list<Node>;  // front: most recently used
   struct Shard {
     SharedMutex mu;
     Lru lru ABSL_GUARDED_BY(mu);
-    absl::flat_hash_map<std::string_view, Lru::iterator> index ABSL_GUARDED_BY(mu);  // views of Node::key
+    absl::flat_hash_map<std::string_view, Lru::iterator> index
+        ABSL_GUARDED_BY(mu);  // views of Node::key
   };
   static constexpr std::size_t kShards = 8;
 

@@ -38,13 +38,13 @@ struct CacheStats {
   std::uint64_t fallbacks = 0;      // backend failures answered through the loader
 
   // Near cache (L1) and stale-while-revalidate.
-  std::uint64_t l1_hits = 0;           // reads answered from L1 without any backend call
-  std::uint64_t l1_revalidations = 0;  // reads that checked the manifest and kept the L1 bytes
-  std::uint64_t l1_evictions = 0;      // entries evicted to stay within l1_capacity_bytes
-  std::uint64_t l1_bytes = 0;          // bytes charged to L1 now
-  std::uint64_t stale_served = 0;      // reads that returned an entry older than soft_ttl
-  std::uint64_t refreshes = 0;         // background refreshes run
-  std::uint64_t refresh_errors = 0;    // of those, the ones whose load or store failed
+  std::uint64_t l1_hits = 0;            // reads answered from L1 without any backend call
+  std::uint64_t l1_revalidations = 0;   // reads that checked the manifest and kept the L1 bytes
+  std::uint64_t l1_evictions = 0;       // entries evicted to stay within l1_capacity_bytes
+  std::uint64_t l1_bytes = 0;           // bytes charged to L1 now
+  std::uint64_t stale_served = 0;       // reads that returned an entry older than soft_ttl
+  std::uint64_t refreshes = 0;          // background refreshes run
+  std::uint64_t refresh_errors = 0;     // of those, the ones whose load or store failed
   std::uint64_t refreshes_dropped = 0;  // refreshes not queued (queue full)
 
   // Cross-process lease.

@@ -6,9 +6,11 @@
 #ifndef CHUNKCACHE_SRC_INTERNAL_MUTEX_H_
 #define CHUNKCACHE_SRC_INTERNAL_MUTEX_H_
 
+#include <array>
+#include <atomic>
 #include <condition_variable>
+#include <cstddef>
 #include <mutex>
-#include <shared_mutex>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/time/time.h"
@@ -40,20 +42,39 @@ class ABSL_SCOPED_LOCKABLE MutexLock {
   Mutex* const mu_;
 };
 
-// A reader-writer lock: many readers at once, or one writer.
+// A small number for the calling thread, fixed for its lifetime (0, 1, 2, ... in order of first
+// use). For spreading threads over stripes: ThreadIndex() % stripes.
+inline std::size_t ThreadIndex() {
+  static std::atomic<std::size_t> next{0};
+  thread_local const std::size_t index = next.fetch_add(1, std::memory_order_relaxed);
+  return index;
+}
+
+// A reader-writer lock for read-mostly data. A reader locks one of kStripes mutexes (chosen by
+// its thread), a writer locks them all: readers on different threads touch different cache
+// lines, so concurrent reads scale instead of bouncing one lock word between cores. Writes cost
+// kStripes lock operations.
 class ABSL_LOCKABLE SharedMutex {
  public:
   SharedMutex() = default;
   SharedMutex(const SharedMutex&) = delete;
   SharedMutex& operator=(const SharedMutex&) = delete;
 
-  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.lock(); }
-  void Unlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
-  void ReaderLock() ABSL_SHARED_LOCK_FUNCTION() { mu_.lock_shared(); }
-  void ReaderUnlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock_shared(); }
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
+    for (Stripe& stripe : stripes_) stripe.mu.lock();
+  }
+  void Unlock() ABSL_UNLOCK_FUNCTION() {
+    for (auto it = stripes_.rbegin(); it != stripes_.rend(); ++it) it->mu.unlock();
+  }
+  void ReaderLock() ABSL_SHARED_LOCK_FUNCTION() { stripes_[ThreadIndex() % kStripes].mu.lock(); }
+  void ReaderUnlock() ABSL_UNLOCK_FUNCTION() { stripes_[ThreadIndex() % kStripes].mu.unlock(); }
 
  private:
-  std::shared_mutex mu_;
+  static constexpr std::size_t kStripes = 16;
+  struct alignas(64) Stripe {
+    std::mutex mu;
+  };
+  std::array<Stripe, kStripes> stripes_;
 };
 
 class ABSL_SCOPED_LOCKABLE WriterLock {

@@ -1,5 +1,5 @@
 // A counter for hot paths that many threads bump at once: one cache line per stripe, each thread
-// on its own stripe (assigned round-robin), summed when read. An increment is an uncontended
+// on its own stripe (by ThreadIndex()), summed when read. An increment is an uncontended
 // relaxed add instead of a cache line bouncing between cores.
 
 #ifndef CHUNKCACHE_SRC_INTERNAL_STRIPED_COUNTER_H_
@@ -10,12 +10,14 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "internal/mutex.h"
+
 namespace chunkcache::internal {
 
 class StripedCounter {
  public:
   void Add(std::uint64_t n = 1) {
-    stripes_[ThreadStripe()].value.fetch_add(n, std::memory_order_relaxed);
+    stripes_[ThreadIndex() % kStripes].value.fetch_add(n, std::memory_order_relaxed);
   }
 
   std::uint64_t Value() const {
@@ -29,12 +31,6 @@ class StripedCounter {
   struct alignas(64) Stripe {
     std::atomic<std::uint64_t> value{0};
   };
-
-  static std::size_t ThreadStripe() {
-    static std::atomic<std::size_t> next{0};
-    thread_local const std::size_t stripe = next.fetch_add(1, std::memory_order_relaxed) % kStripes;
-    return stripe;
-  }
 
   std::array<Stripe, kStripes> stripes_;
 };

@@ -1,0 +1,159 @@
+// serving_bench: what the near cache (L1) buys on the hot path.
+//
+//   - L1 hit latency and hits/s with 1 and 2 threads (items_per_second is the total over the
+//     threads), next to a bare baseline: a hash-map lookup and a shared-pointer copy (what a hit
+//     cannot be cheaper than).
+//   - A Get that revalidates its L1 copy (manifest only) against a Get that downloads and decodes
+//     the whole entry, on the memory backend and on Redis (a loopback redis-server it starts).
+//
+//   serving_bench [--catalogue_mb=10] [--redis_url=redis://127.0.0.1:PORT] [benchmark flags]
+
+#include <benchmark/benchmark.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "catalogue.h"
+#include "chunkcache/chunkcache.h"
+#include "fixtures/redis_server.h"
+#include "ratio_reporter.h"
+
+namespace {
+
+using chunkcache::Bytes;
+using chunkcache::ChunkedCache;
+
+struct Setup {
+  std::string json;
+  std::string redis_url;
+  std::unique_ptr<ChunkedCache> hot;  // the cache the hit benchmarks share between threads
+};
+
+Setup& TheSetup() {
+  static Setup* setup = new Setup();
+  return *setup;
+}
+
+// Baseline: the cheapest possible hit, a map lookup and a shared-pointer copy, no lock.
+void BM_MapLookupBaseline(benchmark::State& state) {
+  static const auto* map = [] {
+    auto* m = new absl::flat_hash_map<std::string, Bytes>();
+    (*m)["catalogue"] = std::make_shared<const std::string>("payload");
+    return m;
+  }();
+  const std::string key = "catalogue";
+  for (auto _ : state) {
+    Bytes copy = map->find(key)->second;
+    benchmark::DoNotOptimize(copy);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_MapLookupBaseline)->Threads(1)->Threads(2)->UseRealTime();
+
+void BM_L1Hit(benchmark::State& state) {
+  ChunkedCache& cache = *TheSetup().hot;
+  for (auto _ : state) {
+    absl::StatusOr<Bytes> got = cache.Get("catalogue");
+    benchmark::DoNotOptimize(got);
+  }
+  state.SetItemsProcessed(state.iterations());
+  if (state.thread_index() == 0) {
+    state.counters["l1_hit_share"] =
+        static_cast<double>(cache.Stats().l1_hits) / static_cast<double>(cache.Stats().gets);
+  }
+}
+BENCHMARK(BM_L1Hit)->Threads(1)->Threads(2)->UseRealTime();
+
+std::shared_ptr<chunkcache::Backend> MakeBackend(int which) {
+  if (which == 0) return chunkcache::NewMemoryBackend();
+  auto redis = chunkcache::NewRedisBackend(
+      {.url = TheSetup().redis_url, .command_timeout = absl::Seconds(5)});
+  if (!redis.ok()) std::abort();
+  return *redis;
+}
+
+// A Get whose L1 copy is always due for revalidation (l1_fresh_for = 0): one manifest read.
+void BM_GetRevalidate(benchmark::State& state) {
+  ChunkedCache cache(
+      MakeBackend(static_cast<int>(state.range(0))),
+      {.l1_capacity_bytes = std::size_t{256} << 20, .l1_fresh_for = absl::ZeroDuration()});
+  if (!cache.Put("catalogue", TheSetup().json).ok()) state.SkipWithError("Put failed");
+  if (!cache.Get("catalogue").ok()) state.SkipWithError("Get failed");
+  for (auto _ : state) {
+    absl::StatusOr<Bytes> got = cache.Get("catalogue");
+    if (!got.ok()) state.SkipWithError("Get failed");
+    benchmark::DoNotOptimize(got);
+  }
+  const chunkcache::CacheStats stats = cache.Stats();
+  state.counters["bytes_read"] =
+      static_cast<double>(stats.bytes_read) / static_cast<double>(stats.gets);
+  state.counters["revalidated"] =
+      static_cast<double>(stats.l1_revalidations) / static_cast<double>(state.iterations());
+}
+BENCHMARK(BM_GetRevalidate)
+    ->Arg(0)
+    ->Arg(1)
+    ->ArgName("redis")
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
+// The same Get without a near cache: manifest, every chunk, checksum, decode.
+void BM_GetFull(benchmark::State& state) {
+  ChunkedCache cache(MakeBackend(static_cast<int>(state.range(0))));
+  if (!cache.Put("catalogue", TheSetup().json).ok()) state.SkipWithError("Put failed");
+  for (auto _ : state) {
+    absl::StatusOr<Bytes> got = cache.Get("catalogue");
+    if (!got.ok()) state.SkipWithError("Get failed");
+    benchmark::DoNotOptimize(got);
+  }
+  const chunkcache::CacheStats stats = cache.Stats();
+  state.counters["bytes_read"] =
+      static_cast<double>(stats.bytes_read) / static_cast<double>(stats.gets);
+}
+BENCHMARK(BM_GetFull)
+    ->Arg(0)
+    ->Arg(1)
+    ->ArgName("redis")
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string megabytes = "10";
+  std::vector<char*> args = chunkcache::bench::TakeFlag(argc, argv, "--catalogue_mb=", &megabytes);
+  args = chunkcache::bench::TakeFlag(static_cast<int>(args.size()), args.data(),
+                                     "--redis_url=", &TheSetup().redis_url);
+  int count = static_cast<int>(args.size());
+  benchmark::Initialize(&count, args.data());
+  std::optional<chunkcache::testing::RedisServer> server;
+  if (TheSetup().redis_url.empty()) {
+    server.emplace();
+    TheSetup().redis_url = server->url();
+  }
+  TheSetup().json = chunkcache::catalogue::GenerateCatalogue({.megabytes = std::stod(megabytes)});
+  TheSetup().hot = std::make_unique<ChunkedCache>(
+      chunkcache::NewMemoryBackend(),
+      chunkcache::CacheOptions{.l1_capacity_bytes = std::size_t{256} << 20,
+                               .l1_fresh_for = absl::Hours(1) - absl::Seconds(1)});
+  if (!TheSetup().hot->Put("catalogue", TheSetup().json).ok() ||
+      !TheSetup().hot->Get("catalogue").ok()) {
+    return 1;
+  }
+
+  chunkcache::bench::RatioReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  reporter.PrintSpeedups(
+      "the near cache against its baselines",
+      {{"L1 hit vs bare map lookup + shared_ptr copy (1 thread)", "BM_L1Hit/real_time/threads:1",
+        "BM_MapLookupBaseline/real_time/threads:1"},
+       {"Get revalidating L1 vs full download, memory", "BM_GetRevalidate/redis:0/real_time",
+        "BM_GetFull/redis:0/real_time"},
+       {"Get revalidating L1 vs full download, Redis", "BM_GetRevalidate/redis:1/real_time",
+        "BM_GetFull/redis:1/real_time"}});
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,527 @@
+// ChunkedCache under load: the near cache (L1), stale-while-revalidate, the circuit breaker and the
+// compressed pass-through. (The cross-process lease is in lease_test.cc.)
+
+#include <zstd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "catalogue.h"
+#include "chunkcache/chunked_cache.h"
+#include "chunkcache/fault_injection_backend.h"
+#include "chunkcache/memory_backend.h"
+#include "test_util.h"
+
+namespace chunkcache {
+namespace {
+
+using testing::RecordingBackend;
+
+// A clock tests move by hand; safe to read from the cache's background threads.
+class FakeClock {
+ public:
+  absl::Time Now() const { return absl::FromUnixNanos(nanos_.load()); }
+  void Advance(absl::Duration d) { nanos_ += absl::ToInt64Nanoseconds(d); }
+  std::function<absl::Time()> AsFunction() const {
+    return [this] { return Now(); };
+  }
+
+ private:
+  std::atomic<std::int64_t> nanos_{absl::ToUnixNanos(absl::FromUnixSeconds(1'800'000'000))};
+};
+
+std::string Json(std::string_view name, std::size_t kilobytes = 64) {
+  return catalogue::GenerateCatalogue({.megabytes = static_cast<double>(kilobytes) / 1024,
+                                       .seed = std::hash<std::string_view>{}(name)});
+}
+
+// Polls `condition` for up to 10 s of real time (for work done by background threads).
+template <typename Condition>
+bool Eventually(Condition condition) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+// A gate a loader waits at until the test opens it.
+class Gate {
+ public:
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return open_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+struct Fixture {
+  FakeClock clock;
+  std::shared_ptr<Backend> memory = NewMemoryBackend({.clock = clock.AsFunction()});
+  std::shared_ptr<RecordingBackend> backend = std::make_shared<RecordingBackend>(memory);
+
+  CacheOptions Options(CacheOptions options = {}) {
+    options.clock = clock.AsFunction();
+    options.chunk_size = 16 << 10;  // several chunks for the 64 KB documents
+    return options;
+  }
+  void ResetCounts() {
+    backend->multi_gets = 0;
+    backend->multi_sets = 0;
+    backend->deletes = 0;
+  }
+};
+
+// ---- Near cache ------------------------------------------------------------------------------
+
+TEST_CASE("an L1 hit within l1_fresh_for makes no backend call and copies no payload") {
+  Fixture f;
+  ChunkedCache cache(f.backend, f.Options({.l1_capacity_bytes = 64 << 20}));
+  const std::string json = Json("a");
+  REQUIRE(cache.Put("k", json).ok());
+  absl::StatusOr<Bytes> first = cache.Get("k");
+  REQUIRE(first.ok());
+  CHECK(**first == json);
+
+  f.ResetCounts();
+  for (int i = 0; i < 100; ++i) {
+    absl::StatusOr<Bytes> hit = cache.Get("k");
+    REQUIRE(hit.ok());
+    CHECK(hit->get() == first->get());  // the same buffer, shared
+  }
+  CHECK(f.backend->multi_gets == 0);
+  const CacheStats stats = cache.Stats();
+  CHECK(stats.l1_hits == 100);
+  CHECK(stats.hits == 101);
+  CHECK(stats.gets == 101);
+}
+
+TEST_CASE("after l1_fresh_for an unchanged entry is revalidated by its manifest alone") {
+  Fixture f;
+  ChunkedCache cache(f.backend,
+                     f.Options({.l1_capacity_bytes = 64 << 20, .l1_fresh_for = absl::Seconds(1)}));
+  const std::string json = Json("a");
+  REQUIRE(cache.Put("k", json).ok());
+  absl::StatusOr<Bytes> first = cache.Get("k");
+  REQUIRE(first.ok());
+  const std::uint64_t chunks_read = cache.Stats().chunks_read;
+  CHECK(chunks_read > 1);
+
+  f.clock.Advance(absl::Milliseconds(1500));
+  f.ResetCounts();
+  const std::uint64_t bytes_before = cache.Stats().bytes_read;
+  absl::StatusOr<Bytes> again = cache.Get("k");
+  REQUIRE(again.ok());
+  CHECK(again->get() == first->get());
+  CHECK(f.backend->multi_gets == 1);                      // the manifest only
+  CHECK(cache.Stats().chunks_read == chunks_read);        // no chunk downloaded
+  CHECK(cache.Stats().bytes_read - bytes_before < 1024);  // a manifest's worth
+  CHECK(cache.Stats().l1_revalidations == 1);
+
+  // Revalidated: fresh again for another l1_fresh_for.
+  f.ResetCounts();
+  REQUIRE(cache.Get("k").ok());
+  CHECK(f.backend->multi_gets == 0);
+}
+
+TEST_CASE("another writer's Put and Invalidate are seen once l1_fresh_for has passed") {
+  Fixture f;
+  const CacheOptions options =
+      f.Options({.l1_capacity_bytes = 64 << 20, .l1_fresh_for = absl::Seconds(2)});
+  ChunkedCache reader(f.backend, options);
+  ChunkedCache writer(f.backend, options);  // another process, as far as L1 goes
+  const std::string v1 = Json("v1"), v2 = Json("v2");
+  REQUIRE(writer.Put("k", v1).ok());
+  REQUIRE(**reader.Get("k") == v1);
+
+  REQUIRE(writer.Put("k", v2).ok());
+  CHECK(**reader.Get("k") == v1);  // within l1_fresh_for: the near copy
+  f.clock.Advance(absl::Seconds(2));
+  CHECK(**reader.Get("k") == v2);  // a new generation: fetched and replaced
+  CHECK(reader.Stats().l1_revalidations == 0);
+
+  REQUIRE(writer.Invalidate("k").ok());
+  CHECK(reader.Get("k").ok());
+  f.clock.Advance(absl::Seconds(2));
+  CHECK(reader.Get("k").status().code() == absl::StatusCode::kNotFound);
+  CHECK(reader.Stats().l1_bytes == 0);
+
+  SECTION("the writer's own Put is seen at once") {
+    REQUIRE(writer.Put("k", v1).ok());
+    REQUIRE(**writer.Get("k") == v1);
+    REQUIRE(writer.Put("k", v2).ok());
+    CHECK(**writer.Get("k") == v2);
+  }
+}
+
+TEST_CASE("the near cache stays within its byte bound, least recently used out first") {
+  Fixture f;
+  const std::size_t capacity = 300 << 10;
+  ChunkedCache cache(f.backend, f.Options({.l1_capacity_bytes = capacity}));
+  std::vector<std::string> documents;
+  for (int i = 0; i < 10; ++i) {
+    documents.push_back(Json(absl::StrCat("doc", i), 64));
+    REQUIRE(cache.Put(absl::StrCat("k", i), documents.back()).ok());
+  }
+  for (int i = 0; i < 10; ++i) {
+    REQUIRE(cache.Get(absl::StrCat("k", i)).ok());
+    CHECK(cache.Stats().l1_bytes <= capacity);
+  }
+  const CacheStats stats = cache.Stats();
+  CHECK(stats.l1_evictions >= 5);
+  CHECK(stats.l1_bytes > capacity / 2);
+
+  f.ResetCounts();
+  REQUIRE(cache.Get("k9").ok());  // most recent: kept
+  CHECK(f.backend->multi_gets == 0);
+  REQUIRE(cache.Get("k0").ok());  // least recent: evicted long ago
+  CHECK(f.backend->multi_gets > 0);
+
+  SECTION("a payload larger than the whole bound is not kept") {
+    ChunkedCache small(f.backend, f.Options({.l1_capacity_bytes = 16 << 10}));
+    REQUIRE(small.Get("k1").ok());
+    CHECK(small.Stats().l1_bytes == 0);
+  }
+}
+
+TEST_CASE("with the backend failing, the near copy is served until ttl") {
+  Fixture f;
+  auto faulty = std::make_shared<FaultInjectionBackend>(f.memory);
+  ChunkedCache cache(faulty, f.Options({.ttl = absl::Minutes(1),
+                                        .l1_capacity_bytes = 64 << 20,
+                                        .l1_fresh_for = absl::Seconds(1)}));
+  const std::string json = Json("a");
+  REQUIRE(cache.Put("k", json).ok());
+  REQUIRE(cache.Get("k").ok());
+  faulty->SetOptions({.read_error_rate = 1});
+  f.clock.Advance(absl::Seconds(30));
+  absl::StatusOr<Bytes> got = cache.Get("k");
+  REQUIRE(got.ok());
+  CHECK(**got == json);
+  f.clock.Advance(absl::Seconds(31));  // past ttl: the near copy is gone too
+  CHECK(cache.Get("k").status().code() == absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("near-cache hits race with writers and invalidations safely", "[concurrency]") {
+  auto backend = NewMemoryBackend();
+  ChunkedCache cache(backend, {.chunk_size = 4 << 10,
+                               .l1_capacity_bytes = 256 << 10,
+                               .l1_fresh_for = absl::Milliseconds(1)});
+  const std::vector<std::string> versions = {Json("x", 16), Json("y", 16), Json("z", 16)};
+  REQUIRE(cache.Put("k", versions[0]).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> wrong{0}, reads{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&] {
+      while (!stop) {
+        absl::StatusOr<Bytes> got = cache.Get("k");
+        ++reads;
+        if (got.ok() && std::find(versions.begin(), versions.end(), **got) == versions.end()) {
+          ++wrong;
+        }
+        if (!got.ok() && got.status().code() != absl::StatusCode::kNotFound) ++wrong;
+      }
+    });
+  }
+  for (int i = 0; i < 200; ++i) {
+    if (i % 10 == 9) {
+      REQUIRE(cache.Invalidate("k").ok());
+    } else {
+      REQUIRE(cache.Put("k", versions[i % versions.size()]).ok());
+    }
+    for (int j = 0; j < 3; ++j) {
+      REQUIRE(cache.Put(absl::StrCat("other", j), versions[j]).ok());  // churn the bound
+      REQUIRE(cache.Get(absl::StrCat("other", j)).ok());
+    }
+  }
+  stop = true;
+  for (std::thread& thread : threads) thread.join();
+  CHECK(wrong == 0);
+  CHECK(reads > 0);
+  CHECK(cache.Stats().l1_bytes <= (256 << 10));
+}
+
+// ---- Stale-while-revalidate -----------------------------------------------------------------
+
+TEST_CASE("a stale entry is served at once and refreshed exactly once in the background",
+          "[concurrency]") {
+  Fixture f;
+  ChunkedCache cache(f.backend,
+                     f.Options({.ttl = absl::Minutes(10), .soft_ttl = absl::Minutes(1)}));
+  const std::string v1 = Json("v1"), v2 = Json("v2");
+  REQUIRE(cache.Put("k", v1).ok());
+
+  auto gate = std::make_shared<Gate>();
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  const Loader loader = [gate, calls, v2]() -> absl::StatusOr<std::string> {
+    ++*calls;
+    gate->Wait();
+    return v2;
+  };
+
+  CHECK(**cache.GetOrLoad("k", loader) == v1);  // fresh: no refresh
+  CHECK(cache.Stats().stale_served == 0);
+  f.clock.Advance(absl::Seconds(61));
+  for (int i = 0; i < 5; ++i) {
+    absl::StatusOr<Bytes> got = cache.GetOrLoad("k", loader);  // the loader is blocked: at once
+    REQUIRE(got.ok());
+    CHECK(**got == v1);
+  }
+  CHECK(cache.Stats().stale_served == 5);
+  REQUIRE(Eventually([&] { return *calls == 1; }));
+  gate->Open();
+  REQUIRE(Eventually([&] { return cache.Stats().puts == 2; }));  // the refresh stored v2
+
+  CHECK(**cache.GetOrLoad("k", loader) == v2);
+  CHECK(*calls == 1);
+  const CacheStats stats = cache.Stats();
+  CHECK(stats.refreshes == 1);
+  CHECK(stats.refresh_errors == 0);
+  CHECK(stats.loads == 1);
+}
+
+TEST_CASE("a failing refresh keeps the stale entry until ttl, then it is a miss", "[concurrency]") {
+  Fixture f;
+  ChunkedCache cache(f.backend,
+                     f.Options({.ttl = absl::Minutes(10), .soft_ttl = absl::Minutes(1)}));
+  const std::string v1 = Json("v1");
+  REQUIRE(cache.Put("k", v1).ok());
+  const Loader failing = [] { return absl::UnavailableError("origin down"); };
+
+  f.clock.Advance(absl::Minutes(2));
+  CHECK(**cache.GetOrLoad("k", failing) == v1);
+  REQUIRE(Eventually([&] { return cache.Stats().refresh_errors == 1; }));
+  f.clock.Advance(absl::Minutes(5));
+  CHECK(**cache.GetOrLoad("k", failing) == v1);  // still stale, still served
+  REQUIRE(Eventually([&] { return cache.Stats().refresh_errors == 2; }));
+
+  f.clock.Advance(absl::Minutes(4));  // past ttl
+  CHECK(cache.Get("k").status().code() == absl::StatusCode::kNotFound);
+  CHECK(cache.GetOrLoad("k", failing).status().code() == absl::StatusCode::kUnavailable);
+}
+
+TEST_CASE("stale entries in the near cache are refreshed too", "[concurrency]") {
+  Fixture f;
+  ChunkedCache cache(f.backend, f.Options({.ttl = absl::Minutes(10),
+                                           .l1_capacity_bytes = 64 << 20,
+                                           .l1_fresh_for = absl::Minutes(5),
+                                           .soft_ttl = absl::Minutes(1)}));
+  const std::string v1 = Json("v1"), v2 = Json("v2");
+  REQUIRE(cache.Put("k", v1).ok());
+  REQUIRE(cache.Get("k").ok());  // into L1
+  f.clock.Advance(absl::Minutes(2));
+  const Loader loader = [v2] { return absl::StatusOr<std::string>(v2); };
+  CHECK(**cache.GetOrLoad("k", loader) == v1);  // an L1 hit, stale: served, refresh queued
+  REQUIRE(Eventually([&] { return cache.Stats().refreshes == 1 && cache.Stats().puts == 2; }));
+  f.ResetCounts();
+  CHECK(**cache.GetOrLoad("k", loader) == v2);  // the refresh replaced the L1 copy
+  CHECK(f.backend->multi_gets == 0);
+}
+
+TEST_CASE("a plain Get of a stale entry counts it but cannot refresh it") {
+  Fixture f;
+  ChunkedCache cache(f.backend,
+                     f.Options({.ttl = absl::Minutes(10), .soft_ttl = absl::Minutes(1)}));
+  REQUIRE(cache.Put("k", Json("v1")).ok());
+  f.clock.Advance(absl::Minutes(2));
+  REQUIRE(cache.Get("k").ok());
+  CHECK(cache.Stats().stale_served == 1);
+  CHECK(cache.Stats().refreshes == 0);
+}
+
+TEST_CASE("destroying the cache waits for a refresh under way", "[concurrency]") {
+  FakeClock clock;
+  auto backend = NewMemoryBackend({.clock = clock.AsFunction()});
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  auto started = std::make_shared<std::atomic<bool>>(false);
+  {
+    ChunkedCache cache(
+        backend,
+        {.ttl = absl::Minutes(10), .soft_ttl = absl::Minutes(1), .clock = clock.AsFunction()});
+    const std::string v1 = Json("v1");
+    REQUIRE(cache.Put("k", v1).ok());
+    clock.Advance(absl::Minutes(2));
+    REQUIRE(cache
+                .GetOrLoad("k",
+                           [=]() -> absl::StatusOr<std::string> {
+                             *started = true;
+                             std::this_thread::sleep_for(std::chrono::milliseconds(200));
+                             *finished = true;
+                             return v1;
+                           })
+                .ok());
+    REQUIRE(Eventually([&] { return started->load(); }));
+  }
+  CHECK(*finished);
+}
+
+TEST_CASE("refreshes beyond the queue bound are dropped and counted", "[concurrency]") {
+  Fixture f;
+  ChunkedCache cache(f.backend, f.Options({.ttl = absl::Minutes(10),
+                                           .soft_ttl = absl::Minutes(1),
+                                           .max_queued_refreshes = 2}));
+  auto gate = std::make_shared<Gate>();
+  for (int i = 0; i < 6; ++i) REQUIRE(cache.Put(absl::StrCat("k", i), Json("v")).ok());
+  f.clock.Advance(absl::Minutes(2));
+  const Loader blocked = [gate, json = Json("w")]() -> absl::StatusOr<std::string> {
+    gate->Wait();
+    return json;
+  };
+  REQUIRE(cache.GetOrLoad("k0", blocked).ok());  // taken by the one refresh thread
+  REQUIRE(Eventually([&] { return cache.Stats().refreshes == 1; }));
+  for (int i = 1; i < 6; ++i) REQUIRE(cache.GetOrLoad(absl::StrCat("k", i), blocked).ok());
+  CHECK(cache.Stats().refreshes_dropped == 3);  // k1 and k2 queued, k3..k5 dropped
+  gate->Open();
+  REQUIRE(Eventually([&] { return cache.Stats().refreshes == 3; }));
+}
+
+// ---- Circuit breaker ------------------------------------------------------------------------
+
+TEST_CASE("the circuit breaker skips a failing backend for its cool-down") {
+  Fixture f;
+  auto faulty = std::make_shared<FaultInjectionBackend>(f.memory);
+  ChunkedCache cache(
+      faulty, f.Options({.breaker_failure_threshold = 3, .breaker_cooldown = absl::Seconds(5)}));
+  const std::string json = Json("a");
+  REQUIRE(cache.Put("k", json).ok());
+  faulty->SetOptions({.read_error_rate = 1, .write_error_rate = 1});
+
+  for (int i = 0; i < 3; ++i)
+    CHECK(cache.Get("k").status().code() == absl::StatusCode::kUnavailable);
+  CHECK(cache.Stats().breaker_open);
+  CHECK(cache.Stats().breaker_opens == 1);
+  const std::uint64_t calls = faulty->Stats().calls;
+
+  absl::StatusOr<Bytes> skipped = cache.Get("k");
+  CHECK(skipped.status().code() == absl::StatusCode::kUnavailable);
+  CHECK(absl::StrContains(skipped.status().message(), "circuit breaker"));
+  CHECK(cache.Put("k", json).code() == absl::StatusCode::kUnavailable);
+  int loads = 0;
+  absl::StatusOr<Bytes> loaded = cache.GetOrLoad("k", [&]() -> absl::StatusOr<std::string> {
+    ++loads;
+    return json;
+  });
+  REQUIRE(loaded.ok());  // served through the origin
+  CHECK(**loaded == json);
+  CHECK(loads == 1);
+  CHECK(faulty->Stats().calls == calls);  // the backend was not touched
+  CHECK(cache.Stats().breaker_rejections >= 3);
+
+  f.clock.Advance(absl::Seconds(5));  // cool-down over: tried again, fails, reopens at once
+  CHECK_FALSE(cache.Stats().breaker_open);
+  CHECK_FALSE(cache.Get("k").ok());
+  CHECK(faulty->Stats().calls == calls + 1);
+  CHECK(cache.Stats().breaker_open);
+  CHECK(cache.Stats().breaker_opens == 2);
+
+  faulty->SetOptions({});  // healed
+  f.clock.Advance(absl::Seconds(5));
+  absl::StatusOr<Bytes> healed = cache.Get("k");
+  REQUIRE(healed.ok());
+  CHECK(**healed == json);
+  CHECK_FALSE(cache.Stats().breaker_open);
+  // One failure after a success does not reopen it.
+  faulty->SetOptions({.read_error_rate = 1});
+  CHECK_FALSE(cache.Get("k").ok());
+  CHECK_FALSE(cache.Stats().breaker_open);
+}
+
+TEST_CASE("misses and bad input do not count towards the breaker") {
+  Fixture f;
+  ChunkedCache cache(f.backend, f.Options({.breaker_failure_threshold = 2}));
+  for (int i = 0; i < 5; ++i)
+    CHECK(cache.Get("absent").status().code() == absl::StatusCode::kNotFound);
+  CHECK(cache.Put("k", "{not json").code() == absl::StatusCode::kInvalidArgument);
+  CHECK(cache.Put("k", "{not json").code() == absl::StatusCode::kInvalidArgument);
+  CHECK_FALSE(cache.Stats().breaker_open);
+  CHECK(cache.Stats().breaker_opens == 0);
+}
+
+// ---- Compressed pass-through ----------------------------------------------------------------
+
+TEST_CASE("GetCompressed returns the stored zstd frame, verified, without decoding") {
+  Fixture f;
+  ChunkedCache cache(f.backend, f.Options());
+  const std::string big = Json("big", 256), small = R"({"tiny":true})";
+  REQUIRE(cache.Put("big", big).ok());
+  REQUIRE(cache.Put("small", small).ok());  // stored inline
+
+  for (const auto& [key, json] : {std::pair{"big", &big}, std::pair{"small", &small}}) {
+    CAPTURE(key);
+    absl::StatusOr<CompressedPayload> got = cache.GetCompressed(key);
+    REQUIRE(got.ok());
+    CHECK(got->raw_size == json->size());
+    if (json == &big) CHECK(got->zstd->size() < json->size() / 2);
+    std::string decoded(json->size(), '\0');
+    const std::size_t n =
+        ZSTD_decompress(decoded.data(), decoded.size(), got->zstd->data(), got->zstd->size());
+    REQUIRE_FALSE(ZSTD_isError(n));
+    CHECK(n == json->size());
+    CHECK(decoded == *json);
+    CHECK(testing::ZstdCliDecompress(*got->zstd) == *json);
+  }
+  CHECK(cache.Stats().compressed_gets == 2);
+  CHECK(cache.GetCompressed("absent").status().code() == absl::StatusCode::kNotFound);
+  CHECK(cache.GetCompressed("").status().code() == absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("GetCompressed of a corrupt entry is a miss, never wrong bytes") {
+  Fixture f;
+  auto faulty = std::make_shared<FaultInjectionBackend>(f.memory);
+  ChunkedCache cache(faulty, f.Options());
+  REQUIRE(cache.Put("k", Json("a", 128)).ok());
+  faulty->SetOptions({.flip_byte_rate = 1});
+  CHECK(cache.GetCompressed("k").status().code() == absl::StatusCode::kNotFound);
+  CHECK(cache.Stats().corrupt_reads == 1);
+  faulty->SetOptions({.lose_item_rate = 0.5, .seed = 9});
+  for (int i = 0; i < 10; ++i) {
+    absl::StatusOr<CompressedPayload> got = cache.GetCompressed("k");
+    CHECK((got.ok() || got.status().code() == absl::StatusCode::kNotFound));
+  }
+}
+
+// ---- Options --------------------------------------------------------------------------------
+
+TEST_CASE("out-of-range serving options are InvalidArgument on every call") {
+  auto backend = NewMemoryBackend();
+  const std::vector<CacheOptions> bad = {
+      {.ttl = absl::Minutes(1), .soft_ttl = absl::Minutes(1)},
+      {.soft_ttl = -absl::Seconds(1)},
+      {.soft_ttl = absl::Seconds(1), .refresh_threads = 0},
+      {.ttl = absl::Seconds(1), .l1_capacity_bytes = 1 << 20, .l1_fresh_for = absl::Seconds(1)},
+      {.lease_ttl = absl::Seconds(1), .lease_poll_initial = absl::ZeroDuration()},
+      {.lease_ttl = absl::Seconds(1),
+       .lease_poll_initial = absl::Seconds(2),
+       .lease_poll_max = absl::Seconds(1)},
+      {.breaker_failure_threshold = -1},
+      {.breaker_failure_threshold = 1, .breaker_cooldown = absl::ZeroDuration()},
+  };
+  for (const CacheOptions& options : bad) {
+    ChunkedCache cache(backend, options);
+    CHECK(cache.Get("k").status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(cache.Put("k", "{}").code() == absl::StatusCode::kInvalidArgument);
+    CHECK(cache.GetCompressed("k").status().code() == absl::StatusCode::kInvalidArgument);
+  }
+}
+
+}  // namespace
+}  // namespace chunkcache
