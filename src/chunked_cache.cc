@@ -258,6 +258,54 @@ class ChunkedCache::Impl {
     return CompressedPayload{std::move(zstd), fetched->manifest.raw_size};
   }
 
+  absl::StatusOr<EntryInfo> Inspect(std::string_view key) {
+    if (absl::Status s = CheckCall(key); !s.ok()) return s;
+    const StoredKeys keys(options_.key_prefix, key);
+    absl::StatusOr<std::optional<std::string>> manifest_bytes = GetOne(keys.manifest());
+    if (!manifest_bytes.ok()) return manifest_bytes.status();
+    if (!manifest_bytes->has_value()) return absl::NotFoundError("chunkcache: no such key");
+    absl::StatusOr<DecodedManifest> decoded =
+        internal::DecodeManifest(**manifest_bytes, options_.max_payload_size);
+    if (!decoded.ok()) return decoded.status();
+    const Manifest& manifest = decoded->manifest;
+    EntryInfo info;
+    info.manifest_key = keys.manifest();
+    info.manifest_size = (*manifest_bytes)->size();
+    info.format_version = internal::kFormatVersion;
+    info.generation = manifest.generation;
+    info.raw_size = manifest.raw_size;
+    info.stored_size = manifest.stored_size;
+    info.chunk_size = manifest.chunk_size;
+    info.checksum = manifest.checksum;
+    info.created = absl::FromUnixMillis(manifest.created_unix_ms);
+    info.is_inline = manifest.is_inline();
+    std::vector<std::string_view> parts;
+    Values chunks;
+    if (info.is_inline) {
+      parts.push_back(decoded->inline_payload);
+    } else {
+      const std::vector<std::string> chunk_keys =
+          keys.Chunks(manifest.generation, manifest.chunk_count);
+      const std::vector<std::string_view> views(chunk_keys.begin(), chunk_keys.end());
+      absl::StatusOr<Values> fetched = BackendGet(views);
+      if (!fetched.ok()) return fetched.status();
+      chunks = *std::move(fetched);
+      for (std::uint32_t i = 0; i < manifest.chunk_count; ++i) {
+        ChunkInfo chunk{chunk_keys[i], manifest.ChunkSize(i), std::nullopt};
+        if (chunks[i].has_value()) {
+          chunk.actual_size = chunks[i]->size();
+          parts.push_back(*chunks[i]);
+        }
+        info.chunks.push_back(std::move(chunk));
+      }
+    }
+    info.complete = std::all_of(info.chunks.begin(), info.chunks.end(), [](const ChunkInfo& c) {
+      return c.actual_size == c.expected_size;
+    });
+    info.checksum_ok = info.complete && internal::Checksum(parts) == manifest.checksum;
+    return info;
+  }
+
   absl::Status Put(std::string_view key, std::string_view json) {
     Add(counters_.puts);
     absl::Status status = CheckCall(key);
@@ -918,6 +966,10 @@ absl::StatusOr<Bytes> ChunkedCache::GetOrLoad(std::string_view key, Loader loade
 
 absl::StatusOr<CompressedPayload> ChunkedCache::GetCompressed(std::string_view key) {
   return NoThrow([&] { return impl_->GetCompressed(key); });
+}
+
+absl::StatusOr<EntryInfo> ChunkedCache::Inspect(std::string_view key) {
+  return NoThrow([&] { return impl_->Inspect(key); });
 }
 
 absl::Status ChunkedCache::Put(std::string_view key, std::string_view json) {

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "catalogue.h"
 #include "chunkcache/memory_backend.h"
 #include "codec.h"
@@ -596,6 +597,57 @@ TEST_CASE("multithreaded compression round-trips") {
   const std::string json = Catalogue(3);
   REQUIRE(cache.Put("k", json).ok());
   RequirePayload(cache.Get("k"), json);
+}
+
+TEST_CASE("Inspect describes the stored entry and finds missing or damaged chunks") {
+  auto backend = NewMemoryBackend();
+  ChunkedCache cache(backend, {.chunk_size = 16 << 10});
+  const std::string json = Catalogue(0.2);
+  REQUIRE(cache.Put("k", json).ok());
+  absl::StatusOr<EntryInfo> info = cache.Inspect("k");
+  REQUIRE(info.ok());
+  CHECK(info->manifest_key == "cc:{k}");
+  CHECK(info->format_version == 1);
+  CHECK(info->raw_size == json.size());
+  CHECK_FALSE(info->is_inline);
+  CHECK(info->chunk_size == (16 << 10));
+  REQUIRE(info->chunks.size() == (info->stored_size + (16 << 10) - 1) / (16 << 10));
+  std::uint64_t total = 0;
+  for (const ChunkInfo& chunk : info->chunks) {
+    CHECK(chunk.actual_size == chunk.expected_size);
+    CHECK(absl::StartsWith(chunk.key, "cc:{k}:"));
+    total += chunk.expected_size;
+  }
+  CHECK(total == info->stored_size);
+  CHECK(info->complete);
+  CHECK(info->checksum_ok);
+
+  // Damage one chunk, lose another.
+  const std::string damaged_key = info->chunks[1].key;
+  std::string damaged = *(*backend->MultiGet({damaged_key}))[0];
+  damaged[10] ^= 0x40;
+  REQUIRE(backend->MultiSet({{damaged_key, damaged}}, absl::Hours(1)).ok());
+  absl::StatusOr<EntryInfo> flipped = cache.Inspect("k");
+  REQUIRE(flipped.ok());
+  CHECK(flipped->complete);
+  CHECK_FALSE(flipped->checksum_ok);
+  const std::string_view lost = info->chunks[0].key;
+  REQUIRE(backend->Delete({&lost, 1}).ok());
+  absl::StatusOr<EntryInfo> missing = cache.Inspect("k");
+  REQUIRE(missing.ok());
+  CHECK_FALSE(missing->chunks[0].actual_size.has_value());
+  CHECK_FALSE(missing->complete);
+  CHECK_FALSE(missing->checksum_ok);
+
+  REQUIRE(cache.Put("small", "[1,2,3]").ok());
+  absl::StatusOr<EntryInfo> small = cache.Inspect("small");
+  REQUIRE(small.ok());
+  CHECK(small->is_inline);
+  CHECK(small->chunks.empty());
+  CHECK(small->checksum_ok);
+  CHECK(cache.Inspect("absent").status().code() == absl::StatusCode::kNotFound);
+  REQUIRE(backend->MultiSet({{"cc:{bad}", "not a manifest"}}, absl::Hours(1)).ok());
+  CHECK(cache.Inspect("bad").status().code() == absl::StatusCode::kDataLoss);
 }
 
 }  // namespace

@@ -384,5 +384,20 @@ TEST_CASE("an ASK redirect during a slot migration is followed") {
   CHECK(cluster.node(to).Cli({"CLUSTER", "COUNTKEYSINSLOT", std::to_string(slot)}) == "1");
 }
 
+TEST_CASE("TimeToLive reports each key's remaining lifetime") {
+  RedisServer server;
+  auto backend = Connect({.url = server.url()});
+  REQUIRE(backend->MultiSet({{"a", "1"}}, absl::Seconds(100)).ok());
+  REQUIRE(backend->MultiSet({{"b", "2"}}, absl::InfiniteDuration()).ok());
+  absl::StatusOr<std::vector<std::optional<absl::Duration>>> ttls =
+      backend->TimeToLive({"a", "b", "absent"});
+  REQUIRE(ttls.ok());
+  REQUIRE((*ttls)[0].has_value());
+  CHECK(*(*ttls)[0] > absl::Seconds(90));
+  CHECK(*(*ttls)[0] <= absl::Seconds(100));
+  CHECK((*ttls)[1] == absl::InfiniteDuration());
+  CHECK_FALSE((*ttls)[2].has_value());
+}
+
 }  // namespace
 }  // namespace chunkcache

@@ -19,11 +19,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "chunkcache/backend.h"
 #include "chunkcache/options.h"
 #include "chunkcache/stats.h"
@@ -38,6 +41,28 @@ using Bytes = std::shared_ptr<const std::string>;
 struct CompressedPayload {
   std::shared_ptr<const std::string> zstd;  // the zstd frame
   std::uint64_t raw_size = 0;               // size of the JSON it decodes to
+};
+
+// What is stored under a key, for operators (`chunkcache inspect`, `chunkcache verify`).
+struct ChunkInfo {
+  std::string key;                         // the backend key of the chunk
+  std::size_t expected_size = 0;           // its size according to the manifest
+  std::optional<std::size_t> actual_size;  // its size in the backend; empty if it is missing
+};
+struct EntryInfo {
+  std::string manifest_key;       // the backend key of the manifest
+  std::size_t manifest_size = 0;  // bytes of the manifest item (with an inline payload)
+  int format_version = 0;         // of the stored format (docs/FORMAT.md)
+  std::uint64_t generation = 0;   // the version's id; chunk keys carry it
+  std::uint64_t raw_size = 0;     // JSON bytes
+  std::uint64_t stored_size = 0;  // compressed bytes
+  std::uint32_t chunk_size = 0;   // every chunk but the last
+  std::uint64_t checksum = 0;     // XXH3-64 of the compressed bytes
+  absl::Time created;             // when it was written
+  bool is_inline = false;         // the payload sits in the manifest: no chunks
+  std::vector<ChunkInfo> chunks;  // in order
+  bool complete = false;          // every chunk present with its expected size
+  bool checksum_ok = false;       // complete, and the bytes match the checksum
 };
 
 // Produces the JSON text of a key from the origin. It may be called from any thread; it may
@@ -78,6 +103,12 @@ class ChunkedCache {
   // Returns the stored zstd bytes of `key` without decoding them (an L1 entry is not used: it
   // holds decoded bytes). Errors as Get.
   absl::StatusOr<CompressedPayload> GetCompressed(std::string_view key);
+
+  // Describes what is stored under `key`: the manifest's fields, each chunk's presence and size,
+  // and whether the stored bytes match the checksum (all chunks are fetched; nothing is decoded).
+  // NotFound if there is no manifest; DataLoss if the manifest cannot be decoded; the backend's
+  // error if it failed.
+  absl::StatusOr<EntryInfo> Inspect(std::string_view key);
 
   // Stores `json` under `key`, replacing any previous value; readers see the old value or the
   // new one, never a mix. On error nothing visible changes: InvalidArgument for invalid JSON, a

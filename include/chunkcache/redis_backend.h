@@ -100,6 +100,11 @@ class RedisBackend final : public Backend {
 
   RedisBackendStats Stats() const;
 
+  // The remaining time to live of each key (PTTL): absl::InfiniteDuration() for a key without
+  // expiry, empty for an absent key. For operators' tools.
+  absl::StatusOr<std::vector<std::optional<absl::Duration>>> TimeToLive(
+      absl::Span<const std::string_view> keys);
+
  private:
   class Impl;
   std::unique_ptr<Impl> impl_;

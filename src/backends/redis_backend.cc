@@ -521,6 +521,24 @@ class RedisBackend::Impl {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<std::vector<std::optional<absl::Duration>>> TimeToLive(
+      absl::Span<const std::string_view> keys) {
+    Count(calls_);
+    std::vector<std::optional<absl::Duration>> ttls(keys.size());
+    std::vector<Command> commands;
+    commands.reserve(keys.size());
+    for (std::string_view key : keys) commands.push_back({{"PTTL", key}, SlotOf(key)});
+    absl::StatusOr<std::vector<Reply>> replies = Execute(commands);
+    if (!replies.ok()) return Failed(replies.status());
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      const redisReply& reply = *(*replies)[i];
+      if (reply.type != REDIS_REPLY_INTEGER) return Failed(UnexpectedReply(reply, "PTTL"));
+      if (reply.integer == -1) ttls[i] = absl::InfiniteDuration();
+      if (reply.integer >= 0) ttls[i] = absl::Milliseconds(reply.integer);
+    }
+    return ttls;
+  }
+
   absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
                                    absl::Duration ttl) {
     Count(calls_);
@@ -834,6 +852,11 @@ absl::StatusOr<bool> RedisBackend::SetIfAbsent(std::string_view key, std::string
 }
 
 RedisBackendStats RedisBackend::Stats() const { return impl_->Stats(); }
+
+absl::StatusOr<std::vector<std::optional<absl::Duration>>> RedisBackend::TimeToLive(
+    absl::Span<const std::string_view> keys) {
+  return impl_->TimeToLive(keys);
+}
 
 absl::StatusOr<std::shared_ptr<Backend>> NewRedisBackend(RedisBackendOptions options) {
   auto backend = std::make_shared<RedisBackend>(std::move(options));
