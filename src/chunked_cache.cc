@@ -56,6 +56,7 @@ struct Counters {
   std::atomic<std::uint64_t> leases_won{0}, leases_waited{0}, lease_wait_hits{0},
       lease_wait_loads{0};
   std::atomic<std::uint64_t> breaker_opens{0}, breaker_rejections{0}, compressed_gets{0};
+  std::array<std::atomic<std::uint64_t>, 17> backend_errors_by_code{};
   // Bumped by every near-cache hit: striped, so concurrent hits do not share a cache line.
   internal::StripedCounter l1_hits, l1_bytes_returned;
 };
@@ -80,6 +81,40 @@ class ScopedTimer {
  private:
   internal::LatencyHistogram* const histogram_;
   const absl::Time start_;
+};
+
+// CacheOptions::log, at most one message per kind per second; the ones held back are counted and
+// mentioned with the next one let through.
+class RateLimitedLog {
+ public:
+  enum Kind { kCorrupt, kFallback, kRefresh, kStore, kBreaker, kKinds };
+
+  explicit RateLimitedLog(std::function<void(LogLevel, std::string_view)> sink)
+      : sink_(std::move(sink)) {}
+
+  // `message` is only called (and the string built) when the message goes out.
+  template <typename Message>
+  void Warn(Kind kind, Message message) {
+    if (!sink_) return;
+    const std::int64_t now = absl::GetCurrentTimeNanos();
+    std::int64_t last = last_ns_[kind].load(std::memory_order_relaxed);
+    if (now - last < kInterval ||
+        !last_ns_[kind].compare_exchange_strong(last, now, std::memory_order_relaxed)) {
+      held_back_[kind].fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    std::string text = message();
+    if (const std::uint64_t held = held_back_[kind].exchange(0, std::memory_order_relaxed)) {
+      absl::StrAppend(&text, " (and ", held, " more like it in the last second)");
+    }
+    sink_(LogLevel::kWarning, text);
+  }
+
+ private:
+  static constexpr std::int64_t kInterval = 1'000'000'000;
+  const std::function<void(LogLevel, std::string_view)> sink_;
+  std::array<std::atomic<std::int64_t>, kKinds> last_ns_{};
+  std::array<std::atomic<std::uint64_t>, kKinds> held_back_{};
 };
 
 // Generation ids: random per cache instance (so processes do not collide), then a counter
@@ -211,7 +246,8 @@ class ChunkedCache::Impl {
         l1_(options_.l1_capacity_bytes > 0
                 ? std::make_unique<internal::NearCache>(options_.l1_capacity_bytes)
                 : nullptr),
-        lease_token_(absl::StrFormat("%016x", generations_.Next())) {}
+        lease_token_(absl::StrFormat("%016x", generations_.Next())),
+        log_(options_.log) {}
 
   // Background refreshes reference this object: stop them before anything is destroyed.
   ~Impl() { StopRefreshes(); }
@@ -235,6 +271,7 @@ class ChunkedCache::Impl {
       if (NoteAge(*hit)) ScheduleRefresh(key, loader);
       return std::move(hit->bytes);
     }
+    ScopedTimer timer(&get_or_load_latency_);
     const absl::Time deadline = absl::Now() + options_.load_wait_timeout;
     internal::SingleFlight::Outcome outcome =
         flights_.Do(key, deadline, [&] { return ReadOrLoad(key, loader); });
@@ -373,9 +410,14 @@ class ChunkedCache::Impl {
     s.bytes_written = CounterValue(c.bytes_written);
     s.bytes_read = CounterValue(c.bytes_read);
     s.bytes_returned = CounterValue(c.bytes_returned) + c.l1_bytes_returned.Value();
+    for (std::size_t i = 0; i < s.backend_errors_by_code.size(); ++i) {
+      s.backend_errors_by_code[i] = CounterValue(c.backend_errors_by_code[i]);
+    }
     s.get_latency = get_latency_.Summary();
+    s.get_or_load_latency = get_or_load_latency_.Summary();
     s.put_latency = put_latency_.Summary();
     s.load_latency = load_latency_.Summary();
+    s.backend_latency = backend_latency_.Summary();
     return s;
   }
 
@@ -536,6 +578,9 @@ class ChunkedCache::Impl {
 
   absl::Status CorruptMiss(const absl::Status& why) {
     Add(counters_.corrupt_reads);
+    log_.Warn(RateLimitedLog::kCorrupt, [&] {
+      return absl::StrCat("chunkcache: a corrupt entry was read as a miss: ", why.message());
+    });
     return absl::NotFoundError(absl::StrCat(why.message(), "; entry treated as a miss"));
   }
 
@@ -565,7 +610,13 @@ class ChunkedCache::Impl {
       return std::move(cached->bytes);
     }
     const bool backend_down = !IsMiss(cached.status());
-    if (backend_down) Add(counters_.fallbacks);  // serve through the origin
+    if (backend_down) {  // serve through the origin
+      Add(counters_.fallbacks);
+      log_.Warn(RateLimitedLog::kFallback, [&] {
+        return absl::StrCat("chunkcache: the backend failed, loading key ", keys.manifest(),
+                            " from the origin: ", cached.status().ToString());
+      });
+    }
 
     bool lease_held = false;
     if (!backend_down && options_.lease_ttl > absl::ZeroDuration()) {
@@ -606,6 +657,10 @@ class ChunkedCache::Impl {
     absl::StatusOr<Manifest> stored = EncodeAndStore(keys, *bytes);
     if (!stored.ok()) {
       Add(counters_.put_errors);
+      log_.Warn(RateLimitedLog::kStore, [&] {
+        return absl::StrCat("chunkcache: storing the loaded value of ", keys.manifest(),
+                            " failed: ", stored.status().ToString());
+      });
       return stored.status();
     }
     if (l1_ != nullptr) {
@@ -716,6 +771,12 @@ class ChunkedCache::Impl {
     absl::StatusOr<std::string> loaded = CallLoader(task.loader);
     if (!loaded.ok()) {
       Add(counters_.refresh_errors);
+      log_.Warn(RateLimitedLog::kRefresh, [&] {
+        return absl::StrCat(
+            "chunkcache: the background refresh of a stale entry failed; it is "
+            "served until its ttl: ",
+            loaded.status().ToString());
+      });
       return;
     }
     const StoredKeys keys(options_.key_prefix, task.key);
@@ -845,6 +906,7 @@ class ChunkedCache::Impl {
                                                  " failures in a row (circuit breaker)"));
     }
     Add(counters_.backend_calls);
+    ScopedTimer timer(&backend_latency_);
     decltype(call()) result = [&]() -> decltype(call()) {
       try {
         return call();
@@ -854,9 +916,17 @@ class ChunkedCache::Impl {
         return absl::InternalError("chunkcache: the backend threw a non-standard exception");
       }
     }();
-    if (!result.ok()) Add(counters_.backend_errors);
+    if (!result.ok()) CountBackendError(StatusOf(result));
     if (breaker) RecordOutcome(StatusOf(result));
     return result;
+  }
+
+  void CountBackendError(const absl::Status& status) {
+    Add(counters_.backend_errors);
+    const auto code = static_cast<std::size_t>(status.code());
+    if (code < counters_.backend_errors_by_code.size()) {
+      Add(counters_.backend_errors_by_code[code]);
+    }
   }
 
   bool BreakerOpen(absl::Time now) const {
@@ -875,6 +945,11 @@ class ChunkedCache::Impl {
       breaker_open_until_ns_.store(absl::ToUnixNanos(Now() + options_.breaker_cooldown),
                                    std::memory_order_relaxed);
       Add(counters_.breaker_opens);
+      log_.Warn(RateLimitedLog::kBreaker, [&] {
+        return absl::StrCat("chunkcache: circuit breaker open for ",
+                            absl::FormatDuration(options_.breaker_cooldown), " after ", failures,
+                            " backend failures in a row; last: ", status.ToString());
+      });
     }
   }
 
@@ -882,9 +957,10 @@ class ChunkedCache::Impl {
     absl::StatusOr<Values> values = CallBackend([&] { return backend_->MultiGet(keys); });
     if (!values.ok()) return values;
     if (values->size() != keys.size()) {
-      Add(counters_.backend_errors);
-      return absl::InternalError(absl::StrFormat(
+      absl::Status wrong = absl::InternalError(absl::StrFormat(
           "chunkcache: the backend answered %d values for %d keys", values->size(), keys.size()));
+      CountBackendError(wrong);
+      return wrong;
     }
     for (const std::optional<std::string>& value : *values) {
       if (value.has_value()) Add(counters_.bytes_read, value->size());
@@ -923,7 +999,9 @@ class ChunkedCache::Impl {
   std::atomic<int> failures_in_a_row_{0};
   std::atomic<std::int64_t> breaker_open_until_ns_{std::numeric_limits<std::int64_t>::min()};
   Counters counters_;
-  internal::LatencyHistogram get_latency_, put_latency_, load_latency_;
+  internal::LatencyHistogram get_latency_, get_or_load_latency_, put_latency_, load_latency_,
+      backend_latency_;
+  RateLimitedLog log_;
 
   internal::Mutex refresh_mu_;
   internal::CondVar refresh_cv_;

@@ -4,7 +4,34 @@
 #include <bit>
 #include <cmath>
 
-namespace chunkcache::internal {
+namespace chunkcache {
+
+std::array<absl::Duration, kLatencyBuckets> LatencyBucketBounds() {
+  using absl::Microseconds;
+  using absl::Milliseconds;
+  using absl::Seconds;
+  return {Microseconds(50),
+          Microseconds(100),
+          Microseconds(250),
+          Microseconds(500),
+          Milliseconds(1),
+          Milliseconds(2.5),
+          Milliseconds(5),
+          Milliseconds(10),
+          Milliseconds(25),
+          Milliseconds(50),
+          Milliseconds(100),
+          Milliseconds(250),
+          Milliseconds(500),
+          Seconds(1),
+          Seconds(2.5),
+          Seconds(5),
+          Seconds(10),
+          Seconds(30),
+          absl::InfiniteDuration()};
+}
+
+namespace internal {
 
 std::size_t LatencyHistogram::BucketOf(std::uint64_t nanos) {
   if (nanos < kSubBuckets) return static_cast<std::size_t>(nanos);
@@ -55,12 +82,26 @@ LatencyStats LatencyHistogram::Summary() const {
     return absl::Nanoseconds(max);
   };
   stats.count = total;
-  stats.mean = absl::Nanoseconds(sum_nanos_.load(std::memory_order_relaxed) / total);
+  const std::uint64_t sum = sum_nanos_.load(std::memory_order_relaxed);
+  stats.sum = absl::Nanoseconds(sum);
+  stats.mean = absl::Nanoseconds(sum / total);
   stats.p50 = percentile(0.50);
   stats.p90 = percentile(0.90);
   stats.p99 = percentile(0.99);
   stats.max = absl::Nanoseconds(max);
+
+  const std::array<absl::Duration, kLatencyBuckets> bounds = LatencyBucketBounds();
+  std::size_t bound = 0;
+  std::uint64_t seen = 0;
+  for (std::size_t i = 0; i < kBuckets; ++i) {
+    if (counts[i] == 0) continue;
+    const absl::Duration upper = absl::Nanoseconds(BucketUpperBound(i));
+    while (upper > bounds[bound]) stats.buckets[bound++] = seen;
+    seen += counts[i];
+  }
+  while (bound < kLatencyBuckets) stats.buckets[bound++] = seen;
   return stats;
 }
 
-}  // namespace chunkcache::internal
+}  // namespace internal
+}  // namespace chunkcache

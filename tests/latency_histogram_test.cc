@@ -216,4 +216,29 @@ TEST_CASE("records from 4 threads at once are all counted", "[concurrency]") {
 }
 
 }  // namespace
+TEST_CASE("the summary's cumulative buckets count each value under the first bound above it") {
+  LatencyHistogram histogram;
+  for (const absl::Duration d :
+       {absl::Microseconds(30), absl::Microseconds(60), absl::Milliseconds(3), absl::Seconds(20)}) {
+    histogram.Record(d);
+  }
+  const LatencyStats stats = histogram.Summary();
+  const auto bounds = LatencyBucketBounds();
+  REQUIRE(bounds.back() == absl::InfiniteDuration());
+  const auto at = [&](absl::Duration bound) {
+    const auto it = std::find(bounds.begin(), bounds.end(), bound);
+    REQUIRE(it != bounds.end());
+    return stats.buckets[it - bounds.begin()];
+  };
+  CHECK(at(absl::Microseconds(50)) == 1);
+  CHECK(at(absl::Microseconds(100)) == 2);
+  CHECK(at(absl::Milliseconds(2.5)) == 2);
+  CHECK(at(absl::Milliseconds(5)) == 3);
+  CHECK(at(absl::Seconds(10)) == 3);
+  CHECK(at(absl::Seconds(30)) == 4);
+  CHECK(at(absl::InfiniteDuration()) == 4);
+  CHECK(stats.sum == absl::Microseconds(90) + absl::Milliseconds(3) + absl::Seconds(20));
+  CHECK(LatencyHistogram().Summary().buckets.back() == 0);
+}
+
 }  // namespace chunkcache::internal

@@ -12,6 +12,7 @@
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/fault_injection_backend.h"
 #include "chunkcache/memory_backend.h"
+#include "chunkcache/metrics.h"
 #include "chunkcache/momento_backend.h"
 #include "chunkcache/options.h"
 #include "chunkcache/redis_backend.h"

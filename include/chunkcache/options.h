@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "absl/time/time.h"
 
@@ -21,6 +22,9 @@ inline constexpr std::size_t kMaxKeySize = 1024;
 
 // Smallest chunk_size accepted: a manifest header must fit in one item.
 inline constexpr std::size_t kMinChunkSize = 128;
+
+// Severity of a message passed to CacheOptions::log.
+enum class LogLevel { kInfo, kWarning, kError };
 
 struct CacheOptions {
   // Prepended to every stored key, so several caches (or versions of a deployment) can share one
@@ -131,6 +135,17 @@ struct CacheOptions {
   // How long an open breaker skips the backend.
   // Default: 5 seconds.
   absl::Duration breaker_cooldown = absl::Seconds(5);
+
+  // ---- Logging ------------------------------------------------------------------------------
+
+  // Receives the library's warnings: corrupt entries read, backend failures answered through the
+  // loader, failed background refreshes and stores, the circuit breaker opening. Each kind of
+  // message is passed at most once per second (later ones within the second are counted and
+  // reported with the next). Messages name keys and statuses, never credentials. Called from the
+  // thread that met the condition (a caller's, or a refresh thread): make it thread-safe and
+  // quick. Empty means no output at all.
+  // Default: empty.
+  std::function<void(LogLevel level, std::string_view message)> log;
 
   // ---- Testing ------------------------------------------------------------------------------
 

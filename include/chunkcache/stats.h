@@ -7,6 +7,8 @@
 #ifndef CHUNKCACHE_STATS_H_
 #define CHUNKCACHE_STATS_H_
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 
 #include "absl/time/time.h"
@@ -15,10 +17,20 @@ namespace chunkcache {
 
 // Summary of a latency distribution. Percentiles are upper bounds of a log-linear histogram
 // bucket (at most 12.5 % above the true value); all are zero when count is zero.
+// The upper bounds of the cumulative buckets in LatencyStats::buckets (Prometheus-style "le"
+// bounds): 50 us to 10 s in 1-2.5-5 steps, then +Inf (absl::InfiniteDuration()).
+inline constexpr std::size_t kLatencyBuckets = 19;
+std::array<absl::Duration, kLatencyBuckets> LatencyBucketBounds();
+
 struct LatencyStats {
   std::uint64_t count = 0;            // operations measured
+  absl::Duration sum;                 // of all the measured latencies
   absl::Duration mean;                // arithmetic mean
   absl::Duration p50, p90, p99, max;  // percentiles and the largest value seen
+  // buckets[i]: operations that took at most LatencyBucketBounds()[i] (cumulative; the last is
+  // count). A value is counted by the upper bound of its histogram bucket, so it may land one
+  // bound late when it lies within 12.5 % below a bound.
+  std::array<std::uint64_t, kLatencyBuckets> buckets{};
 };
 
 struct CacheStats {
@@ -66,7 +78,7 @@ struct CacheStats {
   std::uint64_t torn_retries = 0;   // reads retried because a writer replaced the entry meanwhile
 
   // Backend traffic.
-  std::uint64_t backend_calls = 0;   // MultiGet/MultiSet/Delete calls made
+  std::uint64_t backend_calls = 0;   // MultiGet/MultiSet/Delete/SetIfAbsent calls (round trips)
   std::uint64_t backend_errors = 0;  // of those, the ones that failed
   std::uint64_t chunks_read = 0;     // chunk items fetched (manifests not included)
   std::uint64_t chunks_written = 0;  // chunk items stored (manifests not included)
@@ -77,11 +89,21 @@ struct CacheStats {
   std::uint64_t bytes_read = 0;      // bytes fetched from the backend
   std::uint64_t bytes_returned = 0;  // JSON bytes handed to callers by hits
 
+  // Backend errors by status code: backend_errors_by_code[static_cast<int>(code)].
+  std::array<std::uint64_t, 17> backend_errors_by_code{};
+
   // Latencies.
-  LatencyStats get_latency;   // Get, and the backend read of GetOrLoad
-  LatencyStats put_latency;   // Put (validate, compress, store)
-  LatencyStats load_latency;  // loader calls
+  LatencyStats get_latency;          // reads that went to the backend (not near-cache hits)
+  LatencyStats get_or_load_latency;  // GetOrLoad calls, whole (waiting and loading included)
+  LatencyStats put_latency;          // Put (validate, compress, store), and stores after a load
+  LatencyStats load_latency;         // loader calls
+  LatencyStats backend_latency;      // each backend call
 };
+
+// `now` minus `before` for every counter, so that a periodic exporter can report what happened
+// in the interval (CloudWatch sums values). Gauges (l1_bytes, breaker_open) and latency summaries
+// are taken from `now` (they cover the cache's whole life).
+CacheStats StatsDelta(const CacheStats& now, const CacheStats& before);
 
 }  // namespace chunkcache
 
