@@ -252,8 +252,8 @@ class ChunkedCache::Impl {
   // Background refreshes reference this object: stop them before anything is destroyed.
   ~Impl() { StopRefreshes(); }
 
-  absl::StatusOr<Bytes> Get(std::string_view key) {
-    if (absl::Status s = CheckCall(key); !s.ok()) return s;
+  absl::StatusOr<Bytes> Get(std::string_view key, const CallOptions& call) {
+    if (absl::Status s = CheckCall(key, call); !s.ok()) return s;
     if (std::optional<Found> hit = FreshL1(key); hit.has_value()) {
       NoteAge(*hit);
       return std::move(hit->bytes);
@@ -264,17 +264,18 @@ class ChunkedCache::Impl {
     return std::move(found->bytes);
   }
 
-  absl::StatusOr<Bytes> GetOrLoad(std::string_view key, const Loader& loader) {
-    if (absl::Status s = CheckCall(key); !s.ok()) return s;
+  absl::StatusOr<Bytes> GetOrLoad(std::string_view key, const Loader& loader,
+                                  const CallOptions& call) {
+    if (absl::Status s = CheckCall(key, call); !s.ok()) return s;
     if (!loader) return absl::InvalidArgumentError("chunkcache: the loader is empty");
     if (std::optional<Found> hit = FreshL1(key); hit.has_value()) {
       if (NoteAge(*hit)) ScheduleRefresh(key, loader);
       return std::move(hit->bytes);
     }
     ScopedTimer timer(&get_or_load_latency_);
-    const absl::Time deadline = absl::Now() + options_.load_wait_timeout;
+    const absl::Time deadline = std::min(absl::Now() + options_.load_wait_timeout, call.deadline);
     internal::SingleFlight::Outcome outcome =
-        flights_.Do(key, deadline, [&] { return ReadOrLoad(key, loader); });
+        flights_.Do(key, deadline, [&] { return ReadOrLoad(key, loader, call.deadline); });
     if (outcome.role == internal::SingleFlight::Role::kWaiter) Add(counters_.coalesced);
     if (outcome.role == internal::SingleFlight::Role::kTimedOut) Add(counters_.wait_timeouts);
     return std::move(outcome.result);
@@ -427,6 +428,14 @@ class ChunkedCache::Impl {
   absl::Status CheckCall(std::string_view key) const {
     if (!options_status_.ok()) return options_status_;
     return internal::ValidateKey(key);
+  }
+
+  absl::Status CheckCall(std::string_view key, const CallOptions& call) const {
+    if (absl::Status s = CheckCall(key); !s.ok()) return s;
+    if (call.deadline != absl::InfiniteFuture() && absl::Now() >= call.deadline) {
+      return absl::DeadlineExceededError("chunkcache: the call's deadline has passed");
+    }
+    return absl::OkStatus();
   }
 
   // The coarse system clock (a few ms of resolution, ample for TTLs): a vDSO read with no lock,
@@ -602,7 +611,8 @@ class ChunkedCache::Impl {
 
   // ---- Loading -------------------------------------------------------------------------------
 
-  absl::StatusOr<Bytes> ReadOrLoad(std::string_view key, const Loader& loader) {
+  absl::StatusOr<Bytes> ReadOrLoad(std::string_view key, const Loader& loader,
+                                   absl::Time deadline) {
     const StoredKeys keys(options_.key_prefix, key);
     absl::StatusOr<Found> cached = Read(key, keys);
     if (cached.ok()) {
@@ -620,7 +630,7 @@ class ChunkedCache::Impl {
 
     bool lease_held = false;
     if (!backend_down && options_.lease_ttl > absl::ZeroDuration()) {
-      LeaseOutcome lease = TakeOrAwaitLease(keys);
+      LeaseOutcome lease = TakeOrAwaitLease(keys, deadline);
       if (lease.found.has_value()) return std::move(lease.found->bytes);
       lease_held = lease.held;
     }
@@ -696,7 +706,7 @@ class ChunkedCache::Impl {
   // Takes the key's lease, or waits for the process holding it to store the entry. Loads are
   // left to the caller: with the lease held, or without one when the backend cannot lease, the
   // holder vanished without storing, or lease_ttl passed.
-  LeaseOutcome TakeOrAwaitLease(const StoredKeys& keys) {
+  LeaseOutcome TakeOrAwaitLease(const StoredKeys& keys, absl::Time deadline) {
     if (lease_unsupported_.load(std::memory_order_relaxed)) return {};
     const std::string lease_key = keys.Lease();
     absl::StatusOr<bool> taken = TakeLease(lease_key);
@@ -706,7 +716,7 @@ class ChunkedCache::Impl {
       return {.found = std::nullopt, .held = true};
     }
     Add(counters_.leases_waited);
-    const absl::Time give_up = absl::Now() + options_.lease_ttl;
+    const absl::Time give_up = std::min(absl::Now() + options_.lease_ttl, deadline);
     absl::Duration pause = options_.lease_poll_initial;
     while (true) {
       absl::SleepFor(std::min(pause, std::max(give_up - absl::Now(), absl::ZeroDuration())));
@@ -1034,12 +1044,19 @@ ChunkedCache::~ChunkedCache() = default;
 ChunkedCache::ChunkedCache(ChunkedCache&&) noexcept = default;
 ChunkedCache& ChunkedCache::operator=(ChunkedCache&&) noexcept = default;
 
-absl::StatusOr<Bytes> ChunkedCache::Get(std::string_view key) {
-  return NoThrow([&] { return impl_->Get(key); });
+absl::StatusOr<Bytes> ChunkedCache::Get(std::string_view key) { return Get(key, CallOptions()); }
+
+absl::StatusOr<Bytes> ChunkedCache::Get(std::string_view key, const CallOptions& call) {
+  return NoThrow([&] { return impl_->Get(key, call); });
 }
 
 absl::StatusOr<Bytes> ChunkedCache::GetOrLoad(std::string_view key, Loader loader) {
-  return NoThrow([&] { return impl_->GetOrLoad(key, loader); });
+  return GetOrLoad(key, std::move(loader), CallOptions());
+}
+
+absl::StatusOr<Bytes> ChunkedCache::GetOrLoad(std::string_view key, Loader loader,
+                                              const CallOptions& call) {
+  return NoThrow([&] { return impl_->GetOrLoad(key, loader, call); });
 }
 
 absl::StatusOr<CompressedPayload> ChunkedCache::GetCompressed(std::string_view key) {

@@ -523,5 +523,74 @@ TEST_CASE("out-of-range serving options are InvalidArgument on every call") {
   }
 }
 
+// ---- Per-call deadlines ----------------------------------------------------------------------
+
+TEST_CASE("a call past its deadline fails at once without loading") {
+  ChunkedCache cache(NewMemoryBackend());
+  int loads = 0;
+  const CallOptions past{.deadline = absl::Now() - absl::Milliseconds(1)};
+  CHECK(cache.Get("k", past).status().code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK(cache
+            .GetOrLoad(
+                "k",
+                [&] {
+                  ++loads;
+                  return absl::StatusOr<std::string>("[]");
+                },
+                past)
+            .status()
+            .code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK(loads == 0);
+  CHECK(cache
+            .GetOrLoad("k",
+                       [&] {
+                         ++loads;
+                         return absl::StatusOr<std::string>("[]");
+                       },
+                       {.deadline = absl::Now() + absl::Seconds(10)})
+            .ok());
+  CHECK(loads == 1);
+}
+
+TEST_CASE("a waiter gives up at its own deadline while another caller loads", "[concurrency]") {
+  ChunkedCache cache(NewMemoryBackend());
+  auto gate = std::make_shared<Gate>();
+  std::thread leader([&] {
+    CHECK(cache
+              .GetOrLoad("k",
+                         [gate] {
+                           gate->Wait();
+                           return absl::StatusOr<std::string>("[1]");
+                         })
+              .ok());
+  });
+  REQUIRE(Eventually([&] { return cache.Stats().loads == 1; }));
+  const absl::Time start = absl::Now();
+  absl::StatusOr<Bytes> waited =
+      cache.GetOrLoad("k", [] { return absl::StatusOr<std::string>("[2]"); },
+                      {.deadline = absl::Now() + absl::Milliseconds(100)});
+  CHECK(waited.status().code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK(absl::Now() - start < absl::Seconds(5));  // not load_wait_timeout's 30 s
+  gate->Open();
+  leader.join();
+}
+
+TEST_CASE("a lease wait ends at the caller's deadline, which then loads itself") {
+  auto backend = NewMemoryBackend();
+  ChunkedCache cache(backend, {.lease_ttl = absl::Seconds(30)});
+  // Another process holds the lease and will not store anything.
+  REQUIRE(*backend->SetIfAbsent("cc:{k}:lease", "someone-else", absl::Seconds(30)));
+  const absl::Time start = absl::Now();
+  absl::StatusOr<Bytes> got =
+      cache.GetOrLoad("k", [] { return absl::StatusOr<std::string>("[1]"); },
+                      {.deadline = absl::Now() + absl::Milliseconds(200)});
+  REQUIRE(got.ok());
+  CHECK(**got == "[1]");
+  CHECK(absl::Now() - start < absl::Seconds(10));  // not the lease's 30 s
+  const CacheStats stats = cache.Stats();
+  CHECK(stats.leases_waited == 1);
+  CHECK(stats.lease_wait_loads == 1);
+}
+
 }  // namespace
 }  // namespace chunkcache

@@ -9,6 +9,7 @@
 #define CHUNKCACHE_CHUNKCACHE_H_
 
 #include "chunkcache/backend.h"
+#include "chunkcache/backend_url.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/fault_injection_backend.h"
 #include "chunkcache/memory_backend.h"

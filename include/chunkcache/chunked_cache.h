@@ -74,6 +74,16 @@ struct EntryInfo {
 // a refresh under way and drops queued ones). Capture by value, or only what outlives the cache.
 using Loader = std::function<absl::StatusOr<std::string>()>;
 
+// Settings of one call.
+struct CallOptions {
+  // The caller's own deadline (its request's, a Lambda invocation's). A call that starts past it
+  // fails at once with DeadlineExceeded; a GetOrLoad caller waiting for another caller's load
+  // gives up at it (DeadlineExceeded), and a wait for another process's lease ends at it (the
+  // caller then loads). Backend calls keep their own timeouts and a running loader is not
+  // interrupted. Default: none (absl::InfiniteFuture()).
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
 class ChunkedCache {
  public:
   // `backend` must not be null; it is shared, and may be shared with other caches.
@@ -89,6 +99,7 @@ class ChunkedCache {
   // NotFound on a miss, including an entry found corrupt (counted in corrupt_reads);
   // InvalidArgument for a bad key or options; the backend's error if it failed.
   absl::StatusOr<Bytes> Get(std::string_view key);
+  absl::StatusOr<Bytes> Get(std::string_view key, const CallOptions& call);
 
   // Returns the payload stored under `key`; on a miss, calls `loader` once however many callers
   // are waiting for the same key in this process, stores its result and hands it to all of them.
@@ -99,6 +110,7 @@ class ChunkedCache {
   // or ResourceExhausted if it produced invalid JSON or an oversize payload; DeadlineExceeded for a
   // caller that waited longer than load_wait_timeout for another caller's load.
   absl::StatusOr<Bytes> GetOrLoad(std::string_view key, Loader loader);
+  absl::StatusOr<Bytes> GetOrLoad(std::string_view key, Loader loader, const CallOptions& call);
 
   // Returns the stored zstd bytes of `key` without decoding them (an L1 entry is not used: it
   // holds decoded bytes). Errors as Get.
