@@ -1,0 +1,731 @@
+// chunkcache: the operator's command-line tool for entries stored by chunkcache.
+//
+//   chunkcache --backend=redis://10.0.0.5:6379 put catalogue catalogue.json
+//   chunkcache --backend=redis://10.0.0.5:6379 inspect catalogue
+//   chunkcache --backend=redis://10.0.0.5:6379 verify catalogue   # exit 0 ok, 2 corrupt, 3 missing
+//
+// Every command opens the backend named by --backend, runs one ChunkedCache operation (or a few)
+// and exits. Errors are one line on stderr, `chunkcache: COMMAND: message`. The usage text below
+// lists the commands, flags and exit codes; `chunkcache --help` prints it with every flag.
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/flags/commandlineflag.h"
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "chunkcache/chunkcache.h"
+#include "chunkcache/metrics.h"
+
+ABSL_FLAG(std::string, backend, "memory://",
+          "Where the entries are: memory:// (an empty in-process store that lives only as long as "
+          "this command), redis://[[user]:password@]host[:port][/db], redis+cluster://host:port, "
+          "unix:///path/to/redis.sock"
+          "[?db=N], momento+https://ENDPOINT_HOST[:port]/CACHE_NAME (API key from "
+          "MOMENTO_API_KEY), or momento+http://127.0.0.1:PORT/CACHE_NAME for a loopback emulator.");
+ABSL_FLAG(std::string, prefix, "cc:", "Key prefix of the cache (CacheOptions::key_prefix).");
+ABSL_FLAG(std::uint64_t, chunk_size, std::uint64_t{1} << 20,
+          "Largest stored item in bytes, for put (CacheOptions::chunk_size).");
+ABSL_FLAG(int, level, 3, "zstd compression level for put (1-19; negative for faster).");
+ABSL_FLAG(absl::Duration, ttl, absl::Hours(1), "Time to live of an entry written by put.");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5),
+          "Time allowed for one backend call (Redis connect and command timeout, Momento "
+          "deadline).");
+ABSL_FLAG(bool, compressed, false,
+          "get: write the stored zstd frame instead of the JSON (`zstd -d` decodes it).");
+ABSL_FLAG(std::string, output, "", "get: write to this file instead of stdout (also -o FILE).");
+ABSL_FLAG(int, count, 10, "bench-get: number of Gets (also -n N).");
+ABSL_FLAG(std::string, format, "text", "stats: output format, text, prometheus or emf.");
+
+namespace chunkcache::cli {
+namespace {
+
+constexpr char kUsage[] =
+    R"(store, read and check chunkcache entries.
+
+usage: chunkcache [flags] COMMAND ARGS...
+
+commands:
+  put KEY FILE|-        store the JSON of FILE (- for stdin) under KEY
+  get KEY [-o FILE]     write the JSON of KEY to stdout or FILE (--output=FILE);
+                        --compressed writes the stored zstd frame instead
+  del KEY               remove KEY (absent keys are not an error)
+  inspect KEY           describe what is stored under KEY: manifest, sizes, chunks, TTLs
+  verify KEY            check every chunk and the checksum, then decode KEY
+  stats [KEY...]        get each KEY once, then print the cache's counters
+                        (--format=text|prometheus|emf)
+  bench-get KEY -n N    get KEY N times (--count=N) and print latency and throughput
+
+exit codes: 0 ok; 1 error (usage, backend); 2 corrupt entry (get, inspect, verify);
+            3 no such key (get, inspect, verify)
+
+The default backend, memory://, is empty and lives only for this process: use it to try the
+commands, and a redis://, unix:// or momento+https:// backend to reach stored entries.)";
+
+enum ExitCode : int { kExitOk = 0, kExitError = 1, kExitCorrupt = 2, kExitMissing = 3 };
+
+// Payloads above this get a progress line on a terminal.
+constexpr std::size_t kProgressThreshold = 1'000'000;
+
+// Every option a command needs, read from the flags once.
+struct Settings {
+  std::string backend_url;
+  CacheOptions cache_options;
+  absl::Duration timeout;
+  bool compressed = false;
+  std::string output;
+  int count = 0;
+  std::string format;
+};
+
+// What every command works on: the backend (for its own calls, such as Redis TTLs) and a cache.
+struct Context {
+  std::shared_ptr<Backend> backend;
+  ChunkedCache cache;
+};
+
+// The message of `status` without the library's "chunkcache: " prefix (the line has it already).
+std::string Describe(const absl::Status& status) {
+  absl::string_view message = status.message();
+  absl::ConsumePrefix(&message, "chunkcache: ");
+  return absl::StrCat(message, " [", absl::StatusCodeToString(status.code()), "]");
+}
+
+int Fail(absl::string_view command, absl::string_view message, int code = kExitError) {
+  absl::FPrintF(stderr, "chunkcache: %s: %s\n", command, message);
+  return code;
+}
+
+int Fail(absl::string_view command, const absl::Status& status, int code = kExitError) {
+  return Fail(command, Describe(status), code);
+}
+
+// "2.8 MB": decimal units, as throughput figures are.
+std::string HumanBytes(double bytes) {
+  if (bytes < 1e3) return absl::StrFormat("%.0f B", bytes);
+  if (bytes < 1e6) return absl::StrFormat("%.1f kB", bytes / 1e3);
+  if (bytes < 1e9) return absl::StrFormat("%.1f MB", bytes / 1e6);
+  return absl::StrFormat("%.2f GB", bytes / 1e9);
+}
+
+// A latency with three significant figures or so: "812us", "7.91ms", "1.204s".
+std::string HumanLatency(absl::Duration d) {
+  const double us = absl::ToDoubleMicroseconds(d);
+  if (us < 1e3) return absl::StrFormat("%.0fus", us);
+  if (us < 1e6) return absl::StrFormat("%.2fms", us / 1e3);
+  return absl::StrFormat("%.3fs", us / 1e6);
+}
+
+std::string MegabytesPerSecond(double bytes, absl::Duration elapsed) {
+  const double seconds = absl::ToDoubleSeconds(elapsed);
+  if (seconds <= 0) return "- MB/s";
+  return absl::StrFormat("%.1f MB/s", bytes / 1e6 / seconds);
+}
+
+// A progress line on stderr for long transfers, only when stderr is a terminal.
+class Progress {
+ public:
+  Progress() : enabled_(::isatty(STDERR_FILENO) == 1) {}
+
+  // Shows `what...` until Done or Clear replaces it.
+  void Show(absl::string_view what) {
+    if (enabled_) absl::FPrintF(stderr, "\r\033[K%s...", what);
+  }
+  // Replaces the line with `summary`, which stays.
+  void Done(absl::string_view summary) {
+    if (enabled_) absl::FPrintF(stderr, "\r\033[K%s\n", summary);
+  }
+  void Clear() {
+    if (enabled_) absl::FPrintF(stderr, "\r\033[K");
+  }
+
+ private:
+  const bool enabled_;
+};
+
+// ---- Backends ---------------------------------------------------------------------------------
+
+absl::StatusOr<std::shared_ptr<Backend>> OpenBackend(const Settings& settings) {
+  const absl::string_view url = settings.backend_url;
+  // Reads must accept chunks written with a larger --chunk_size than this command's.
+  const std::size_t chunk_size = settings.cache_options.chunk_size;
+  std::size_t max_item_size = std::max(chunk_size, settings.cache_options.max_payload_size);
+  if (absl::StartsWith(url, "memory:")) max_item_size = std::max(chunk_size, kMinChunkSize);
+  if (absl::StartsWith(url, "momento+")) max_item_size = kMomentoMaxItemBytes;
+  return NewBackendFromUrl(std::string_view(url.data(), url.size()),
+                           {.timeout = settings.timeout, .max_item_size = max_item_size});
+}
+
+// ---- Commands ---------------------------------------------------------------------------------
+
+absl::StatusOr<std::string> ReadInput(const std::string& path) {
+  std::FILE* in = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
+  if (in == nullptr) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  }
+  std::string data;
+  char buffer[1 << 16];
+  std::size_t n;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), in)) > 0) data.append(buffer, n);
+  const bool failed = std::ferror(in) != 0;
+  const int error = errno;
+  if (in != stdin) std::fclose(in);
+  if (failed) {
+    return absl::DataLossError(
+        absl::StrCat("cannot read ", path == "-" ? "stdin" : path, ": ", std::strerror(error)));
+  }
+  return data;
+}
+
+// Writes `bytes` to `path`, or to stdout when `path` is empty.
+absl::Status WriteOutput(absl::string_view bytes, const std::string& path) {
+  std::FILE* out = path.empty() ? stdout : std::fopen(path.c_str(), "wb");
+  const std::string name = path.empty() ? "stdout" : path;
+  if (out == nullptr) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot open ", name, ": ", std::strerror(errno)));
+  }
+  bool ok = std::fwrite(bytes.data(), 1, bytes.size(), out) == bytes.size();
+  int error = errno;
+  // fclose/fflush report the errors that buffering delayed (a full disk, a closed pipe).
+  if ((path.empty() ? std::fflush(out) : std::fclose(out)) != 0 && ok) {
+    ok = false;
+    error = errno;
+  }
+  if (!ok)
+    return absl::DataLossError(absl::StrCat("cannot write ", name, ": ", std::strerror(error)));
+  return absl::OkStatus();
+}
+
+int Put(Context& context, const std::string& key, const std::string& path) {
+  absl::StatusOr<std::string> json = ReadInput(path);
+  if (!json.ok()) return Fail("put", json.status());
+  Progress progress;
+  const bool large = json->size() > kProgressThreshold;
+  if (large) progress.Show(absl::StrCat("put ", key, ": ", HumanBytes(json->size()), " json"));
+  const absl::Time start = absl::Now();
+  const absl::Status stored = context.cache.Put(key, *json);
+  const absl::Duration elapsed = absl::Now() - start;
+  if (!stored.ok()) {
+    progress.Clear();
+    return Fail("put", stored);
+  }
+  absl::StatusOr<EntryInfo> info = context.cache.Inspect(key);
+  if (large) {
+    progress.Done(absl::StrCat(
+        "put ", key, ": ", HumanBytes(json->size()), " json",
+        info.ok() ? absl::StrCat(" -> ", HumanBytes(info->stored_size)) : std::string(), " in ",
+        HumanLatency(elapsed), " (", MegabytesPerSecond(json->size(), elapsed), " of json)"));
+  }
+  if (!info.ok()) {
+    // Stored all the same; an eventually consistent backend may not show it yet.
+    absl::PrintF("stored %s: %d bytes\n", key, json->size());
+    absl::FPrintF(stderr, "chunkcache: put: stored, but inspecting it failed: %s\n",
+                  Describe(info.status()));
+    return kExitOk;
+  }
+  if (info->is_inline) {
+    absl::PrintF("stored %s: %d bytes -> %d bytes inline in the manifest (generation %016x)\n", key,
+                 info->raw_size, info->stored_size, info->generation);
+  } else {
+    absl::PrintF("stored %s: %d bytes -> %d bytes in %d chunks (generation %016x)\n", key,
+                 info->raw_size, info->stored_size, info->chunks.size(), info->generation);
+  }
+  return kExitOk;
+}
+
+// The exit code of a failed read: a NotFound after the cache found the entry corrupt is
+// "corrupt", any other NotFound "missing".
+int ReadFailureCode(const ChunkedCache& cache, const absl::Status& status) {
+  if (!absl::IsNotFound(status)) return kExitError;
+  return cache.Stats().corrupt_reads > 0 ? kExitCorrupt : kExitMissing;
+}
+
+int Get(Context& context, const Settings& settings, const std::string& key) {
+  Progress progress;
+  progress.Show(absl::StrCat("get ", key));
+  const absl::Time start = absl::Now();
+  absl::string_view bytes;
+  std::string summary;
+  Bytes json;
+  CompressedPayload compressed;
+  if (settings.compressed) {
+    absl::StatusOr<CompressedPayload> got = context.cache.GetCompressed(key);
+    if (!got.ok()) {
+      progress.Clear();
+      return Fail("get", got.status(), ReadFailureCode(context.cache, got.status()));
+    }
+    compressed = *std::move(got);
+    bytes = *compressed.zstd;
+    summary = absl::StrCat(HumanBytes(compressed.zstd->size()), " compressed, ",
+                           HumanBytes(compressed.raw_size), " json");
+  } else {
+    absl::StatusOr<Bytes> got = context.cache.Get(key);
+    if (!got.ok()) {
+      progress.Clear();
+      return Fail("get", got.status(), ReadFailureCode(context.cache, got.status()));
+    }
+    json = *std::move(got);
+    bytes = *json;
+    summary = absl::StrCat(HumanBytes(json->size()), " json");
+  }
+  const absl::Duration elapsed = absl::Now() - start;
+  if (bytes.size() > kProgressThreshold) {
+    progress.Done(absl::StrCat("get ", key, ": ", summary, " in ", HumanLatency(elapsed), " (",
+                               MegabytesPerSecond(bytes.size(), elapsed), ")"));
+  } else {
+    progress.Clear();
+  }
+  if (absl::Status written = WriteOutput(bytes, settings.output); !written.ok()) {
+    return Fail("get", written);
+  }
+  return kExitOk;
+}
+
+int Delete(Context& context, const std::string& key) {
+  if (absl::Status s = context.cache.Invalidate(key); !s.ok()) return Fail("del", s);
+  absl::PrintF("deleted %s\n", key);
+  return kExitOk;
+}
+
+// Whole seconds: "1h2m3s", "0s".
+std::string WholeSeconds(absl::Duration d) {
+  d = absl::Trunc(d, absl::Seconds(1));
+  return d == absl::ZeroDuration() ? "0s" : absl::FormatDuration(d);
+}
+
+// "59m59s", "no expiry" or "absent", from one TimeToLive answer.
+std::string DescribeTtl(const std::optional<absl::Duration>& ttl) {
+  if (!ttl.has_value()) return "absent";
+  if (*ttl == absl::InfiniteDuration()) return "no expiry";
+  return WholeSeconds(*ttl);
+}
+
+int Inspect(Context& context, const std::string& key) {
+  absl::StatusOr<EntryInfo> info = context.cache.Inspect(key);
+  if (!info.ok()) {
+    const absl::StatusCode code = info.status().code();
+    return Fail("inspect", info.status(),
+                code == absl::StatusCode::kNotFound   ? kExitMissing
+                : code == absl::StatusCode::kDataLoss ? kExitCorrupt
+                                                      : kExitError);
+  }
+  // Remaining TTLs: the manifest's first, then each chunk's, when the backend can tell.
+  std::optional<std::vector<std::optional<absl::Duration>>> ttls;
+  std::string ttl_note = "not reported by this backend";
+  if (auto* redis = dynamic_cast<RedisBackend*>(context.backend.get()); redis != nullptr) {
+    std::vector<std::string_view> keys = {info->manifest_key};
+    for (const ChunkInfo& chunk : info->chunks) keys.push_back(chunk.key);
+    absl::StatusOr<std::vector<std::optional<absl::Duration>>> got = redis->TimeToLive(keys);
+    if (got.ok() && got->size() == keys.size()) {
+      ttls = *std::move(got);
+    } else {
+      ttl_note = absl::StrCat("unavailable: ", got.ok() ? "short reply" : Describe(got.status()));
+    }
+  }
+
+  const absl::Time now = absl::Now();
+  absl::PrintF("%-16s%s\n", "key:", key);
+  absl::PrintF("%-16s%s (%d bytes)\n", "manifest:", info->manifest_key, info->manifest_size);
+  absl::PrintF("%-16s%d\n", "format version:", info->format_version);
+  absl::PrintF("%-16s%016x\n", "generation:", info->generation);
+  absl::PrintF("%-16s%d bytes (%s)\n", "raw size:", info->raw_size, HumanBytes(info->raw_size));
+  absl::PrintF("%-16s%d bytes (%s)\n", "stored size:", info->stored_size,
+               HumanBytes(info->stored_size));
+  absl::PrintF(
+      "%-16s%.2fx\n", "ratio:",
+      info->stored_size == 0 ? 0.0 : static_cast<double>(info->raw_size) / info->stored_size);
+  absl::PrintF("%-16s%d bytes\n", "chunk size:", info->chunk_size);
+  absl::PrintF("%-16s%016x (xxh3-64 of the stored bytes)\n", "checksum:", info->checksum);
+  absl::PrintF("%-16s%s (age %s)\n", "created:",
+               absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", info->created, absl::UTCTimeZone()),
+               WholeSeconds(now - info->created));
+  if (info->is_inline) {
+    absl::PrintF("%-16s%s\n", "layout:", "inline (the payload is in the manifest, no chunks)");
+  } else {
+    absl::PrintF("%-16s%s\n",
+                 "layout:", absl::StrFormat("chunked, %d chunks", info->chunks.size()));
+    std::size_t key_width = 0;
+    for (const ChunkInfo& chunk : info->chunks) key_width = std::max(key_width, chunk.key.size());
+    for (std::size_t i = 0; i < info->chunks.size(); ++i) {
+      const ChunkInfo& chunk = info->chunks[i];
+      const std::string actual =
+          chunk.actual_size.has_value() ? absl::StrCat(*chunk.actual_size) : "MISSING";
+      const char* verdict = !chunk.actual_size.has_value()              ? "MISSING"
+                            : *chunk.actual_size != chunk.expected_size ? "WRONG SIZE"
+                                                                        : "ok";
+      std::string line = absl::StrFormat("  chunk %-4d %-*s  expected %8d  actual %8s  %-10s", i,
+                                         static_cast<int>(key_width), chunk.key,
+                                         chunk.expected_size, actual, verdict);
+      if (ttls.has_value()) absl::StrAppend(&line, "  ttl ", DescribeTtl((*ttls)[i + 1]));
+      absl::PrintF("%s\n", absl::StripTrailingAsciiWhitespace(line));
+    }
+  }
+  absl::PrintF("%-16s%s\n", "complete:", info->complete ? "yes" : "NO");
+  absl::PrintF("%-16s%s\n", "checksum ok:", info->checksum_ok ? "yes" : "NO");
+  if (ttls.has_value()) {
+    absl::PrintF("%-16smanifest %s%s\n", "ttl:", DescribeTtl((*ttls)[0]),
+                 info->chunks.empty() ? "" : ", chunks as listed above");
+  } else {
+    absl::PrintF("%-16s%s\n", "ttl:", ttl_note);
+  }
+  return info->checksum_ok ? kExitOk : kExitCorrupt;
+}
+
+// What is wrong with an inspected entry, or nothing.
+std::optional<std::string> FindDamage(const EntryInfo& info) {
+  for (std::size_t i = 0; i < info.chunks.size(); ++i) {
+    const ChunkInfo& chunk = info.chunks[i];
+    if (!chunk.actual_size.has_value()) {
+      return absl::StrFormat("chunk %d (%s) is missing", i, chunk.key);
+    }
+    if (*chunk.actual_size != chunk.expected_size) {
+      return absl::StrFormat("chunk %d (%s) is %d bytes, the manifest says %d", i, chunk.key,
+                             *chunk.actual_size, chunk.expected_size);
+    }
+  }
+  if (!info.checksum_ok) return std::string("checksum mismatch: the stored bytes are damaged");
+  return std::nullopt;
+}
+
+int Verify(Context& context, const std::string& key) {
+  absl::StatusOr<EntryInfo> info = context.cache.Inspect(key);
+  if (absl::IsNotFound(info.status())) {
+    absl::PrintF("missing: %s: no such key\n", key);
+    return kExitMissing;
+  }
+  if (absl::IsDataLoss(info.status())) {
+    absl::PrintF("corrupt: %s: the manifest cannot be decoded: %s\n", key, Describe(info.status()));
+    return kExitCorrupt;
+  }
+  if (!info.ok()) return Fail("verify", info.status());
+  if (std::optional<std::string> damage = FindDamage(*info)) {
+    absl::PrintF("corrupt: %s: %s\n", key, *damage);
+    return kExitCorrupt;
+  }
+  absl::StatusOr<Bytes> json = context.cache.Get(key);
+  if (!json.ok()) {
+    const int code = ReadFailureCode(context.cache, json.status());
+    if (code == kExitError) return Fail("verify", json.status());
+    absl::PrintF("%s: %s: %s\n", code == kExitCorrupt ? "corrupt" : "missing", key,
+                 Describe(json.status()));
+    return code;
+  }
+  absl::PrintF("ok: %s: %d bytes of json from %d stored bytes in %d chunks, checksum ok, decoded\n",
+               key, (*json)->size(), info->stored_size, info->chunks.size());
+  return kExitOk;
+}
+
+// The value at `fraction` (0..1) of `sorted`, by nearest rank.
+absl::Duration Percentile(const std::vector<absl::Duration>& sorted, double fraction) {
+  if (sorted.empty()) return absl::ZeroDuration();
+  std::size_t rank = static_cast<std::size_t>(fraction * sorted.size() + 0.999999);
+  rank = std::clamp<std::size_t>(rank, 1, sorted.size());
+  return sorted[rank - 1];
+}
+
+int BenchGet(Context& context, const Settings& settings, const std::string& key) {
+  if (settings.count <= 0) return Fail("bench-get", "--count (-n) must be at least 1");
+  std::vector<absl::Duration> latencies;
+  latencies.reserve(settings.count);
+  std::uint64_t errors = 0;
+  std::uint64_t json_bytes = 0;
+  absl::Status first_error;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < settings.count; ++i) {
+    const auto before = std::chrono::steady_clock::now();
+    absl::StatusOr<Bytes> json = context.cache.Get(key);
+    latencies.push_back(absl::FromChrono(std::chrono::steady_clock::now() - before));
+    if (json.ok()) {
+      json_bytes += (*json)->size();
+    } else {
+      ++errors;
+      if (first_error.ok()) first_error = json.status();
+    }
+  }
+  const absl::Duration total = absl::FromChrono(std::chrono::steady_clock::now() - start);
+  absl::Duration sum;
+  for (absl::Duration d : latencies) sum += d;
+  std::sort(latencies.begin(), latencies.end());
+  absl::PrintF("bench-get %s: %d gets, %d errors, %d bytes of json in %s\n", key, latencies.size(),
+               errors, json_bytes, HumanLatency(total));
+  absl::PrintF("latency: mean %s  p50 %s  p90 %s  p99 %s  max %s\n",
+               HumanLatency(sum / static_cast<int64_t>(latencies.size())),
+               HumanLatency(Percentile(latencies, 0.50)), HumanLatency(Percentile(latencies, 0.90)),
+               HumanLatency(Percentile(latencies, 0.99)), HumanLatency(latencies.back()));
+  absl::PrintF("throughput: %s of json\n", MegabytesPerSecond(json_bytes, total));
+  if (errors > 0) {
+    return Fail("bench-get", absl::StrCat(errors, " of ", latencies.size(),
+                                          " gets failed, the first with: ", Describe(first_error)));
+  }
+  return kExitOk;
+}
+
+std::string LatencyLine(const LatencyStats& l) {
+  return absl::StrFormat("count %d  mean %s  p50 %s  p90 %s  p99 %s  max %s", l.count,
+                         HumanLatency(l.mean), HumanLatency(l.p50), HumanLatency(l.p90),
+                         HumanLatency(l.p99), HumanLatency(l.max));
+}
+
+std::string StatsText(const CacheStats& s) {
+  const std::pair<const char*, std::uint64_t> counters[] = {
+      {"gets", s.gets},
+      {"hits", s.hits},
+      {"misses", s.misses},
+      {"puts", s.puts},
+      {"put_errors", s.put_errors},
+      {"invalidates", s.invalidates},
+      {"loads", s.loads},
+      {"load_errors", s.load_errors},
+      {"coalesced", s.coalesced},
+      {"wait_timeouts", s.wait_timeouts},
+      {"fallbacks", s.fallbacks},
+      {"l1_hits", s.l1_hits},
+      {"l1_revalidations", s.l1_revalidations},
+      {"l1_evictions", s.l1_evictions},
+      {"l1_bytes", s.l1_bytes},
+      {"stale_served", s.stale_served},
+      {"refreshes", s.refreshes},
+      {"refresh_errors", s.refresh_errors},
+      {"refreshes_dropped", s.refreshes_dropped},
+      {"leases_won", s.leases_won},
+      {"leases_waited", s.leases_waited},
+      {"lease_wait_hits", s.lease_wait_hits},
+      {"lease_wait_loads", s.lease_wait_loads},
+      {"breaker_open", s.breaker_open ? 1u : 0u},
+      {"breaker_opens", s.breaker_opens},
+      {"breaker_rejections", s.breaker_rejections},
+      {"compressed_gets", s.compressed_gets},
+      {"corrupt_reads", s.corrupt_reads},
+      {"torn_retries", s.torn_retries},
+      {"backend_calls", s.backend_calls},
+      {"backend_errors", s.backend_errors},
+      {"chunks_read", s.chunks_read},
+      {"chunks_written", s.chunks_written},
+      {"bytes_put_raw", s.bytes_put_raw},
+      {"bytes_written", s.bytes_written},
+      {"bytes_read", s.bytes_read},
+      {"bytes_returned", s.bytes_returned},
+  };
+  std::string text;
+  for (const auto& [name, value] : counters) {
+    absl::StrAppendFormat(&text, "%-20s = %d\n", name, value);
+  }
+  absl::StrAppendFormat(&text, "%-20s = %s\n", "get_latency", LatencyLine(s.get_latency));
+  absl::StrAppendFormat(&text, "%-20s = %s\n", "put_latency", LatencyLine(s.put_latency));
+  absl::StrAppendFormat(&text, "%-20s = %s\n", "load_latency", LatencyLine(s.load_latency));
+  return text;
+}
+
+// The stats in `format`: text, prometheus or emf.
+absl::StatusOr<std::string> FormatStats(const CacheStats& stats, absl::string_view format) {
+  if (format == "text") return StatsText(stats);
+  if (format == "prometheus") return ToPrometheusText(stats);
+  if (format == "emf") {
+    absl::StatusOr<std::string> line = ToCloudWatchEmf(stats);
+    if (line.ok()) line->push_back('\n');
+    return line;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown --format '", format, "': use text, prometheus or emf"));
+}
+
+// A miss is not an error here: the counters show it.
+int Stats(Context& context, const Settings& settings, const std::vector<std::string>& keys) {
+  if (settings.format != "text" && settings.format != "prometheus" && settings.format != "emf") {
+    return Fail("stats", absl::StrCat("unknown --format '", settings.format,
+                                      "': use text, prometheus or emf"));
+  }
+  int code = kExitOk;
+  for (const std::string& key : keys) {
+    absl::StatusOr<Bytes> json = context.cache.Get(key);
+    if (!json.ok() && !absl::IsNotFound(json.status())) {
+      code = Fail("stats", absl::StrCat(key, ": ", Describe(json.status())));
+    }
+  }
+  absl::StatusOr<std::string> text = FormatStats(context.cache.Stats(), settings.format);
+  if (!text.ok()) return Fail("stats", text.status());
+  absl::PrintF("%s", *text);
+  return code;
+}
+
+// ---- Command line -----------------------------------------------------------------------------
+
+// `text` folded at spaces into lines of at most `width` characters, each after `indent`.
+std::string Wrap(absl::string_view text, std::size_t width, absl::string_view indent) {
+  std::string out;
+  std::size_t line = 0;
+  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    if (line > 0 && line + 1 + word.size() > width) {
+      out += "\n";
+      line = 0;
+    }
+    if (line == 0) {
+      absl::StrAppend(&out, indent, word);
+    } else {
+      absl::StrAppend(&out, " ", word);
+      ++line;
+    }
+    line += word.size();
+  }
+  return out + "\n";
+}
+
+// --help: the usage message and this tool's flags (absl's own --help would exit with status 1).
+void PrintHelp() {
+  std::vector<const absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (absl::StrContains(flag->Filename(), "chunkcache_cli")) flags.push_back(flag);
+  }
+  std::sort(flags.begin(), flags.end(),
+            [](const auto* a, const auto* b) { return a->Name() < b->Name(); });
+  std::string help = absl::StrCat("chunkcache: ", absl::ProgramUsageMessage(), "\n\nflags:\n");
+  for (const absl::CommandLineFlag* flag : flags) {
+    absl::StrAppend(&help, "  --", flag->Name(),
+                    " (default: ", flag->DefaultValue().empty() ? "none" : flag->DefaultValue(),
+                    ")\n", Wrap(flag->Help(), 90, "      "));
+  }
+  absl::PrintF("%s", help);
+}
+
+// Rewrites the short options absl flags cannot take, `-o FILE` and `-n N`, into --output=FILE and
+// --count=N, and -h into --help. Stops at "--", after which everything is an argument.
+std::vector<char*> ExpandShortOptions(int argc, char** argv, std::vector<std::string>& storage) {
+  storage.reserve(argc);
+  std::vector<char*> expanded;
+  for (int i = 0; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (arg == "--") {
+      for (; i < argc; ++i) expanded.push_back(argv[i]);
+      break;
+    }
+    if (i > 0 && (arg == "-o" || arg == "-n") && has_value) {
+      storage.push_back(absl::StrCat(arg == "-o" ? "--output=" : "--count=", argv[++i]));
+      expanded.push_back(storage.back().data());
+    } else if (i > 0 && arg == "-h") {
+      storage.push_back("--help");
+      expanded.push_back(storage.back().data());
+    } else {
+      expanded.push_back(argv[i]);
+    }
+  }
+  return expanded;
+}
+
+Settings ReadSettings() {
+  Settings settings;
+  settings.backend_url = absl::GetFlag(FLAGS_backend);
+  settings.cache_options.key_prefix = absl::GetFlag(FLAGS_prefix);
+  settings.cache_options.chunk_size = absl::GetFlag(FLAGS_chunk_size);
+  settings.cache_options.compression_level = absl::GetFlag(FLAGS_level);
+  settings.cache_options.ttl = absl::GetFlag(FLAGS_ttl);
+  settings.timeout = absl::GetFlag(FLAGS_timeout);
+  settings.compressed = absl::GetFlag(FLAGS_compressed);
+  settings.output = absl::GetFlag(FLAGS_output);
+  settings.count = absl::GetFlag(FLAGS_count);
+  settings.format = absl::GetFlag(FLAGS_format);
+  return settings;
+}
+
+// The usage line of each command, for argument count errors.
+absl::string_view CommandUsage(absl::string_view command) {
+  if (command == "put") return "put KEY FILE|-";
+  if (command == "get") return "get KEY [-o FILE] [--compressed]";
+  if (command == "bench-get") return "bench-get KEY [-n N]";
+  if (command == "stats") return "stats [KEY...] [--format=text|prometheus|emf]";
+  return "";
+}
+
+int Run(const std::vector<std::string>& args) {
+  if (args.empty()) {
+    absl::FPrintF(stderr, "chunkcache: no command given (see chunkcache --help)\n");
+    return kExitError;
+  }
+  const std::string& command = args[0];
+  const std::size_t arity = args.size() - 1;
+  const bool known = command == "put" || command == "get" || command == "del" ||
+                     command == "inspect" || command == "verify" || command == "stats" ||
+                     command == "bench-get";
+  if (!known) {
+    absl::FPrintF(stderr, "chunkcache: unknown command '%s' (see chunkcache --help)\n", command);
+    return kExitError;
+  }
+  const bool arity_ok = command == "put" ? arity == 2 : command == "stats" ? true : arity == 1;
+  if (!arity_ok) {
+    absl::string_view usage = CommandUsage(command);
+    return Fail(command,
+                absl::StrCat("usage: chunkcache ",
+                             usage.empty() ? absl::StrCat(command, " KEY") : std::string(usage)));
+  }
+
+  const Settings settings = ReadSettings();
+  absl::StatusOr<std::shared_ptr<Backend>> backend = OpenBackend(settings);
+  if (!backend.ok()) return Fail(command, backend.status());
+  Context context{*backend, ChunkedCache(*backend, settings.cache_options)};
+
+  if (command == "put") return Put(context, args[1], args[2]);
+  if (command == "get") return Get(context, settings, args[1]);
+  if (command == "del") return Delete(context, args[1]);
+  if (command == "inspect") return Inspect(context, args[1]);
+  if (command == "verify") return Verify(context, args[1]);
+  if (command == "bench-get") return BenchGet(context, settings, args[1]);
+  return Stats(context, settings, {args.begin() + 1, args.end()});
+}
+
+}  // namespace
+}  // namespace chunkcache::cli
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(chunkcache::cli::kUsage);
+  absl::FlagsUsageConfig usage_config;
+  // --help lists the flags of this file (absl's default wants the file named after the binary).
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "chunkcache_cli");
+  };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  usage_config.version_string = [] {
+    return std::string("chunkcache " CHUNKCACHE_VERSION_STRING "\n");
+  };
+  absl::SetFlagsUsageConfig(usage_config);
+
+  std::vector<std::string> storage;
+  std::vector<char*> expanded = chunkcache::cli::ExpandShortOptions(argc, argv, storage);
+  for (const char* arg : expanded) {
+    const absl::string_view flag = arg;
+    if (flag == "--") break;
+    if (flag == "--help" || flag == "-help") {
+      chunkcache::cli::PrintHelp();
+      return 0;
+    }
+  }
+  const std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(expanded.size()), expanded.data());
+  return chunkcache::cli::Run({positional.begin() + 1, positional.end()});
+}
