@@ -777,6 +777,28 @@ class ChunkedCache::Impl {
   }
 
   void Refresh(const RefreshTask& task) {
+    const StoredKeys keys(options_.key_prefix, task.key);
+    // With a lease, one process of the fleet refreshes a key; the others keep serving.
+    const bool leasing = options_.lease_ttl > absl::ZeroDuration() &&
+                         !lease_unsupported_.load(std::memory_order_relaxed);
+    const std::string lease_key = leasing ? keys.Lease() : std::string();
+    bool held = false;
+    if (leasing) {
+      absl::StatusOr<bool> taken = TakeLease(lease_key);
+      if (taken.ok() && !*taken) {
+        Add(counters_.refreshes_dropped);
+        return;
+      }
+      held = taken.ok();  // on an error, refresh without it
+    }
+    RefreshUnderLease(task, keys);
+    if (held) {
+      const std::string_view lease_view = lease_key;
+      BackendDelete({&lease_view, 1}).IgnoreError();
+    }
+  }
+
+  void RefreshUnderLease(const RefreshTask& task, const StoredKeys& keys) {
     Add(counters_.refreshes);
     absl::StatusOr<std::string> loaded = CallLoader(task.loader);
     if (!loaded.ok()) {
@@ -789,7 +811,6 @@ class ChunkedCache::Impl {
       });
       return;
     }
-    const StoredKeys keys(options_.key_prefix, task.key);
     Bytes bytes = std::make_shared<const std::string>(*std::move(loaded));
     if (!StoreLoaded(task.key, keys, bytes).ok()) Add(counters_.refresh_errors);
   }

@@ -337,6 +337,31 @@ TEST_CASE("stale entries in the near cache are refreshed too", "[concurrency]") 
   CHECK(f.backend->multi_gets == 0);
 }
 
+TEST_CASE("with a lease, one process of the fleet refreshes a stale key", "[concurrency]") {
+  Fixture f;
+  const CacheOptions options = f.Options(
+      {.ttl = absl::Minutes(10), .soft_ttl = absl::Minutes(1), .lease_ttl = absl::Seconds(30)});
+  ChunkedCache a(f.backend, options), b(f.backend, options);  // two processes
+  REQUIRE(a.Put("k", Json("v1")).ok());
+  f.clock.Advance(absl::Minutes(2));
+  auto gate = std::make_shared<Gate>();
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  const Loader loader = [gate, calls, v2 = Json("v2")]() -> absl::StatusOr<std::string> {
+    ++*calls;
+    gate->Wait();
+    return v2;
+  };
+  REQUIRE(a.GetOrLoad("k", loader).ok());
+  REQUIRE(Eventually([&] { return *calls == 1; }));  // a holds the lease, loading
+  REQUIRE(b.GetOrLoad("k", loader).ok());
+  REQUIRE(Eventually([&] { return b.Stats().refreshes_dropped == 1; }));
+  gate->Open();
+  REQUIRE(Eventually([&] { return a.Stats().puts == 2; }));
+  CHECK(*calls == 1);
+  CHECK(b.Stats().refreshes == 0);
+  CHECK(**b.GetOrLoad("k", loader) == Json("v2"));
+}
+
 TEST_CASE("a plain Get of a stale entry counts it but cannot refresh it") {
   Fixture f;
   ChunkedCache cache(f.backend,

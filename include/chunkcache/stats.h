@@ -18,7 +18,7 @@ namespace chunkcache {
 // Summary of a latency distribution. Percentiles are upper bounds of a log-linear histogram
 // bucket (at most 12.5 % above the true value); all are zero when count is zero.
 // The upper bounds of the cumulative buckets in LatencyStats::buckets (Prometheus-style "le"
-// bounds): 50 us to 10 s in 1-2.5-5 steps, then +Inf (absl::InfiniteDuration()).
+// bounds): 50 us to 10 s in 1-2.5-5 steps, 30 s, then +Inf (absl::InfiniteDuration()).
 inline constexpr std::size_t kLatencyBuckets = 19;
 std::array<absl::Duration, kLatencyBuckets> LatencyBucketBounds();
 
@@ -35,11 +35,13 @@ struct LatencyStats {
 
 struct CacheStats {
   // Operations.
-  std::uint64_t gets = 0;         // Get and GetOrLoad calls
-  std::uint64_t hits = 0;         // reads answered from the backend with a verified entry
+  // Reads: Get calls, and GetOrLoad calls that read themselves (near-cache hits, and the leader
+  // of each in-process flight; the callers that shared a flight are counted in coalesced).
+  std::uint64_t gets = 0;
+  std::uint64_t hits = 0;         // reads answered with a verified entry (near-cache hits too)
   std::uint64_t misses = 0;       // reads that found no usable entry (absent or corrupt)
   std::uint64_t puts = 0;         // Put calls, and stores done by GetOrLoad after a load
-  std::uint64_t put_errors = 0;   // Put calls that returned an error
+  std::uint64_t put_errors = 0;   // Puts, and stores after a load, that failed
   std::uint64_t invalidates = 0;  // Invalidate calls
 
   // Loading (GetOrLoad).
@@ -57,7 +59,8 @@ struct CacheStats {
   std::uint64_t stale_served = 0;       // reads that returned an entry older than soft_ttl
   std::uint64_t refreshes = 0;          // background refreshes run
   std::uint64_t refresh_errors = 0;     // of those, the ones whose load or store failed
-  std::uint64_t refreshes_dropped = 0;  // refreshes not queued (queue full)
+  std::uint64_t refreshes_dropped = 0;  // refreshes not run: queue full, or another process
+                                        // held the key's lease (it is refreshing)
 
   // Cross-process lease.
   std::uint64_t leases_won = 0;        // misses that took the lease and loaded
@@ -94,7 +97,8 @@ struct CacheStats {
 
   // Latencies.
   LatencyStats get_latency;          // reads that went to the backend (not near-cache hits)
-  LatencyStats get_or_load_latency;  // GetOrLoad calls, whole (waiting and loading included)
+  LatencyStats get_or_load_latency;  // GetOrLoad calls past the near cache, waiting and loading
+                                     // included
   LatencyStats put_latency;          // Put (validate, compress, store), and stores after a load
   LatencyStats load_latency;         // loader calls
   LatencyStats backend_latency;      // each backend call

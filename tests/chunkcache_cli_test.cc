@@ -1,0 +1,335 @@
+// End-to-end tests of the `chunkcache` command-line tool (tools/chunkcache_cli.cc): the built
+// binary is run against a real redis-server and the Momento emulator, and its exit codes, stdout
+// and stderr are checked.
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "catalogue.h"
+#include "fixtures/momento_emulator.h"
+#include "fixtures/redis_server.h"
+#include "test_util.h"
+
+namespace chunkcache::testing {
+namespace {
+
+#ifndef CHUNKCACHE_CLI
+
+TEST_CASE("the chunkcache tool is not built (CHUNKCACHE_BUILD_EXAMPLES=OFF): skipped") {
+  WARN("chunkcache_cli_test needs the chunkcache tool, built with CHUNKCACHE_BUILD_EXAMPLES=ON");
+}
+
+#else
+
+struct CliResult {
+  int exit_code = -1;  // -1 if the tool did not exit normally (killed by a signal)
+  std::string out;
+  std::string err;
+};
+
+// Runs `chunkcache args...`, with `env` ("NAME=value") added to its environment.
+CliResult RunCli(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
+  std::vector<std::string> argv;
+  if (!env.empty()) {
+    argv.push_back("env");
+    argv.insert(argv.end(), env.begin(), env.end());
+  }
+  argv.push_back(CHUNKCACHE_CLI);
+  argv.insert(argv.end(), args.begin(), args.end());
+  const redis_fixture_internal::CapturedRun run =
+      redis_fixture_internal::RunAndCapture(argv, std::chrono::seconds(30));
+  CliResult result;
+  if (WIFEXITED(run.wait_status)) result.exit_code = WEXITSTATUS(run.wait_status);
+  result.out = run.out;
+  result.err = run.err;
+  return result;
+}
+
+// The tool's error report: exactly one line, naming the tool.
+bool IsOneErrorLine(const std::string& err) {
+  return err.rfind("chunkcache: ", 0) == 0 && !err.empty() && err.back() == '\n' &&
+         std::count(err.begin(), err.end(), '\n') == 1;
+}
+
+// The generation printed by `put`: "... (generation 1f2e3d4c5b6a7988)".
+std::string GenerationOf(const std::string& put_output) {
+  const std::string marker = "(generation ";
+  const std::size_t at = put_output.find(marker);
+  if (at == std::string::npos) return "";
+  return put_output.substr(at + marker.size(), 16);
+}
+
+// The number of chunks printed by `put`: "... in 4 chunks ...".
+int ChunkCountOf(const std::string& put_output) {
+  const std::size_t in = put_output.rfind(" in ");
+  if (in == std::string::npos) return -1;
+  return std::stoi(put_output.substr(in + 4));
+}
+
+std::size_t Count(std::string_view text, std::string_view what) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(what); at != std::string_view::npos;
+       at = text.find(what, at + what.size())) {
+    ++n;
+  }
+  return n;
+}
+
+TEST_CASE("put, inspect, verify, corruption, repair and delete of an entry on Redis") {
+  RedisServer server;
+  TempDir dir;
+  const std::string json = catalogue::GenerateCatalogue({.megabytes = 3});
+  const std::filesystem::path input = dir.path() / "catalogue.json";
+  WriteFile(input, json);
+  const std::string backend = "--backend=" + server.url();
+
+  const CliResult put =
+      RunCli({backend, "--chunk_size=262144", "put", "catalogue", input.string()});
+  INFO("put: " << put.out << put.err);
+  REQUIRE(put.exit_code == 0);
+  REQUIRE(put.out.rfind("stored catalogue: " + std::to_string(json.size()) + " bytes -> ", 0) == 0);
+  const std::string generation = GenerationOf(put.out);
+  REQUIRE(generation.size() == 16);
+  const int chunks = ChunkCountOf(put.out);
+  REQUIRE(chunks >= 3);
+  const std::string chunk_key = "cc:{catalogue}:" + generation + ":1";
+
+  const CliResult inspect = RunCli({backend, "inspect", "catalogue"});
+  INFO("inspect: " << inspect.out << inspect.err);
+  CHECK(inspect.exit_code == 0);
+  CHECK(inspect.out.find("cc:{catalogue} (64 bytes)") != std::string::npos);
+  CHECK(inspect.out.find(generation) != std::string::npos);
+  CHECK(inspect.out.find(std::to_string(json.size()) + " bytes") != std::string::npos);
+  CHECK(inspect.out.find("chunk size:     262144 bytes") != std::string::npos);
+  CHECK(inspect.out.find("chunked, " + std::to_string(chunks) + " chunks") != std::string::npos);
+  for (int i = 0; i < chunks; ++i) {
+    CHECK(inspect.out.find("cc:{catalogue}:" + generation + ":" + std::to_string(i)) !=
+          std::string::npos);
+  }
+  CHECK(Count(inspect.out, "expected   262144  actual   262144  ok") ==
+        static_cast<std::size_t>(chunks - 1));
+  CHECK(Count(inspect.out, "ttl ") >= static_cast<std::size_t>(chunks));  // one per chunk
+  CHECK(inspect.out.find("ttl:            manifest ") != std::string::npos);
+  CHECK(inspect.out.find("checksum ok:    yes") != std::string::npos);
+  CHECK(inspect.err.empty());
+
+  CliResult verify = RunCli({backend, "verify", "catalogue"});
+  CHECK(verify.exit_code == 0);
+  CHECK(verify.out.rfind("ok: catalogue", 0) == 0);
+
+  // Same size, damaged bytes: only the checksum can tell.
+  server.Cli({"SETRANGE", chunk_key, "100", "XXXX"});
+  verify = RunCli({backend, "verify", "catalogue"});
+  CHECK(verify.exit_code == 2);
+  CHECK(verify.out.find("corrupt") != std::string::npos);
+  CHECK(verify.out.find("checksum") != std::string::npos);
+  CliResult damaged = RunCli({backend, "inspect", "catalogue"});
+  CHECK(damaged.exit_code == 2);
+  CHECK(damaged.out.find("checksum ok:    NO") != std::string::npos);
+
+  server.Cli({"DEL", chunk_key});
+  verify = RunCli({backend, "verify", "catalogue"});
+  CHECK(verify.exit_code == 2);
+  CHECK(verify.out.find("corrupt") != std::string::npos);
+  CHECK(verify.out.find(chunk_key + ") is missing") != std::string::npos);
+  damaged = RunCli({backend, "inspect", "catalogue"});
+  CHECK(damaged.out.find("MISSING") != std::string::npos);
+
+  const std::filesystem::path output = dir.path() / "out.json";
+  const CliResult failed_get = RunCli({backend, "get", "catalogue", "-o", output.string()});
+  CHECK(failed_get.exit_code != 0);
+  CHECK(failed_get.out.empty());
+  CHECK(IsOneErrorLine(failed_get.err));
+  CHECK(!std::filesystem::exists(output));
+
+  // A new Put repairs the entry.
+  REQUIRE(RunCli({backend, "--chunk_size=262144", "put", "catalogue", input.string()}).exit_code ==
+          0);
+  const CliResult get = RunCli({backend, "get", "catalogue", "-o", output.string()});
+  CHECK(get.exit_code == 0);
+  CHECK(get.out.empty());
+  CHECK(get.err.empty());  // no progress line: stderr is not a terminal
+  CHECK(ReadFile(output) == json);
+  CHECK(RunCli({backend, "verify", "catalogue"}).exit_code == 0);
+
+  const CliResult del = RunCli({backend, "del", "catalogue"});
+  CHECK(del.exit_code == 0);
+  verify = RunCli({backend, "verify", "catalogue"});
+  CHECK(verify.exit_code == 3);
+  CHECK(verify.out.rfind("missing", 0) == 0);
+  const CliResult missing_get = RunCli({backend, "get", "catalogue"});
+  CHECK(missing_get.exit_code == 3);
+  CHECK(IsOneErrorLine(missing_get.err));
+}
+
+TEST_CASE("get --compressed writes the stored zstd frame, and put reads stdin for -") {
+  RedisServer server;
+  TempDir dir;
+  const std::string json = catalogue::GenerateCatalogue({.megabytes = 1});
+  const std::filesystem::path input = dir.path() / "catalogue.json";
+  WriteFile(input, json);
+  const std::string backend = "--backend=" + server.url();
+
+  // sh gives the tool the file as its stdin (the fixture's children read /dev/null).
+  const redis_fixture_internal::CapturedRun put = redis_fixture_internal::RunAndCapture(
+      {"sh", "-c", "exec \"$0\" \"$@\" < '" + input.string() + "'", CHUNKCACHE_CLI, backend,
+       "--chunk_size=65536", "put", "doc", "-"},
+      std::chrono::seconds(30));
+  INFO("put: " << put.out << put.err);
+  REQUIRE(put.succeeded());
+  CHECK(put.out.find("stored doc: " + std::to_string(json.size()) + " bytes") == 0);
+
+  const CliResult compressed = RunCli({backend, "get", "doc", "--compressed"});
+  REQUIRE(compressed.exit_code == 0);
+  CHECK(compressed.out.size() < json.size() / 2);
+  const std::optional<std::string> decoded = ZstdCliDecompress(compressed.out);
+  REQUIRE(decoded.has_value());
+  CHECK(*decoded == json);
+
+  const CliResult plain = RunCli({backend, "get", "doc"});
+  CHECK(plain.exit_code == 0);
+  CHECK(plain.out == json);
+}
+
+TEST_CASE("bench-get and stats report their figures") {
+  RedisServer server;
+  TempDir dir;
+  const std::filesystem::path input = dir.path() / "doc.json";
+  WriteFile(input, catalogue::GenerateCatalogue({.megabytes = 0.5}));
+  const std::string backend = "--backend=" + server.url();
+  REQUIRE(RunCli({backend, "put", "doc", input.string()}).exit_code == 0);
+
+  const CliResult bench = RunCli({backend, "bench-get", "doc", "--count=5"});
+  INFO("bench-get: " << bench.out << bench.err);
+  CHECK(bench.exit_code == 0);
+  CHECK(bench.out.find("5 gets, 0 errors") != std::string::npos);
+  CHECK(bench.out.find("p50 ") != std::string::npos);
+  CHECK(bench.out.find("p99 ") != std::string::npos);
+  CHECK(bench.out.find("MB/s") != std::string::npos);
+  CHECK(RunCli({backend, "bench-get", "doc", "-n", "2"}).out.find("2 gets") != std::string::npos);
+
+  const CliResult stats = RunCli({backend, "stats", "doc", "absent"});
+  INFO("stats: " << stats.out << stats.err);
+  CHECK(stats.exit_code == 0);
+  CHECK(stats.out.find("gets                 = 2") != std::string::npos);
+  CHECK(stats.out.find("hits                 = 1") != std::string::npos);
+  CHECK(stats.out.find("misses               = 1") != std::string::npos);
+  CHECK(stats.out.find("get_latency          = count 2") != std::string::npos);
+
+  const CliResult prometheus = RunCli({backend, "stats", "doc", "--format=prometheus"});
+  CHECK(prometheus.exit_code == 0);
+  CHECK(prometheus.out.find("chunkcache_hits_total 1") != std::string::npos);
+  const CliResult emf = RunCli({backend, "stats", "doc", "--format=emf"});
+  CHECK(emf.exit_code == 0);
+  CHECK(emf.out.rfind("{\"_aws\":", 0) == 0);
+  const CliResult bad_format = RunCli({backend, "stats", "--format=xml"});
+  CHECK(bad_format.exit_code == 1);
+  CHECK(IsOneErrorLine(bad_format.err));
+}
+
+TEST_CASE("--help lists every command and flag") {
+  const CliResult help = RunCli({"--help"});
+  CHECK(help.exit_code == 0);
+  for (const char* command : {"put KEY FILE|-", "get KEY", "del KEY", "inspect KEY", "verify KEY",
+                              "stats", "bench-get"}) {
+    CHECK(help.out.find(command) != std::string::npos);
+  }
+  for (const char* flag : {"--backend", "--prefix", "--chunk_size", "--level", "--ttl", "--timeout",
+                           "--compressed", "--output", "--count", "--format"}) {
+    CHECK(help.out.find(flag) != std::string::npos);
+  }
+  CHECK(help.out.find("memory://") != std::string::npos);
+  CHECK(help.out.find("momento+https://") != std::string::npos);
+}
+
+TEST_CASE("usage errors and an unknown backend scheme are one line and exit code 1") {
+  const CliResult scheme = RunCli({"--backend=ftp://user:secret@example.com", "get", "k"});
+  CHECK(scheme.exit_code == 1);
+  CHECK(IsOneErrorLine(scheme.err));
+  CHECK(scheme.err.find("unknown backend scheme \"ftp\"") != std::string::npos);
+  CHECK(scheme.err.find("secret") == std::string::npos);
+  CHECK(scheme.out.empty());
+
+  const CliResult command = RunCli({"frobnicate", "k"});
+  CHECK(command.exit_code == 1);
+  CHECK(IsOneErrorLine(command.err));
+  const CliResult arguments = RunCli({"put", "k"});
+  CHECK(arguments.exit_code == 1);
+  CHECK(IsOneErrorLine(arguments.err));
+  const CliResult unreachable = RunCli({"--backend=redis://127.0.0.1:1", "verify", "k"});
+  CHECK(unreachable.exit_code == 1);
+  CHECK(IsOneErrorLine(unreachable.err));
+}
+
+TEST_CASE("put, get, inspect and verify through Momento (emulator)") {
+  MomentoEmulator emulator;
+  TempDir dir;
+  const std::string json = catalogue::GenerateCatalogue({.megabytes = 1});
+  const std::filesystem::path input = dir.path() / "catalogue.json";
+  WriteFile(input, json);
+  const std::string backend = "--backend=momento+" + emulator.endpoint() + "/test-cache";
+  const std::vector<std::string> env = {"MOMENTO_API_KEY=" + emulator.api_key()};
+
+  const CliResult put =
+      RunCli({backend, "--chunk_size=131072", "put", "catalogue", input.string()}, env);
+  INFO("put: " << put.out << put.err);
+  REQUIRE(put.exit_code == 0);
+  CHECK(ChunkCountOf(put.out) >= 2);
+
+  const std::filesystem::path output = dir.path() / "out.json";
+  const CliResult get = RunCli({backend, "get", "catalogue", "--output=" + output.string()}, env);
+  CHECK(get.exit_code == 0);
+  CHECK(ReadFile(output) == json);
+
+  const CliResult inspect = RunCli({backend, "inspect", "catalogue"}, env);
+  CHECK(inspect.exit_code == 0);
+  CHECK(inspect.out.find("not reported by this backend") != std::string::npos);
+
+  const CliResult verify = RunCli({backend, "verify", "catalogue"}, env);
+  CHECK(verify.exit_code == 0);
+  CHECK(verify.out.rfind("ok: catalogue", 0) == 0);
+
+  for (const CliResult* run : {&put, &get, &inspect, &verify}) {
+    CHECK(run->out.find(emulator.api_key()) == std::string::npos);
+    CHECK(run->err.find(emulator.api_key()) == std::string::npos);
+  }
+}
+
+TEST_CASE("the Momento API key never appears in the output, even on an auth error") {
+  MomentoEmulator emulator;
+  TempDir dir;
+  const std::filesystem::path input = dir.path() / "doc.json";
+  WriteFile(input, R"({"a":1})");
+  const std::string backend = "--backend=momento+" + emulator.endpoint() + "/test-cache";
+  const std::string wrong_key = "wrong-secret-api-key-0123456789";
+  const std::vector<std::string> env = {"MOMENTO_API_KEY=" + wrong_key};
+
+  const std::vector<std::vector<std::string> > commands = {{backend, "put", "doc", input.string()},
+                                                           {backend, "get", "doc"},
+                                                           {backend, "inspect", "doc"},
+                                                           {backend, "verify", "doc"},
+                                                           {backend, "del", "doc"},
+                                                           {backend, "stats", "doc"}};
+  for (const std::vector<std::string>& args : commands) {
+    const CliResult run = RunCli(args, env);
+    INFO(args[1] << ": " << run.out << run.err);
+    CHECK(run.exit_code == 1);
+    CHECK(IsOneErrorLine(run.err));
+    CHECK(run.err.find("UNAUTHENTICATED") != std::string::npos);
+    CHECK(run.out.find(wrong_key) == std::string::npos);
+    CHECK(run.err.find(wrong_key) == std::string::npos);
+  }
+}
+
+#endif  // CHUNKCACHE_CLI
+
+}  // namespace
+}  // namespace chunkcache::testing
