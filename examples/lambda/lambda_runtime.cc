@@ -1,0 +1,433 @@
+#include "lambda_runtime.h"
+
+#include <curl/curl.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
+
+namespace lambda {
+namespace {
+
+constexpr char kApiVersion[] = "/2018-06-01";
+
+std::string_view StdView(absl::string_view s) { return std::string_view(s.data(), s.size()); }
+
+std::string JsonString(std::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (u < 0x20) {
+      absl::StrAppendFormat(&out, "\\u%04x", u);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out + "\"";
+}
+
+std::string ErrorBody(const absl::Status& status) {
+  return absl::StrCat("{\"errorMessage\":", JsonString(StdView(status.message())),
+                      ",\"errorType\":", JsonString(ErrorType(status)), ",\"stackTrace\":[]}");
+}
+
+struct EasyDeleter {
+  void operator()(CURL* easy) const { curl_easy_cleanup(easy); }
+};
+struct SlistDeleter {
+  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
+};
+using EasyHandle = std::unique_ptr<CURL, EasyDeleter>;
+using HeaderList = std::unique_ptr<curl_slist, SlistDeleter>;
+
+HeaderList Headers(std::initializer_list<std::string> lines) {
+  curl_slist* list = nullptr;
+  for (const std::string& line : lines) list = curl_slist_append(list, line.c_str());
+  return HeaderList(list);
+}
+
+// What an HTTP exchange with the Runtime API brought back.
+struct Reply {
+  long status = 0;  // NOLINT(runtime/int): libcurl's type
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
+  bool too_large = false;
+  std::size_t limit = 0;
+
+  std::string Header(std::string_view name) const {
+    for (const auto& [key, value] : headers) {
+      if (key == name) return value;
+    }
+    return "";
+  }
+};
+
+std::size_t OnBody(char* data, std::size_t size, std::size_t count, void* user) {
+  auto* reply = static_cast<Reply*>(user);
+  const std::size_t n = size * count;
+  if (reply->body.size() + n > reply->limit) {
+    reply->too_large = true;
+    return 0;
+  }
+  reply->body.append(data, n);
+  return n;
+}
+
+std::size_t OnHeader(char* data, std::size_t size, std::size_t count, void* user) {
+  auto* reply = static_cast<Reply*>(user);
+  const std::size_t n = size * count;
+  const absl::string_view line(data, n);
+  const std::size_t colon = line.find(':');
+  if (colon != absl::string_view::npos) {
+    reply->headers.emplace_back(absl::AsciiStrToLower(line.substr(0, colon)),
+                                std::string(absl::StripAsciiWhitespace(line.substr(colon + 1))));
+  }
+  return n;
+}
+
+// Feeds a streamed response to libcurl piece by piece, and its error trailers at the end.
+class StreamSource {
+ public:
+  StreamSource(const Response& response, std::size_t piece) : response_(response), piece_(piece) {}
+
+  static std::size_t Read(char* buffer, std::size_t size, std::size_t count, void* user) {
+    return static_cast<StreamSource*>(user)->Fill(buffer, size * count);
+  }
+
+  static int Trailers(curl_slist** list, void* user) {
+    auto* self = static_cast<StreamSource*>(user);
+    if (self->error_.ok()) return CURL_TRAILERFUNC_OK;
+    *list = curl_slist_append(
+        *list,
+        absl::StrCat("Lambda-Runtime-Function-Error-Type: ", ErrorType(self->error_)).c_str());
+    *list = curl_slist_append(*list, absl::StrCat("Lambda-Runtime-Function-Error-Body: ",
+                                                  absl::Base64Escape(ErrorBody(self->error_)))
+                                         .c_str());
+    return CURL_TRAILERFUNC_OK;
+  }
+
+  const absl::Status& error() const { return error_; }
+  std::size_t sent() const { return sent_; }
+
+ private:
+  std::size_t Fill(char* buffer, std::size_t room) {
+    while (current_.empty() && !done_) Advance();
+    const std::size_t n = std::min(room, current_.size());
+    std::copy_n(current_.data(), n, buffer);
+    current_.remove_prefix(n);
+    sent_ += n;
+    return n;  // 0 ends the body
+  }
+
+  void Advance() {
+    if (!response_.next_piece) {  // stream the shared body in pieces
+      const std::string& body = response_.body != nullptr ? *response_.body : empty_;
+      current_ = std::string_view(body).substr(offset_, piece_);
+      offset_ += current_.size();
+      done_ = current_.empty();
+      return;
+    }
+    absl::StatusOr<std::string_view> next = [&]() -> absl::StatusOr<std::string_view> {
+      try {
+        return response_.next_piece();
+      } catch (const std::exception& e) {
+        return absl::InternalError(absl::StrCat("the stream producer threw: ", e.what()));
+      }
+    }();
+    if (!next.ok()) {
+      error_ = next.status();
+      done_ = true;
+      return;
+    }
+    current_ = *next;
+    done_ = current_.empty();
+  }
+
+  const Response& response_;
+  const std::size_t piece_;
+  const std::string empty_;
+  std::string_view current_;
+  std::size_t offset_ = 0;
+  std::size_t sent_ = 0;
+  bool done_ = false;
+  absl::Status error_;
+};
+
+}  // namespace
+
+std::string ErrorType(const absl::Status& status) {
+  std::string out;
+  bool upper = true;
+  for (const char c : absl::StatusCodeToString(status.code())) {
+    if (c == '_') {
+      upper = true;
+      continue;
+    }
+    out.push_back(upper ? c : absl::ascii_tolower(static_cast<unsigned char>(c)));
+    upper = false;
+  }
+  return out;
+}
+
+Response Response::Buffered(std::string body, std::string content_type) {
+  Response response;
+  response.body = std::make_shared<const std::string>(std::move(body));
+  response.content_type = std::move(content_type);
+  return response;
+}
+
+Response Response::Streamed(std::shared_ptr<const std::string> body, std::string content_type) {
+  Response response;
+  response.body = std::move(body);
+  response.content_type = std::move(content_type);
+  response.streaming = true;
+  return response;
+}
+
+class Runtime::Impl {
+ public:
+  explicit Impl(RuntimeOptions options) : options_(std::move(options)) {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (options_.api.empty()) {
+      const char* api = getenv("AWS_LAMBDA_RUNTIME_API");
+      options_.api = api != nullptr ? api : "";
+    }
+    base_ = absl::StrCat("http://", options_.api, kApiVersion);
+  }
+
+  absl::Status ReportInitError(const absl::Status& error) {
+    if (options_.api.empty()) return absl::FailedPreconditionError("AWS_LAMBDA_RUNTIME_API unset");
+    EasyHandle easy(curl_easy_init());
+    const std::string body = ErrorBody(error);
+    HeaderList headers = Headers({"Content-Type: application/json",
+                                  "Lambda-Runtime-Function-Error-Type: " + ErrorType(error)});
+    Reply reply;
+    return Post(easy.get(), base_ + "/runtime/init/error", body, headers.get(), reply);
+  }
+
+  absl::Status Run(const Handler& handler) {
+    if (options_.api.empty()) {
+      return absl::FailedPreconditionError("lambda: AWS_LAMBDA_RUNTIME_API is not set");
+    }
+    const int threads = std::max(1, options_.threads);
+    std::vector<absl::Status> results(threads);
+    {
+      std::vector<std::jthread> workers;
+      for (int t = 1; t < threads; ++t) {
+        workers.emplace_back([&, t] { results[t] = Loop(handler, threads == 1); });
+      }
+      results[0] = Loop(handler, threads == 1);
+    }
+    for (const absl::Status& status : results) {
+      if (!status.ok()) return status;
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  // One thread's loop: next → handler → response or error.
+  absl::Status Loop(const Handler& handler, bool single_thread) {
+    EasyHandle easy(curl_easy_init());  // one connection per thread, kept alive
+    if (easy == nullptr) return absl::ResourceExhaustedError("lambda: cannot create a handle");
+    while (true) {
+      if (options_.max_invocations > 0 &&
+          claimed_.fetch_add(1, std::memory_order_relaxed) >= options_.max_invocations) {
+        return absl::OkStatus();
+      }
+      bool oversize_event = false;
+      absl::StatusOr<Invocation> invocation = Next(easy.get(), oversize_event);
+      if (!invocation.ok()) return invocation.status();
+      if (single_thread) {
+        // The X-Ray trace header for code that reads it from the environment. With several
+        // threads the environment cannot hold one per invocation: use Invocation::trace_id.
+        setenv("_X_AMZN_TRACE_ID", invocation->trace_id.c_str(), 1);
+      }
+      const absl::Time start = absl::Now();
+      Outcome outcome = Serve(easy.get(), handler, *invocation, oversize_event);
+      outcome.duration = absl::Now() - start;
+      if (options_.after_invocation) options_.after_invocation(*invocation, outcome);
+    }
+  }
+
+  // The next event. `oversize` says its payload exceeded max_event_size (and was dropped).
+  absl::StatusOr<Invocation> Next(CURL* easy, bool& oversize) {
+    Reply reply;
+    reply.limit = options_.max_event_size;
+    curl_easy_reset(easy);
+    const std::string url = base_ + "/runtime/invocation/next";
+    curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 0L);  // a long poll: no timeout
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &OnBody);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, &reply);
+    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &OnHeader);
+    curl_easy_setopt(easy, CURLOPT_HEADERDATA, &reply);
+    const CURLcode code = curl_easy_perform(easy);
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &reply.status);
+    Invocation invocation;
+    invocation.request_id = reply.Header("lambda-runtime-aws-request-id");
+    if (code != CURLE_OK && !reply.too_large) {
+      return absl::UnavailableError(
+          absl::StrCat("lambda: GET /next failed: ", curl_easy_strerror(code)));
+    }
+    if (reply.status != 200 || invocation.request_id.empty()) {
+      return absl::UnavailableError(absl::StrCat("lambda: GET /next answered ", reply.status));
+    }
+    invocation.payload = std::move(reply.body);
+    invocation.trace_id = reply.Header("lambda-runtime-trace-id");
+    invocation.function_arn = reply.Header("lambda-runtime-invoked-function-arn");
+    std::int64_t deadline_ms = 0;
+    invocation.deadline = absl::SimpleAtoi(reply.Header("lambda-runtime-deadline-ms"), &deadline_ms)
+                              ? absl::FromUnixMillis(deadline_ms)
+                              : absl::InfiniteFuture();
+    if (reply.too_large) {
+      invocation.payload.clear();
+      oversize = true;
+    }
+    return invocation;
+  }
+
+  Outcome Serve(CURL* easy, const Handler& handler, const Invocation& invocation,
+                bool oversize_event) {
+    Outcome outcome;
+    absl::StatusOr<Response> response = [&]() -> absl::StatusOr<Response> {
+      if (oversize_event) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "the event exceeds %d bytes, this runtime's max_event_size", options_.max_event_size));
+      }
+      try {
+        return handler(invocation);
+      } catch (const std::exception& e) {
+        return absl::InternalError(absl::StrCat("the handler threw: ", e.what()));
+      } catch (...) {
+        return absl::InternalError("the handler threw a non-standard exception");
+      }
+    }();
+    if (response.ok() && !response->streaming && response->body != nullptr &&
+        response->body->size() > kMaxBufferedResponse) {
+      response = absl::ResourceExhaustedError(
+          absl::StrFormat("a %d-byte response exceeds Lambda's %d-byte buffered limit; stream it",
+                          response->body->size(), kMaxBufferedResponse));
+    }
+    const std::string prefix = absl::StrCat(base_, "/runtime/invocation/", invocation.request_id);
+    if (!response.ok()) {
+      outcome.status = response.status();
+      const std::string body = ErrorBody(response.status());
+      HeaderList headers =
+          Headers({"Content-Type: application/json",
+                   "Lambda-Runtime-Function-Error-Type: " + ErrorType(response.status())});
+      Reply reply;
+      if (absl::Status s = Post(easy, prefix + "/error", body, headers.get(), reply); !s.ok()) {
+        outcome.status = s;
+      }
+      return outcome;
+    }
+    outcome.streamed = response->streaming;
+    Reply reply;
+    absl::Status posted;
+    if (response->streaming) {
+      // A fresh handle per stream: libcurl 7.88 corrupts memory when a handle that already sent a
+      // chunked upload sends another (seen under valgrind), so the connection is not reused here.
+      EasyHandle stream_easy(curl_easy_init());
+      if (stream_easy == nullptr) {
+        outcome.status = absl::ResourceExhaustedError("lambda: cannot create a handle");
+        return outcome;
+      }
+      StreamSource source(*response, options_.stream_piece);
+      posted = PostStream(stream_easy.get(), prefix + "/response", *response, source, reply);
+      outcome.response_bytes = source.sent();
+      if (posted.ok()) posted = source.error();
+    } else {
+      const std::string_view body =
+          response->body != nullptr ? std::string_view(*response->body) : std::string_view();
+      HeaderList headers = Headers({"Content-Type: " + response->content_type});
+      posted = Post(easy, prefix + "/response", body, headers.get(), reply);
+      outcome.response_bytes = body.size();
+    }
+    outcome.status = posted;
+    return outcome;
+  }
+
+  absl::Status Post(CURL* easy, const std::string& url, std::string_view body, curl_slist* headers,
+                    Reply& reply) {
+    reply.limit = 64 * 1024;
+    curl_easy_reset(easy);
+    curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_POST, 1L);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+    return Perform(easy, url, reply);
+  }
+
+  absl::Status PostStream(CURL* easy, const std::string& url, const Response& response,
+                          StreamSource& source, Reply& reply) {
+    reply.limit = 64 * 1024;
+    HeaderList headers =
+        Headers({"Content-Type: " + response.content_type,
+                 "Lambda-Runtime-Function-Response-Mode: streaming", "Transfer-Encoding: chunked",
+                 "Trailer: Lambda-Runtime-Function-Error-Type, "
+                 "Lambda-Runtime-Function-Error-Body",
+                 "Expect:"});
+    curl_easy_reset(easy);
+    curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_POST, 1L);
+    curl_easy_setopt(easy, CURLOPT_READFUNCTION, &StreamSource::Read);
+    curl_easy_setopt(easy, CURLOPT_READDATA, &source);
+    curl_easy_setopt(easy, CURLOPT_TRAILERFUNCTION, &StreamSource::Trailers);
+    curl_easy_setopt(easy, CURLOPT_TRAILERDATA, &source);
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers.get());
+    return Perform(easy, url, reply);
+  }
+
+  absl::Status Perform(CURL* easy, const std::string& url, Reply& reply) {
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &OnBody);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, &reply);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 60'000L);
+    const CURLcode code = curl_easy_perform(easy);
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &reply.status);
+    if (code != CURLE_OK) {
+      return absl::UnavailableError(
+          absl::StrCat("lambda: POST ", url, " failed: ", curl_easy_strerror(code)));
+    }
+    if (reply.status != 202) {
+      return absl::UnavailableError(
+          absl::StrCat("lambda: POST ", url, " answered ", reply.status, ": ", reply.body));
+    }
+    return absl::OkStatus();
+  }
+
+  RuntimeOptions options_;
+  std::string base_;  // http://host:port/2018-06-01
+  std::atomic<int> claimed_{0};
+};
+
+Runtime::Runtime(RuntimeOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Runtime::~Runtime() = default;
+
+absl::Status Runtime::ReportInitError(const absl::Status& error) {
+  return impl_->ReportInitError(error);
+}
+
+absl::Status Runtime::Run(const Handler& handler) { return impl_->Run(handler); }
+
+}  // namespace lambda
