@@ -7,6 +7,8 @@
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -29,7 +31,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& run : runs) {
       if (run.run_type == Run::RT_Iteration && !run.error_occurred) {
-        seconds_[run.benchmark_name()] = run.GetAdjustedRealTime();
+        seconds_[run.benchmark_name()] =
+            run.real_accumulated_time / static_cast<double>(std::max<int64_t>(run.iterations, 1));
       }
     }
     ConsoleReporter::ReportRuns(runs);
@@ -45,6 +48,12 @@ class RatioReporter : public benchmark::ConsoleReporter {
       if (library == seconds_.end() || baseline == seconds_.end()) continue;
       absl::PrintF("  %-44s %.2fx\n", c.what, baseline->second / library->second);
     }
+  }
+
+  // Seconds per iteration of a benchmark that ran, by full name; 0 if it did not run.
+  double Seconds(const std::string& name) const {
+    auto it = seconds_.find(name);
+    return it == seconds_.end() ? 0 : it->second;
   }
 
  private:
