@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <set>
 #include <string>
 #include <thread>
@@ -397,6 +398,19 @@ TEST_CASE("TimeToLive reports each key's remaining lifetime") {
   CHECK(*(*ttls)[0] <= absl::Seconds(100));
   CHECK((*ttls)[1] == absl::InfiniteDuration());
   CHECK_FALSE((*ttls)[2].has_value());
+}
+
+TEST_CASE("a server that dies under a large write is an error, not a SIGPIPE") {
+  std::signal(SIGPIPE, SIG_DFL);  // what a process gets by default: SIGPIPE would kill it
+  RedisServer server;
+  auto backend = Connect({.url = server.url(), .max_item_size = 8 << 20});
+  REQUIRE(backend->MultiSet({{"warm", "x"}}, absl::Seconds(60)).ok());  // a pooled connection
+  server.Kill();
+  const std::string big(8 << 20, 'x');
+  for (int i = 0; i < 3; ++i) {
+    const absl::Status status = backend->MultiSet({{"big", big}}, absl::Seconds(60));
+    CHECK(status.code() == absl::StatusCode::kUnavailable);
+  }
 }
 
 }  // namespace

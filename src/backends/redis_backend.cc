@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <array>
@@ -187,6 +189,38 @@ std::string PxArgument(absl::Duration ttl) {
 
 // ---- One connection --------------------------------------------------------------------------
 
+// hiredis writes with write(2), which raises SIGPIPE when the server has closed the connection:
+// by default that kills the process. A library must not change the process's signal handling,
+// so while it writes, the calling thread blocks SIGPIPE and then consumes one it caused (the
+// approach of libpq's pq_block_sigpipe). The write itself fails with EPIPE, reported as usual.
+class SigpipeBlock {
+ public:
+  SigpipeBlock() {
+    sigemptyset(&sigpipe_);
+    sigaddset(&sigpipe_, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &sigpipe_, &old_mask_);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+  }
+  ~SigpipeBlock() {
+    sigset_t pending;
+    sigpending(&pending);
+    if (!was_pending_ && sigismember(&pending, SIGPIPE) == 1) {
+      const timespec no_wait{0, 0};
+      sigtimedwait(&sigpipe_, nullptr, &no_wait);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
+  }
+  SigpipeBlock(const SigpipeBlock&) = delete;
+  SigpipeBlock& operator=(const SigpipeBlock&) = delete;
+
+ private:
+  sigset_t sigpipe_;
+  sigset_t old_mask_;
+  bool was_pending_ = false;
+};
+
 // A hiredis connection driven in non-blocking mode, so that every call is bounded by a deadline.
 // Not thread-safe: a pool hands it to one caller at a time.
 class Connection {
@@ -292,6 +326,7 @@ class Connection {
   }
 
   absl::Status Flush(absl::Time deadline) {
+    SigpipeBlock no_sigpipe;  // a server dying mid-write must not kill the process
     int done = 0;
     while (true) {
       if (redisBufferWrite(context_, &done) != REDIS_OK) {
