@@ -492,13 +492,15 @@ class ChunkedCache::Impl {
     ScopedTimer timer(&get_latency_);
     const absl::Time now = Now();
     std::optional<internal::NearCache::Entry> cached = LiveL1(key, now);
+    // An Invalidate or Put from now on makes what this read finds unfit for the near cache.
+    const std::uint64_t epoch = l1_ != nullptr ? l1_->Epoch() : 0;
     absl::StatusOr<Found> found = ReadEntry(keys, cached.has_value() ? &*cached : nullptr);
     if (l1_ != nullptr) {
       if (found.ok() && found->from_l1) {
         l1_->MarkValidated(key, found->generation, now);
         Add(counters_.l1_revalidations);
       } else if (found.ok()) {
-        l1_->Insert(key, {found->bytes, found->generation, found->created, now});
+        l1_->Insert(key, {found->bytes, found->generation, found->created, now}, epoch);
       } else if (IsMiss(found.status())) {
         l1_->Erase(key);
       } else if (cached.has_value()) {

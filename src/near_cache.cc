@@ -30,11 +30,14 @@ std::optional<NearCache::Entry> NearCache::Lookup(std::string_view key) {
   return found;
 }
 
-void NearCache::Insert(std::string_view key, Entry entry) {
+void NearCache::Insert(std::string_view key, Entry entry, std::optional<std::uint64_t> if_epoch) {
   const std::size_t charge = key.size() + entry.bytes->size() + kNearCacheEntryOverhead;
   Shard& shard = ShardOf(key);
   {
     WriterLock lock(&shard.mu);
+    // Erase advances the epoch under the same shard lock for the same key: checked under it
+    // too, an invalidation cannot slip between the check and the insert.
+    if (if_epoch.has_value() && *if_epoch != epoch_.load(std::memory_order_acquire)) return;
     if (const auto it = shard.index.find(key); it != shard.index.end())
       RemoveLocked(shard, it->second);
     if (charge > capacity_) return;
@@ -70,6 +73,7 @@ void NearCache::MarkValidated(std::string_view key, std::uint64_t generation, ab
 void NearCache::Erase(std::string_view key) {
   Shard& shard = ShardOf(key);
   WriterLock lock(&shard.mu);
+  epoch_.fetch_add(1, std::memory_order_acq_rel);
   if (const auto it = shard.index.find(key); it != shard.index.end())
     RemoveLocked(shard, it->second);
 }

@@ -47,12 +47,18 @@ class NearCache {
   std::optional<Entry> Lookup(std::string_view key);
 
   // Adds or replaces the entry of `key`, evicting others to stay within the bound. An entry
-  // larger than the whole bound is not kept (and removes the old one).
-  void Insert(std::string_view key, Entry entry);
+  // larger than the whole bound is not kept (and removes the old one). With `if_epoch`, nothing
+  // is inserted if an Erase happened since Epoch() returned it: a read that started before an
+  // invalidation must not put back what the invalidation removed.
+  void Insert(std::string_view key, Entry entry, std::optional<std::uint64_t> if_epoch = {});
+
+  // Counts Erase calls; read it before a backend read whose result may be inserted.
+  std::uint64_t Epoch() const { return epoch_.load(std::memory_order_acquire); }
 
   // Records that the entry of `key` was confirmed at `when`, if it still holds `generation`.
   void MarkValidated(std::string_view key, std::uint64_t generation, absl::Time when);
 
+  // Removes the entry of `key` (if any) and advances the epoch.
   void Erase(std::string_view key);
 
   std::size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
@@ -86,6 +92,7 @@ class NearCache {
   const std::size_t capacity_;
   std::atomic<std::size_t> bytes_{0};
   std::atomic<std::uint64_t> evictions_{0};
+  std::atomic<std::uint64_t> epoch_{0};  // advanced under the erased key's shard lock
   std::array<Shard, kShards> shards_;
 };
 

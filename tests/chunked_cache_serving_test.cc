@@ -220,6 +220,45 @@ TEST_CASE("with the backend failing, the near copy is served until ttl") {
   CHECK(cache.Get("k").status().code() == absl::StatusCode::kUnavailable);
 }
 
+// Holds the answer to a chunk read (keys after the hash tag) until the test lets it go.
+class GatedBackend : public testing::RecordingBackend {
+ public:
+  using RecordingBackend::RecordingBackend;
+  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view> keys) override {
+    auto values = RecordingBackend::MultiGet(keys);
+    if (closed_ && !keys.empty() && keys[0].find("}:") != std::string_view::npos) {
+      reached_ = true;
+      gate_.Wait();
+    }
+    return values;
+  }
+  void Close() { closed_ = true; }
+  void Open() { gate_.Open(); }
+  bool reached() const { return reached_; }
+
+ private:
+  std::atomic<bool> closed_{false}, reached_{false};
+  Gate gate_;
+};
+
+TEST_CASE("an Invalidate during a read keeps that read out of the near cache", "[concurrency]") {
+  auto backend = std::make_shared<GatedBackend>(NewMemoryBackend());
+  ChunkedCache cache(backend, {.chunk_size = 4096,
+                               .l1_capacity_bytes = 64 << 20,
+                               .l1_fresh_for = absl::Hours(1) - absl::Seconds(1)});
+  const std::string json = Json("a");
+  REQUIRE(cache.Put("k", json).ok());
+  backend->Close();
+  std::thread reader([&] { CHECK(cache.Get("k").ok()); });  // read before the Invalidate
+  REQUIRE(Eventually([&] { return backend->reached(); }));
+  REQUIRE(cache.Invalidate("k").ok());
+  backend->Open();
+  reader.join();
+  CHECK(cache.Get("k").status().code() == absl::StatusCode::kNotFound);  // not the old copy
+  CHECK(cache.Stats().l1_bytes == 0);
+}
+
 TEST_CASE("near-cache hits race with writers and invalidations safely", "[concurrency]") {
   auto backend = NewMemoryBackend();
   ChunkedCache cache(backend, {.chunk_size = 4 << 10,
