@@ -5,6 +5,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "chunkcache/options.h"
 #include "xxhash.h"
 #include "zstd.h"
 
@@ -117,8 +118,13 @@ absl::StatusOr<DecodedManifest> DecodeManifest(std::string_view bytes,
     return d;
   }
   if (bytes.size() != kManifestHeaderSize) return Corrupt("trailing bytes after the header");
-  if (m.chunk_size == 0 ||
-      (m.stored_size + m.chunk_size - 1) / m.chunk_size != std::uint64_t{m.chunk_count}) {
+  // No writer cuts chunks smaller than kMinChunkSize; a manifest that claims it would make a
+  // reader ask for (and hold the keys of) one chunk per byte.
+  if (m.chunk_size < kMinChunkSize) {
+    return Corrupt(
+        absl::StrFormat("chunk size %d below the minimum %d", m.chunk_size, kMinChunkSize));
+  }
+  if ((m.stored_size + m.chunk_size - 1) / m.chunk_size != std::uint64_t{m.chunk_count}) {
     return Corrupt("chunk count does not match stored size and chunk size");
   }
   return d;

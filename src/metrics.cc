@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "simdjson.h"
 
 namespace chunkcache {
 namespace {
@@ -127,6 +128,8 @@ bool IsMetricName(std::string_view name) {
     return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == ':';
   });
 }
+
+bool IsUtf8(std::string_view text) { return simdjson::validate_utf8(text.data(), text.size()); }
 
 bool IsLabelName(std::string_view name) {
   if (name.empty() || absl::ascii_isdigit(static_cast<unsigned char>(name[0]))) return false;
@@ -265,6 +268,9 @@ absl::StatusOr<std::string> ToPrometheusText(const CacheStats& stats,
       return absl::InvalidArgumentError(absl::StrCat(
           "chunkcache: \"", name, "\" is not a usable Prometheus label name (or is repeated)"));
     }
+    if (!IsUtf8(value)) {
+      return absl::InvalidArgumentError("chunkcache: Prometheus label values must be UTF-8");
+    }
   }
   PrometheusWriter w(options);
   for (const CounterField& field : kCounters) {
@@ -303,6 +309,13 @@ absl::StatusOr<std::string> ToPrometheusText(const CacheStats& stats,
 absl::StatusOr<std::string> ToCloudWatchEmf(const CacheStats& stats, const EmfOptions& options) {
   if (options.metric_namespace.empty() || options.metric_namespace.size() > 255) {
     return absl::InvalidArgumentError("chunkcache: an EMF namespace has 1 to 255 characters");
+  }
+  // The line is JSON: text that is not UTF-8 would make it unreadable to CloudWatch.
+  bool utf8 = IsUtf8(options.metric_namespace);
+  for (const auto& [name, value] : options.dimensions) utf8 = utf8 && IsUtf8(name) && IsUtf8(value);
+  if (!utf8) {
+    return absl::InvalidArgumentError(
+        "chunkcache: EMF namespaces, dimension names and values must be UTF-8");
   }
   if (options.dimensions.size() > kEmfMaxDimensions) {
     return absl::InvalidArgumentError(

@@ -102,10 +102,10 @@ absl::StatusOr<std::string> NormalizeEndpoint(const std::string& endpoint) {
   if (url == nullptr) return absl::ResourceExhaustedError("momento: out of memory");
   if (endpoint.empty() ||
       curl_url_set(url.get(), CURLUPART_URL, endpoint.c_str(), 0) != CURLUE_OK) {
+    // Not quoted back: what was given may hold credentials.
     return absl::InvalidArgumentError(
-        absl::StrCat("chunkcache: MomentoBackendOptions::endpoint must be a URL such as "
-                     "https://api.cache.<cell>.prod.a.momentohq.com, not \"",
-                     endpoint, "\""));
+        "chunkcache: MomentoBackendOptions::endpoint must be a URL such as "
+        "https://api.cache.<cell>.prod.a.momentohq.com");
   }
   const std::string scheme = absl::AsciiStrToLower(UrlPartOf(url.get(), CURLUPART_SCHEME));
   const std::string host = absl::AsciiStrToLower(UrlPartOf(url.get(), CURLUPART_HOST));

@@ -1,0 +1,327 @@
+// fuzz_read_path — the whole read path (ChunkedCache::Get, GetCompressed, Inspect) over a backend
+// whose stored bytes come from the fuzzer.
+//
+// Input: one options byte, then pieces (fuzz_util.h): piece 0 is the manifest of logical key
+// "doc" (stored key "cc:{doc}"), pieces 1.. its chunks. No piece at all: the key is absent.
+//   bit 0  reseal: recompute the header checksum of every manifest served, so that mutations of
+//          the header get past it to the checks behind it.
+//   bit 1  rechecksum: rewrite the payload checksum of every manifest served to that of the bytes
+//          a reader will take as its payload (the inline bytes, or the chunk pieces after it), so
+//          that mutations of the payload reach the zstd decoder.
+//   bit 2  keyed: the backend is a static store: "cc:{doc}" holds piece 0 and chunk i of the
+//          generation piece 0 names (internal::StoredKeys) holds piece 1+i; other keys are absent.
+//          Without it the backend is scripted: each call (Get, GetCompressed, Inspect) replays
+//          the pieces from the start, answering every key asked, in order, with the next piece
+//          (absent if that piece is empty — an empty value is never a valid manifest or chunk —
+//          or once none is left), so a reader that re-reads the manifest after a missing chunk
+//          may see a writer that replaced the entry meanwhile.
+// Cache options: max_payload_size 4 MiB, chunk_size 1 KiB, no near cache.
+//
+// Properties:
+//   - no crash; Get and GetCompressed are OK or NotFound (a miss, corrupt included); Inspect is
+//     OK, NotFound or DataLoss (an undecodable manifest);
+//   - Get OK: the payload has the raw size of the manifest the read used (the last one served),
+//     GetCompressed is OK too, its zstd frame declares that size and ZSTD_decompress gives back
+//     exactly Get's payload;
+//   - GetCompressed OK: its bytes have the stored size and the XXH3 the manifest records;
+//   - keyed store: GetCompressed OK <=> Inspect OK with checksum_ok; Inspect's fields are the
+//     manifest's, each chunk's presence and size are the store's, `complete` is what they say;
+//   - (sanitizer builds) no call holds more than 4 x max_payload_size + 8 x the input size + 1 MiB
+//     of heap at once: "a read never allocates more than max_payload_size whatever the stored
+//     bytes claim" (DESIGN.md), with room for the key and value vectors a legitimate entry of
+//     128-byte chunks (kMinChunkSize, the smallest a writer makes) needs. Known to break: see
+//     Metered() below.
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "chunkcache/backend.h"
+#include "chunkcache/chunked_cache.h"
+#include "chunkcache/options.h"
+#include "codec.h"
+#include "fuzz_util.h"
+#include "keys.h"
+#include "manifest.h"
+#include "zstd.h"
+
+namespace chunkcache::fuzz {
+namespace read_path_target {
+
+constexpr std::size_t kMaxPayload = std::size_t{4} << 20;
+constexpr std::size_t kHeader = internal::kManifestHeaderSize;
+constexpr char kKey[] = "doc";
+
+enum Flags : std::uint8_t { kReseal = 1, kRechecksum = 2, kKeyed = 4 };
+
+template <typename T>
+T LoadLE(std::string_view bytes, std::size_t offset) {
+  T value = 0;
+  for (std::size_t i = 0; i < sizeof(T); ++i) {
+    value |= static_cast<T>(static_cast<std::uint8_t>(bytes[offset + i])) << (8 * i);
+  }
+  return value;
+}
+
+void StoreLE(std::string& bytes, std::size_t offset, std::uint64_t value) {
+  for (int i = 0; i < 8; ++i) bytes[offset + i] = static_cast<char>(value >> (8 * i));
+}
+
+// The header fields a reader acts on, read straight from the bytes (no checks).
+struct RawHeader {
+  std::uint64_t generation = 0, raw_size = 0, stored_size = 0, checksum = 0;
+  std::uint32_t chunk_size = 0, chunk_count = 0;
+  std::int64_t created = 0;
+};
+
+std::optional<RawHeader> ReadHeader(std::string_view bytes) {
+  if (bytes.size() < kHeader) return std::nullopt;
+  RawHeader h;
+  h.generation = LoadLE<std::uint64_t>(bytes, 8);
+  h.raw_size = LoadLE<std::uint64_t>(bytes, 16);
+  h.stored_size = LoadLE<std::uint64_t>(bytes, 24);
+  h.chunk_size = LoadLE<std::uint32_t>(bytes, 32);
+  h.chunk_count = LoadLE<std::uint32_t>(bytes, 36);
+  h.checksum = LoadLE<std::uint64_t>(bytes, 40);
+  h.created = static_cast<std::int64_t>(LoadLE<std::uint64_t>(bytes, 48));
+  return h;
+}
+
+// `manifest` as served under `flags`; `following` are the pieces a reader would take as its
+// chunks.
+std::string FixManifest(std::string manifest, std::uint8_t flags,
+                        absl::Span<const std::string> following) {
+  if (manifest.size() < kHeader) return manifest;
+  if (flags & kRechecksum) {
+    const std::uint32_t count = LoadLE<std::uint32_t>(manifest, 36);
+    std::vector<std::string_view> parts;
+    if (count == 0) {
+      parts.push_back(std::string_view(manifest).substr(kHeader));
+    } else {
+      for (std::size_t i = 0; i < std::min<std::size_t>(count, following.size()); ++i) {
+        parts.push_back(following[i]);
+      }
+    }
+    StoreLE(manifest, 40, internal::Checksum(parts));
+  }
+  if (flags & kReseal) {
+    const std::string_view covered(manifest.data(), 56);
+    StoreLE(manifest, 56, internal::Checksum({&covered, 1}));
+  }
+  return manifest;
+}
+
+class FuzzBackend : public Backend {
+ public:
+  FuzzBackend(std::uint8_t flags, std::vector<std::string> pieces)
+      : flags_(flags), pieces_(std::move(pieces)), keys_(CacheOptions().key_prefix, kKey) {
+    if (!(flags_ & kKeyed) || pieces_.empty()) return;
+    const std::string manifest =
+        FixManifest(pieces_[0], flags_, absl::MakeConstSpan(pieces_).subspan(1));
+    const std::uint64_t generation = manifest.size() >= 16 ? LoadLE<std::uint64_t>(manifest, 8) : 0;
+    store_[keys_.manifest()] = manifest;
+    for (std::size_t i = 1; i < pieces_.size(); ++i) {
+      store_[keys_.Chunk(generation, static_cast<std::uint32_t>(i - 1))] = pieces_[i];
+    }
+  }
+
+  std::size_t max_item_size() const override { return std::size_t{1} << 20; }
+
+  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view> keys) override {
+    std::vector<std::optional<std::string>> values;
+    values.reserve(keys.size());
+    for (const std::string_view key : keys) {
+      if (flags_ & kKeyed) {
+        const auto it = store_.find(absl::string_view(key.data(), key.size()));
+        values.push_back(it == store_.end() ? std::nullopt
+                                            : std::optional<std::string>(it->second));
+      } else if (next_ >= pieces_.size() || pieces_[next_].empty()) {
+        next_ = std::min(next_ + 1, pieces_.size());
+        values.push_back(std::nullopt);
+      } else if (key == keys_.manifest()) {
+        const std::size_t at = next_++;
+        values.push_back(
+            FixManifest(pieces_[at], flags_, absl::MakeConstSpan(pieces_).subspan(next_)));
+      } else {
+        values.push_back(pieces_[next_++]);
+      }
+      if (key == keys_.manifest() && values.back().has_value()) last_manifest_ = *values.back();
+    }
+    return values;
+  }
+
+  absl::Status MultiSet(absl::Span<const KeyValue>, absl::Duration) override {
+    return absl::UnimplementedError("fuzz backend: read only");
+  }
+  absl::Status Delete(absl::Span<const std::string_view>) override {
+    return absl::UnimplementedError("fuzz backend: read only");
+  }
+
+  // Before each top-level call: the script starts over.
+  void Restart() {
+    next_ = 0;
+    last_manifest_.reset();
+  }
+
+  // The last manifest served since Restart().
+  const std::optional<std::string>& last_manifest() const { return last_manifest_; }
+  bool HasChunk(std::uint64_t generation, std::uint32_t index, std::size_t* size) const {
+    const auto it = store_.find(keys_.Chunk(generation, index));
+    if (it == store_.end()) return false;
+    *size = it->second.size();
+    return true;
+  }
+
+ private:
+  const std::uint8_t flags_;
+  const std::vector<std::string> pieces_;
+  const internal::StoredKeys keys_;
+  absl::flat_hash_map<std::string, std::string> store_;  // keyed mode
+  std::size_t next_ = 0;                                 // scripted mode
+  std::optional<std::string> last_manifest_;
+};
+
+// Runs `call` under an allocation meter and checks the bound. Known to break: a manifest with a
+// tiny chunk size makes a reader allocate a key (and ask the backend for a value) per chunk before
+// it looks at any chunk, ~120 bytes a chunk, so a 64-byte manifest claiming 4 Mi 1-byte chunks
+// holds ~500 MB; tolerated as "read-chunk-count-alloc" for manifests whose chunk size is below
+// kMinChunkSize (the smallest a writer uses).
+template <typename Call>
+auto Metered(const char* what, std::size_t input_size, const FuzzBackend& backend, Call call) {
+  AllocationMeter meter;
+  auto result = call();
+  const std::optional<std::string>& manifest = backend.last_manifest();
+  const bool tolerated = Tolerated("read-chunk-count-alloc") && manifest.has_value() &&
+                         manifest->size() >= kHeader &&
+                         LoadLE<std::uint32_t>(*manifest, 32) < kMinChunkSize;
+  if (AllocationMeter::Supported() && !tolerated) {
+    const std::size_t bound = 4 * kMaxPayload + 8 * input_size + (std::size_t{1} << 20);
+    FUZZ_CHECK(meter.peak() <= bound,
+               absl::StrCat(what, " held ", meter.peak(), " bytes of heap at once; the bound is ",
+                            bound, " (max_payload_size ", kMaxPayload, ")"));
+  }
+  return result;
+}
+
+}  // namespace read_path_target
+
+int FuzzReadPath(const std::uint8_t* data, std::size_t size) {
+  using namespace read_path_target;
+  InputReader in(data, size);
+  const std::uint8_t flags = in.Byte();
+  auto backend = std::make_shared<FuzzBackend>(flags, in.Pieces());
+  ChunkedCache cache(backend, {.chunk_size = 1024, .max_payload_size = kMaxPayload});
+
+  backend->Restart();
+  absl::StatusOr<Bytes> got = Metered("Get", size, *backend, [&] { return cache.Get(kKey); });
+  const std::optional<std::string> get_manifest = backend->last_manifest();
+  Note(absl::StrCat("Get: ",
+                    got.ok() ? absl::StrCat((*got)->size(), " bytes") : got.status().ToString()));
+  FUZZ_CHECK(got.ok() || absl::IsNotFound(got.status()), got.status().ToString());
+
+  backend->Restart();
+  absl::StatusOr<CompressedPayload> compressed =
+      Metered("GetCompressed", size, *backend, [&] { return cache.GetCompressed(kKey); });
+  Note(absl::StrCat("GetCompressed: ", compressed.ok()
+                                           ? absl::StrCat(compressed->zstd->size(), " bytes")
+                                           : compressed.status().ToString()));
+  FUZZ_CHECK(compressed.ok() || absl::IsNotFound(compressed.status()),
+             compressed.status().ToString());
+  if (compressed.ok()) {
+    FUZZ_CHECK(backend->last_manifest().has_value(), "an entry without a manifest");
+    const std::optional<RawHeader> h = ReadHeader(*backend->last_manifest());
+    FUZZ_CHECK(h.has_value(), "a manifest shorter than its header was used");
+    FUZZ_CHECK(compressed->raw_size == h->raw_size && compressed->zstd != nullptr &&
+                   compressed->zstd->size() == h->stored_size,
+               absl::StrCat("GetCompressed: ", compressed->zstd->size(), " bytes for raw size ",
+                            compressed->raw_size, "; the manifest says ", h->stored_size, " for ",
+                            h->raw_size));
+    const std::string_view zstd = *compressed->zstd;
+    FUZZ_CHECK(internal::Checksum({&zstd, 1}) == h->checksum,
+               "GetCompressed returned bytes that do not match the manifest's checksum");
+  }
+
+  if (got.ok()) {
+    FUZZ_CHECK(get_manifest.has_value(), "a hit without a manifest");
+    const std::optional<RawHeader> h = ReadHeader(*get_manifest);
+    FUZZ_CHECK(h.has_value(), "a manifest shorter than its header was used");
+    FUZZ_CHECK(
+        *got != nullptr && (*got)->size() == h->raw_size,
+        absl::StrCat("Get returned ", (*got)->size(), " bytes; the manifest says ", h->raw_size));
+    // The same script again: GetCompressed read the same entry, so it must have found it too.
+    FUZZ_CHECK(compressed.ok(),
+               "Get hit but GetCompressed missed: " + compressed.status().ToString());
+    FUZZ_CHECK(compressed->raw_size == (*got)->size(), "GetCompressed's raw size differs");
+    const std::string& zstd = *compressed->zstd;
+    FUZZ_CHECK(ZSTD_getFrameContentSize(zstd.data(), zstd.size()) == (*got)->size(),
+               "the zstd frame does not declare the payload's size");
+    std::string decoded((*got)->size(), '\0');
+    const std::size_t n = ZSTD_decompress(decoded.data(), decoded.size(), zstd.data(), zstd.size());
+    FUZZ_CHECK(!ZSTD_isError(n) && n == decoded.size() && decoded == **got,
+               "ZSTD_decompress of GetCompressed's bytes is not Get's payload");
+  }
+
+  backend->Restart();
+  absl::StatusOr<EntryInfo> info =
+      Metered("Inspect", size, *backend, [&] { return cache.Inspect(kKey); });
+  Note(absl::StrCat("Inspect: ",
+                    info.ok() ? absl::StrCat(info->chunks.size(), " chunks, complete ",
+                                             info->complete, ", checksum_ok ", info->checksum_ok)
+                              : info.status().ToString()));
+  FUZZ_CHECK(info.ok() || absl::IsNotFound(info.status()) || absl::IsDataLoss(info.status()),
+             info.status().ToString());
+  if (absl::IsDataLoss(info.status())) {
+    FUZZ_CHECK(!got.ok() && !compressed.ok(), "an entry read whose manifest Inspect rejects");
+  }
+  if (info.ok()) {
+    FUZZ_CHECK(!info->checksum_ok || info->complete, "checksum_ok without complete");
+    const std::optional<RawHeader> h = ReadHeader(*backend->last_manifest());
+    FUZZ_CHECK(h.has_value(), "Inspect decoded a manifest shorter than its header");
+    FUZZ_CHECK(info->generation == h->generation && info->raw_size == h->raw_size &&
+                   info->stored_size == h->stored_size && info->chunk_size == h->chunk_size &&
+                   info->checksum == h->checksum && info->format_version == 1 &&
+                   info->manifest_size == backend->last_manifest()->size() &&
+                   info->is_inline == (h->chunk_count == 0) &&
+                   info->chunks.size() == h->chunk_count,
+               "Inspect's fields are not the manifest's");
+  }
+  if (flags & kKeyed) {
+    FUZZ_CHECK(absl::IsNotFound(info.status()) == (size <= 1),
+               "Inspect: " + info.status().ToString());
+    FUZZ_CHECK(compressed.ok() == (info.ok() && info->checksum_ok),
+               absl::StrCat("GetCompressed ", compressed.status().ToString(), " but Inspect ",
+                            info.ok() ? (info->checksum_ok ? "checksum ok" : "checksum bad")
+                                      : info.status().ToString()));
+    if (info.ok()) {
+      bool complete = true;
+      for (std::uint32_t i = 0; i < info->chunks.size(); ++i) {
+        const ChunkInfo& chunk = info->chunks[i];
+        std::size_t stored = 0;
+        const bool present = backend->HasChunk(info->generation, i, &stored);
+        FUZZ_CHECK(
+            chunk.actual_size.has_value() == present && (!present || *chunk.actual_size == stored),
+            absl::StrCat("Inspect misreports chunk ", i));
+        complete = complete && chunk.actual_size == chunk.expected_size;
+      }
+      FUZZ_CHECK(info->complete == complete, "Inspect's complete flag is wrong");
+    }
+  }
+  return 0;
+}
+
+}  // namespace chunkcache::fuzz
+
+#ifndef CHUNKCACHE_FUZZ_NO_ENTRY_POINTS
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  return chunkcache::fuzz::FuzzReadPath(data, size);
+}
+#endif

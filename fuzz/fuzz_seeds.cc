@@ -1,0 +1,364 @@
+// fuzz_seeds — writes the fuzz targets' seed corpora from real entries.
+//
+//   fuzz_seeds DIR      writes DIR/<target>/seed_N for every target (existing files are replaced)
+//
+// Entries are made by ChunkedCache::Put into a recording memory backend (tests/test_util.h) with
+// small chunk sizes: tiny inline documents, generated catalogues (tools/catalogue.h) and the JSON
+// files of ../shared/corpus when it is there. Their manifests seed fuzz_manifest; their manifests
+// and chunks, in the input format of fuzz_read_path, seed it in every shape that matters (intact,
+// truncated manifest, flipped byte, missing or oversize chunk, replaced while read, ...). The
+// other targets get hand-written inputs in their formats. GenerateSeeds() is also what
+// tests/fuzz_regression_test.cc replays.
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "catalogue.h"
+#include "chunkcache/chunked_cache.h"
+#include "chunkcache/memory_backend.h"
+#include "chunkcache/redis_backend.h"
+#include "fuzz_util.h"
+#include "keys.h"
+#include "manifest.h"
+#include "test_util.h"
+
+namespace chunkcache::fuzz {
+
+using Seeds = std::map<std::string, std::vector<std::string>>;
+
+namespace seeds {
+
+constexpr std::size_t kMaxPayload = std::size_t{4} << 20;  // as fuzz_read_path
+constexpr char kKey[] = "doc";                             // as fuzz_read_path
+
+// fuzz_read_path's option bits.
+constexpr std::uint8_t kReseal = 1, kRechecksum = 2, kKeyed = 4;
+
+struct Entry {
+  std::string manifest;
+  std::vector<std::string> chunks;
+};
+
+// Puts `documents` one after the other under kKey (each replacing the last) and returns what each
+// Put stored.
+std::vector<Entry> PutAll(const std::vector<std::string>& documents, std::size_t chunk_size) {
+  auto backend = std::make_shared<testing::RecordingBackend>(NewMemoryBackend());
+  ChunkedCache cache(backend, {.chunk_size = chunk_size, .max_payload_size = kMaxPayload});
+  const internal::StoredKeys keys(CacheOptions().key_prefix, kKey);
+  std::vector<Entry> entries;
+  for (const std::string& json : documents) {
+    if (!cache.Put(kKey, json).ok()) continue;
+    std::map<std::string, std::string> stored;
+    for (testing::RecordingBackend::StoredItem& item : backend->TakeSets()) {
+      stored[item.key] = std::move(item.value);
+    }
+    Entry entry;
+    entry.manifest = stored[keys.manifest()];
+    absl::StatusOr<internal::DecodedManifest> decoded =
+        internal::DecodeManifest(entry.manifest, kMaxPayload);
+    if (!decoded.ok()) continue;
+    for (std::uint32_t i = 0; i < decoded->manifest.chunk_count; ++i) {
+      entry.chunks.push_back(stored[keys.Chunk(decoded->manifest.generation, i)]);
+    }
+    entries.push_back(std::move(entry));
+  }
+  return entries;
+}
+
+std::string ReadPathInput(std::uint8_t flags, const std::vector<std::string>& pieces) {
+  std::string input(1, static_cast<char>(flags));
+  for (const std::string& piece : pieces) input += Piece(piece);
+  return input;
+}
+
+std::vector<std::string> PiecesOf(const Entry& e) {
+  std::vector<std::string> pieces = {e.manifest};
+  pieces.insert(pieces.end(), e.chunks.begin(), e.chunks.end());
+  return pieces;
+}
+
+void SetLE64(std::string& bytes, std::size_t offset, std::uint64_t value) {
+  for (int i = 0; i < 8; ++i) bytes[offset + i] = static_cast<char>(value >> (8 * i));
+}
+
+std::uint64_t LE64(std::string_view bytes, std::size_t offset) {
+  std::uint64_t value = 0;
+  for (int i = 0; i < 8; ++i) {
+    value |= std::uint64_t{static_cast<unsigned char>(bytes[offset + i])} << (8 * i);
+  }
+  return value;
+}
+
+void AddEntrySeeds(const Entry& e, Seeds& seeds) {
+  std::vector<std::string>& manifest = seeds["manifest"];
+  std::vector<std::string>& read = seeds["read_path"];
+  const std::vector<std::string> pieces = PiecesOf(e);
+
+  manifest.push_back(e.manifest);
+  manifest.push_back(e.manifest.substr(0, internal::kManifestHeaderSize - 1));
+  std::string v2 = e.manifest;
+  v2[4] = 2;  // an unknown format version (the target reseals it)
+  manifest.push_back(v2);
+  std::string ignored_bits = e.manifest;
+  ignored_bits[6] = static_cast<char>(ignored_bits[6] | 0x80);  // bits a reader does not read
+  ignored_bits[7] = 1;
+  manifest.push_back(ignored_bits);
+  manifest.push_back(e.manifest + "x");
+
+  read.push_back(ReadPathInput(kKeyed, pieces));                          // intact, static
+  read.push_back(ReadPathInput(0, pieces));                               // intact, scripted
+  read.push_back(ReadPathInput(kKeyed | kReseal | kRechecksum, pieces));  // fix-ups: no-ops
+  read.push_back(ReadPathInput(kKeyed, {e.manifest.substr(0, e.manifest.size() / 2)}));
+  {
+    // A flipped payload byte: caught by the checksum, or (rechecksummed) by the decoder.
+    std::vector<std::string> flipped = pieces;
+    std::string& target = e.chunks.empty() ? flipped[0] : flipped[1];
+    const std::size_t at = e.chunks.empty() ? internal::kManifestHeaderSize + 5 : target.size() / 2;
+    if (at < target.size()) target[at] = static_cast<char>(target[at] ^ 0x20);
+    read.push_back(ReadPathInput(kKeyed, flipped));
+    read.push_back(ReadPathInput(kKeyed | kReseal | kRechecksum, flipped));
+  }
+  {
+    // A raw size one more than the frame declares, in a resealed header.
+    std::vector<std::string> wrong = pieces;
+    SetLE64(wrong[0], 16, LE64(wrong[0], 16) + 1);
+    read.push_back(ReadPathInput(kKeyed | kReseal, wrong));
+  }
+  if (!e.chunks.empty()) {
+    std::vector<std::string> missing = pieces;
+    missing.pop_back();
+    read.push_back(ReadPathInput(kKeyed, missing));  // the last chunk missing
+    std::vector<std::string> longer = pieces;
+    longer[1] += "x";
+    read.push_back(ReadPathInput(kKeyed, longer));  // a chunk longer than the manifest says
+  }
+}
+
+// Entries `a` then `b` of one key: a reader that finds a chunk of `a` missing re-reads the
+// manifest.
+void AddRaceSeeds(const Entry& a, const Entry& b, Seeds& seeds) {
+  if (a.chunks.empty()) return;
+  std::vector<std::string> torn = {a.manifest};
+  torn.insert(torn.end(), a.chunks.begin(), a.chunks.end() - 1);
+  torn.push_back("");  // the last chunk of `a`: gone
+  std::vector<std::string> same = torn;
+  torn.push_back(b.manifest);  // the manifest changed: start over...
+  torn.push_back(b.manifest);  // ...and read `b`
+  torn.insert(torn.end(), b.chunks.begin(), b.chunks.end());
+  seeds["read_path"].push_back(ReadPathInput(0, torn));
+  same.push_back(a.manifest);  // the manifest did not change: `a` lost a chunk
+  seeds["read_path"].push_back(ReadPathInput(0, same));
+}
+
+void AddEntries(Seeds& seeds) {
+  const std::vector<std::string> tiny = {"{}", "[1,2,3]", R"({"a":"b","n":null})",
+                                         R"("\u00e9t\u00e9")", R"({"k":[true,false,1.5e3]})"};
+  std::vector<std::string> generated;
+  for (const double megabytes : {0.002, 0.02, 0.1}) {
+    generated.push_back(catalogue::GenerateCatalogue({.megabytes = megabytes}));
+  }
+  std::vector<std::string> corpus;
+  for (const std::filesystem::path& path : testing::CorpusFiles()) {
+    corpus.push_back(testing::ReadFile(path));
+  }
+
+  seeds["read_path"].push_back(ReadPathInput(0, {}));  // absent
+  std::vector<std::vector<Entry>> runs;
+  runs.push_back(PutAll(tiny, 128));
+  runs.push_back(PutAll(generated, 128));
+  runs.push_back(PutAll(generated, 1024));
+  if (!corpus.empty()) runs.push_back(PutAll(corpus, 16384));
+  for (const std::vector<Entry>& run : runs) {
+    for (std::size_t i = 0; i < run.size(); ++i) {
+      AddEntrySeeds(run[i], seeds);
+      if (i + 1 < run.size()) AddRaceSeeds(run[i], run[i + 1], seeds);
+    }
+  }
+}
+
+std::string KeysInput(std::string_view a, std::string_view b, std::string_view p,
+                      std::string_view q, std::uint64_t generation, std::uint32_t index) {
+  return absl::StrCat(Piece(a), Piece(b), Piece(p), Piece(q), LittleEndian(generation),
+                      LittleEndian(index));
+}
+
+void AddKeys(Seeds& seeds) {
+  std::vector<std::string>& s = seeds["keys"];
+  s.push_back(KeysInput("catalogue", "catalogue2", "cc:", "cc2:", 0x1f2e3d4c5b6a7988, 1));
+  s.push_back(KeysInput("a b{c}", "a%20b%7Bc%7D", "cc:", "", 0, 0));
+  s.push_back(KeysInput("", "x", "{", "}", ~std::uint64_t{0}, ~std::uint32_t{0}));
+  s.push_back(KeysInput(std::string(1024, 'k'), std::string(1025, 'k'), "p", "p", 42, 7));
+  s.push_back(KeysInput(std::string("\xff\x00\xc3\xa9", 4), "%FF%00", "%", "%25", 1, 3));
+  s.push_back(KeysInput("{}", "}{", "cc:{x}", "cc:%7Bx%7D", 5, 12));
+}
+
+// Deterministic filler bytes for the counters and latencies of fuzz_exporters.
+std::string Filler(std::uint64_t seed, std::size_t n) {
+  std::string out;
+  for (std::size_t i = 0; i < n; ++i) {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    out.push_back(static_cast<char>(seed >> 56));
+  }
+  return out;
+}
+
+std::string ExportersInput(std::uint8_t mode, std::string_view prefix, std::string_view ns,
+                           const std::vector<std::pair<std::string, std::string>>& labels,
+                           const std::vector<std::pair<std::string, std::string>>& dimensions,
+                           std::int64_t millis, std::uint64_t filler) {
+  std::string input(1, static_cast<char>(mode));
+  absl::StrAppend(&input, Piece(prefix), Piece(ns));
+  input.push_back(static_cast<char>(labels.size()));
+  for (const auto& [name, value] : labels) absl::StrAppend(&input, Piece(name), Piece(value));
+  input.push_back(static_cast<char>(dimensions.size()));
+  for (const auto& [name, value] : dimensions) absl::StrAppend(&input, Piece(name), Piece(value));
+  absl::StrAppend(&input, LittleEndian(millis), Filler(filler, 900));
+  return input;
+}
+
+void AddExporters(Seeds& seeds) {
+  std::vector<std::string>& s = seeds["exporters"];
+  s.push_back(ExportersInput(0, "chunkcache", "chunkcache",
+                             {{"cache", "catalogue"}, {"region", "eu-west-1"}},
+                             {{"Service", "catalogue"}, {"Stage", "prod"}}, 1'780'000'000'123, 1));
+  s.push_back(ExportersInput(
+      0, "app:cache", "Video/Catalogue", {{"cache", "cata\"logue\\x\nnew"}, {"_x", "\xe3\x83\x86"}},
+      {{"Service", "catalogue \"api\"\t\\"}, {"Region", "\xe6\x9d\xb1"}}, -1, 2));
+  s.push_back(ExportersInput(3 | 4, "", "", {}, {}, 0, 3));
+  s.push_back(ExportersInput(8, "1bad", "", {{"le", "x"}}, {{"Hits", "x"}}, 0, 4));
+  std::vector<std::pair<std::string, std::string>> many;
+  for (int i = 0; i < 31; ++i) many.push_back({absl::StrCat("d", i), "v"});
+  s.push_back(ExportersInput(0, "c", std::string(255, 'n'), {{"a", "1"}, {"a", "2"}}, many, 0, 5));
+  many.pop_back();
+  s.push_back(ExportersInput(0, "c", "ns", {{"code", "x"}}, many, 0, 6));
+}
+
+void AddBackendUrls(Seeds& seeds) {
+  for (const char* url : {
+           "memory://",
+           "memory:",
+           "memory:/x",
+           "momento+https://api.cache.cell-4-us-west-2-1.prod.a.momentohq.com/catalogue",
+           "momento+http://127.0.0.1:8080/c",
+           "momento+http://[::1]:9/c",
+           "momento+http://localhost/c",
+           "momento+http://10.0.0.1/c",
+           "momento+https://user:%S@host.example/c",
+           "momento+https://ho st%S/c",
+           "momento+https://host/",
+           "momento+https://host/a/b",
+           "momento+ftp://host/c",
+           "https://api.cache.cell-4-us-west-2-1.prod.a.momentohq.com",
+           "https://api.cache.example.com:8443/base/",
+           "http://127.0.0.1:1234",
+           "http://127.1/x",
+           "https://host/?q=1#f",
+           "https://u:p@host",
+       }) {
+    seeds["backend_url"].push_back(url);
+  }
+}
+
+std::string RedisInput(std::uint8_t ops, const std::vector<std::string>& replies) {
+  std::string input(1, static_cast<char>(ops));
+  for (const std::string& reply : replies) input += Piece(reply);
+  return input;
+}
+
+void AddRedis(Seeds& seeds) {
+  std::vector<std::string>& s = seeds["redis_replies"];
+  const std::string pong = "+PONG\r\n";
+  const std::string mget = "*4\r\n$2\r\nv1\r\n$-1\r\n$1\r\nx\r\n$-1\r\n";
+  s.push_back(RedisInput(0x3f, {pong, mget, "+OK\r\n+OK\r\n", ":2\r\n", "+OK\r\n",
+                                ":-1\r\n:-2\r\n:1000\r\n:5\r\n", mget}));
+  s.push_back(RedisInput(0x08, {pong, "$-1\r\n"}));
+  s.push_back(RedisInput(0x01, {"-NOAUTH Authentication required.\r\n"}));
+  s.push_back(RedisInput(0x01, {"-LOADING Redis is loading\r\n"}));
+  s.push_back(RedisInput(0x01, {pong, ":5\r\n"}));
+  s.push_back(RedisInput(0x01, {pong, "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"}));
+  s.push_back(RedisInput(0x01, {pong, "*4\r\n:1\r\n$-1\r\n$-1\r\n$-1\r\n"}));
+  s.push_back(RedisInput(0x01, {pong, "$999999999\r\nxx"}));
+  s.push_back(RedisInput(0x01, {pong, "*4\r\n$2\r\nv1"}));  // cut short
+  s.push_back(
+      RedisInput(0x01, {pong, "-TRYAGAIN Multiple keys request during rehashing\r\n", mget}));
+  s.push_back(RedisInput(0x01, {pong, "-ASK 99 @S\r\n", "+OK\r\n" + mget}));
+  s.push_back(RedisInput(0x01, {pong, "-ASK 99 127.0.0.1:7000\r\n"}));
+  s.push_back(RedisInput(0x06, {pong, "-MOVED 1 10.1.2.3:6379\r\n", "-ERR unknown command\r\n"}));
+
+  // MOVED to a cluster whose every slot is the fake server ("?" port 0): one MGET per slot, in
+  // slot order, in one pipeline.
+  const std::string slots_all = "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$1\r\n?\r\n:0\r\n";
+  std::map<int, std::vector<std::string>> by_slot;  // the MGET of each slot
+  for (const char* key : {"{k}a", "{k}b", "other", "{x}y"}) {
+    by_slot[RedisClusterSlot(key)].push_back(key);
+  }
+  std::string per_slot;
+  for (const auto& [slot, keys] : by_slot) {
+    absl::StrAppend(&per_slot, "*", keys.size(), "\r\n");
+    for (std::size_t i = 0; i < keys.size(); ++i) absl::StrAppend(&per_slot, "$1\r\nv\r\n");
+  }
+  s.push_back(RedisInput(0x21, {pong, "-MOVED 1234 @S\r\n", slots_all, mget, per_slot}));
+  s.push_back(RedisInput(0x01, {pong, "-MOVED 1 @S\r\n",
+                                "*1\r\n*3\r\n:0\r\n:100\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n"}));
+  s.push_back(RedisInput(0x01, {pong, "-MOVED 1 @S\r\n", "*1\r\n*2\r\n:0\r\n:1\r\n"}));
+  s.push_back(RedisInput(0x01, {pong, "-MOVED 1 @S\r\n",
+                                "*2\r\n*3\r\n:0\r\n:8000\r\n*2\r\n$0\r\n\r\n:0\r\n"
+                                "*3\r\n:8001\r\n:16383\r\n*3\r\n$1\r\n?\r\n:0\r\n$2\r\nid\r\n"}));
+}
+
+void AddHttpHeads(Seeds& seeds) {
+  for (const char* request : {
+           "GET /catalogue HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip, zstd;q=0.9\r\n\r\n",
+           "GET /catalogue?x=1 HTTP/1.1\r\nAccept-Encoding: zstd;q=0, br\r\n\r\n",
+           "GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+           "GET /healthz HTTP/1.1\r\nConnection: Upgrade, close\r\n\r\n",
+           "POST /x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nhello",
+           "GET / HTTP/2\r\n\r\n",
+           "GET / HTTP/1.1\r\n folded: header\r\n\r\n",
+           "GET / HTTP/1.1\r\n: no name\r\n\r\n",
+           "BAD\r\n\r\n",
+       }) {
+    seeds["http_head"].push_back(request);
+  }
+}
+
+}  // namespace seeds
+
+// Every target's seeds, by target name ("manifest" for fuzz_manifest, ...).
+Seeds GenerateSeeds() {
+  Seeds all;
+  seeds::AddEntries(all);
+  seeds::AddKeys(all);
+  seeds::AddExporters(all);
+  seeds::AddBackendUrls(all);
+  seeds::AddRedis(all);
+  seeds::AddHttpHeads(all);
+  return all;
+}
+
+}  // namespace chunkcache::fuzz
+
+#ifndef CHUNKCACHE_FUZZ_NO_ENTRY_POINTS
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s DIR\n", argv[0]);
+    return 2;
+  }
+  const std::filesystem::path dir = argv[1];
+  for (const auto& [target, inputs] : chunkcache::fuzz::GenerateSeeds()) {
+    std::filesystem::create_directories(dir / target);
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      chunkcache::testing::WriteFile(dir / target / absl::StrCat("seed_", i), inputs[i]);
+    }
+    std::printf("%s: %zu seeds\n", target.c_str(), inputs.size());
+  }
+  return 0;
+}
+#endif
