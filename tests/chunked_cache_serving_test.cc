@@ -190,10 +190,17 @@ TEST_CASE("the near cache stays within its byte bound, least recently used out f
   CHECK(stats.l1_bytes > capacity / 2);
 
   f.ResetCounts();
-  REQUIRE(cache.Get("k9").ok());  // most recent: kept
+  REQUIRE(cache.Get("k9").ok());  // the most recent is kept
   CHECK(f.backend->multi_gets == 0);
-  REQUIRE(cache.Get("k0").ok());  // least recent: evicted long ago
-  CHECK(f.backend->multi_gets > 0);
+  // The order is least recently used per shard: which of the older ones went depends on where
+  // they hashed, but most of them did.
+  int from_backend = 0;
+  for (int i = 0; i < 9; ++i) {
+    f.ResetCounts();
+    REQUIRE(cache.Get(absl::StrCat("k", i)).ok());
+    if (f.backend->multi_gets > 0) ++from_backend;
+  }
+  CHECK(from_backend >= 5);
 
   SECTION("a payload larger than the whole bound is not kept") {
     ChunkedCache small(f.backend, f.Options({.l1_capacity_bytes = 16 << 10}));
