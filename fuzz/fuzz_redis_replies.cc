@@ -20,6 +20,9 @@
 // host:port makes no connection and no DNS query. The target checks at start-up that these
 // replacements are the ones the process uses, and aborts otherwise.
 //
+// absl::SleepFor is replaced too (no sleep): the backend pauses after TRYAGAIN replies, which
+// would make the target sleep-bound.
+//
 // Properties: no crash, no hang (every call ends within its timeouts); statuses are OK,
 // Unavailable, DeadlineExceeded, PermissionDenied, ResourceExhausted or Internal; an OK MultiGet
 // or TimeToLive has one entry per key; no value is longer than the reply bound of its call.
@@ -45,6 +48,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/config.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -53,7 +57,7 @@
 #include "fuzz_util.h"
 
 namespace chunkcache::fuzz::redis_target {
-std::atomic<std::uint64_t> blocked_connects{0};
+std::atomic<std::uint64_t> blocked_connects{0}, skipped_sleeps{0};
 }  // namespace chunkcache::fuzz::redis_target
 
 // The process's connect(): unix sockets only.
@@ -72,6 +76,12 @@ extern "C" int getaddrinfo(const char*, const char*, const struct addrinfo*,
   chunkcache::fuzz::redis_target::blocked_connects.fetch_add(1);
   if (result != nullptr) *result = nullptr;
   return EAI_FAIL;
+}
+
+// absl::SleepFor's hook (weak in Abseil, meant to be replaced): the backend's pauses (10 ms after
+// a TRYAGAIN reply, up to 6 rounds) are skipped, so that the target runs on CPU, not on sleeps.
+extern "C" void ABSL_INTERNAL_C_SYMBOL(AbslInternalSleepFor)(absl::Duration) {
+  chunkcache::fuzz::redis_target::skipped_sleeps.fetch_add(1);
 }
 
 namespace chunkcache::fuzz {
