@@ -120,7 +120,7 @@ absl::StatusOr<std::string> Codec::Decompress(absl::Span<const std::string_view>
   std::size_t header_size = 0;
   for (std::size_t i = 0; i < parts.size() && header_size < sizeof(header); ++i) {
     const std::size_t n = std::min(parts[i].size(), sizeof(header) - header_size);
-    std::memcpy(header + header_size, parts[i].data(), n);
+    if (n > 0) std::memcpy(header + header_size, parts[i].data(), n);  // data() may be null
     header_size += n;
   }
   const unsigned long long declared = ZSTD_getFrameContentSize(header, header_size);
