@@ -8,20 +8,20 @@
 // absl::InfiniteFuture(). Latency histograms are built consistent (cumulative buckets, count =
 // the +Inf bucket) as a real CacheStats is.
 // Properties:
-//   - ToPrometheusText is OK exactly when the prefix is a metric name and the label names are
-//     usable, distinct label names ([a-zA-Z_][a-zA-Z0-9_]*, not "__...", "le" or "code");
+//   - ToPrometheusText is OK exactly when the prefix is a metric name, the label names are
+//     usable, distinct label names ([a-zA-Z_][a-zA-Z0-9_]*, not "__...", "le" or "code") and the
+//     label values UTF-8;
 //   - its text passes a strict line check (one HELP and one TYPE per family, before its samples;
 //     well-formed names, labels and numbers; only \\ \" \n escapes; counters end in _total;
 //     histogram buckets cumulative, +Inf equal to _count), every sample carries the given labels,
-//     values exactly as given, first and in order; and it is UTF-8 when the label values are;
+//     values exactly as given, first and in order; and it is UTF-8;
 //   - ToCloudWatchEmf is OK exactly when the namespace has 1 to 255 bytes and the dimensions are
 //     at most 30, with distinct names of 1 to 255 bytes not starting with ':' that are not metric
-//     names or "_aws";
-//   - its line is one JSON object (simdjson) with no newline; when the namespace and dimensions
-//     are UTF-8, its Namespace, dimension names and values are exactly the ones given, its
-//     Timestamp is the one given, and every metric listed has a number at the top level (the
-//     counters' the ones given). Known to break: non-UTF-8 text is copied into the line as it is,
-//     so the line is not JSON; tolerated as "emf-non-utf8".
+//     names or "_aws", and all this text is UTF-8 (fuzzing found non-UTF-8 text copied into the
+//     line, which was then not JSON; now refused);
+//   - its line is one JSON object (simdjson) with no newline, whose Namespace, dimension names
+//     and values are exactly the ones given, whose Timestamp is the one given, and where every
+//     metric listed has a number at the top level (the counters' the ones given).
 
 #include <cstdint>
 #include <iterator>

@@ -4,7 +4,9 @@
 // checksum, bytes 56..63, recomputed) so that mutations get past the checksum to the checks
 // behind it; each with max_payload_size 4 MiB and with no limit at all. Properties:
 //   - a failure is DataLoss; the decoder allocates nothing but its error message;
-//   - a success obeys every rule of docs/FORMAT.md "Reading" step 2 (sizes, flag, chunk count);
+//   - a success obeys every rule of docs/FORMAT.md "Reading" step 2 (sizes, flag, chunk count),
+//     and a chunked manifest has a chunk size of at least kMinChunkSize (what writers use; smaller
+//     ones would make a reader build one key per byte);
 //   - re-encoding (EncodeManifest(manifest, inline_payload)) gives back the input bytes, except
 //     for what the decoder does not look at: the flag bits other than bit 0 and the reserved byte
 //     7 (FORMAT.md says they are 0; the decoder accepts any value and the encoder writes 0), and
@@ -19,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "chunkcache/options.h"
 #include "codec.h"
 #include "fuzz_util.h"
 #include "manifest.h"
@@ -73,7 +76,7 @@ void CheckDecode(std::string_view bytes, std::size_t max_payload_size) {
                "the inline payload must point into the decoded bytes");
   } else {
     FUZZ_CHECK(bytes.size() == kManifestHeaderSize && decoded->inline_payload.empty(), fields);
-    FUZZ_CHECK(m.chunk_size > 0, fields);
+    FUZZ_CHECK(m.chunk_size >= kMinChunkSize, fields);
     const std::uint64_t count = (m.stored_size + m.chunk_size - 1) / m.chunk_size;
     FUZZ_CHECK(count == m.chunk_count, fields);
     // Every chunk but the last is full; the last holds the rest, 1 to chunk_size bytes.
