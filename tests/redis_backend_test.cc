@@ -221,39 +221,79 @@ TEST_CASE("entries evicted under maxmemory read as misses, never as wrong bytes"
   INFO("hits " << hits << ", misses " << misses << ", corrupt " << cache.Stats().corrupt_reads);
 }
 
-TEST_CASE("a reply larger than the values asked for is refused, not buffered") {
-  // A fake server: answers PING, then streams an endless bulk string.
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
-  socklen_t length = sizeof(address);
-  getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length);
-  REQUIRE(listen(listener, 4) == 0);
-  std::atomic<bool> stop{false};
-  std::thread fake([&] {
-    const int peer = accept(listener, nullptr, nullptr);
-    char buffer[4096];
-    if (read(peer, buffer, sizeof(buffer)) > 0) (void)!write(peer, "+PONG\r\n", 7);
-    if (read(peer, buffer, sizeof(buffer)) > 0) {
-      const std::string header = "*1\r\n$1000000000\r\n";
-      (void)!write(peer, header.data(), header.size());
-      const std::string junk(64 << 10, 'x');
-      while (!stop && write(peer, junk.data(), junk.size()) > 0) {
+// A fake server on a loopback port for one connection: answers PING, then writes `reply` to the
+// next request, and then, with `endless`, streams junk until the test ends.
+class FakeRedis {
+ public:
+  explicit FakeRedis(std::string reply, bool endless = false) {
+    listener_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+    socklen_t length = sizeof(address);
+    getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length);
+    REQUIRE(listen(listener_, 4) == 0);
+    port_ = ntohs(address.sin_port);
+    thread_ = std::thread([this, reply = std::move(reply), endless] {
+      const int peer = accept(listener_, nullptr, nullptr);
+      char buffer[4096];
+      if (read(peer, buffer, sizeof(buffer)) > 0) (void)!write(peer, "+PONG\r\n", 7);
+      if (read(peer, buffer, sizeof(buffer)) > 0) {
+        (void)!write(peer, reply.data(), reply.size());
+        const std::string junk(64 << 10, 'x');
+        while (endless && !stop_ && write(peer, junk.data(), junk.size()) > 0) {
+        }
+        while (!stop_) absl::SleepFor(absl::Milliseconds(5));  // no EOF before the test is done
       }
-    }
-    close(peer);
-  });
-  auto backend = Connect({.url = "redis://127.0.0.1:" + std::to_string(ntohs(address.sin_port)),
-                          .command_timeout = absl::Seconds(5),
-                          .max_item_size = 1 << 20});
+      close(peer);
+    });
+  }
+  ~FakeRedis() {
+    stop_ = true;
+    thread_.join();
+    close(listener_);
+  }
+
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int listener_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST_CASE("a reply larger than the values asked for is refused, not buffered") {
+  FakeRedis fake("*1\r\n$1000000000\r\n", /*endless=*/true);
+  auto backend =
+      Connect({.url = fake.url(), .command_timeout = absl::Seconds(5), .max_item_size = 1 << 20});
   const std::string_view key = "k";
-  const absl::Status status = backend->MultiGet({&key, 1}).status();
-  stop = true;
-  fake.join();
-  close(listener);
-  CHECK(absl::IsResourceExhausted(status));
+  CHECK(absl::IsResourceExhausted(backend->MultiGet({&key, 1}).status()));
+}
+
+// hiredis 0.14 callocs 8 bytes per element an array header claims, before any element arrives
+// (found by fuzz_redis_replies: "*666666663" → a 5.3 GB calloc). Without the guard the claim
+// below is allocated and the call waits for elements that never come: DeadlineExceeded.
+TEST_CASE("an array header claiming more elements than keys asked is refused before allocating") {
+  const std::string_view keys[] = {"{k}a", "{k}b"};
+  for (const std::string reply :
+       {"*666666663\r\n", "*3\r\n", "*2\r\n*100000\r\n", "*2\r\n$-1\r\n*3\r\n"}) {
+    CAPTURE(reply);
+    FakeRedis fake(reply);
+    auto backend =
+        Connect({.url = fake.url(), .command_timeout = absl::Seconds(3), .max_item_size = 1 << 20});
+    const absl::Status status = backend->MultiGet(keys).status();
+    CHECK(absl::IsResourceExhausted(status));
+    CHECK_THAT(std::string(status.message()), Catch::Contains("MGET claims an array of"));
+  }
+  // A reply of exactly the keys asked is read as usual.
+  FakeRedis fake("*2\r\n$1\r\na\r\n$-1\r\n");
+  auto backend = Connect({.url = fake.url(), .command_timeout = absl::Seconds(3)});
+  absl::StatusOr<std::vector<std::optional<std::string>>> values = backend->MultiGet(keys);
+  REQUIRE(values.ok());
+  CHECK((*values)[0] == "a");
+  CHECK_FALSE((*values)[1].has_value());
 }
 
 TEST_CASE("many threads share one Redis backend", "[concurrency]") {

@@ -56,7 +56,9 @@ struct RedisBackendOptions {
   int pool_size = 8;
 
   // Largest value accepted by MultiSet/SetIfAbsent (InvalidArgument above it), and the bound on
-  // the bytes one reply may hold (per key asked), whatever the server sends.
+  // the bytes one reply may hold (per key asked), whatever the server sends. An array reply may
+  // also claim no more elements than keys asked (ResourceExhausted otherwise, before hiredis
+  // allocates for them).
   // Default: 1 MiB (the item limit of the serverless cache the library was first written for;
   // Redis itself allows 512 MB).
   std::size_t max_item_size = std::size_t{1} << 20;

@@ -181,7 +181,72 @@ struct Command {
   std::vector<std::string_view> args;
   int slot = -1;                             // cluster routing; -1 outside a cluster
   std::size_t reply_bound = kReplyOverhead;  // most reply bytes it may legitimately produce
+  std::size_t max_array = 0;                 // most elements one array in its reply may claim
 };
+
+// ---- Array headers ---------------------------------------------------------------------------
+
+// hiredis 0.14 allocates the element pointers of an array reply (8 bytes each) as soon as it
+// reads the header "*N", before any element arrives, and has no limit of its own: a 12-byte
+// "*666666663" from a broken or hostile server costs a 5.3 GB calloc. Each connection's reader
+// therefore builds arrays through GuardedCreateArray, which first asks the ArrayGuard of the
+// reply being read. A claim is admitted when it is at most the command's max_array and when all
+// the elements claimed in the reply so far could arrive within its reply_bound (no element takes
+// fewer than 3 bytes on the wire), so the pointers of one reply never exceed 8/3 of its bound.
+class ArrayGuard {
+ public:
+  static constexpr std::size_t kSmallestElement = 3;  // "+\r\n"
+
+  // The reply to `command` is next.
+  void Expect(const Command& command) {
+    command_ = &command;
+    claimed_ = 0;
+  }
+
+  bool Admit(int elements) {
+    if (command_ == nullptr) return true;
+    const std::size_t wanted = elements < 0 ? 0 : static_cast<std::size_t>(elements);
+    claimed_ += wanted;
+    if (elements >= 0 && wanted <= command_->max_array &&
+        claimed_ <= command_->reply_bound / kSmallestElement) {
+      return true;
+    }
+    refusal_ = absl::ResourceExhaustedError(absl::StrFormat(
+        "redis: the reply to %s claims an array of %d elements; at most %d were expected",
+        AbslView(command_->args.front()), elements,
+        std::min(command_->max_array, command_->reply_bound / kSmallestElement)));
+    return false;
+  }
+
+  // Why the last claim was refused (after hiredis reports it as out of memory).
+  const absl::Status& refusal() const { return refusal_; }
+
+ private:
+  const Command* command_ = nullptr;
+  std::size_t claimed_ = 0;
+  absl::Status refusal_;
+};
+
+// hiredis' default reply builders, captured from the first reader made.
+const redisReplyObjectFunctions* hiredis_functions = nullptr;
+
+void* GuardedCreateArray(const redisReadTask* task, int elements) {
+  auto* guard = static_cast<ArrayGuard*>(task->privdata);
+  if (guard != nullptr && !guard->Admit(elements)) return nullptr;  // hiredis: out of memory
+  return hiredis_functions->createArray(task, elements);
+}
+
+// Makes `reader` build arrays through GuardedCreateArray, asking `guard`.
+void GuardReader(redisReader* reader, ArrayGuard* guard) {
+  static const redisReplyObjectFunctions* const guarded = [reader] {
+    hiredis_functions = reader->fn;
+    auto* functions = new redisReplyObjectFunctions(*reader->fn);  // lives as long as the process
+    functions->createArray = &GuardedCreateArray;
+    return functions;
+  }();
+  reader->fn = const_cast<redisReplyObjectFunctions*>(guarded);
+  reader->privdata = guard;
+}
 
 std::string PxArgument(absl::Duration ttl) {
   return absl::StrCat(std::max<std::int64_t>(1, absl::ToInt64Milliseconds(ttl)));
@@ -241,6 +306,7 @@ class Connection {
       return absl::StrContains(context->errstr, "timed out") ? absl::DeadlineExceededError(what)
                                                              : absl::UnavailableError(what);
     }
+    GuardReader(context->reader, &connection->guard_);
     // hiredis treats EAGAIN as an error only in blocking mode: clear it and drive the socket
     // with poll() ourselves.
     fcntl(context->fd, F_SETFL, fcntl(context->fd, F_GETFL) | O_NONBLOCK);
@@ -293,13 +359,16 @@ class Connection {
     std::vector<Reply> replies;
     replies.reserve(commands.size());
     std::size_t received = 0;
+    if (!commands.empty()) guard_.Expect(commands.front());
     while (replies.size() < commands.size()) {
       void* reply = nullptr;
       if (redisGetReplyFromReader(context_, &reply) != REDIS_OK) {
+        if (!guard_.refusal().ok()) return Fail(guard_.refusal());
         return Fail(absl::UnavailableError(absl::StrCat("redis: ", context_->errstr)));
       }
       if (reply != nullptr) {
         replies.emplace_back(static_cast<redisReply*>(reply));
+        if (replies.size() < commands.size()) guard_.Expect(commands[replies.size()]);
         continue;
       }
       if (absl::Status s = WaitFor(POLLIN, deadline); !s.ok()) return Fail(s);
@@ -352,6 +421,7 @@ class Connection {
   }
 
   redisContext* const context_;
+  ArrayGuard guard_;  // the reader's privdata
   bool broken_ = false;
 };
 
@@ -495,6 +565,7 @@ class RedisBackend::Impl {
         [&](std::size_t i) {
           commands.back().args.push_back(keys[i]);
           commands.back().reply_bound += options_.max_item_size + kReplyOverhead;
+          ++commands.back().max_array;
           positions.back().push_back(i);
         });
     absl::StatusOr<std::vector<Reply>> replies = Execute(commands);
@@ -742,7 +813,8 @@ class RedisBackend::Impl {
     }
     absl::Status last = absl::UnavailableError("redis: no cluster node answered");
     for (const std::string& node : candidates) {
-      const Command slots{{"CLUSTER", "SLOTS"}, -1, std::size_t{1} << 20};
+      // At most one range per slot; each range and node entry is a short array.
+      const Command slots{{"CLUSTER", "SLOTS"}, -1, std::size_t{1} << 20, kSlots};
       absl::StatusOr<std::vector<Reply>> replies = Run(node, {&slots, 1}, deadline);
       if (!replies.ok()) {
         last = replies.status();
