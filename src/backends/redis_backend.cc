@@ -201,6 +201,7 @@ class ArrayGuard {
   void Expect(const Command& command) {
     command_ = &command;
     claimed_ = 0;
+    refusal_ = absl::OkStatus();
   }
 
   bool Admit(int elements) {
@@ -238,13 +239,13 @@ void* GuardedCreateArray(const redisReadTask* task, int elements) {
 
 // Makes `reader` build arrays through GuardedCreateArray, asking `guard`.
 void GuardReader(redisReader* reader, ArrayGuard* guard) {
-  static const redisReplyObjectFunctions* const guarded = [reader] {
+  static redisReplyObjectFunctions guarded = [reader] {
     hiredis_functions = reader->fn;
-    auto* functions = new redisReplyObjectFunctions(*reader->fn);  // lives as long as the process
-    functions->createArray = &GuardedCreateArray;
+    redisReplyObjectFunctions functions = *reader->fn;
+    functions.createArray = &GuardedCreateArray;
     return functions;
   }();
-  reader->fn = const_cast<redisReplyObjectFunctions*>(guarded);
+  reader->fn = &guarded;
   reader->privdata = guard;
 }
 
