@@ -1,6 +1,7 @@
 #include "chunkcache/chunked_cache.h"
 
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -23,6 +24,7 @@
 #include "internal/striped_counter.h"
 #include "keys.h"
 #include "latency_histogram.h"
+#include "load_memo.h"
 #include "manifest.h"
 #include "near_cache.h"
 #include "single_flight.h"
@@ -37,6 +39,9 @@ using internal::StoredKeys;
 
 // How often a read starts over because a writer replaced the entry under it.
 constexpr int kMaxReadAttempts = 4;
+
+// Bytes of chunk keys one read asks the backend for at a time (docs/FORMAT.md).
+constexpr std::size_t kMaxChunkKeyBytesPerCall = std::size_t{256} << 10;
 
 // With compression_workers > 0, payloads from this size on are validated on a thread of their
 // own while they are compressed; below it a thread costs more than it saves.
@@ -56,6 +61,8 @@ struct Counters {
   std::atomic<std::uint64_t> leases_won{0}, leases_waited{0}, lease_wait_hits{0},
       lease_wait_loads{0};
   std::atomic<std::uint64_t> breaker_opens{0}, breaker_rejections{0}, compressed_gets{0};
+  std::atomic<std::uint64_t> load_backoffs{0}, unstored_served{0}, refreshes_skipped{0},
+      refreshes_deferred{0};
   std::array<std::atomic<std::uint64_t>, 17> backend_errors_by_code{};
   // Bumped by every near-cache hit: striped, so concurrent hits do not share a cache line.
   internal::StripedCounter l1_hits, l1_bytes_returned;
@@ -107,7 +114,11 @@ class RateLimitedLog {
     if (const std::uint64_t held = held_back_[kind].exchange(0, std::memory_order_relaxed)) {
       absl::StrAppend(&text, " (and ", held, " more like it in the last second)");
     }
-    sink_(LogLevel::kWarning, text);
+    try {
+      sink_(LogLevel::kWarning, text);
+    } catch (...) {
+      // A log sink that throws loses its message, never the caller's call or a refresh thread.
+    }
   }
 
  private:
@@ -117,23 +128,35 @@ class RateLimitedLog {
   std::array<std::atomic<std::uint64_t>, kKinds> held_back_{};
 };
 
-// Generation ids: random per cache instance (so processes do not collide), then a counter
-// scrambled by splitmix64 (so one process never repeats itself).
+// Generation ids: random per cache instance and process (so processes do not collide, a forked
+// child included: it reseeds when it sees its pid change), then a counter scrambled by splitmix64
+// (so one process never repeats itself).
 class GenerationSource {
  public:
-  GenerationSource() {
-    std::random_device device;
-    base_ = (std::uint64_t{device()} << 32) ^ device();
-  }
+  GenerationSource() { Reseed(getpid()); }
   std::uint64_t Next() {
-    std::uint64_t z = base_ + 0x9e3779b97f4a7c15ULL * counter_.fetch_add(1) + 0x9e3779b97f4a7c15ULL;
+    if (const pid_t pid = getpid(); pid != pid_.load(std::memory_order_acquire)) {
+      internal::MutexLock lock(&reseed_mu_);
+      if (pid != pid_.load(std::memory_order_relaxed)) Reseed(pid);
+    }
+    std::uint64_t z = base_.load(std::memory_order_relaxed) +
+                      0x9e3779b97f4a7c15ULL * counter_.fetch_add(1) + 0x9e3779b97f4a7c15ULL;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
   }
 
  private:
-  std::uint64_t base_;
+  void Reseed(pid_t pid) {
+    std::random_device device;
+    base_.store((std::uint64_t{device()} << 32) ^ device() ^ (std::uint64_t(pid) << 16),
+                std::memory_order_relaxed);
+    pid_.store(pid, std::memory_order_release);
+  }
+
+  internal::Mutex reseed_mu_;
+  std::atomic<pid_t> pid_{0};
+  std::atomic<std::uint64_t> base_{0};
   std::atomic<std::uint64_t> counter_{0};
 };
 
@@ -186,6 +209,12 @@ bool IsUnreachable(const absl::Status& status) {
   return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
 }
 
+// Outcomes after which a write may or may not have been applied: the client cannot tell.
+bool IsAmbiguous(const absl::Status& status) {
+  return IsUnreachable(status) || absl::IsInternal(status) || absl::IsUnknown(status) ||
+         absl::IsAborted(status) || absl::IsCancelled(status) || absl::IsDataLoss(status);
+}
+
 // Failures that say the backend is unwell (rather than the call being wrong): they count towards
 // opening the circuit breaker.
 bool IsBackendFailure(const absl::Status& status) {
@@ -204,6 +233,7 @@ struct Found {
   std::uint64_t generation = 0;
   absl::Time created;    // when the entry was written
   bool from_l1 = false;  // the near cache's bytes (fresh, or confirmed by the manifest)
+  std::uint64_t checksum = 0;  // of the stored entry
 };
 
 // A stored entry fetched and verified against its checksum, not yet decoded.
@@ -223,6 +253,10 @@ struct Fetched {
     return parts;
   }
 };
+
+// Set on a refresh thread whose task destroyed the cache that ran it (its loader held the last
+// reference): the thread then returns without touching that cache again.
+thread_local bool tls_cache_destroyed_on_this_thread = false;
 
 // A background refresh: the key and the loader a GetOrLoad gave for it.
 struct RefreshTask {
@@ -247,7 +281,11 @@ class ChunkedCache::Impl {
                 ? std::make_unique<internal::NearCache>(options_.l1_capacity_bytes)
                 : nullptr),
         lease_token_(absl::StrFormat("%016x", generations_.Next())),
-        log_(options_.log) {}
+        log_(options_.log),
+        load_memo_({options_.load_retry_initial, options_.load_retry_max, options_.unstored_hold,
+                    std::max(options_.l1_capacity_bytes, options_.max_payload_size)}),
+        refresh_memo_({options_.load_retry_initial, options_.load_retry_max, absl::ZeroDuration(),
+                       0}) {}
 
   // Background refreshes reference this object: stop them before anything is destroyed.
   ~Impl() { StopRefreshes(); }
@@ -284,7 +322,7 @@ class ChunkedCache::Impl {
   absl::StatusOr<CompressedPayload> GetCompressed(std::string_view key) {
     if (absl::Status s = CheckCall(key); !s.ok()) return s;
     absl::StatusOr<Fetched> fetched =
-        FetchEntry(StoredKeys(options_.key_prefix, key), std::nullopt);
+        FetchEntry(StoredKeys(options_.key_prefix, key), nullptr);
     if (!fetched.ok()) {
       if (IsMiss(fetched.status())) Add(counters_.misses);
       return fetched.status();
@@ -302,8 +340,7 @@ class ChunkedCache::Impl {
     absl::StatusOr<std::optional<std::string>> manifest_bytes = GetOne(keys.manifest());
     if (!manifest_bytes.ok()) return manifest_bytes.status();
     if (!manifest_bytes->has_value()) return absl::NotFoundError("chunkcache: no such key");
-    absl::StatusOr<DecodedManifest> decoded =
-        internal::DecodeManifest(**manifest_bytes, options_.max_payload_size);
+    absl::StatusOr<DecodedManifest> decoded = DecodeStoredManifest(**manifest_bytes);
     if (!decoded.ok()) return decoded.status();
     const Manifest& manifest = decoded->manifest;
     EntryInfo info;
@@ -350,8 +387,9 @@ class ChunkedCache::Impl {
     if (status.ok()) {
       ScopedTimer timer(&put_latency_);
       status = EncodeAndStore(StoredKeys(options_.key_prefix, key), json).status();
+      // Whatever the outcome, nothing this process read or loaded before may answer from now on.
       // The next read fetches the new entry (a copy of the payload here would cost as much).
-      if (l1_ != nullptr) l1_->Erase(key);
+      ForgetLocalCopies(key);
     }
     if (!status.ok()) Add(counters_.put_errors);
     return status;
@@ -360,12 +398,15 @@ class ChunkedCache::Impl {
   absl::Status Invalidate(std::string_view key) {
     if (absl::Status s = CheckCall(key); !s.ok()) return s;
     Add(counters_.invalidates);
-    if (l1_ != nullptr) l1_->Erase(key);
     const StoredKeys keys(options_.key_prefix, key);
     // Learn the chunk keys before the manifest goes; a failed read only costs the cleanup.
     std::optional<Manifest> current = ReadManifestQuietly(keys);
     const std::string_view manifest_key = keys.manifest();
-    if (absl::Status s = BackendDelete({&manifest_key, 1}); !s.ok()) return s;
+    const absl::Status deleted = BackendDelete({&manifest_key, 1});
+    // After the delete, not before: a read that starts before the delete could otherwise find
+    // the entry still there and put it back into the near cache once this erase is behind it.
+    ForgetLocalCopies(key);
+    if (!deleted.ok()) return deleted;
     if (current.has_value()) DeleteChunks(keys, *current);
     return absl::OkStatus();
   }
@@ -393,6 +434,10 @@ class ChunkedCache::Impl {
     s.refreshes = CounterValue(c.refreshes);
     s.refresh_errors = CounterValue(c.refresh_errors);
     s.refreshes_dropped = CounterValue(c.refreshes_dropped);
+    s.refreshes_skipped = CounterValue(c.refreshes_skipped);
+    s.refreshes_deferred = CounterValue(c.refreshes_deferred);
+    s.load_backoffs = CounterValue(c.load_backoffs);
+    s.unstored_served = CounterValue(c.unstored_served);
     s.leases_won = CounterValue(c.leases_won);
     s.leases_waited = CounterValue(c.leases_waited);
     s.lease_wait_hits = CounterValue(c.lease_wait_hits);
@@ -425,6 +470,15 @@ class ChunkedCache::Impl {
   const CacheOptions& options() const { return options_; }
 
  private:
+  // After this process wrote `key`: drops the near copy (and holds back inserts by reads and
+  // loads already under way), detaches callers arriving from now on from a flight under way, and
+  // forgets what an earlier load left to answer with.
+  void ForgetLocalCopies(std::string_view key) {
+    if (l1_ != nullptr) l1_->Erase(key);
+    flights_.Forget(key);
+    load_memo_.Clear(key);
+  }
+
   absl::Status CheckCall(std::string_view key) const {
     if (!options_status_.ok()) return options_status_;
     return internal::ValidateKey(key);
@@ -461,7 +515,8 @@ class ChunkedCache::Impl {
     }
     counters_.l1_hits.Add();
     counters_.l1_bytes_returned.Add(entry->size);
-    return Found{std::move(entry->bytes), entry->generation, entry->created, true};
+    return Found{std::move(entry->bytes), entry->generation, entry->created, true,
+                 entry->checksum};
   }
 
   // The near cache's entry for `key` unless it has outlived ttl (then it is dropped).
@@ -493,19 +548,20 @@ class ChunkedCache::Impl {
     const absl::Time now = Now();
     std::optional<internal::NearCache::Entry> cached = LiveL1(key, now);
     // An Invalidate or Put from now on makes what this read finds unfit for the near cache.
-    const std::uint64_t epoch = l1_ != nullptr ? l1_->Epoch() : 0;
+    const std::uint64_t epoch = l1_ != nullptr ? l1_->Epoch(key) : 0;
     absl::StatusOr<Found> found = ReadEntry(keys, cached.has_value() ? &*cached : nullptr);
     if (l1_ != nullptr) {
       if (found.ok() && found->from_l1) {
         l1_->MarkValidated(key, found->generation, now);
         Add(counters_.l1_revalidations);
       } else if (found.ok()) {
-        l1_->Insert(key, {found->bytes, found->generation, found->created, now}, epoch);
+        l1_->Insert(key, L1Entry(*found, now), epoch);
       } else if (IsMiss(found.status())) {
         l1_->Erase(key);
       } else if (cached.has_value()) {
         // The backend failed: the near copy, younger than ttl, beats failing or loading.
-        found = Found{std::move(cached->bytes), cached->generation, cached->created, true};
+        found = Found{std::move(cached->bytes), cached->generation, cached->created, true,
+                      cached->checksum};
       }
     }
     if (found.ok()) {
@@ -518,22 +574,30 @@ class ChunkedCache::Impl {
   }
 
   // NotFound on a miss or a corrupt entry (counted); the backend's error if it failed. With
-  // `known`, a manifest naming its generation returns its bytes without fetching chunks.
+  // `known`, a manifest naming its generation and checksum returns its bytes without fetching
+  // chunks.
   absl::StatusOr<Found> ReadEntry(const StoredKeys& keys, const internal::NearCache::Entry* known) {
-    absl::StatusOr<Fetched> fetched = FetchEntry(
-        keys, known != nullptr ? std::optional<std::uint64_t>(known->generation) : std::nullopt);
+    absl::StatusOr<Fetched> fetched = FetchEntry(keys, known);
     if (!fetched.ok()) return fetched.status();
     const Manifest& manifest = fetched->manifest;
-    if (fetched->known) return Found{known->bytes, known->generation, known->created, true};
+    if (fetched->known) {
+      return Found{known->bytes, known->generation, known->created, true, known->checksum};
+    }
     absl::StatusOr<std::string> raw = codec_.Decompress(fetched->Parts(), manifest.raw_size);
     if (!raw.ok()) return CorruptMiss(raw.status());
     return Found{std::make_shared<const std::string>(*std::move(raw)), manifest.generation,
-                 absl::FromUnixMillis(manifest.created_unix_ms), false};
+                 absl::FromUnixMillis(manifest.created_unix_ms), false, manifest.checksum};
   }
 
-  // The manifest and stored bytes of the entry, checksum verified.
+  static internal::NearCache::Entry L1Entry(const Found& found, absl::Time validated) {
+    return {found.bytes, found.generation, found.created, validated, found.bytes->size(),
+            found.checksum};
+  }
+
+  // The manifest and stored bytes of the entry, checksum verified. With `known`, a manifest of
+  // that generation and checksum is all that is fetched.
   absl::StatusOr<Fetched> FetchEntry(const StoredKeys& keys,
-                                     std::optional<std::uint64_t> known_generation) {
+                                     const internal::NearCache::Entry* known) {
     for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
       Fetched fetched;
       absl::StatusOr<std::optional<std::string>> manifest_bytes = GetOne(keys.manifest());
@@ -541,39 +605,19 @@ class ChunkedCache::Impl {
       if (!manifest_bytes->has_value()) return absl::NotFoundError("chunkcache: no such key");
       fetched.manifest_bytes = **std::move(manifest_bytes);
 
-      absl::StatusOr<DecodedManifest> decoded =
-          internal::DecodeManifest(fetched.manifest_bytes, options_.max_payload_size);
+      absl::StatusOr<DecodedManifest> decoded = DecodeStoredManifest(fetched.manifest_bytes);
       if (!decoded.ok()) return CorruptMiss(decoded.status());
       fetched.manifest = decoded->manifest;
       const Manifest& manifest = fetched.manifest;
-      if (known_generation == manifest.generation) {
+      if (known != nullptr && known->generation == manifest.generation &&
+          known->checksum == manifest.checksum) {
         fetched.known = true;
         return fetched;
       }
       if (!manifest.is_inline()) {
-        const std::vector<std::string> chunk_keys =
-            keys.Chunks(manifest.generation, manifest.chunk_count);
-        const std::vector<std::string_view> chunk_key_views(chunk_keys.begin(), chunk_keys.end());
-        absl::StatusOr<Values> chunks = BackendGet(chunk_key_views);
-        if (!chunks.ok()) return chunks.status();
-        Add(counters_.chunks_read, chunks->size());
-        fetched.chunks = *std::move(chunks);
-
-        std::uint32_t present = 0;
-        for (; present < fetched.chunks.size() && fetched.chunks[present].has_value(); ++present) {
-          if (fetched.chunks[present]->size() != manifest.ChunkSize(present)) {
-            return CorruptMiss(absl::DataLossError(
-                absl::StrFormat("chunkcache: chunk %d is %d bytes, the manifest says %d", present,
-                                fetched.chunks[present]->size(), manifest.ChunkSize(present))));
-          }
-        }
-        if (present < fetched.chunks.size()) {
-          // A chunk is missing: a writer may have replaced this generation since the manifest
-          // was read (start over), or the entry lost a chunk (corrupt).
-          if (!ManifestChanged(keys, manifest.generation)) {
-            return CorruptMiss(absl::DataLossError(absl::StrFormat(
-                "chunkcache: chunk %d of %d is missing", present, manifest.chunk_count)));
-          }
+        absl::StatusOr<bool> complete = FetchChunks(keys, manifest, fetched.chunks);
+        if (!complete.ok()) return complete.status();
+        if (!*complete) {
           Add(counters_.torn_retries);
           continue;
         }
@@ -587,6 +631,48 @@ class ChunkedCache::Impl {
         "chunkcache: the entry kept changing while it was read; treated as a miss");
   }
 
+  // Fetches the chunks of `manifest` into `chunks`, in batches whose keys add up to about
+  // kMaxChunkKeyBytesPerCall, each checked before the next is asked for: whatever a manifest
+  // claims, a read holds at most its verified chunks (bounded by the payload limit) and one
+  // batch of keys. False if a chunk is missing because a writer replaced the entry meanwhile
+  // (start over); a corrupt miss if it is missing otherwise or has the wrong size.
+  absl::StatusOr<bool> FetchChunks(const StoredKeys& keys, const Manifest& manifest,
+                                   Values& chunks) {
+    chunks.clear();
+    std::vector<std::string> batch;
+    for (std::uint32_t next = 0; next < manifest.chunk_count;) {
+      batch.clear();
+      std::size_t key_bytes = 0;
+      for (; next < manifest.chunk_count && key_bytes < kMaxChunkKeyBytesPerCall; ++next) {
+        batch.push_back(keys.Chunk(manifest.generation, next));
+        key_bytes += batch.back().size();
+      }
+      const std::vector<std::string_view> views(batch.begin(), batch.end());
+      absl::StatusOr<Values> got = BackendGet(views);
+      if (!got.ok()) return got.status();
+      Add(counters_.chunks_read, got->size());
+      for (std::optional<std::string>& chunk : *got) {
+        const auto index = static_cast<std::uint32_t>(chunks.size());
+        if (!chunk.has_value()) {
+          if (ManifestChanged(keys, manifest)) return false;
+          return CorruptMiss(absl::DataLossError(absl::StrFormat(
+              "chunkcache: chunk %d of %d is missing", index, manifest.chunk_count)));
+        }
+        if (chunk->size() != manifest.ChunkSize(index)) {
+          return CorruptMiss(absl::DataLossError(
+              absl::StrFormat("chunkcache: chunk %d is %d bytes, the manifest says %d", index,
+                              chunk->size(), manifest.ChunkSize(index))));
+        }
+        chunks.push_back(std::move(chunk));
+      }
+    }
+    return true;
+  }
+
+  absl::StatusOr<DecodedManifest> DecodeStoredManifest(std::string_view bytes) const {
+    return internal::DecodeManifest(bytes, options_.max_payload_size);
+  }
+
   absl::Status CorruptMiss(const absl::Status& why) {
     Add(counters_.corrupt_reads);
     log_.Warn(RateLimitedLog::kCorrupt, [&] {
@@ -595,18 +681,29 @@ class ChunkedCache::Impl {
     return absl::NotFoundError(absl::StrCat(why.message(), "; entry treated as a miss"));
   }
 
-  // True unless the manifest still names `generation` (an unreadable manifest counts as changed).
-  bool ManifestChanged(const StoredKeys& keys, std::uint64_t generation) {
+  // True unless the manifest still names the generation and checksum of `manifest` (an absent
+  // or unreadable manifest counts as changed: the entry was replaced or removed meanwhile).
+  bool ManifestChanged(const StoredKeys& keys, const Manifest& manifest) {
     std::optional<Manifest> now = ReadManifestQuietly(keys);
-    return !now.has_value() || now->generation != generation;
+    return !now.has_value() || now->generation != manifest.generation ||
+           now->checksum != manifest.checksum;
+  }
+
+  // The current manifest; nothing if it is absent or unreadable (corrupt); the backend's error.
+  absl::StatusOr<std::optional<Manifest>> ReadManifest(const StoredKeys& keys) {
+    absl::StatusOr<std::optional<std::string>> bytes = GetOne(keys.manifest());
+    if (!bytes.ok()) return bytes.status();
+    if (!bytes->has_value()) return std::nullopt;
+    absl::StatusOr<DecodedManifest> decoded = DecodeStoredManifest(**bytes);
+    if (!decoded.ok()) return std::nullopt;
+    return decoded->manifest;
   }
 
   // The current manifest, or nothing if it is absent, unreadable or the backend failed.
   std::optional<Manifest> ReadManifestQuietly(const StoredKeys& keys) {
     absl::StatusOr<std::optional<std::string>> bytes = GetOne(keys.manifest());
     if (!bytes.ok() || !bytes->has_value()) return std::nullopt;
-    absl::StatusOr<DecodedManifest> decoded =
-        internal::DecodeManifest(**bytes, options_.max_payload_size);
+    absl::StatusOr<DecodedManifest> decoded = DecodeStoredManifest(**bytes);
     if (!decoded.ok()) return std::nullopt;
     return decoded->manifest;
   }
@@ -620,6 +717,12 @@ class ChunkedCache::Impl {
     if (cached.ok()) {
       if (NoteAge(*cached)) ScheduleRefresh(key, loader);
       return std::move(cached->bytes);
+    }
+    // What an earlier load of the key left: its failure, while the backoff lasts, or a value the
+    // backend would not store. Either answers instead of the origin.
+    if (std::optional<absl::StatusOr<Bytes>> held = load_memo_.Answer(key, Now())) {
+      Add(held->ok() ? counters_.unstored_served : counters_.load_backoffs);
+      return *std::move(held);
     }
     const bool backend_down = !IsMiss(cached.status());
     if (backend_down) {  // serve through the origin
@@ -637,36 +740,65 @@ class ChunkedCache::Impl {
       lease_held = lease.held;
     }
     absl::StatusOr<Bytes> result = LoadAndStore(key, keys, loader, cached.status());
-    if (lease_held) {
-      const std::string lease_key = keys.Lease();
-      const std::string_view lease_view = lease_key;
-      BackendDelete({&lease_view, 1}).IgnoreError();  // else it expires with lease_ttl
-    }
+    if (lease_held) ReleaseLease(keys);
     return result;
   }
 
+  // Loads `key` and stores the value. The call fails only if the loader did, or the value fails
+  // its own checks (JSON, size); a backend that cannot store it leaves the value to answer the
+  // key's next callers for unstored_hold.
   absl::StatusOr<Bytes> LoadAndStore(std::string_view key, const StoredKeys& keys,
                                      const Loader& loader, const absl::Status& read_status) {
+    // A Put or Invalidate of the key by this process from now on outranks what this load finds.
+    const Epochs epochs = EpochsOf(key);
     absl::StatusOr<std::string> loaded = CallLoader(loader);
-    if (!loaded.ok()) return loaded.status();
+    if (!loaded.ok()) {
+      load_memo_.Failed(key, loaded.status(), Now(), epochs.memo);
+      return loaded.status();
+    }
     if (IsUnreachable(read_status)) {
       // Storing would most likely cost the caller another timeout for nothing; the next
       // caller's read tells whether the backend is back. The value is still checked.
-      if (absl::Status s = CheckPayload(*loaded); !s.ok()) return s;
-      return Bytes(std::make_shared<const std::string>(*std::move(loaded)));
+      if (absl::Status s = CheckPayload(*loaded); !s.ok()) {
+        load_memo_.Failed(key, s, Now(), epochs.memo);
+        return s;
+      }
+      Bytes bytes = std::make_shared<const std::string>(*std::move(loaded));
+      load_memo_.Unstored(key, bytes, Now(), epochs.memo);
+      return bytes;
+    }
+    absl::StatusOr<CompressedBuffer> encoded = Encode(*loaded);
+    if (!encoded.ok()) {
+      load_memo_.Failed(key, encoded.status(), Now(), epochs.memo);
+      return encoded.status();
     }
     Bytes bytes = std::make_shared<const std::string>(*std::move(loaded));
-    const absl::Status stored = StoreLoaded(key, keys, bytes);
-    // The loaded value is bad: hand the reason to the callers rather than the value.
-    if (absl::IsInvalidArgument(stored) || absl::IsResourceExhausted(stored)) return stored;
+    if (StoreLoaded(key, keys, bytes, encoded->view(), epochs).ok()) {
+      load_memo_.Clear(key);
+    } else {
+      load_memo_.Unstored(key, bytes, Now(), epochs.memo);
+    }
     return bytes;
   }
 
-  // Stores a loaded payload (and keeps it in the near cache). The store's status.
-  absl::Status StoreLoaded(std::string_view key, const StoredKeys& keys, const Bytes& bytes) {
+  // The per-key write counts a load reads before it starts: an insert by the load is dropped if
+  // this process wrote the key since.
+  struct Epochs {
+    std::uint64_t l1 = 0;
+    std::uint64_t memo = 0;
+  };
+  Epochs EpochsOf(std::string_view key) const {
+    return {l1_ != nullptr ? l1_->Epoch(key) : 0, load_memo_.Epoch(key)};
+  }
+
+  // Stores a loaded and compressed payload, and keeps it in the near cache unless this process
+  // wrote the key since `epochs` were read. The store's status.
+  absl::Status StoreLoaded(std::string_view key, const StoredKeys& keys, const Bytes& bytes,
+                           std::string_view compressed, const Epochs& epochs) {
     Add(counters_.puts);
     ScopedTimer timer(&put_latency_);
-    absl::StatusOr<Manifest> stored = EncodeAndStore(keys, *bytes);
+    Add(counters_.bytes_put_raw, bytes->size());
+    absl::StatusOr<Manifest> stored = Store(keys, bytes->size(), compressed);
     if (!stored.ok()) {
       Add(counters_.put_errors);
       log_.Warn(RateLimitedLog::kStore, [&] {
@@ -676,8 +808,9 @@ class ChunkedCache::Impl {
       return stored.status();
     }
     if (l1_ != nullptr) {
-      l1_->Insert(
-          key, {bytes, stored->generation, absl::FromUnixMillis(stored->created_unix_ms), Now()});
+      const Found found{bytes, stored->generation, absl::FromUnixMillis(stored->created_unix_ms),
+                        false, stored->checksum};
+      l1_->Insert(key, L1Entry(found, Now()), epochs.l1);
     }
     return absl::OkStatus();
   }
@@ -688,6 +821,8 @@ class ChunkedCache::Impl {
     absl::StatusOr<std::string> loaded = [&]() -> absl::StatusOr<std::string> {
       try {
         return loader();
+      } catch (const std::bad_alloc&) {
+        return absl::ResourceExhaustedError("chunkcache: the loader ran out of memory");
       } catch (const std::exception& e) {
         return absl::InternalError(absl::StrCat("chunkcache: the loader threw: ", e.what()));
       } catch (...) {
@@ -748,85 +883,180 @@ class ChunkedCache::Impl {
 
   // ---- Stale-while-revalidate ----------------------------------------------------------------
 
-  // Queues one background refresh of `key` unless one is queued or running already.
+  // Queues one background refresh of `key` unless one is queued or running already, or the key's
+  // refreshes are backing off (a failure, or another process holding its lease).
   void ScheduleRefresh(std::string_view key, const Loader& loader) {
+    if (refresh_memo_.Deferred(key, Now())) {
+      Add(counters_.refreshes_deferred);
+      return;
+    }
     internal::MutexLock lock(&refresh_mu_);
+    AdoptRefreshesAfterForkLocked();
     if (stopping_ || refreshing_.contains(absl::string_view(key.data(), key.size()))) return;
     if (refresh_queue_.size() >= options_.max_queued_refreshes) {
       Add(counters_.refreshes_dropped);
       return;
     }
+    if (refresh_threads_.size() < static_cast<std::size_t>(options_.refresh_threads)) {
+      try {
+        refresh_threads_.emplace_back([this] { RefreshLoop(); });
+      } catch (...) {  // std::system_error: no thread could be started
+        if (refresh_threads_.empty()) {
+          Add(counters_.refreshes_dropped);
+          log_.Warn(RateLimitedLog::kRefresh, [] {
+            return "chunkcache: no refresh thread could be started; the stale entry is served "
+                   "until its ttl";
+          });
+          return;  // nothing marked: a later stale hit tries again
+        }
+      }
+    }
     refreshing_.insert(std::string(key));
     refresh_queue_.push_back({std::string(key), loader});
-    if (refresh_threads_.size() < static_cast<std::size_t>(options_.refresh_threads)) {
-      refresh_threads_.emplace_back([this] { RefreshLoop(); });
-    }
     refresh_cv_.SignalAll();
   }
 
+  // A forked child inherits the parent's refresh state but none of its threads: it forgets them
+  // (never joining a thread of another process) and the keys they were refreshing.
+  void AdoptRefreshesAfterForkLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(refresh_mu_) {
+    const pid_t pid = getpid();
+    if (pid == refresh_pid_) return;
+    refresh_pid_ = pid;
+    for (std::thread& thread : refresh_threads_) thread.detach();
+    refresh_threads_.clear();
+    refreshing_.clear();
+    refresh_queue_.clear();
+  }
+
   void RefreshLoop() {
-    internal::MutexLock lock(&refresh_mu_);
     while (true) {
-      while (!stopping_ && refresh_queue_.empty()) refresh_cv_.Wait(&refresh_mu_);
-      if (stopping_) return;
-      RefreshTask task = std::move(refresh_queue_.front());
-      refresh_queue_.pop_front();
-      refresh_mu_.Unlock();
-      Refresh(task);
-      refresh_mu_.Lock();
-      refreshing_.erase(task.key);
+      std::unique_ptr<RefreshTask> task;
+      {
+        internal::MutexLock lock(&refresh_mu_);
+        while (!stopping_ && refresh_queue_.empty()) refresh_cv_.Wait(&refresh_mu_);
+        if (stopping_) return;
+        task = std::make_unique<RefreshTask>(std::move(refresh_queue_.front()));
+        refresh_queue_.pop_front();
+      }
+      RunRefresh(*task);
+      {
+        internal::MutexLock lock(&refresh_mu_);
+        refreshing_.erase(task->key);
+      }
+      // The task's loader may hold the last reference to this cache (a loader capturing a
+      // shared_ptr to it): destroy it with no lock held, and if that destroyed the cache, touch
+      // nothing of it any more.
+      task.reset();
+      if (tls_cache_destroyed_on_this_thread) return;
     }
   }
 
-  void Refresh(const RefreshTask& task) {
+  // A refresh never lets anything escape to the thread: an exception (the loader's, the log
+  // sink's, std::bad_alloc) is an error of that refresh, counted and backed off.
+  void RunRefresh(const RefreshTask& task) {
+    absl::Status status;
+    try {
+      status = Refresh(task);
+    } catch (const std::exception& e) {
+      status = absl::InternalError(absl::StrCat("chunkcache: a refresh threw: ", e.what()));
+    } catch (...) {
+      status = absl::InternalError("chunkcache: a refresh threw a non-standard exception");
+    }
+    if (status.ok()) return;
+    Add(counters_.refresh_errors);
+    refresh_memo_.Failed(task.key, status, Now());
+    log_.Warn(RateLimitedLog::kRefresh, [&] {
+      return absl::StrCat(
+          "chunkcache: the background refresh of a stale entry failed; it is served until its "
+          "ttl: ",
+          status.ToString());
+    });
+  }
+
+  // OK if the key was refreshed, found fresh already, or left to the process holding its lease.
+  absl::Status Refresh(const RefreshTask& task) {
     const StoredKeys keys(options_.key_prefix, task.key);
-    // With a lease, one process of the fleet refreshes a key; the others keep serving.
+    // Someone may have refreshed the entry since it was found stale: another process, or this
+    // one before the near copy caught up. Then there is nothing to load.
+    absl::StatusOr<std::optional<Manifest>> current = ReadManifest(keys);
+    if (!current.ok()) return current.status();  // it could not be stored either
+    if (current->has_value() &&
+        Now() - absl::FromUnixMillis((*current)->created_unix_ms) < options_.soft_ttl) {
+      Add(counters_.refreshes_skipped);
+      refresh_memo_.Clear(task.key);
+      DropOlderNearCopy(task.key, **current);
+      return absl::OkStatus();
+    }
+    // With a lease, one process of the fleet refreshes a key; the others keep serving, and do
+    // not try again before that lease could have ended.
     const bool leasing = options_.lease_ttl > absl::ZeroDuration() &&
                          !lease_unsupported_.load(std::memory_order_relaxed);
-    const std::string lease_key = leasing ? keys.Lease() : std::string();
     bool held = false;
     if (leasing) {
-      absl::StatusOr<bool> taken = TakeLease(lease_key);
+      absl::StatusOr<bool> taken = TakeLease(keys.Lease());
       if (taken.ok() && !*taken) {
         Add(counters_.refreshes_dropped);
-        return;
+        refresh_memo_.Defer(task.key, Now() + options_.lease_ttl);
+        return absl::OkStatus();
       }
       held = taken.ok();  // on an error, refresh without it
     }
-    RefreshUnderLease(task, keys);
-    if (held) {
-      const std::string_view lease_view = lease_key;
-      BackendDelete({&lease_view, 1}).IgnoreError();
+    absl::Status status = RefreshUnderLease(task, keys);
+    if (held) ReleaseLease(keys);
+    if (status.ok()) refresh_memo_.Clear(task.key);
+    return status;
+  }
+
+  absl::Status RefreshUnderLease(const RefreshTask& task, const StoredKeys& keys) {
+    Add(counters_.refreshes);
+    const Epochs epochs = EpochsOf(task.key);
+    absl::StatusOr<std::string> loaded = CallLoader(task.loader);
+    if (!loaded.ok()) return loaded.status();
+    absl::StatusOr<CompressedBuffer> encoded = Encode(*loaded);
+    if (!encoded.ok()) return encoded.status();
+    Bytes bytes = std::make_shared<const std::string>(*std::move(loaded));
+    return StoreLoaded(task.key, keys, bytes, encoded->view(), epochs);
+  }
+
+  // The near copy of `key`, if it is of another entry than `current`, is dropped: the next read
+  // fetches the current one.
+  void DropOlderNearCopy(std::string_view key, const Manifest& current) {
+    if (l1_ == nullptr) return;
+    std::optional<internal::NearCache::Entry> copy = l1_->Lookup(key);
+    if (copy.has_value() &&
+        (copy->generation != current.generation || copy->checksum != current.checksum)) {
+      l1_->Erase(key);
     }
   }
 
-  void RefreshUnderLease(const RefreshTask& task, const StoredKeys& keys) {
-    Add(counters_.refreshes);
-    absl::StatusOr<std::string> loaded = CallLoader(task.loader);
-    if (!loaded.ok()) {
-      Add(counters_.refresh_errors);
-      log_.Warn(RateLimitedLog::kRefresh, [&] {
-        return absl::StrCat(
-            "chunkcache: the background refresh of a stale entry failed; it is "
-            "served until its ttl: ",
-            loaded.status().ToString());
-      });
-      return;
-    }
-    Bytes bytes = std::make_shared<const std::string>(*std::move(loaded));
-    if (!StoreLoaded(task.key, keys, bytes).ok()) Add(counters_.refresh_errors);
+  void ReleaseLease(const StoredKeys& keys) {
+    const std::string lease_key = keys.Lease();
+    const std::string_view lease_view = lease_key;
+    BackendDelete({&lease_view, 1}).IgnoreError();  // else it expires with lease_ttl
   }
 
   void StopRefreshes() {
     std::vector<std::thread> threads;
+    std::deque<RefreshTask> queued;
     {
       internal::MutexLock lock(&refresh_mu_);
+      AdoptRefreshesAfterForkLocked();
       stopping_ = true;
-      refresh_queue_.clear();
+      queued.swap(refresh_queue_);
       threads.swap(refresh_threads_);
       refresh_cv_.SignalAll();
     }
-    for (std::thread& thread : threads) thread.join();  // waits for a refresh under way
+    queued.clear();  // loaders destroyed with no lock held
+    for (std::thread& thread : threads) {
+      if (thread.get_id() == std::this_thread::get_id()) {
+        // The last reference went with a refresh task on this very thread: it cannot join
+        // itself; it returns as soon as this destructor is done, touching nothing of the cache.
+        thread.detach();
+        tls_cache_destroyed_on_this_thread = true;
+      } else {
+        thread.join();  // waits for a refresh under way
+      }
+    }
   }
 
   // ---- Writing -------------------------------------------------------------------------------
@@ -846,11 +1076,16 @@ class ChunkedCache::Impl {
 
   // The manifest that committed the new entry.
   absl::StatusOr<Manifest> EncodeAndStore(const StoredKeys& keys, std::string_view json) {
-    if (absl::Status s = CheckSize(json); !s.ok()) return s;
-    absl::StatusOr<CompressedBuffer> compressed = ValidateAndCompress(json);
+    absl::StatusOr<CompressedBuffer> compressed = Encode(json);
     if (!compressed.ok()) return compressed.status();
     Add(counters_.bytes_put_raw, json.size());
     return Store(keys, json.size(), compressed->view());
+  }
+
+  // The payload's own checks (size, JSON) and its compressed form: nothing here asks the backend.
+  absl::StatusOr<CompressedBuffer> Encode(std::string_view json) {
+    if (absl::Status s = CheckSize(json); !s.ok()) return s;
+    return ValidateAndCompress(json);
   }
 
   absl::StatusOr<CompressedBuffer> ValidateAndCompress(std::string_view json) {
@@ -907,7 +1142,10 @@ class ChunkedCache::Impl {
         internal::EncodeManifest(manifest, fits_inline ? stored : std::string_view());
     const KeyValue manifest_item{keys.manifest(), manifest_bytes};
     if (absl::Status s = BackendSet({&manifest_item, 1}, options_.ttl); !s.ok()) {
-      DeleteChunks(keys, manifest);  // nothing refers to them
+      // Only a definite refusal means nothing refers to the new chunks. After an outcome the
+      // client cannot know (a timeout, a lost connection), the manifest may have been written:
+      // deleting its chunks would break the entry; they are left to expire instead.
+      if (!IsAmbiguous(s)) DeleteChunks(keys, manifest);
       return s;
     }
     if (replaced.has_value() && replaced->generation != manifest.generation) {
@@ -931,7 +1169,8 @@ class ChunkedCache::Impl {
   template <typename Call>
   auto CallBackend(Call call) -> decltype(call()) {
     const bool breaker = options_.breaker_failure_threshold > 0;
-    if (breaker && BreakerOpen(Now())) {
+    const Gate gate = breaker ? PassBreaker(Now()) : Gate::kClosed;
+    if (gate == Gate::kReject) {
       Add(counters_.breaker_rejections);
       return absl::UnavailableError(absl::StrCat("chunkcache: the backend is skipped for ",
                                                  absl::FormatDuration(options_.breaker_cooldown),
@@ -950,7 +1189,7 @@ class ChunkedCache::Impl {
       }
     }();
     if (!result.ok()) CountBackendError(StatusOf(result));
-    if (breaker) RecordOutcome(StatusOf(result));
+    if (breaker) RecordOutcome(StatusOf(result), gate == Gate::kProbe);
     return result;
   }
 
@@ -962,19 +1201,38 @@ class ChunkedCache::Impl {
     }
   }
 
-  bool BreakerOpen(absl::Time now) const {
-    return absl::ToUnixNanos(now) < breaker_open_until_ns_.load(std::memory_order_relaxed);
+  // Closed: calls pass. Open: calls are rejected until the cool-down ends. Half-open (after it):
+  // exactly one call, the probe, passes; the others are rejected until its outcome closes the
+  // breaker (success) or opens it again (failure).
+  enum class Gate { kClosed, kProbe, kReject };
+
+  Gate PassBreaker(absl::Time now) {
+    if (failures_in_a_row_.load(std::memory_order_relaxed) < options_.breaker_failure_threshold) {
+      return Gate::kClosed;
+    }
+    if (absl::ToUnixNanos(now) < breaker_open_until_ns_.load(std::memory_order_relaxed)) {
+      return Gate::kReject;
+    }
+    return probe_in_flight_.exchange(true, std::memory_order_acq_rel) ? Gate::kReject
+                                                                       : Gate::kProbe;
   }
 
-  // Counts failures in a row; the threshold-th opens the breaker. The count is not reset when it
-  // opens, so the first failure after the cool-down reopens it at once.
-  void RecordOutcome(const absl::Status& status) {
+  bool BreakerOpen(absl::Time now) const {
+    return failures_in_a_row_.load(std::memory_order_relaxed) >=
+               options_.breaker_failure_threshold &&
+           (absl::ToUnixNanos(now) < breaker_open_until_ns_.load(std::memory_order_relaxed) ||
+            probe_in_flight_.load(std::memory_order_relaxed));
+  }
+
+  // Counts failures in a row; the threshold-th opens the breaker, and so does a failed probe.
+  void RecordOutcome(const absl::Status& status, bool probe) {
     if (!IsBackendFailure(status)) {
       failures_in_a_row_.store(0, std::memory_order_relaxed);
+      if (probe) probe_in_flight_.store(false, std::memory_order_release);
       return;
     }
     const int failures = failures_in_a_row_.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (failures >= options_.breaker_failure_threshold) {
+    if (probe || failures >= options_.breaker_failure_threshold) {
       breaker_open_until_ns_.store(absl::ToUnixNanos(Now() + options_.breaker_cooldown),
                                    std::memory_order_relaxed);
       Add(counters_.breaker_opens);
@@ -984,6 +1242,7 @@ class ChunkedCache::Impl {
                             " backend failures in a row; last: ", status.ToString());
       });
     }
+    if (probe) probe_in_flight_.store(false, std::memory_order_release);
   }
 
   absl::StatusOr<Values> BackendGet(absl::Span<const std::string_view> keys) {
@@ -1031,10 +1290,13 @@ class ChunkedCache::Impl {
   std::atomic<bool> lease_unsupported_{false};
   std::atomic<int> failures_in_a_row_{0};
   std::atomic<std::int64_t> breaker_open_until_ns_{std::numeric_limits<std::int64_t>::min()};
+  std::atomic<bool> probe_in_flight_{false};  // the half-open breaker's one call is under way
   Counters counters_;
   internal::LatencyHistogram get_latency_, get_or_load_latency_, put_latency_, load_latency_,
       backend_latency_;
   RateLimitedLog log_;
+  internal::LoadMemo load_memo_;     // failed loads backing off, unstored values held
+  internal::LoadMemo refresh_memo_;  // refreshes backing off (failures, leases held elsewhere)
 
   internal::Mutex refresh_mu_;
   internal::CondVar refresh_cv_;
@@ -1042,6 +1304,7 @@ class ChunkedCache::Impl {
   std::deque<RefreshTask> refresh_queue_ ABSL_GUARDED_BY(refresh_mu_);
   absl::flat_hash_set<std::string> refreshing_ ABSL_GUARDED_BY(refresh_mu_);  // queued or running
   std::vector<std::thread> refresh_threads_ ABSL_GUARDED_BY(refresh_mu_);
+  pid_t refresh_pid_ ABSL_GUARDED_BY(refresh_mu_) = getpid();  // the process owning the threads
 };
 
 // ---- The public face: forwards to Impl, and keeps exceptions from crossing the API. ----------

@@ -10,6 +10,12 @@ NearCache::Shard& NearCache::ShardOf(std::string_view key) {
   return shards_[absl::Hash<std::string_view>{}(key) % kShards];
 }
 
+std::size_t NearCache::EpochSlot(std::string_view key) {
+  // The shard uses the hash's low bits; the slot takes higher ones so that it spreads the keys
+  // of one shard.
+  return (absl::Hash<std::string_view>{}(key) >> 16) % kEpochSlots;
+}
+
 std::optional<NearCache::Entry> NearCache::Lookup(std::string_view key) {
   Shard& shard = ShardOf(key);
   std::optional<Entry> found;
@@ -20,7 +26,7 @@ std::optional<NearCache::Entry> NearCache::Lookup(std::string_view key) {
     const Node& node = *it->second;
     found.emplace(Entry{node.bytes, node.generation, node.created,
                         absl::FromUnixNanos(node.validated_ns.load(std::memory_order_relaxed)),
-                        node.size});
+                        node.size, node.checksum});
     if (&shard.lru.front() == &node) return found;  // already the most recent: no writer lock
   }
   WriterLock lock(&shard.mu);
@@ -35,9 +41,9 @@ void NearCache::Insert(std::string_view key, Entry entry, std::optional<std::uin
   Shard& shard = ShardOf(key);
   {
     WriterLock lock(&shard.mu);
-    // Erase advances the epoch under the same shard lock for the same key: checked under it
-    // too, an invalidation cannot slip between the check and the insert.
-    if (if_epoch.has_value() && *if_epoch != epoch_.load(std::memory_order_acquire)) return;
+    // Erase advances the key's epoch under the same shard lock: checked under it too, an
+    // invalidation cannot slip between the check and the insert.
+    if (if_epoch.has_value() && *if_epoch != Epoch(key)) return;
     if (const auto it = shard.index.find(key); it != shard.index.end())
       RemoveLocked(shard, it->second);
     if (charge > capacity_) return;
@@ -46,6 +52,7 @@ void NearCache::Insert(std::string_view key, Entry entry, std::optional<std::uin
     node.size = entry.bytes->size();
     node.bytes = std::move(entry.bytes);
     node.generation = entry.generation;
+    node.checksum = entry.checksum;
     node.created = entry.created;
     node.validated_ns.store(absl::ToUnixNanos(entry.validated), std::memory_order_relaxed);
     node.charge = charge;
@@ -73,7 +80,7 @@ void NearCache::MarkValidated(std::string_view key, std::uint64_t generation, ab
 void NearCache::Erase(std::string_view key) {
   Shard& shard = ShardOf(key);
   WriterLock lock(&shard.mu);
-  epoch_.fetch_add(1, std::memory_order_acq_rel);
+  epochs_[EpochSlot(key)].fetch_add(1, std::memory_order_acq_rel);
   if (const auto it = shard.index.find(key); it != shard.index.end())
     RemoveLocked(shard, it->second);
 }

@@ -38,6 +38,7 @@ class NearCache {
     // bytes->size(), kept apart: reading it through `bytes` would touch the cache line of the
     // shared pointer's reference count, which concurrent hits on the entry keep bouncing.
     std::size_t size = 0;
+    std::uint64_t checksum = 0;  // of the stored entry: generations alone can repeat (fork)
   };
 
   explicit NearCache(std::size_t capacity_bytes) : capacity_(capacity_bytes) {}
@@ -48,17 +49,21 @@ class NearCache {
 
   // Adds or replaces the entry of `key`, evicting others to stay within the bound. An entry
   // larger than the whole bound is not kept (and removes the old one). With `if_epoch`, nothing
-  // is inserted if an Erase happened since Epoch() returned it: a read that started before an
-  // invalidation must not put back what the invalidation removed.
+  // is inserted if an Erase of `key` happened since Epoch(key) returned it: a read or load that
+  // started before an invalidation must not put back what the invalidation removed.
   void Insert(std::string_view key, Entry entry, std::optional<std::uint64_t> if_epoch = {});
 
-  // Counts Erase calls; read it before a backend read whose result may be inserted.
-  std::uint64_t Epoch() const { return epoch_.load(std::memory_order_acquire); }
+  // Counts the Erase calls of `key` (and of the few keys sharing its slot, so that unrelated
+  // erases rarely hold back an insert); read it before a backend read or a load whose result may
+  // be inserted.
+  std::uint64_t Epoch(std::string_view key) const {
+    return epochs_[EpochSlot(key)].load(std::memory_order_acquire);
+  }
 
   // Records that the entry of `key` was confirmed at `when`, if it still holds `generation`.
   void MarkValidated(std::string_view key, std::uint64_t generation, absl::Time when);
 
-  // Removes the entry of `key` (if any) and advances the epoch.
+  // Removes the entry of `key` (if any) and advances its epoch.
   void Erase(std::string_view key);
 
   std::size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
@@ -69,6 +74,7 @@ class NearCache {
     std::string key;
     Bytes bytes;
     std::uint64_t generation;
+    std::uint64_t checksum;
     absl::Time created;
     std::atomic<std::int64_t> validated_ns;  // written under a reader lock
     std::size_t size;
@@ -82,6 +88,9 @@ class NearCache {
         ABSL_GUARDED_BY(mu);  // views of Node::key
   };
   static constexpr std::size_t kShards = 8;
+  static constexpr std::size_t kEpochSlots = 1024;
+
+  static std::size_t EpochSlot(std::string_view key);
 
   Shard& ShardOf(std::string_view key);
   void RemoveLocked(Shard& shard, Lru::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
@@ -92,7 +101,8 @@ class NearCache {
   const std::size_t capacity_;
   std::atomic<std::size_t> bytes_{0};
   std::atomic<std::uint64_t> evictions_{0};
-  std::atomic<std::uint64_t> epoch_{0};  // advanced under the erased key's shard lock
+  // Per-key erase counts (hashed into slots), each advanced under the erased key's shard lock.
+  std::array<std::atomic<std::uint64_t>, kEpochSlots> epochs_{};
   std::array<Shard, kShards> shards_;
 };
 

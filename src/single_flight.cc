@@ -37,9 +37,12 @@ SingleFlight::Outcome SingleFlight::Do(std::string_view key, absl::Time wait_dea
   if (leader) {
     absl::StatusOr<Bytes> result = RunCatching(work);
     {
-      // Unregister first: a caller arriving from now on starts a fresh flight.
+      // Unregister first: a caller arriving from now on starts a fresh flight. Forget may have
+      // replaced this flight with a newer one already.
       MutexLock lock(&mu_);
-      flights_.erase(flight_key);
+      if (auto it = flights_.find(flight_key); it != flights_.end() && it->second == flight) {
+        flights_.erase(it);
+      }
     }
     MutexLock lock(&flight->mu);
     flight->result = result;
@@ -57,6 +60,11 @@ SingleFlight::Outcome SingleFlight::Do(std::string_view key, absl::Time wait_dea
     }
   }
   return {flight->result, Role::kWaiter};
+}
+
+void SingleFlight::Forget(std::string_view key) {
+  MutexLock lock(&mu_);
+  flights_.erase(absl::string_view(key.data(), key.size()));
 }
 
 std::size_t SingleFlight::InFlight() const {

@@ -34,6 +34,11 @@ class SingleFlight {
   Outcome Do(std::string_view key, absl::Time wait_deadline,
              absl::FunctionRef<absl::StatusOr<Bytes>()> work);
 
+  // Callers of `key` arriving from now on start a fresh flight instead of joining the one under
+  // way (whose callers still get its result): after a Put or Invalidate returns, no caller may be
+  // handed what a load that started before it read or loaded.
+  void Forget(std::string_view key);
+
   // Keys with a flight under way.
   std::size_t InFlight() const;
 

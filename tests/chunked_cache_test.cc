@@ -382,8 +382,12 @@ TEST_CASE("a cold key loads once for 64 concurrent callers", "[concurrency]") {
   RequirePayload(cache.Get("cold"), json);
 }
 
-TEST_CASE("a loader error reaches every waiter and is not cached", "[concurrency]") {
-  ChunkedCache cache(NewMemory());
+TEST_CASE("a loader error reaches every waiter, holds loads back for its backoff, is not stored",
+          "[concurrency]") {
+  std::atomic<std::int64_t> now_ns{absl::ToUnixNanos(absl::FromUnixSeconds(1'000'000))};
+  ChunkedCache cache(NewMemory(), {.load_retry_initial = absl::Seconds(1),
+                                   .load_retry_max = absl::Seconds(8),
+                                   .clock = [&] { return absl::FromUnixNanos(now_ns.load()); }});
   constexpr int kCallers = 16;
   std::atomic<int> loads{0};
   std::latch start(kCallers);
@@ -408,14 +412,53 @@ TEST_CASE("a loader error reaches every waiter and is not cached", "[concurrency
     CHECK(absl::IsUnavailable(s));
     CHECK(s.message() == "origin down");
   }
-  // The next call loads again and succeeds.
-  auto got = cache.GetOrLoad("k", [&]() -> absl::StatusOr<std::string> {
+  auto succeeding = [&]() -> absl::StatusOr<std::string> {
     ++loads;
     return std::string("[1,2,3]");
-  });
-  RequirePayload(got, "[1,2,3]");
+  };
+  // Within the backoff (at least half of load_retry_initial) the failure answers: no load.
+  now_ns += absl::ToInt64Nanoseconds(absl::Milliseconds(400));
+  absl::StatusOr<Bytes> held = cache.GetOrLoad("k", succeeding);
+  CHECK(absl::IsUnavailable(held.status()));
+  CHECK(absl::StrContains(held.status().message(), "origin down"));
+  CHECK(absl::StrContains(held.status().message(), "a recent load of this key failed"));
+  CHECK(loads == 1);
+  CHECK(cache.Stats().load_backoffs == 1);
+  // Another key is not held back.
+  RequirePayload(cache.GetOrLoad("other", succeeding), "[1,2,3]");
   CHECK(loads == 2);
+  // After the backoff, the next call loads again and succeeds; nothing failed was stored.
+  now_ns += absl::ToInt64Nanoseconds(absl::Milliseconds(600));
+  RequirePayload(cache.GetOrLoad("k", succeeding), "[1,2,3]");
+  CHECK(loads == 3);
   CHECK(cache.Stats().load_errors == 1);
+}
+
+TEST_CASE("the load backoff doubles with each failure in a row, up to load_retry_max") {
+  std::atomic<std::int64_t> now_ns{absl::ToUnixNanos(absl::FromUnixSeconds(1'000'000))};
+  ChunkedCache cache(NewMemory(), {.load_retry_initial = absl::Seconds(1),
+                                   .load_retry_max = absl::Seconds(4),
+                                   .clock = [&] { return absl::FromUnixNanos(now_ns.load()); }});
+  int loads = 0;
+  auto failing = [&]() -> absl::StatusOr<std::string> {
+    ++loads;
+    return absl::UnavailableError("origin down");
+  };
+  // Failure n is held for [d/2, d] with d = 1 s, 2 s, 4 s, 4 s: the loader runs again only once
+  // the whole of d has passed for sure, and never before d/2.
+  for (const absl::Duration d : {absl::Seconds(1), absl::Seconds(2), absl::Seconds(4),
+                                 absl::Seconds(4)}) {
+    const int before = loads;
+    CHECK(absl::IsUnavailable(cache.GetOrLoad("k", failing).status()));
+    CHECK(loads == before + 1);
+    now_ns += absl::ToInt64Nanoseconds(d / 2 - absl::Milliseconds(1));
+    CHECK(absl::IsUnavailable(cache.GetOrLoad("k", failing).status()));
+    CHECK(loads == before + 1);
+    now_ns += absl::ToInt64Nanoseconds(d / 2 + absl::Milliseconds(2));
+  }
+  // A Put by this process ends the backoff at once.
+  REQUIRE(cache.Put("k", "[7]").ok());
+  RequirePayload(cache.GetOrLoad("k", failing), "[7]");
 }
 
 TEST_CASE("a waiter gives up after load_wait_timeout while the leader finishes", "[concurrency]") {

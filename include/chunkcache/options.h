@@ -77,6 +77,23 @@ struct CacheOptions {
   // Default: 30 seconds.
   absl::Duration load_wait_timeout = absl::Seconds(30);
 
+  // ---- Protecting the origin ----------------------------------------------------------------
+
+  // After a load of a key fails (the loader's error, or it threw), GetOrLoad callers of that key
+  // in this process get that error (message marked "retry after ...") without calling the loader
+  // until a backoff passes: load_retry_initial after the first failure, doubling with each
+  // failure in a row up to load_retry_max, each wait drawn at random from [half, all] of it. A
+  // successful load resets it. Background refreshes back off the same way. Both must be positive,
+  // initial <= max. Defaults: 100 ms and 5 seconds.
+  absl::Duration load_retry_initial = absl::Milliseconds(100);
+  absl::Duration load_retry_max = absl::Seconds(5);
+
+  // How long a loaded value that could not be stored (the backend failed or refused it) keeps
+  // serving GetOrLoad callers of its key in this process, so that an unwell backend does not
+  // turn every request into an origin load. Kept within max(l1_capacity_bytes, max_payload_size)
+  // bytes over all keys. Zero turns it off. Default: 1 second.
+  absl::Duration unstored_hold = absl::Seconds(1);
+
   // ---- Near cache (L1) ----------------------------------------------------------------------
 
   // Bytes of decoded payloads kept in this process (payload + key + a fixed overhead per entry),

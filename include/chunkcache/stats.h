@@ -50,6 +50,10 @@ struct CacheStats {
   std::uint64_t coalesced = 0;      // callers that shared another caller's flight
   std::uint64_t wait_timeouts = 0;  // callers that gave up waiting (load_wait_timeout)
   std::uint64_t fallbacks = 0;      // backend failures answered through the loader
+  std::uint64_t load_backoffs = 0;  // callers answered with a recent load's failure, no load
+                                    // (load_retry_initial / load_retry_max)
+  std::uint64_t unstored_served = 0;  // callers answered with a loaded value the backend did
+                                      // not store, no load (unstored_hold)
 
   // Near cache (L1) and stale-while-revalidate.
   std::uint64_t l1_hits = 0;            // reads answered from L1 without any backend call
@@ -59,8 +63,12 @@ struct CacheStats {
   std::uint64_t stale_served = 0;       // reads that returned an entry older than soft_ttl
   std::uint64_t refreshes = 0;          // background refreshes run
   std::uint64_t refresh_errors = 0;     // of those, the ones whose load or store failed
-  std::uint64_t refreshes_dropped = 0;  // refreshes not run: queue full, or another process
-                                        // held the key's lease (it is refreshing)
+  std::uint64_t refreshes_dropped = 0;  // refreshes not run: queue full, no thread, or another
+                                        // process held the key's lease (it is refreshing)
+  std::uint64_t refreshes_skipped = 0;  // refreshes that found the entry fresh again (someone
+                                        // else refreshed it): no load
+  std::uint64_t refreshes_deferred = 0;  // stale reads that queued no refresh: the key's
+                                         // refreshes back off after a failure or a held lease
 
   // Cross-process lease.
   std::uint64_t leases_won = 0;        // misses that took the lease and loaded
