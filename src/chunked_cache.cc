@@ -195,6 +195,12 @@ absl::Status CheckOptions(const Backend* backend, const CacheOptions& options) {
         "chunkcache: lease_ttl must be at least zero; with a lease, 0 < lease_poll_initial <= "
         "lease_poll_max");
   }
+  if (options.load_retry_initial <= absl::ZeroDuration() ||
+      options.load_retry_max < options.load_retry_initial ||
+      options.unstored_hold < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "chunkcache: 0 < load_retry_initial <= load_retry_max, and unstored_hold at least zero");
+  }
   if (options.breaker_failure_threshold < 0 ||
       (options.breaker_failure_threshold > 0 && options.breaker_cooldown <= absl::ZeroDuration())) {
     return absl::InvalidArgumentError(

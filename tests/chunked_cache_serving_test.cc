@@ -1,6 +1,9 @@
 // ChunkedCache under load: the near cache (L1), stale-while-revalidate, the circuit breaker and the
 // compressed pass-through. (The cross-process lease is in lease_test.cc.)
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #include <atomic>
@@ -445,6 +448,105 @@ TEST_CASE("destroying the cache waits for a refresh under way", "[concurrency]")
   CHECK(*finished);
 }
 
+// Forwards to a backend and raises a flag when it is destroyed: the cache that owns it has then
+// finished destroying itself.
+class DestructionSignal : public testing::RecordingBackend {
+ public:
+  DestructionSignal(std::shared_ptr<Backend> inner, std::shared_ptr<std::atomic<bool>> destroyed)
+      : RecordingBackend(std::move(inner)), destroyed_(std::move(destroyed)) {}
+  ~DestructionSignal() override { *destroyed_ = true; }
+
+ private:
+  std::shared_ptr<std::atomic<bool>> destroyed_;
+};
+
+TEST_CASE("a loader owning its cache: the cache destroyed on its own refresh thread",
+          "[concurrency]") {
+  // Before: ~Impl ran on the refresh thread, which held refresh_mu_ while the task died, and
+  // then tried to join itself: a deadlock.
+  FakeClock clock;
+  auto destroyed = std::make_shared<std::atomic<bool>>(false);
+  auto gate = std::make_shared<Gate>();
+  auto loaded = std::make_shared<std::atomic<bool>>(false);
+  std::weak_ptr<ChunkedCache> weak;
+  {
+    auto cache = std::make_shared<ChunkedCache>(
+        std::make_shared<DestructionSignal>(NewMemoryBackend({.clock = clock.AsFunction()}),
+                                            destroyed),
+        CacheOptions{
+            .ttl = absl::Minutes(10), .soft_ttl = absl::Minutes(1), .clock = clock.AsFunction()});
+    weak = cache;
+    const std::string v1 = Json("v1");
+    REQUIRE(cache->Put("k", v1).ok());
+    clock.Advance(absl::Minutes(2));
+    // Capture by value, as the README advises: the refresh task holds a reference.
+    REQUIRE(cache
+                ->GetOrLoad("k",
+                            [cache, gate, loaded, v1]() -> absl::StatusOr<std::string> {
+                              gate->Wait();
+                              *loaded = true;
+                              return v1;
+                            })
+                .ok());
+  }  // the caller's reference is gone; the refresh task's is the last
+  gate->Open();
+  CHECK(Eventually([&] { return destroyed->load(); }));
+  CHECK(loaded->load());
+  CHECK(weak.expired());
+}
+
+TEST_CASE("a refresh thread that cannot start leaves no key marked in flight") {
+  // RLIMIT_NPROC stops thread creation for an unprivileged user; root ignores it, so the
+  // scenario runs in a child that gives up root. The child's exit code is the verdict.
+  if (geteuid() != 0) {
+    WARN("skipped: needs root to switch to an unprivileged user");
+    return;
+  }
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // No Catch2 here: plain checks, the exit code says which failed.
+    rlimit limit;
+    if (getrlimit(RLIMIT_NPROC, &limit) != 0) _exit(11);
+    const rlim_t allowed = limit.rlim_cur;
+    limit.rlim_cur = 0;  // the soft limit only: it can be raised again up to the hard one
+    if (setrlimit(RLIMIT_NPROC, &limit) != 0) _exit(11);
+    if (setgid(54321) != 0 || setuid(54321) != 0) _exit(10);
+    FakeClock clock;
+    int loads = 0;
+    {
+      ChunkedCache cache(NewMemoryBackend({.clock = clock.AsFunction()}),
+                         {.ttl = absl::Minutes(10),
+                          .soft_ttl = absl::Minutes(1),
+                          .clock = clock.AsFunction()});
+      const std::string v1 = Json("v1");
+      if (!cache.Put("k", v1).ok()) _exit(12);
+      clock.Advance(absl::Minutes(2));
+      const Loader loader = [&]() -> absl::StatusOr<std::string> {
+        ++loads;
+        return v1;
+      };
+      // No thread can start: the stale entry is still served and the refresh dropped.
+      if (!cache.GetOrLoad("k", loader).ok()) _exit(13);
+      if (cache.Stats().refreshes_dropped != 1) _exit(14);
+      limit.rlim_cur = allowed;
+      if (setrlimit(RLIMIT_NPROC, &limit) != 0) _exit(15);
+      // Threads can start again: the key was not left marked, so this stale read refreshes it.
+      if (!cache.GetOrLoad("k", loader).ok()) _exit(16);
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (cache.Stats().refreshes != 1) {
+        if (std::chrono::steady_clock::now() > give_up) _exit(17);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    }
+    _exit(loads == 1 ? 0 : 18);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+
 TEST_CASE("refreshes beyond the queue bound are dropped and counted", "[concurrency]") {
   Fixture f;
   ChunkedCache cache(f.backend, f.Options({.ttl = absl::Minutes(10),
@@ -585,6 +687,9 @@ TEST_CASE("out-of-range serving options are InvalidArgument on every call") {
        .lease_poll_max = absl::Seconds(1)},
       {.breaker_failure_threshold = -1},
       {.breaker_failure_threshold = 1, .breaker_cooldown = absl::ZeroDuration()},
+      {.load_retry_initial = absl::ZeroDuration()},
+      {.load_retry_initial = absl::Seconds(2), .load_retry_max = absl::Seconds(1)},
+      {.unstored_hold = -absl::Seconds(1)},
   };
   for (const CacheOptions& options : bad) {
     ChunkedCache cache(backend, options);

@@ -701,5 +701,73 @@ TEST_CASE("Inspect describes the stored entry and finds missing or damaged chunk
   CHECK(cache.Inspect("bad").status().code() == absl::StatusCode::kDataLoss);
 }
 
+// Stores what it is given, then reports `outcome` for the manifest write (the item whose key has
+// no ':' after its hash tag): a server that applied the SET but whose reply was lost or late.
+class ManifestOutcomeBackend : public testing::RecordingBackend {
+ public:
+  ManifestOutcomeBackend(std::shared_ptr<Backend> inner, absl::Status outcome, bool apply)
+      : RecordingBackend(std::move(inner)), outcome_(std::move(outcome)), apply_(apply) {}
+
+  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override {
+    const bool manifest = items.size() == 1 && items[0].key.back() == '}';
+    if (!manifest || !armed) return RecordingBackend::MultiSet(items, ttl);
+    if (apply_) RecordingBackend::MultiSet(items, ttl).IgnoreError();
+    return outcome_;
+  }
+
+  std::atomic<bool> armed{false};
+
+ private:
+  const absl::Status outcome_;
+  const bool apply_;
+};
+
+TEST_CASE("a Put whose manifest write may have been applied never deletes the chunks it names") {
+  // Before: any error from the manifest write deleted the new chunks. With the write applied but
+  // its reply timed out, v1 was gone and v2 broken: every Get a corrupt miss until ttl.
+  const CacheOptions options{.chunk_size = kSmallChunk};
+  const std::string v1 = Catalogue(0.05, 1), v2 = Catalogue(0.05, 2);
+  for (const absl::Status& ambiguous :
+       {absl::DeadlineExceededError("timed out"), absl::UnavailableError("connection lost"),
+        absl::InternalError("protocol error")}) {
+    INFO(ambiguous.ToString());
+    auto backend =
+        std::make_shared<ManifestOutcomeBackend>(NewMemory(), ambiguous, /*apply=*/true);
+    ChunkedCache cache(backend, options);
+    REQUIRE(cache.Put("k", v1).ok());
+    backend->armed = true;
+    const absl::Status put = cache.Put("k", v2);
+    CHECK(put.code() == ambiguous.code());
+    backend->armed = false;
+    // The write was applied: the new value is complete, whoever reads it.
+    RequirePayload(cache.Get("k"), v2);
+    RequirePayload(ChunkedCache(backend, options).Get("k"), v2);
+    CHECK(cache.Stats().corrupt_reads == 0);
+  }
+}
+
+TEST_CASE("a Put whose manifest write was refused deletes its new chunks and keeps the old value") {
+  const CacheOptions options{.chunk_size = kSmallChunk};
+  const std::string v1 = Catalogue(0.05, 1), v2 = Catalogue(0.05, 2);
+  auto memory = NewMemory();
+  auto backend = std::make_shared<ManifestOutcomeBackend>(
+      memory, absl::ResourceExhaustedError("OOM command not allowed"), /*apply=*/false);
+  ChunkedCache cache(backend, options);
+  REQUIRE(cache.Put("k", v1).ok());
+  backend->TakeSets();
+  backend->armed = true;
+  CHECK(absl::IsResourceExhausted(cache.Put("k", v2)));
+  backend->armed = false;
+  RequirePayload(cache.Get("k"), v1);
+  // Every chunk the refused Put wrote is gone again (nothing could refer to it).
+  for (const auto& item : backend->TakeSets()) {
+    if (item.key.back() == '}') continue;
+    const std::string_view key = item.key;
+    auto values = memory->MultiGet({&key, 1});
+    REQUIRE(values.ok());
+    CHECK_FALSE((*values)[0].has_value());
+  }
+}
+
 }  // namespace
 }  // namespace chunkcache

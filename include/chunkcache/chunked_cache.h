@@ -66,12 +66,15 @@ struct EntryInfo {
 };
 
 // Produces the JSON text of a key from the origin. It may be called from any thread; it may
-// return an error (passed to the callers waiting on it, and not cached) and should not throw
-// (an exception is caught and becomes an Internal status).
+// return an error (passed to the callers waiting on it, never stored, and held back for a short
+// backoff: see CacheOptions::load_retry_initial) and should not throw (an exception is caught and
+// becomes an Internal status, std::bad_alloc ResourceExhausted).
 //
 // Lifetime: with soft_ttl set, GetOrLoad keeps a copy of its loader for a background refresh that
 // may run after GetOrLoad returned, until the ChunkedCache is destroyed (the destructor waits for
 // a refresh under way and drops queued ones). Capture by value, or only what outlives the cache.
+// A loader may hold a std::shared_ptr to its own cache: if a refresh task ends up holding the
+// last reference, the cache is destroyed on the refresh thread, which then ends.
 using Loader = std::function<absl::StatusOr<std::string>()>;
 
 // Settings of one call.
@@ -105,10 +108,17 @@ class ChunkedCache {
   // are waiting for the same key in this process, stores its result and hands it to all of them.
   // A backend failure is answered through the loader rather than failing the caller (the
   // loaded value is then not stored if the backend was unreachable: Unavailable or
-  // DeadlineExceeded); if storing the loaded value fails, the callers still get it. Errors: the
-  // loader's error (not cached: the next call tries again); Internal if it threw; InvalidArgument
-  // or ResourceExhausted if it produced invalid JSON or an oversize payload; DeadlineExceeded for a
-  // caller that waited longer than load_wait_timeout for another caller's load.
+  // DeadlineExceeded); if storing the loaded value fails (whatever the backend's reason), the
+  // callers still get it, and it answers the key's callers in this process for unstored_hold
+  // without another load. Errors: the loader's error, which is not stored, and answers the key's
+  // callers in this process until its backoff passes (load_retry_initial .. load_retry_max);
+  // Internal if it threw; InvalidArgument or ResourceExhausted if it produced invalid JSON or an
+  // oversize payload; DeadlineExceeded for a caller that waited longer than load_wait_timeout for
+  // another caller's load.
+  //
+  // After a Put or Invalidate of `key` by this process returns, no GetOrLoad (or Get) in this
+  // process returns what was stored, read or loaded before it: callers arriving later do not join
+  // a load that was under way, and nothing that load found enters the near cache.
   absl::StatusOr<Bytes> GetOrLoad(std::string_view key, Loader loader);
   absl::StatusOr<Bytes> GetOrLoad(std::string_view key, Loader loader, const CallOptions& call);
 
@@ -123,12 +133,22 @@ class ChunkedCache {
   absl::StatusOr<EntryInfo> Inspect(std::string_view key);
 
   // Stores `json` under `key`, replacing any previous value; readers see the old value or the
-  // new one, never a mix. On error nothing visible changes: InvalidArgument for invalid JSON, a
-  // bad key or options; ResourceExhausted for a payload over max_payload_size; the backend's
-  // error if it failed.
+  // new one, never a mix. On error, readers see either the old value or the complete new one,
+  // never a broken entry:
+  //  - InvalidArgument (invalid JSON, a bad key or options) or ResourceExhausted (a payload over
+  //    max_payload_size): checked before anything is written; nothing changes.
+  //  - A definite refusal by the backend (e.g. ResourceExhausted for a store out of memory,
+  //    PermissionDenied): the old value stays; the new chunks written are deleted.
+  //  - An outcome the client cannot know (DeadlineExceeded, Unavailable, a lost connection,
+  //    Internal): the manifest write may or may not have been applied, so readers see the old
+  //    value or the complete new one; chunks that nothing refers to expire with ttl +
+  //    chunk_ttl_grace. Retrying the Put is safe.
+  // In every case this process's near cache and held load results for `key` are dropped.
   absl::Status Put(std::string_view key, std::string_view json);
 
   // Removes `key`: its manifest, then (best effort) its chunks. Absent keys are not an error.
+  // Whatever the outcome, this process's near copy and held load results for `key` are dropped
+  // once the manifest delete has been attempted.
   absl::Status Invalidate(std::string_view key);
 
   // Counters and latency figures since construction.

@@ -112,8 +112,11 @@ struct CacheOptions {
 
   // Age (since its Put) after which an entry is stale: GetOrLoad still returns it at once, and
   // starts one background refresh of the key through the loader it was given (one at a time per
-  // key). Until ttl the stale entry keeps being served, whether refreshes succeed or fail. Must be
-  // less than ttl; zero turns stale-while-revalidate off. Default: zero (off).
+  // key). Until ttl the stale entry keeps being served, whether refreshes succeed or fail. A
+  // refresh first re-reads the manifest and loads nothing if someone refreshed the entry
+  // meanwhile; after a failed refresh the key's next one waits for a backoff
+  // (load_retry_initial .. load_retry_max), and while another process holds the key's lease, for
+  // lease_ttl. Must be less than ttl; zero turns stale-while-revalidate off. Default: zero (off).
   absl::Duration soft_ttl = absl::ZeroDuration();
 
   // Threads running background refreshes (started on the first refresh).
@@ -145,7 +148,8 @@ struct CacheOptions {
   // After this many backend calls in a row fail with Unavailable, DeadlineExceeded,
   // ResourceExhausted or Internal, the backend is skipped for breaker_cooldown: Get, Put and
   // Invalidate fail at once with Unavailable and GetOrLoad serves through the loader. After the
-  // cool-down one call tries the backend again; its failure reopens the breaker at once.
+  // cool-down exactly one call (the probe) tries the backend again while every other call keeps
+  // being skipped; the probe's success closes the breaker, its failure reopens it at once.
   // 0 turns the breaker off. Default: 0 (off).
   int breaker_failure_threshold = 0;
 
