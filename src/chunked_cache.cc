@@ -302,6 +302,7 @@ class ChunkedCache::Impl {
       NoteAge(*hit);
       return std::move(hit->bytes);
     }
+    const ScopedCallDeadline scoped_deadline(call.deadline);  // bounds every backend call
     absl::StatusOr<Found> found = Read(key, StoredKeys(options_.key_prefix, key));
     if (!found.ok()) return found.status();
     NoteAge(*found);
@@ -317,12 +318,22 @@ class ChunkedCache::Impl {
       return std::move(hit->bytes);
     }
     ScopedTimer timer(&get_or_load_latency_);
-    const absl::Time deadline = std::min(absl::Now() + options_.load_wait_timeout, call.deadline);
-    internal::SingleFlight::Outcome outcome =
-        flights_.Do(key, deadline, [&] { return ReadOrLoad(key, loader, call.deadline); });
-    if (outcome.role == internal::SingleFlight::Role::kWaiter) Add(counters_.coalesced);
-    if (outcome.role == internal::SingleFlight::Role::kTimedOut) Add(counters_.wait_timeouts);
-    return std::move(outcome.result);
+    const ScopedCallDeadline scoped_deadline(call.deadline);  // bounds every backend call
+    const absl::Time wait_deadline =
+        std::min(absl::Now() + options_.load_wait_timeout, call.deadline);
+    for (int flight = 0;; ++flight) {
+      internal::SingleFlight::Outcome outcome =
+          flights_.Do(key, wait_deadline, [&] { return ReadOrLoad(key, loader, call.deadline); });
+      if (outcome.role == internal::SingleFlight::Role::kWaiter) Add(counters_.coalesced);
+      if (outcome.role == internal::SingleFlight::Role::kTimedOut) Add(counters_.wait_timeouts);
+      // A flight whose leader ran out of its own, earlier deadline says nothing about this
+      // caller's: it tries once more (as a leader, or with a newer flight).
+      if (outcome.role == internal::SingleFlight::Role::kWaiter && flight == 0 &&
+          absl::IsDeadlineExceeded(outcome.result.status()) && absl::Now() < wait_deadline) {
+        continue;
+      }
+      return std::move(outcome.result);
+    }
   }
 
   absl::StatusOr<CompressedPayload> GetCompressed(std::string_view key) {
@@ -731,6 +742,13 @@ class ChunkedCache::Impl {
       return *std::move(held);
     }
     const bool backend_down = !IsMiss(cached.status());
+    if (deadline != absl::InfiniteFuture() && absl::Now() >= deadline) {
+      // Past the caller's deadline (a backend call ran into it): a load would only make the
+      // caller later; the next caller loads if it must.
+      return absl::DeadlineExceededError(absl::StrCat(
+          "chunkcache: the call's deadline passed while reading the entry: ",
+          cached.status().message()));
+    }
     if (backend_down) {  // serve through the origin
       Add(counters_.fallbacks);
       log_.Warn(RateLimitedLog::kFallback, [&] {
@@ -743,6 +761,10 @@ class ChunkedCache::Impl {
     if (!backend_down && options_.lease_ttl > absl::ZeroDuration()) {
       LeaseOutcome lease = TakeOrAwaitLease(keys, deadline);
       if (lease.found.has_value()) return std::move(lease.found->bytes);
+      if (!lease.held && absl::Now() >= deadline) {
+        return absl::DeadlineExceededError(
+            "chunkcache: the call's deadline passed while another process held the key's lease");
+      }
       lease_held = lease.held;
     }
     absl::StatusOr<Bytes> result = LoadAndStore(key, keys, loader, cached.status());
@@ -1174,6 +1196,11 @@ class ChunkedCache::Impl {
 
   template <typename Call>
   auto CallBackend(Call call) -> decltype(call()) {
+    if (const absl::Time deadline = CallDeadline();
+        deadline != absl::InfiniteFuture() && absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          "chunkcache: the call's deadline passed before the backend was asked");
+    }
     const bool breaker = options_.breaker_failure_threshold > 0;
     const Gate gate = breaker ? PassBreaker(Now()) : Gate::kClosed;
     if (gate == Gate::kReject) {

@@ -751,21 +751,92 @@ TEST_CASE("a waiter gives up at its own deadline while another caller loads", "[
   leader.join();
 }
 
-TEST_CASE("a lease wait ends at the caller's deadline, which then loads itself") {
+TEST_CASE("a lease wait ends at the caller's deadline with DeadlineExceeded, no load") {
   auto backend = NewMemoryBackend();
   ChunkedCache cache(backend, {.lease_ttl = absl::Seconds(30)});
   // Another process holds the lease and will not store anything.
   REQUIRE(*backend->SetIfAbsent("cc:{k}:lease", "someone-else", absl::Seconds(30)));
   const absl::Time start = absl::Now();
-  absl::StatusOr<Bytes> got =
-      cache.GetOrLoad("k", [] { return absl::StatusOr<std::string>("[1]"); },
-                      {.deadline = absl::Now() + absl::Milliseconds(200)});
-  REQUIRE(got.ok());
-  CHECK(**got == "[1]");
-  CHECK(absl::Now() - start < absl::Seconds(10));  // not the lease's 30 s
+  int loads = 0;
+  absl::StatusOr<Bytes> got = cache.GetOrLoad(
+      "k",
+      [&] {
+        ++loads;
+        return absl::StatusOr<std::string>("[1]");
+      },
+      {.deadline = absl::Now() + absl::Milliseconds(200)});
+  CHECK(absl::IsDeadlineExceeded(got.status()));
+  CHECK(loads == 0);
+  CHECK(absl::Now() - start < absl::Milliseconds(400));  // not the lease's 30 s
   const CacheStats stats = cache.Stats();
   CHECK(stats.leases_waited == 1);
-  CHECK(stats.lease_wait_loads == 1);
+  // Without a deadline, the wait ends when the lease expires: the caller then loads.
+}
+
+// A backend whose reads take `delay` (a slow or silent server) unless CallDeadline() comes first:
+// then it gives up at the deadline with DeadlineExceeded, as the built-in backends do.
+class SlowBackend : public testing::RecordingBackend {
+ public:
+  SlowBackend(std::shared_ptr<Backend> inner, absl::Duration delay)
+      : RecordingBackend(std::move(inner)), delay_(delay) {}
+  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view> keys) override {
+    const absl::Time answer = absl::Now() + delay_;
+    if (const absl::Time deadline = CallDeadline(); deadline < answer) {
+      absl::SleepFor(deadline - absl::Now());
+      return absl::DeadlineExceededError("slow backend: the call's deadline passed");
+    }
+    absl::SleepFor(delay_);
+    return RecordingBackend::MultiGet(keys);
+  }
+
+ private:
+  const absl::Duration delay_;
+};
+
+TEST_CASE("GetOrLoad answers DeadlineExceeded at its deadline, without loading after it") {
+  // Before: the deadline was checked on entry only; a backend that never answered kept the caller
+  // for the backend's own timeout (5 s on Momento's defaults), and then the loader ran.
+  auto backend = std::make_shared<SlowBackend>(NewMemoryBackend(), absl::Seconds(3));
+  ChunkedCache cache(backend);
+  int loads = 0;
+  const absl::Time start = absl::Now();
+  absl::StatusOr<Bytes> got = cache.GetOrLoad(
+      "k",
+      [&] {
+        ++loads;
+        return absl::StatusOr<std::string>("[1]");
+      },
+      {.deadline = start + absl::Milliseconds(300)});
+  const absl::Duration took = absl::Now() - start;
+  CHECK(absl::IsDeadlineExceeded(got.status()));
+  CHECK(loads == 0);
+  CHECK(took < absl::Milliseconds(450));
+  // Get too.
+  const absl::Time again = absl::Now();
+  CHECK(absl::IsDeadlineExceeded(
+      cache.Get("k", {.deadline = again + absl::Milliseconds(100)}).status()));
+  CHECK(absl::Now() - again < absl::Milliseconds(250));
+}
+
+TEST_CASE("a waiter is not failed by its leader's earlier deadline", "[concurrency]") {
+  auto backend = std::make_shared<SlowBackend>(NewMemoryBackend(), absl::Milliseconds(300));
+  ChunkedCache cache(backend);
+  std::atomic<int> loads{0};
+  const Loader loader = [&] {
+    ++loads;
+    return absl::StatusOr<std::string>("[1]");
+  };
+  absl::StatusOr<Bytes> leader, waiter;
+  std::thread first([&] {
+    leader = cache.GetOrLoad("k", loader, {.deadline = absl::Now() + absl::Milliseconds(100)});
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  waiter = cache.GetOrLoad("k", loader, {.deadline = absl::Now() + absl::Seconds(5)});
+  first.join();
+  CHECK(absl::IsDeadlineExceeded(leader.status()));
+  REQUIRE(waiter.ok());
+  CHECK(**waiter == "[1]");
 }
 
 }  // namespace

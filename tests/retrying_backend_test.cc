@@ -329,6 +329,30 @@ TEST_CASE("a call gives up rather than sleep past its deadline") {
   CHECK(retrying->Stats().gave_up == 1);
 }
 
+TEST_CASE("a call gives up rather than sleep past the caller's deadline (CallDeadline)") {
+  // Real sleeps and the real clock: CallDeadline() is in real time. Before, only the backend's
+  // own deadline (5 s here) bounded the retries.
+  auto inner = std::make_shared<ScriptedBackend>(std::vector<absl::Status>{}, nullptr,
+                                                 absl::ZeroDuration());
+  inner->FailForever(absl::UnavailableError("down"));
+  auto retrying = MakeRetrying(inner, {.max_attempts = 1000,
+                                       .backoff_base = absl::Milliseconds(10),
+                                       .backoff_cap = absl::Milliseconds(40),
+                                       .deadline = absl::Seconds(5)});
+  const absl::Time start = absl::Now();
+  absl::Status status;
+  {
+    ScopedCallDeadline call(start + absl::Milliseconds(200));
+    const std::vector<std::string_view> keys = {"k"};
+    status = retrying->MultiGet(keys).status();
+  }
+  const absl::Duration took = absl::Now() - start;
+  CHECK(absl::IsUnavailable(status));
+  CHECK_THAT(Message(status), Catch::Contains("call's deadline"));
+  CHECK(took < absl::Milliseconds(200));
+  CHECK(CallDeadline() == absl::InfiniteFuture());  // the scope ended
+}
+
 TEST_CASE("SetIfAbsent is forwarded once and never retried") {
   FakeClock clock;
   FakeSleep sleep(&clock);

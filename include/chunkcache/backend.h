@@ -53,6 +53,26 @@ class Backend {
                                            absl::Duration ttl);
 };
 
+// The deadline of the chunkcache call this thread is making (CallOptions::deadline), for Backend
+// implementations: an operation made on behalf of that call should give up by then with
+// DeadlineExceeded (or use it to shorten its own timeouts) rather than run to its own limits. The
+// built-in backends and decorators do. absl::InfiniteFuture() when the thread is not inside a call
+// with a deadline (background refreshes have none).
+absl::Time CallDeadline();
+
+// Sets CallDeadline() for the current thread while it lives: the earlier of `deadline` and any
+// deadline already set. ChunkedCache does this for every call; a backend's tests may too.
+class ScopedCallDeadline {
+ public:
+  explicit ScopedCallDeadline(absl::Time deadline);
+  ~ScopedCallDeadline();
+  ScopedCallDeadline(const ScopedCallDeadline&) = delete;
+  ScopedCallDeadline& operator=(const ScopedCallDeadline&) = delete;
+
+ private:
+  absl::Time previous_;
+};
+
 }  // namespace chunkcache
 
 #endif  // CHUNKCACHE_BACKEND_H_

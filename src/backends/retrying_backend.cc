@@ -162,6 +162,13 @@ Result RetryingBackend::Retry(std::string_view operation, const Attempt& attempt
                        ": a retry in ", absl::FormatDuration(backoff),
                        " would pass the deadline of ", absl::FormatDuration(options_.deadline)));
     }
+    if (absl::Now() + backoff >= CallDeadline()) {  // the caller's own (CallOptions::deadline)
+      gave_up_.fetch_add(1, kRelaxed);
+      return Annotate(status, absl::StrCat(std::string(operation), " gave up after ",
+                                           Attempts(attempts), ": a retry in ",
+                                           absl::FormatDuration(backoff),
+                                           " would pass the call's deadline"));
+    }
     options_.sleep(backoff);
   }
 }
