@@ -12,7 +12,9 @@
 // Properties:
 //   - the status is OK or InvalidArgument; memory:// and memory: (only) give a memory backend;
 //     a backend made has the default max_item_size (1 MiB);
-//   - no message holds the API key, unless the text itself did (an endpoint is quoted back);
+//   - no message holds the API key, unless the text itself did;
+//   - a NewMomentoBackend message holds no kUrlSecret: it quotes nothing of the endpoint, whose
+//     user info or host may hold a secret (include/chunkcache/momento_backend.h);
 //   - a NewBackendFromUrl message holds kUrlSecret no more often than the URL's scheme (the part
 //     before "://") does: "errors name the scheme, never the rest of the URL (it may hold a
 //     password)" (include/chunkcache/backend_url.h). (Fuzzing found a momento+ URL whose host
@@ -85,6 +87,8 @@ int FuzzBackendUrl(const std::uint8_t* data, std::size_t size) {
   absl::StatusOr<std::shared_ptr<Backend>> momento =
       NewMomentoBackend({.endpoint = text, .cache_name = "c", .api_key = kApiKey});
   CheckStatus(momento.status(), text, "NewMomentoBackend");
+  FUZZ_CHECK(std::string(momento.status().message()).find(kUrlSecret) == std::string::npos,
+             "NewMomentoBackend quoted its endpoint: " + momento.status().ToString());
   if (momento.ok()) {
     FUZZ_CHECK(*momento != nullptr && (*momento)->max_item_size() == (std::size_t{1} << 20),
                "a backend without the default max_item_size");

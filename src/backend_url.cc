@@ -32,7 +32,16 @@ absl::StatusOr<std::shared_ptr<Backend>> NewMomento(std::string_view url,
   const std::string_view host = after.substr(0, slash);
   const std::string_view cache =
       slash == std::string_view::npos ? std::string_view() : after.substr(slash + 1);
-  if ((scheme != "https" && scheme != "http") || host.empty() || cache.empty() ||
+  // The host part holds host[:port] only: no user info, query, fragment or backslash, which
+  // would make the authority that libcurl parses differ from what this split took for the host.
+  // NewMomentoBackend then checks the endpoint with libcurl's own parser.
+  const auto plain = [](std::string_view part) {
+    return std::none_of(part.begin(), part.end(), [](char c) {
+      const auto byte = static_cast<unsigned char>(c);
+      return byte <= 0x20 || byte >= 0x7F || c == '@' || c == '?' || c == '#' || c == '\\';
+    });
+  };
+  if ((scheme != "https" && scheme != "http") || host.empty() || cache.empty() || !plain(host) ||
       cache.find_first_of("/?#") != std::string_view::npos) {
     return absl::InvalidArgumentError(
         "chunkcache: a Momento backend URL is momento+https://ENDPOINT_HOST[:port]/CACHE_NAME");

@@ -50,5 +50,43 @@ TEST_CASE("a bad backend URL is InvalidArgument and never echoes a password") {
   CHECK_FALSE(absl::StrContains(down.ToString(), "hunter2"));
 }
 
+TEST_CASE("a momento+http URL is refused unless its host is loopback and is never echoed") {
+  setenv("MOMENTO_API_KEY", "the-api-key-42", 1);
+  for (const char* url : {
+           "momento+http://127.1.2.3.evil.com/x",
+           "momento+http://127.0.0.1.attacker.example/cache",
+           "momento+http://127.0.0.1.attacker.example:8080/cache",
+           "momento+http://localhost.evil.com/cache",
+           "momento+http://127.0.0.1@evil.com/cache",
+           "momento+http://127.0.0.1:80@evil.com/cache",
+           "momento+http://user:hunter2@127.0.0.1:9/cache",
+           "momento+http://hunter2@evil.com/cache",
+           "momento+http://evil.com#@127.0.0.1/cache",
+           "momento+http://evil.com?@127.0.0.1/cache",
+           "momento+http://evil.com\\@127.0.0.1/cache",
+           "momento+http://127.0.0.1\\@evil.com/cache",
+           "momento+http://[::1].evil/cache",
+           "momento+http://[::ffff:127.0.0.1]/cache",
+           "momento+http://127.0.0.1./cache",
+           "momento+http://0.0.0.0:9/cache",
+       }) {
+    CAPTURE(url);
+    const absl::Status status = NewBackendFromUrl(url).status();
+    CHECK(status.code() == absl::StatusCode::kInvalidArgument);
+    for (const char* secret : {"hunter2", "evil", "attacker", "the-api-key-42"}) {
+      CHECK_FALSE(absl::StrContains(status.message(), secret));
+    }
+  }
+  for (const char* url : {"momento+http://127.0.0.1:9/cache", "momento+http://127.9.8.7/cache",
+                          "momento+http://localhost:9/cache", "momento+http://[::1]:9/cache",
+                          "momento+https://127.0.0.1.attacker.example/cache"}) {
+    CAPTURE(url);
+    const absl::StatusOr<std::shared_ptr<Backend>> backend = NewBackendFromUrl(url);
+    INFO(backend.status().ToString());
+    CHECK(backend.ok());
+  }
+  unsetenv("MOMENTO_API_KEY");
+}
+
 }  // namespace
 }  // namespace chunkcache

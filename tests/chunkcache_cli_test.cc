@@ -303,6 +303,41 @@ TEST_CASE("put, get, inspect and verify through Momento (emulator)") {
   }
 }
 
+TEST_CASE("on Momento a put at the largest chunk size stores full chunks under the longest key") {
+  MomentoEmulator emulator;  // refuses len(key) + len(value) > 5,000,000 with 413, as Momento
+  TempDir dir;
+  // Random base64 in a JSON string: zstd leaves about 3/4, so the first chunk is a full one.
+  std::string json = "[\"";
+  std::uint64_t state = 42;
+  while (json.size() < 7'200'000) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    json.push_back("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[state >> 58]);
+  }
+  json += "\"]";
+  const std::filesystem::path input = dir.path() / "big.json";
+  WriteFile(input, json);
+  const std::string backend = "--backend=momento+" + emulator.endpoint() + "/test-cache";
+  const std::vector<std::string> env = {"MOMENTO_API_KEY=" + emulator.api_key()};
+  const std::string key(1024, '%');  // the longest logical key, every byte escaped in stored keys
+
+  const CliResult put = RunCli({backend, "--chunk_size=5000000", "put", key, input.string()}, env);
+  INFO("put: " << put.out << put.err);
+  REQUIRE(put.exit_code == 0);
+  CHECK(ChunkCountOf(put.out) == 2);
+  std::size_t largest = 0;
+  for (const auto& [stored_key, size] : emulator.Keys("test-cache")) {
+    CHECK(stored_key.size() + size <= 5'000'000);
+    largest = std::max(largest, size);
+  }
+  CHECK(largest > 4'900'000);
+
+  const std::filesystem::path output = dir.path() / "out.json";
+  const CliResult get = RunCli({backend, "get", key, "--output=" + output.string()}, env);
+  INFO("get: " << get.out << get.err);
+  CHECK(get.exit_code == 0);
+  CHECK(ReadFile(output) == json);
+}
+
 TEST_CASE("the Momento API key never appears in the output, even on an auth error") {
   MomentoEmulator emulator;
   TempDir dir;

@@ -1,9 +1,17 @@
 #include "chunkcache/momento_backend.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -108,6 +116,80 @@ TEST_CASE("bad Momento options are refused at creation with a clear status") {
   CHECK(CreationError(https).ok());
 }
 
+// Every hostile endpoint is refused, and the message quotes none of it: no user info, no host.
+TEST_CASE("plain http is accepted only for loopback: an IP in 127.0.0.0/8 or ::1 or localhost") {
+  const char* const hostile[] = {
+      "http://127.0.0.1.attacker.example",
+      "http://127.0.0.1.attacker.example:8080/base",
+      "http://127.1.2.3.evil.com/x",
+      "http://127.0.0.1%2eattacker.example",  // a percent-encoded dot
+      "http://localhost.evil.com",
+      "http://localhost.evil.com:9/x",
+      "http://localhost./",  // not exactly localhost: a search domain may apply
+      "http://127.0.0.1./",
+      "http://127.0.0.1.nip.io",
+      "http://127.0.0.1@evil.com",
+      "http://127.0.0.1:80@evil.com",
+      "http://127.0.0.1\\@evil.com",
+      "http://user:s3cret-pw@evil.com",
+      "http://user:s3cret-pw@127.0.0.1",  // loopback, but no credentials in an endpoint
+      "http://s3cret-pw@localhost:9",
+      "http://evil.com#@127.0.0.1",
+      "http://evil.com?@127.0.0.1",
+      "http://[::1].evil",
+      "http://[::ffff:127.0.0.1]",  // IPv4-mapped: refused, only ::1 itself is accepted
+      "http://[::1%25lo]:8080",     // a zone id
+      "http://[::2]",
+      "http://0.0.0.0",
+      "http://128.0.0.1",
+      "http://126.255.255.255",
+      "http://api.cache.example.com",
+  };
+  for (const char* endpoint : hostile) {
+    CAPTURE(endpoint);
+    const absl::Status status =
+        CreationError({.endpoint = endpoint, .cache_name = "c", .api_key = "the-api-key-42"});
+    CHECK(status.code() == absl::StatusCode::kInvalidArgument);
+    for (const char* secret : {"s3cret", "evil", "attacker", "nip.io", "the-api-key-42"}) {
+      CHECK_FALSE(absl::StrContains(status.message(), secret));
+    }
+  }
+
+  // Good ones. libcurl's URL parser (which the backend checks with and connects with) normalizes
+  // the IPv4 short and hex forms to 127.0.0.1: they are accepted, and requests go to 127.0.0.1.
+  const char* const loopback[] = {
+      "http://127.0.0.1",
+      "http://127.9.8.7:8080/base/",
+      "http://127.255.255.254/x",
+      "http://localhost",
+      "http://LocalHost:9/p",
+      "http://[::1]",
+      "http://[::1]:8080/x/y",
+      "http://[0:0:0:0:0:0:0:1]:80",
+      "http://127.1:9",
+      "http://0x7f.1",
+      "https://127.0.0.1.attacker.example",  // https: no restriction
+  };
+  for (const char* endpoint : loopback) {
+    CAPTURE(endpoint);
+    const absl::Status status =
+        CreationError({.endpoint = endpoint, .cache_name = "c", .api_key = "k"});
+    INFO(status.ToString());
+    CHECK(status.ok());
+  }
+
+  // Where the short forms actually connect: the emulator listens on 127.0.0.1 only.
+  MomentoEmulator emulator;
+  for (const std::string host : {"127.1", "0x7f.0.0.1", "127.0.0.1", "localhost"}) {
+    CAPTURE(host);
+    MomentoBackendOptions options = OptionsFor(emulator);
+    options.endpoint = absl::StrCat("http://", host, ":", emulator.port());
+    auto backend = Connect(options);
+    CHECK(backend->MultiSet({{host, "v"}}, absl::Seconds(60)).ok());
+    CHECK(emulator.Item("test-cache", host) == "v");
+  }
+}
+
 TEST_CASE("items round-trip through the Momento emulator, binary keys included") {
   MomentoEmulator emulator;
   auto backend = Connect(OptionsFor(emulator));
@@ -183,6 +265,167 @@ TEST_CASE("Momento item limits hold in both directions") {
   REQUIRE(Connect(roomy)->MultiSet({{"big", too_big}}, absl::Seconds(60)).ok());
   absl::StatusOr<std::vector<std::optional<std::string>>> got = backend->MultiGet({"big"});
   CHECK(got.status().code() == absl::StatusCode::kResourceExhausted);
+}
+
+// A JSON document of `megabytes` of random base64 text: zstd leaves it at about 3/4 of its size.
+std::string IncompressibleJson(double megabytes) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::mt19937_64 random(42);
+  std::string json = "[\"";
+  const auto size = static_cast<std::size_t>(megabytes * 1e6);
+  while (json.size() < size) {
+    std::uint64_t bits = random();
+    for (int i = 0; i < 10; ++i, bits >>= 6) json.push_back(kAlphabet[bits & 63]);
+  }
+  return json + "\"]";
+}
+
+TEST_CASE("at the largest Momento max_item_size a full chunk fits under the longest stored key") {
+  // Momento's 5 MB limit is on key + value: a value of the whole limit never fits.
+  const absl::Status whole = CreationError({.endpoint = "http://127.0.0.1:9",
+                                            .cache_name = "c",
+                                            .api_key = "k",
+                                            .max_item_size = kMomentoMaxItemBytes});
+  INFO(whole.ToString());
+  CHECK(whole.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(absl::StrContains(whole.message(), "key"));
+
+  MomentoEmulator emulator;  // refuses len(key) + len(value) > 5,000,000 with 413
+  MomentoBackendOptions options = OptionsFor(emulator);
+  options.max_item_size = kMomentoMaxValueBytes;  // what the chunkcache tool passes for momento+
+  auto backend = Connect(options);
+  REQUIRE(backend->max_item_size() == kMomentoMaxValueBytes);
+
+  // The longest stored key: a 1,024-byte logical key of bytes that are all escaped (%XX), under a
+  // default prefix and under a 1 KiB prefix that is all escaped too.
+  const std::string key(kMaxKeySize, '%');
+  const std::string json = IncompressibleJson(7.2);
+  for (const std::string& prefix : {std::string("cc:"), std::string(1024, '{')}) {
+    CAPTURE(prefix.size());
+    emulator.Flush();
+    ChunkedCache cache(backend, {.key_prefix = prefix, .chunk_size = kMomentoMaxItemBytes});
+    const absl::Status put = cache.Put(key, json);
+    INFO(put.ToString());
+    REQUIRE(put.ok());
+    absl::StatusOr<Bytes> got = cache.Get(key);
+    REQUIRE(got.ok());
+    CHECK(**got == json);
+
+    std::size_t full_chunks = 0, longest_key = 0;
+    for (const auto& [stored_key, size] : emulator.Keys("test-cache")) {
+      CHECK(stored_key.size() + size <= kMomentoMaxItemBytes);
+      longest_key = std::max(longest_key, stored_key.size());
+      if (size == backend->max_item_size()) ++full_chunks;
+    }
+    CHECK(full_chunks == 1);
+    CHECK(longest_key >= 3 * kMaxKeySize + 3 * prefix.size());
+  }
+}
+
+// An HTTP server on 127.0.0.1 that answers every request with one fixed response and closes the
+// connection, for replies the emulator does not make.
+class FixedReplyServer {
+ public:
+  FixedReplyServer() {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(listener_ >= 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    REQUIRE(::bind(listener_, reinterpret_cast<sockaddr*>(&address), length) == 0);
+    REQUIRE(::listen(listener_, 16) == 0);
+    REQUIRE(::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+    port_ = ntohs(address.sin_port);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~FixedReplyServer() {
+    stop_ = true;
+    thread_.join();
+    ::close(listener_);
+  }
+
+  std::string endpoint() const { return absl::StrCat("http://127.0.0.1:", port_); }
+  void SetReply(int status, std::string body) {
+    std::lock_guard<std::mutex> lock(mu_);
+    reply_ = absl::StrCat("HTTP/1.1 ", status, " Whatever\r\nContent-Length: ", body.size(),
+                          "\r\nConnection: close\r\n\r\n", body);
+  }
+
+ private:
+  void Serve() {
+    while (!stop_) {
+      pollfd pfd{listener_, POLLIN, 0};
+      if (::poll(&pfd, 1, 20) <= 0) continue;
+      const int fd = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      std::string request;
+      char buffer[4096];
+      while (request.find("\r\n\r\n") == std::string::npos) {
+        pollfd in{fd, POLLIN, 0};
+        if (::poll(&in, 1, 2000) <= 0) break;
+        const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+        if (n <= 0) break;
+        request.append(buffer, static_cast<std::size_t>(n));
+      }
+      std::string reply;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        reply = reply_;
+      }
+      for (std::size_t sent = 0; sent < reply.size();) {
+        const ssize_t n = ::send(fd, reply.data() + sent, reply.size() - sent, MSG_NOSIGNAL);
+        if (n <= 0) break;
+        sent += static_cast<std::size_t>(n);
+      }
+      ::close(fd);
+    }
+  }
+
+  int listener_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::string reply_;
+  std::thread thread_;
+};
+
+TEST_CASE("an error reply that echoes the API key never shows 8 bytes of it wherever it is cut") {
+  FixedReplyServer server;
+  // A Momento-like long key, a short one, and one with a byte the excerpt replaces.
+  std::string long_key;
+  for (int i = 0; long_key.size() < 300; ++i) absl::StrAppend(&long_key, "eyJ", i * 7919, "Qz");
+  const std::vector<std::string> keys = {long_key, "short-secret-key-0123", "kéy-with-ütf8-bytes"};
+  for (const std::string& key : keys) {
+    auto backend = Connect(
+        {.endpoint = server.endpoint(), .cache_name = "c", .api_key = key, .max_attempts = 1});
+    std::vector<std::string> bodies;
+    for (const std::size_t at :
+         {0, 100, 150, 190, 196, 199, 200, 201, 300, 500, 505, 510, 511, 512}) {
+      bodies.push_back(std::string(at, 'x') + key + std::string(600, 'y'));
+    }
+    std::string repeated;
+    for (int i = 0; i < 8; ++i) repeated += key;
+    bodies.push_back(repeated);
+    bodies.push_back("z" + repeated);
+    bodies.push_back(std::string(150, 'x') + repeated);
+    for (const int status : {400, 401, 500}) {
+      for (const std::string& body : bodies) {
+        server.SetReply(status, body);
+        const absl::Status got = backend->MultiGet({"k"}).status();
+        CAPTURE(key, status, body.find(key));
+        REQUIRE_FALSE(got.ok());
+        const std::string message = got.ToString();
+        for (std::size_t i = 0; i + 8 <= key.size(); ++i) {
+          if (absl::StrContains(message, key.substr(i, 8))) {
+            FAIL_CHECK("bytes " << i << ".." << i + 8 << " of the key in: " << message);
+            break;
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST_CASE("the catalogue and the corpus round-trip through ChunkedCache on Momento") {
@@ -381,7 +624,9 @@ TEST_CASE("with the Momento server down, GetOrLoad serves the loader's value") {
   options.max_attempts = 2;
   options.deadline = absl::Seconds(2);
   auto backend = Connect(options);
-  ChunkedCache cache(backend);
+  // The loaded value keeps answering for unstored_hold while the backend is down, then a load
+  // stores it again.
+  ChunkedCache cache(backend, {.unstored_hold = absl::Milliseconds(300)});
   const std::string json = Catalogue(0.1);
   REQUIRE(cache.Put("k", json).ok());
   emulator.Kill();
@@ -396,12 +641,14 @@ TEST_CASE("with the Momento server down, GetOrLoad serves the loader's value") {
   CHECK(**got == json);
   CHECK(loads == 1);
 
-  emulator.Restart();  // empty again: the next GetOrLoad stores the value
+  emulator.Restart();  // empty again: once the hold is over, the next GetOrLoad stores the value
+  absl::SleepFor(absl::Milliseconds(300));
   got = cache.GetOrLoad("k", [&]() -> absl::StatusOr<std::string> {
     ++loads;
     return json;
   });
   REQUIRE(got.ok());
+  CHECK(loads == 2);
   CHECK(cache.Get("k").ok());
 }
 

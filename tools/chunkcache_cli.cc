@@ -177,7 +177,8 @@ absl::StatusOr<std::shared_ptr<Backend>> OpenBackend(const Settings& settings) {
   const std::size_t chunk_size = settings.cache_options.chunk_size;
   std::size_t max_item_size = std::max(chunk_size, settings.cache_options.max_payload_size);
   if (absl::StartsWith(url, "memory:")) max_item_size = std::max(chunk_size, kMinChunkSize);
-  if (absl::StartsWith(url, "momento+")) max_item_size = kMomentoMaxItemBytes;
+  // Momento limits key + value: its largest value leaves room for the longest stored key.
+  if (absl::StartsWith(url, "momento+")) max_item_size = kMomentoMaxValueBytes;
   return NewBackendFromUrl(std::string_view(url.data(), url.size()),
                            {.timeout = settings.timeout, .max_item_size = max_item_size});
 }

@@ -5,7 +5,8 @@
 //   redis://[[user]:password@]host[:port][/db]     NewRedisBackend (also unix:///path[?db=N])
 //   redis+cluster://[[user]:password@]host[:port]  NewRedisBackend with cluster = true
 //   momento+https://ENDPOINT_HOST[:port]/CACHE     NewMomentoBackend, API key from MOMENTO_API_KEY
-//   momento+http://127.0.0.1:PORT/CACHE            (a loopback emulator)
+//   momento+http://127.0.0.1:PORT/CACHE            (a loopback emulator: the host must be an IPv4
+//                                                  address in 127.0.0.0/8, [::1] or localhost)
 //
 //   absl::StatusOr<std::shared_ptr<chunkcache::Backend>> backend =
 //       chunkcache::NewBackendFromUrl(std::getenv("CHUNKCACHE_BACKEND"));
@@ -31,8 +32,9 @@ struct BackendUrlOptions {
   // Default: zero.
   absl::Duration timeout = absl::ZeroDuration();
 
-  // The backends' max_item_size. Zero keeps each backend's default (1 MiB).
-  // Default: 0.
+  // The backends' max_item_size. Zero keeps each backend's default (1 MiB). For momento+ URLs at
+  // most kMomentoMaxValueBytes (Momento's 5 MB item limit less room for the key), else
+  // InvalidArgument. Default: 0.
   std::size_t max_item_size = 0;
 };
 

@@ -19,8 +19,9 @@
 // Errors: 400 and 413 → InvalidArgument; 401 → Unauthenticated; 403 → PermissionDenied; 404 "Cache
 // Not Found" → NotFound (a 404 for a key is a miss, not an error); 429 on every attempt →
 // ResourceExhausted; 5xx or transport errors on every attempt → Unavailable; a request timing out
-// on every attempt, or the deadline reached → DeadlineExceeded. The API key never appears in a
-// Status.
+// on every attempt, or the deadline reached → DeadlineExceeded. Messages quote at most 200 bytes
+// of an error reply's body, with the API key redacted from the body before it is cut, so no part
+// of the key appears in a Status.
 //
 // Reads are eventually consistent: a Get may see a manifest before one of its chunks; ChunkedCache
 // then treats the entry as a miss. Every byte of every chunk is billed: a 10 MB catalogue that
@@ -52,9 +53,23 @@ namespace chunkcache {
 // Momento's hard limit on one item, key and value together, in bytes.
 inline constexpr std::size_t kMomentoMaxItemBytes = 5'000'000;
 
+// Bytes of kMomentoMaxItemBytes kept for the key. ChunkedCache's longest stored key is a chunk
+// key: the escaped prefix and logical key (each byte 1 or 3 bytes, see docs/FORMAT.md), two
+// braces, ':', 16 hex digits, ':' and up to 10 digits. With a kMaxKeySize (1,024-byte) logical
+// key that is at most 3,105 bytes under the default "cc:" prefix and 6,174 under any prefix of
+// up to 1 KiB, so a full chunk fits under every key ChunkedCache writes with such a prefix.
+inline constexpr std::size_t kMomentoKeyAllowance = 8192;
+
+// Largest MomentoBackendOptions::max_item_size, and so the largest chunk on Momento: 4,991,808.
+inline constexpr std::size_t kMomentoMaxValueBytes = kMomentoMaxItemBytes - kMomentoKeyAllowance;
+
 struct MomentoBackendOptions {
-  // Base URL of the cache's HTTP API, e.g. "https://api.cache.<cell>.prod.a.momentohq.com". Plain
-  // http:// is accepted only for a loopback host (127.0.0.0/8, ::1, localhost), for local tests.
+  // Base URL of the cache's HTTP API, e.g. "https://api.cache.<cell>.prod.a.momentohq.com". No
+  // user info, query, fragment or IPv6 zone id. Plain http:// (which sends the API key in clear
+  // text) is accepted only, for local tests, when the host libcurl parses from the URL is an IPv4
+  // address in 127.0.0.0/8, [::1] or exactly "localhost" (any case); "127.0.0.1.example.com",
+  // "localhost.example.com" and "[::ffff:127.0.0.1]" are refused. libcurl writes the IPv4 short
+  // forms ("127.1", "0x7f.1") as 127.0.0.1 and connects there, so those are accepted.
   // Default: empty (required).
   std::string endpoint;
 
@@ -91,9 +106,11 @@ struct MomentoBackendOptions {
   // Default: 8.
   int pool_size = 8;
 
-  // Largest value accepted by MultiSet (InvalidArgument above it), and the most bytes one GET reply
-  // may deliver, whatever the server sends. At most kMomentoMaxItemBytes minus the key size.
-  // Default: 1 MiB.
+  // Largest value accepted by MultiSet (InvalidArgument above it), the most bytes one GET reply
+  // may deliver whatever the server sends, and what max_item_size() reports (so ChunkedCache's
+  // largest chunk). Within 1..kMomentoMaxValueBytes: Momento's limit is on key + value, and
+  // kMomentoKeyAllowance is kept for the key. MultiSet also refuses any item whose key + value
+  // exceeds kMomentoMaxItemBytes. Default: 1 MiB.
   std::size_t max_item_size = std::size_t{1} << 20;
 
   // A PEM file of CA certificates to verify the server with, instead of the system's. TLS peer and
@@ -141,7 +158,8 @@ class MomentoBackend final : public Backend {
 };
 
 // Checks the options (InvalidArgument: no endpoint, cache name or API key, plain http to a
-// non-loopback host, bad limits). Does not contact the server: a wrong key or cache shows on the
+// non-loopback host, max_item_size above kMomentoMaxValueBytes, bad limits; messages never quote
+// the endpoint nor the key). Does not contact the server: a wrong key or cache shows on the
 // first call.
 absl::StatusOr<std::shared_ptr<Backend>> NewMomentoBackend(MomentoBackendOptions options);
 

@@ -3,7 +3,9 @@
 
 #include "chunkcache/momento_backend.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 
 #include <algorithm>
 #include <array>
@@ -16,7 +18,6 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
@@ -27,8 +28,10 @@
 namespace chunkcache {
 namespace {
 
-// Bytes of an error reply kept for its message.
+// Bytes of an error reply kept for its message (plus the API key's length, so that a key starting
+// within them is whole and redacted), and the most of them a message quotes.
 constexpr std::size_t kErrorBodyBytes = 512;
+constexpr std::size_t kExcerptBytes = 200;
 // Longest wait in curl_multi_poll, so a scheduled retry is never late by much.
 constexpr absl::Duration kMaxPollWait = absl::Milliseconds(100);
 
@@ -70,22 +73,23 @@ void InitCurlOnce() {
 // ---- Endpoint and key encoding
 // -------------------------------------------------------------------
 
+// True for a host, as libcurl's URL parser gives it (and as libcurl will connect to it), that
+// can only be this machine: an IPv4 literal in 127.0.0.0/8, the IPv6 literal ::1 (in brackets),
+// or exactly "localhost" (which libcurl resolves to loopback itself, without DNS). No prefix or
+// suffix matching: "127.0.0.1.example.com" and "localhost.example.com" are names anyone can
+// point anywhere. libcurl has already rewritten IPv4 short and hex forms ("127.1", "0x7f.1") to
+// dotted decimal, so inet_pton's strict syntax checks the address libcurl will use.
 bool IsLoopbackHost(std::string_view host) {
-  if (host == "localhost" || host == "[::1]" || host == "::1") return true;
-  std::array<std::string_view, 4> octets;
-  std::size_t n = 0;
-  for (std::string_view rest = host; n < 4;) {
-    const std::size_t dot = rest.find('.');
-    octets[n++] = rest.substr(0, dot);
-    if (dot == std::string_view::npos) break;
-    rest.remove_prefix(dot + 1);
+  if (absl::EqualsIgnoreCase(AbslView(host), "localhost")) return true;
+  const std::string text(host);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    in6_addr address{};
+    const std::string inner = text.substr(1, text.size() - 2);
+    // Only ::1 itself: an IPv4-mapped ::ffff:127.x reaches loopback only on some stacks.
+    return inet_pton(AF_INET6, inner.c_str(), &address) == 1 && IN6_IS_ADDR_LOOPBACK(&address);
   }
-  int first = 0;
-  if (n != 4 || !absl::SimpleAtoi(AbslView(octets[0]), &first) || first != 127) return false;
-  return std::all_of(octets.begin(), octets.end(), [](std::string_view o) {
-    int v = 0;
-    return !o.empty() && o.size() <= 3 && absl::SimpleAtoi(AbslView(o), &v) && v >= 0 && v <= 255;
-  });
+  in_addr address{};
+  return inet_pton(AF_INET, text.c_str(), &address) == 1 && (ntohl(address.s_addr) >> 24) == 127;
 }
 
 std::string UrlPartOf(CURLU* url, CURLUPart part) {
@@ -96,40 +100,68 @@ std::string UrlPartOf(CURLU* url, CURLUPart part) {
   return result;
 }
 
-// "https://host[:port][/path]" without a trailing slash; plain http only to a loopback host.
-absl::StatusOr<std::string> NormalizeEndpoint(const std::string& endpoint) {
-  std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> url(curl_url(), &curl_url_cleanup);
+using UrlHandle = std::unique_ptr<CURLU, decltype(&curl_url_cleanup)>;
+
+// `text` parsed by libcurl's URL parser, the one that libcurl itself uses for CURLOPT_URL.
+absl::StatusOr<UrlHandle> ParseUrl(const std::string& text) {
+  UrlHandle url(curl_url(), &curl_url_cleanup);
   if (url == nullptr) return absl::ResourceExhaustedError("momento: out of memory");
-  if (endpoint.empty() ||
-      curl_url_set(url.get(), CURLUPART_URL, endpoint.c_str(), 0) != CURLUE_OK) {
+  if (text.empty() || curl_url_set(url.get(), CURLUPART_URL, text.c_str(), 0) != CURLUE_OK) {
     // Not quoted back: what was given may hold credentials.
     return absl::InvalidArgumentError(
         "chunkcache: MomentoBackendOptions::endpoint must be a URL such as "
         "https://api.cache.<cell>.prod.a.momentohq.com");
   }
-  const std::string scheme = absl::AsciiStrToLower(UrlPartOf(url.get(), CURLUPART_SCHEME));
-  const std::string host = absl::AsciiStrToLower(UrlPartOf(url.get(), CURLUPART_HOST));
+  return url;
+}
+
+// The scheme and host libcurl will use for `url`, lowercased.
+std::pair<std::string, std::string> SchemeAndHost(CURLU* url) {
+  return {absl::AsciiStrToLower(UrlPartOf(url, CURLUPART_SCHEME)),
+          absl::AsciiStrToLower(UrlPartOf(url, CURLUPART_HOST))};
+}
+
+// "https://host[:port][/path]" without a trailing slash; plain http only to a loopback host.
+// Messages quote nothing of the endpoint: its user info, or a host, may hold a secret.
+absl::StatusOr<std::string> NormalizeEndpoint(const std::string& endpoint) {
+  absl::StatusOr<UrlHandle> url = ParseUrl(endpoint);
+  if (!url.ok()) return url.status();
+  if (!UrlPartOf(url->get(), CURLUPART_USER).empty() ||
+      !UrlPartOf(url->get(), CURLUPART_PASSWORD).empty() ||
+      !UrlPartOf(url->get(), CURLUPART_OPTIONS).empty() ||
+      !UrlPartOf(url->get(), CURLUPART_QUERY).empty() ||
+      !UrlPartOf(url->get(), CURLUPART_FRAGMENT).empty() ||
+      !UrlPartOf(url->get(), CURLUPART_ZONEID).empty()) {
+    return absl::InvalidArgumentError(
+        "chunkcache: the Momento endpoint must not carry credentials, a query, a fragment or a "
+        "zone id");
+  }
+  const auto [scheme, host] = SchemeAndHost(url->get());
   if (scheme != "https" && scheme != "http") {
     return absl::InvalidArgumentError("chunkcache: the Momento endpoint must use https");
   }
   if (scheme == "http" && !IsLoopbackHost(host)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "chunkcache: plain http is accepted only for a loopback Momento endpoint; use https for ",
-        host));
-  }
-  if (!UrlPartOf(url.get(), CURLUPART_QUERY).empty() ||
-      !UrlPartOf(url.get(), CURLUPART_FRAGMENT).empty() ||
-      !UrlPartOf(url.get(), CURLUPART_USER).empty()) {
     return absl::InvalidArgumentError(
-        "chunkcache: the Momento endpoint must not carry a query, fragment or credentials");
+        "chunkcache: plain http sends the Momento API key in clear text, so it is accepted only "
+        "for a loopback endpoint (an IPv4 address in 127.0.0.0/8, [::1] or localhost); use "
+        "https");
   }
   std::string normalized = absl::StrCat(scheme, "://", host);
-  if (const std::string port = UrlPartOf(url.get(), CURLUPART_PORT); !port.empty()) {
+  if (const std::string port = UrlPartOf(url->get(), CURLUPART_PORT); !port.empty()) {
     absl::StrAppend(&normalized, ":", port);
   }
-  std::string path = UrlPartOf(url.get(), CURLUPART_PATH);
+  std::string path = UrlPartOf(url->get(), CURLUPART_PATH);
   while (!path.empty() && path.back() == '/') path.pop_back();
-  return normalized + path;
+  absl::StrAppend(&normalized, path);
+
+  // What libcurl will connect to is what the requests' URLs say: parse one back and check that
+  // it names the scheme and host just checked.
+  absl::StatusOr<UrlHandle> again = ParseUrl(absl::StrCat(normalized, "/cache/c?key=k"));
+  if (!again.ok() || SchemeAndHost(again->get()) != std::make_pair(scheme, host)) {
+    return absl::InvalidArgumentError(
+        "chunkcache: the Momento endpoint does not read back as the same host");
+  }
+  return normalized;
 }
 
 bool IsUnreserved(unsigned char c) {
@@ -195,6 +227,8 @@ struct Transfer {
   std::string response;
   std::size_t response_limit = 0;  // bytes of a GET's 200 body accepted
   bool response_too_large = false;
+  std::size_t error_limit = 0;   // bytes of any other body kept, for a message
+  bool error_truncated = false;  // some were dropped
   std::array<char, CURL_ERROR_SIZE> error{};
 
   // The outcome.
@@ -215,8 +249,9 @@ std::size_t OnBody(char* data, std::size_t size, std::size_t count, void* user) 
   long code = 0;  // NOLINT(runtime/int): libcurl's type
   curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
   if (t->method != Method::kGet || code != 200) {  // an error reply: keep its start for a message
-    t->response.append(
-        data, std::min(n, kErrorBodyBytes - std::min(kErrorBodyBytes, t->response.size())));
+    const std::size_t room = t->error_limit - std::min(t->error_limit, t->response.size());
+    if (n > room) t->error_truncated = true;
+    t->response.append(data, std::min(n, room));
     return n;
   }
   if (t->response.size() + n > t->response_limit) {
@@ -252,11 +287,12 @@ class MomentoBackend::Impl {
           "chunkcache: MomentoBackendOptions need positive timeouts, max_attempts and "
           "max_concurrent_requests, 0 <= backoff_base <= backoff_cap and pool_size >= 0");
     }
-    if (o.max_item_size == 0 || o.max_item_size > kMomentoMaxItemBytes) {
+    if (o.max_item_size == 0 || o.max_item_size > kMomentoMaxValueBytes) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "chunkcache: MomentoBackendOptions::max_item_size must be within 1..%d (Momento's item "
-          "limit)",
-          kMomentoMaxItemBytes));
+          "chunkcache: MomentoBackendOptions::max_item_size must be within 1..%d: Momento's "
+          "%d-byte item limit counts the key as well as the value, and %d bytes are kept for "
+          "the key (kMomentoKeyAllowance)",
+          kMomentoMaxValueBytes, kMomentoMaxItemBytes, kMomentoKeyAllowance));
     }
     api_key_ = o.api_key;
     if (api_key_.empty()) {
@@ -320,12 +356,17 @@ class MomentoBackend::Impl {
     std::vector<Transfer> transfers(items.size());
     for (std::size_t i = 0; i < items.size(); ++i) {
       const KeyValue& item = items[i];
-      if (item.value.size() > options_.max_item_size ||
-          item.key.size() + item.value.size() > kMomentoMaxItemBytes) {
+      if (item.value.size() > options_.max_item_size) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("chunkcache: a %d-byte value exceeds the Momento max_item_size of %d",
+                            item.value.size(), options_.max_item_size));
+      }
+      if (item.key.size() + item.value.size() > kMomentoMaxItemBytes) {
         return absl::InvalidArgumentError(absl::StrFormat(
-            "chunkcache: a %d-byte value exceeds the Momento max_item_size of %d",
-            item.value.size(),
-            std::min(options_.max_item_size, kMomentoMaxItemBytes - item.key.size())));
+            "chunkcache: a %d-byte key and a %d-byte value exceed Momento's item limit of %d "
+            "bytes for key and value together (a key prefix longer than 1 KiB leaves full chunks "
+            "no room)",
+            item.key.size(), item.value.size(), kMomentoMaxItemBytes));
       }
       transfers[i].method = Method::kPut;
       transfers[i].url =
@@ -437,6 +478,8 @@ class MomentoBackend::Impl {
       if (easy == nullptr) return absl::ResourceExhaustedError("momento: cannot create a handle");
       t.response.clear();
       t.response_too_large = false;
+      t.error_limit = kErrorBodyBytes + backend_.api_key_.size();
+      t.error_truncated = false;
       t.error[0] = '\0';
       t.response_limit = backend_.options_.max_item_size;
       t.easy = easy.get();
@@ -707,14 +750,25 @@ class MomentoBackend::Impl {
     }
   }
 
-  // ": <start of the reply body>" for a message, printable and without the API key.
+  // ": <start of the reply body>" for a message, printable and without the API key. The key is
+  // redacted from all that was kept before anything is replaced or cut, so no cut or replaced
+  // byte can split it; a start of the key cut off at the end of what was kept goes too.
   std::string Excerpt(const Transfer& t) const {
     if (t.response.empty()) return "";
-    std::string text = t.response.substr(0, 200);
+    std::string text = Redact(t.response);
+    if (t.error_truncated) {
+      for (std::size_t n = std::min(text.size(), api_key_.size() - 1); n > 0; --n) {
+        if (absl::EndsWith(text, absl::string_view(api_key_).substr(0, n))) {
+          text.resize(text.size() - n);
+          break;
+        }
+      }
+    }
     for (char& c : text) {
       if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7F) c = ' ';
     }
-    return absl::StrCat(": ", Redact(std::string(absl::StripAsciiWhitespace(text))));
+    const absl::string_view shown = absl::StripAsciiWhitespace(text);
+    return absl::StrCat(": ", shown.substr(0, kExcerptBytes));
   }
 
   std::string Redact(std::string text) const {
