@@ -2,6 +2,7 @@
 // built binary is started on a free port and spoken to over plain sockets by a tiny HTTP/1.1
 // client.
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <simdjson.h>
@@ -10,12 +11,16 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <latch>
 #include <map>
+#include <memory>
 #include <optional>
 #include <regex>
 #include <stdexcept>
@@ -63,15 +68,35 @@ const std::string& ExpectedCatalogue() {
   return *json;
 }
 
+// How to start the example: flags after the test's defaults (a later flag wins), and whether its
+// standard output is closed.
+struct ServiceOptions {
+  std::vector<std::string> args;
+  // Starts it through `sh -c 'exec ... >&-'`, so it runs with descriptor 1 closed; the port is then
+  // picked by the test rather than read from its stdout.
+  bool stdout_closed = false;
+};
+
 // The example's process, started with a free port, stopped (SIGTERM, then SIGKILL) on destruction
 // and killed with the test's thread if that dies first.
 class Service {
  public:
-  Service() {
+  explicit Service(const ServiceOptions& options = ServiceOptions()) {
+    std::vector<std::string> argv = {CHUNKCACHE_CATALOGUE_SERVICE,
+                                     absl::StrCat("--catalogue_mb=", kCatalogueMb),
+                                     "--origin_delay_ms=300"};
+    if (options.stdout_closed) {
+      port_ = redis_fixture_internal::PickFreePort(false);
+      argv.push_back(absl::StrCat("--port=", port_));
+      argv.insert(argv.end(), options.args.begin(), options.args.end());
+      argv.insert(argv.begin(), {"/bin/sh", "-c", R"(exec "$0" "$@" >&-)"});
+      process_ = ChildProcess(argv, STDERR_FILENO, STDERR_FILENO);
+      WaitUntilAccepting();
+      return;
+    }
+    argv.push_back("--port=0");
+    argv.insert(argv.end(), options.args.begin(), options.args.end());
     Pipe out = Pipe::Make();
-    const std::vector<std::string> argv = {CHUNKCACHE_CATALOGUE_SERVICE, "--port=0",
-                                           absl::StrCat("--catalogue_mb=", kCatalogueMb),
-                                           "--origin_delay_ms=300"};
     process_ = ChildProcess(argv, out.write_end.get(), STDERR_FILENO);
     out.write_end.Reset();
     stdout_ = std::move(out.read_end);
@@ -110,6 +135,26 @@ class Service {
     return port;
   }
 
+  // Polls port_ until a connection succeeds (at most 10 s).
+  void WaitUntilAccepting() {
+    const Clock::time_point deadline = Clock::now() + std::chrono::seconds(10);
+    while (true) {
+      const UniqueFd fd = redis_fixture_internal::TcpSocket();
+      const sockaddr_in address = redis_fixture_internal::LoopbackAddress(port_);
+      if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0) {
+        return;
+      }
+      if (!process_.running()) {
+        throw std::runtime_error("catalogue_service " + DescribeWaitStatus(process_.Wait()) +
+                                 " before accepting connections");
+      }
+      if (Clock::now() > deadline) {
+        throw std::runtime_error("catalogue_service accepted no connection within 10 s");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
   ChildProcess process_;
   UniqueFd stdout_;
   int port_ = 0;
@@ -127,15 +172,17 @@ struct HttpResponse {
 };
 
 // A minimal blocking HTTP/1.1 client on one keep-alive connection. Throws on I/O errors and
-// after 10 s without progress.
+// after `timeout` (10 s unless told) without progress.
 class HttpConnection {
  public:
-  explicit HttpConnection(int port) : fd_(redis_fixture_internal::TcpSocket()) {
+  explicit HttpConnection(int port, std::chrono::milliseconds io_timeout = std::chrono::seconds(10))
+      : fd_(redis_fixture_internal::TcpSocket()) {
     const sockaddr_in address = redis_fixture_internal::LoopbackAddress(port);
     if (::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
       throw std::runtime_error(redis_fixture_internal::ErrnoMessage("connect"));
     }
-    const timeval timeout = {.tv_sec = 10, .tv_usec = 0};
+    const timeval timeout = {.tv_sec = io_timeout.count() / 1000,
+                             .tv_usec = io_timeout.count() % 1000 * 1000};
     ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
     ::setsockopt(fd_.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
   }
@@ -190,6 +237,8 @@ class HttpConnection {
     return ::recv(fd_.get(), &byte, 1, 0) == 0;
   }
 
+  int fd() const { return fd_.get(); }
+
  private:
   void Receive() {
     char chunk[65536];
@@ -218,6 +267,120 @@ double SampleValue(const std::string& metrics, absl::string_view series) {
     }
   }
   return -1;
+}
+
+// Clients that hold connections open by sending slowly: each sends its opening bytes (cycled from
+// `openings`), then one byte every `interval`, and never a complete next request. A client the
+// server has cut off (a send fails) connects again at once, as an attacker would; cut_offs()
+// counts those.
+class SlowClients {
+ public:
+  SlowClients(int port, int count, std::vector<std::string> openings,
+              std::chrono::milliseconds interval)
+      : port_(port), openings_(std::move(openings)), interval_(interval) {
+    for (int i = 0; i < count; ++i) clients_.push_back(Connect(i));
+    thread_ = std::thread([this] { Drip(); });
+  }
+  ~SlowClients() { Stop(); }
+
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+  int cut_offs() const { return cut_offs_; }
+
+ private:
+  UniqueFd Connect(int i) const {
+    UniqueFd fd = redis_fixture_internal::TcpSocket();
+    const sockaddr_in address = redis_fixture_internal::LoopbackAddress(port_);
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
+      return UniqueFd();
+    }
+    const std::string& opening = openings_[static_cast<std::size_t>(i) % openings_.size()];
+    ::send(fd.get(), opening.data(), opening.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    return fd;
+  }
+
+  void Drip() {
+    while (!stop_) {
+      std::this_thread::sleep_for(interval_);
+      for (std::size_t i = 0; i < clients_.size() && !stop_; ++i) {
+        if (clients_[i].valid() &&
+            ::send(clients_[i].get(), "a", 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) {
+          continue;
+        }
+        if (clients_[i].valid()) ++cut_offs_;
+        clients_[i] = Connect(static_cast<int>(i));
+      }
+    }
+  }
+
+  const int port_;
+  const std::vector<std::string> openings_;
+  const std::chrono::milliseconds interval_;
+  std::vector<UniqueFd> clients_;  // only the dripping thread touches them once it runs
+  std::atomic<bool> stop_{false};
+  std::atomic<int> cut_offs_{0};
+  std::thread thread_;
+};
+
+// What a client saw that sent `opening` and then kept sending a byte every 100 ms.
+struct DripResult {
+  int status = 0;                                        // of the reply it got, 0 if none
+  std::optional<std::chrono::milliseconds> reply_after;  // from the start
+  std::optional<std::chrono::milliseconds> cut_after;    // from the reply to a failed send
+};
+
+// Sends `opening` on a new connection, then a byte every 100 ms while reading what comes back,
+// until a send fails (the server has closed the connection) or `give_up_after` passes.
+DripResult DripUntilCutOff(int port, absl::string_view opening,
+                           std::chrono::milliseconds give_up_after) {
+  HttpConnection connection(port);
+  const int fd = connection.fd();
+  const Clock::time_point start = Clock::now();
+  connection.Send(opening);
+  DripResult result;
+  std::string received;
+  bool eof = false;
+  while (Clock::now() - start < give_up_after) {
+    pollfd readable = {fd, POLLIN, 0};
+    if (!eof && ::poll(&readable, 1, 100) > 0) {
+      char chunk[4096];
+      const ssize_t n = ::recv(fd, chunk, sizeof(chunk), MSG_DONTWAIT);
+      if (n > 0) received.append(chunk, static_cast<std::size_t>(n));
+      if (n == 0) eof = true;  // the server stopped writing (it may still be reading)
+      if (!result.reply_after && received.find("\r\n\r\n") != std::string::npos) {
+        result.reply_after =
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+        const std::vector<absl::string_view> status_line =
+            absl::StrSplit(absl::string_view(received).substr(0, received.find("\r\n")), ' ');
+        if (status_line.size() < 2 || !absl::SimpleAtoi(status_line[1], &result.status)) {
+          result.status = -1;
+        }
+      }
+      if (n > 0) continue;
+    } else if (eof) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (::send(fd, "a", 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN) {
+      if (result.reply_after) {
+        result.cut_after =
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start) -
+            *result.reply_after;
+      }
+      return result;
+    }
+  }
+  return result;
+}
+
+// The target of /proc/PID/fd/FD, or the error.
+std::string DescriptorTarget(pid_t pid, int fd) {
+  std::error_code error;
+  const std::filesystem::path target = std::filesystem::read_symlink(
+      "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd), error);
+  return error ? "(" + error.message() + ")" : target.string();
 }
 
 TEST_CASE("cold-cache requests from many clients share one origin load", "[concurrency]") {
@@ -387,6 +550,149 @@ TEST_CASE("SIGTERM stops the service within seconds, with exit code 0") {
   CHECK(WEXITSTATUS(*status) == 0);
   CHECK(Clock::now() - start < std::chrono::seconds(3));
   CHECK(idle.ClosedByServer(std::chrono::seconds(1)));
+}
+
+TEST_CASE("slow clients, more than the handler threads, do not keep /healthz from answering",
+          "[concurrency]") {
+  constexpr int kThreads = 8;
+  Service service({.args = {absl::StrCat("--threads=", kThreads)}});
+  // Half send a request head a byte at a time; half drip after a Connection: close reply, which
+  // the server answers and then reads (lingers) until the client stops sending.
+  constexpr int kSlowClients = 40;
+  SlowClients slow(service.port(), kSlowClients,
+                   {"GET /catalogue HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+                    "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"},
+                   std::chrono::milliseconds(200));
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // every slow client is in
+
+  constexpr auto kProbeTimeout = std::chrono::seconds(2);
+  std::chrono::milliseconds slowest(0);
+  int answered = 0;
+  int unanswered = 0;
+  constexpr int kProbes = 16;
+  for (int i = 0; i < kProbes; ++i) {
+    const Clock::time_point start = Clock::now();
+    try {
+      HttpConnection probe(service.port(), kProbeTimeout);
+      const HttpResponse response = probe.Get("/healthz");
+      CHECK(response.status == 200);
+      CHECK(response.body == "ok");
+      ++answered;
+    } catch (const std::exception& e) {
+      FAIL_CHECK("/healthz probe " << i << ": " << e.what());
+      ++unanswered;
+    }
+    slowest = std::max(slowest,
+                       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start));
+    if (unanswered == 3) break;  // enough said: keep the test short
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  INFO("slowest /healthz: " << slowest.count() << " ms; slow clients cut off: " << slow.cut_offs());
+  CHECK(answered == kProbes);
+  CHECK(slowest < kProbeTimeout);
+
+  // A real request too, while the slow clients are still there.
+  try {
+    HttpConnection client(service.port(), std::chrono::seconds(5));
+    CHECK(client.Get("/catalogue").body == ExpectedCatalogue());
+  } catch (const std::exception& e) {
+    FAIL_CHECK("GET /catalogue: " << e.what());
+  }
+  // Those dripping after a Connection: close reply were cut off (linger: 1 s), each at least once.
+  CHECK(slow.cut_offs() >= kSlowClients / 2);
+  slow.Stop();
+  CHECK(service.process().running());
+}
+
+TEST_CASE("a client that keeps sending after a Connection: close or a 408 reply is cut off soon") {
+  SECTION("Connection: close (default linger: 1 s)") {
+    Service service;
+    const DripResult result =
+        DripUntilCutOff(service.port(), "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+                        std::chrono::seconds(6));
+    CHECK(result.status == 200);
+    REQUIRE(result.reply_after.has_value());
+    INFO("cut off " << (result.cut_after ? result.cut_after->count() : -1)
+                    << " ms after the reply");
+    REQUIRE(result.cut_after.has_value());
+    CHECK(*result.cut_after < std::chrono::milliseconds(2500));
+  }
+  SECTION("408 after --header_timeout=1s") {
+    Service service({.args = {"--header_timeout=1s"}});
+    const DripResult result = DripUntilCutOff(
+        service.port(), "GET /healthz HTTP/1.1\r\nX-Slow: ", std::chrono::seconds(8));
+    CHECK(result.status == 408);
+    REQUIRE(result.reply_after.has_value());
+    INFO("408 after " << result.reply_after->count() << " ms, cut off "
+                      << (result.cut_after ? result.cut_after->count() : -1) << " ms later");
+    CHECK(*result.reply_after >= std::chrono::milliseconds(900));
+    CHECK(*result.reply_after < std::chrono::milliseconds(2500));
+    REQUIRE(result.cut_after.has_value());
+    CHECK(*result.cut_after < std::chrono::milliseconds(2500));
+  }
+}
+
+TEST_CASE("a keep-alive connection is closed after --max_connection_age") {
+  Service service({.args = {"--max_connection_age=1s"}});
+  HttpConnection connection(service.port());
+  const Clock::time_point start = Clock::now();
+  // A request every 100 ms: the one past the age is answered with Connection: close, or the
+  // connection is closed between two requests.
+  bool closed = false;
+  while (!closed && Clock::now() - start < std::chrono::seconds(4)) {
+    try {
+      const HttpResponse response = connection.Get("/healthz");
+      REQUIRE(response.status == 200);
+      closed = response.Header("connection") == "close";
+      if (closed) CHECK(connection.ClosedByServer(std::chrono::seconds(2)));
+    } catch (const std::exception& e) {
+      closed = absl::StrContains(e.what(), "closed") || absl::StrContains(e.what(), "reset");
+      if (!closed) FAIL(e.what());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const auto age = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+  INFO("closed after " << age.count() << " ms");
+  CHECK(closed);
+  CHECK(age >= std::chrono::milliseconds(900));
+  CHECK(age < std::chrono::milliseconds(2500));
+}
+
+TEST_CASE("at --max_connections an idle keep-alive connection makes room for a new one") {
+  constexpr int kMaxConnections = 4;
+  Service service({.args = {absl::StrCat("--max_connections=", kMaxConnections)}});
+  std::vector<std::unique_ptr<HttpConnection> > idle;
+  for (int i = 0; i < kMaxConnections; ++i) {
+    idle.push_back(std::make_unique<HttpConnection>(service.port()));
+    REQUIRE(idle.back()->Get("/healthz").status == 200);
+  }
+  HttpConnection newcomer(service.port(), std::chrono::seconds(2));
+  CHECK(newcomer.Get("/healthz").status == 200);
+  int closed = 0;
+  for (auto& connection : idle)
+    closed += connection->ClosedByServer(std::chrono::milliseconds(200));
+  CHECK(closed == 1);
+}
+
+TEST_CASE("with standard output closed the service serves, and writes nothing into its sockets") {
+  RedisServer redis;
+  Service service({.args = {"--backend=" + redis.url()}, .stdout_closed = true});
+  // Descriptor 1 is a placeholder, not the Redis connection or the listening socket.
+  CHECK(DescriptorTarget(service.process().pid(), 1) == "/dev/null");
+
+  HttpConnection connection(service.port());
+  for (int i = 0; i < 3; ++i) {
+    const HttpResponse response = connection.Get("/catalogue");
+    CHECK(response.status == 200);
+    CHECK(response.body == ExpectedCatalogue());
+  }
+  CHECK(connection.Get("/healthz").body == "ok");
+  // Redis saw only the cache's commands: nothing it refused (such as the "listening on" line).
+  redis_fixture_internal::RespConnection admin(redis.port());
+  const std::string stats = admin.Command({"INFO", "stats"}).text;
+  INFO(stats);
+  CHECK(absl::StrContains(stats, "total_error_replies:0\r\n"));
+  CHECK(service.process().running());
 }
 
 #endif  // CHUNKCACHE_CATALOGUE_SERVICE
