@@ -1,12 +1,17 @@
 #include "chunkcache/redis_backend.h"
 
+#include <dlfcn.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <csignal>
+#include <cstring>
 #include <set>
 #include <string>
 #include <thread>
@@ -20,6 +25,11 @@
 #include "test_util.h"
 
 namespace chunkcache {
+
+// While positive, lookups of "localhost" stall this many milliseconds: this binary's getaddrinfo
+// (below) stands in front of libc's, so a hung resolver is simulated without any DNS traffic.
+std::atomic<int> lookup_stall_ms{0};
+
 namespace {
 
 using testing::RedisCluster;
@@ -425,6 +435,108 @@ TEST_CASE("an ASK redirect during a slot migration is followed") {
   CHECK(cluster.node(to).Cli({"CLUSTER", "COUNTKEYSINSLOT", std::to_string(slot)}) == "1");
 }
 
+// A key of each cluster node's slots, by node index.
+std::vector<std::string> KeyOnEachNode(const RedisCluster& cluster) {
+  std::vector<std::string> keys(RedisCluster::kMasters);
+  for (int n = 0; std::any_of(keys.begin(), keys.end(), [](const auto& k) { return k.empty(); });
+       ++n) {
+    const std::string key = "key" + std::to_string(n);
+    std::string& slot = keys[cluster.NodeOwning(RedisCluster::SlotOf(key))];
+    if (slot.empty()) slot = key;
+  }
+  return keys;
+}
+
+TEST_CASE("a plain redis:// backend on a cluster node serves the call that finds the cluster") {
+  RedisCluster cluster;
+  const std::vector<std::string> keys = KeyOnEachNode(cluster);
+  // Each call below is the first of a new backend that is not told it talks to a cluster.
+  const RedisBackendOptions plain{.url = cluster.urls()[0]};
+  {
+    auto backend = Connect(plain);
+    absl::StatusOr<bool> stored = backend->SetIfAbsent(keys[2], "mine", absl::Minutes(1));
+    INFO("SetIfAbsent: " << stored.status().ToString());
+    REQUIRE(stored.ok());
+    CHECK(*stored);
+    CHECK(cluster.node(2).Cli({"GET", keys[2]}) == "mine");
+  }
+  {
+    auto backend = Connect(plain);
+    const KeyValue item{keys[1], "v1"};
+    const absl::Status status = backend->MultiSet({&item, 1}, absl::Minutes(1));
+    INFO("MultiSet: " << status.ToString());
+    CHECK(status.ok());
+    CHECK(cluster.node(1).Cli({"GET", keys[1]}) == "v1");
+  }
+  {
+    // Keys of three slots in one MGET: the node answers CROSSSLOT, not MOVED.
+    for (int i = 0; i < 3; ++i) cluster.node(i).Cli({"SET", keys[i], "v" + std::to_string(i)});
+    auto backend = Connect(plain);
+    const std::vector<std::string_view> views = {keys[2], keys[0], keys[1], "absent"};
+    absl::StatusOr<std::vector<std::optional<std::string>>> got = backend->MultiGet(views);
+    INFO("MultiGet: " << got.status().ToString());
+    REQUIRE(got.ok());
+    CHECK(*got == std::vector<std::optional<std::string>>{"v2", "v0", "v1", std::nullopt});
+  }
+  {
+    auto backend = Connect(plain);
+    const std::vector<std::string_view> views = {keys[0], keys[1], keys[2]};
+    const absl::Status status = backend->Delete(views);
+    INFO("Delete: " << status.ToString());
+    CHECK(status.ok());
+    for (int i = 0; i < 3; ++i) CHECK(cluster.node(i).Cli({"EXISTS", keys[i]}) == "0");
+  }
+  {
+    auto backend = Connect(plain);
+    ChunkedCache cache(backend, {.chunk_size = 64 << 10});
+    std::string name;  // a document whose entry is on another node than the seed
+    for (int n = 0; name.empty(); ++n) {
+      const std::string candidate = "doc" + std::to_string(n);
+      const internal::StoredKeys stored(cache.options().key_prefix, candidate);
+      if (cluster.NodeOwning(RedisCluster::SlotOf(stored.manifest())) != 0) name = candidate;
+    }
+    const absl::Status miss = cache.Get(name).status();
+    INFO("Get: " << miss.ToString());
+    CHECK(absl::IsNotFound(miss));
+    const std::string json = Catalogue(0.3);
+    const absl::Status put = cache.Put(name, json);
+    INFO("Put: " << put.ToString());
+    REQUIRE(put.ok());
+    CHECK(**cache.Get(name) == json);
+  }
+}
+
+TEST_CASE("an IP literal and localhost both connect") {
+  RedisServer server;
+  const std::string port = std::to_string(server.port());
+  for (const std::string host : {"127.0.0.1", "localhost"}) {
+    CAPTURE(host);
+    auto backend = Connect({.url = "redis://" + host + ":" + port});
+    REQUIRE(backend->MultiSet({{"k", host}}, absl::Minutes(1)).ok());
+    const std::string_view key = "k";
+    CHECK((*backend->MultiGet({&key, 1}))[0] == host);
+  }
+}
+
+TEST_CASE("a stalled host name lookup is bounded by connect_timeout") {
+  RedisServer server;
+  const std::string url = "redis://localhost:" + std::to_string(server.port());
+  lookup_stall_ms = 1500;
+  const absl::Time start = absl::Now();
+  const absl::Status status =
+      NewRedisBackend({.url = url, .connect_timeout = absl::Milliseconds(200)}).status();
+  const absl::Duration took = absl::Now() - start;
+  lookup_stall_ms = 0;
+  INFO(status.ToString() << " after " << took);
+  CHECK(absl::IsDeadlineExceeded(status));
+  CHECK(took < absl::Milliseconds(800));
+  // An IP literal needs no lookup, and a lookup that answers connects as before.
+  lookup_stall_ms = 1500;
+  CHECK(NewRedisBackend({.url = server.url(), .connect_timeout = absl::Milliseconds(200)}).ok());
+  lookup_stall_ms = 0;
+  CHECK(NewRedisBackend({.url = url, .connect_timeout = absl::Milliseconds(200)}).ok());
+}
+
 TEST_CASE("TimeToLive reports each key's remaining lifetime") {
   RedisServer server;
   auto backend = Connect({.url = server.url()});
@@ -455,3 +567,16 @@ TEST_CASE("a server that dies under a large write is an error, not a SIGPIPE") {
 
 }  // namespace
 }  // namespace chunkcache
+
+// Stands in front of libc's getaddrinfo for the whole test binary (the library's calls and
+// hiredis' included) to simulate a resolver that hangs; forwards every lookup unchanged.
+extern "C" int getaddrinfo(const char* node, const char* service, const addrinfo* hints,
+                           addrinfo** result) {
+  using Getaddrinfo = int (*)(const char*, const char*, const addrinfo*, addrinfo**);
+  static const auto real = reinterpret_cast<Getaddrinfo>(dlsym(RTLD_NEXT, "getaddrinfo"));
+  const int stall_ms = chunkcache::lookup_stall_ms.load();
+  if (stall_ms > 0 && node != nullptr && std::strcmp(node, "localhost") == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(stall_ms));
+  }
+  return real(node, service, hints, result);
+}

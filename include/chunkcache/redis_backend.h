@@ -7,6 +7,18 @@
 // map is refreshed on MOVED. ChunkedCache gives every item of one logical key the same hash tag,
 // so a Get stays one MGET on one node.
 //
+// Cluster failover: a node that fails (connection refused or lost, a timeout) or a CLUSTERDOWN or
+// TRYAGAIN reply makes the backend reload the slot map from any node that answers (the seed and
+// every master and replica it knows, those that failed recently last), at most once per 200 ms
+// per backend. A call whose node failed is sent once more, within its command_timeout, if the
+// fresh map names a new owner; otherwise it fails at once (Unavailable). So while a dead master's
+// replica is not yet promoted, calls for its slots fail fast, and within a fraction of a second
+// after the promotion the same backend serves them again (docs/GUARANTEES.md gives the measured
+// figures). A command whose node failed after it was sent may have run: MGET, SET, DEL and PTTL
+// are sent again (running them twice is harmless: SET stores the same bytes, its TTL restarting a
+// little later); SetIfAbsent (SET NX) is not, because a second attempt would find the first one's
+// item and report it refused, and returns the error instead.
+//
 //   absl::StatusOr<std::shared_ptr<chunkcache::Backend>> backend =
 //       chunkcache::NewRedisBackend({.url = "redis://:secret@127.0.0.1:6379/0"});
 //
@@ -41,7 +53,12 @@ struct RedisBackendOptions {
   // Default: "redis://127.0.0.1:6379".
   std::string url = "redis://127.0.0.1:6379";
 
-  // Time allowed to open a connection (TCP connect, AUTH, SELECT).
+  // Time allowed to open a connection: name lookup, TCP connect, AUTH, SELECT. An IP literal
+  // needs no lookup. A host name is looked up (getaddrinfo) on a helper thread, because libc's
+  // lookup can be neither bounded nor cancelled: a caller waits for it at most this long
+  // (DeadlineExceeded), and a hung lookup keeps only its one thread per node busy until the
+  // resolver gives up, its answer reused by that node's connections for one second. A name with
+  // several addresses is tried address by address, IPv4 first, within this time.
   // Default: 1 second.
   absl::Duration connect_timeout = absl::Seconds(1);
 
@@ -64,7 +81,8 @@ struct RedisBackendOptions {
   std::size_t max_item_size = std::size_t{1} << 20;
 
   // Treat the server as a Redis Cluster from the start (discover the slot map with CLUSTER SLOTS).
-  // A non-cluster backend switches to cluster mode by itself on its first MOVED reply.
+  // A non-cluster backend switches to cluster mode by itself on its first MOVED or CROSSSLOT
+  // reply; the call that met it is then routed by slot and served like any later one.
   // Default: false.
   bool cluster = false;
 };
@@ -78,6 +96,8 @@ struct RedisBackendStats {
   std::uint64_t connection_failures = 0;  // connections dropped after an I/O error or timeout
   std::uint64_t redirects = 0;            // MOVED and ASK replies followed
   std::uint64_t slot_map_refreshes = 0;   // CLUSTER SLOTS reloads
+  std::uint64_t failover_retries = 0;     // calls sent again to a new owner after a node failure
+                                          // or CLUSTERDOWN
   std::uint64_t errors = 0;               // calls that returned an error
 };
 

@@ -1,9 +1,14 @@
 #include "chunkcache/redis_backend.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -11,6 +16,9 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <exception>
+#include <memory>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -25,6 +33,7 @@
 namespace chunkcache {
 namespace {
 
+using internal::CondVar;
 using internal::Mutex;
 using internal::MutexLock;
 
@@ -33,6 +42,15 @@ constexpr int kMaxRedirects = 5;
 // Reply bytes allowed per command beyond the values themselves (RESP framing, error text).
 constexpr std::size_t kReplyOverhead = 256;
 constexpr absl::Duration kTryAgainPause = absl::Milliseconds(10);
+// Slot-map refreshes after a node failure, CLUSTERDOWN or TRYAGAIN start at most this often per
+// backend: often enough to follow a failover within a fraction of a second, rare enough that a
+// dead master does not turn every failing call into a CLUSTER SLOTS on the survivors.
+constexpr absl::Duration kMinRefreshInterval = absl::Milliseconds(200);
+// A node that failed less than this long ago is asked for the slot map only after the others.
+constexpr absl::Duration kFailedNodeMemory = absl::Seconds(10);
+// A finished name lookup is reused for new connections this long (a reconnect storm does not
+// become a lookup storm); after that the next connection looks the name up again.
+constexpr absl::Duration kLookupReuse = absl::Seconds(1);
 
 absl::string_view AbslView(std::string_view s) { return {s.data(), s.size()}; }
 
@@ -253,6 +271,110 @@ std::string PxArgument(absl::Duration ttl) {
   return absl::StrCat(std::max<std::int64_t>(1, absl::ToInt64Milliseconds(ttl)));
 }
 
+// ---- Name lookup -----------------------------------------------------------------------------
+
+// Whether `host` is an IPv4 or IPv6 address literal: connecting to one needs no name lookup.
+bool IsIpLiteral(const std::string& host) {
+  in6_addr address;
+  return inet_pton(AF_INET, host.c_str(), &address) == 1 ||
+         inet_pton(AF_INET6, host.c_str(), &address) == 1;
+}
+
+// One getaddrinfo() of a host name on a thread of its own. libc's lookup can be neither bounded
+// nor cancelled, so callers wait for it at most until their deadline and leave the thread to
+// finish by itself; the thread and its waiters share this object.
+class Lookup {
+ public:
+  // Starts the lookup; nullptr if no thread could be started.
+  static std::shared_ptr<Lookup> Start(std::string host) {
+    auto lookup = std::make_shared<Lookup>(std::move(host));
+    try {
+      std::thread([lookup] { lookup->Run(); }).detach();
+    } catch (const std::system_error&) {
+      return nullptr;
+    }
+    return lookup;
+  }
+
+  explicit Lookup(std::string host) : host_(std::move(host)), pid_(getpid()) {}
+
+  // Whether a new connection may use (or wait for) this lookup: it still runs or finished less
+  // than kLookupReuse ago, in this process (a lookup under way at fork() never ends in the child).
+  bool Usable(absl::Time now) {
+    if (pid_ != getpid()) return false;
+    MutexLock lock(&mu_);
+    return !done_ || now - finished_ < kLookupReuse;
+  }
+
+  // The host's addresses, IPv4 first (as hiredis prefers them); DeadlineExceeded if the lookup
+  // has not answered by `deadline`.
+  absl::StatusOr<std::vector<std::string>> Wait(absl::Time deadline) {
+    MutexLock lock(&mu_);
+    while (!done_) {
+      if (cv_.WaitWithDeadline(&mu_, deadline) && !done_) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "redis: the name lookup of ", host_, " did not answer within the connect timeout"));
+      }
+    }
+    return result_;
+  }
+
+ private:
+  void Run() {
+    absl::StatusOr<std::vector<std::string>> result;
+    try {
+      result = Resolve();
+    } catch (...) {  // bad_alloc: a detached thread must not take the process down
+      result = absl::ResourceExhaustedError(absl::StrCat("redis: out of memory resolving ", host_));
+    }
+    MutexLock lock(&mu_);
+    result_ = std::move(result);
+    done_ = true;
+    finished_ = absl::Now();
+    cv_.SignalAll();
+  }
+
+  absl::StatusOr<std::vector<std::string>> Resolve() const {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (const int error = getaddrinfo(host_.c_str(), nullptr, &hints, &found); error != 0) {
+      return absl::UnavailableError(
+          absl::StrCat("redis: cannot resolve ", host_, ": ", gai_strerror(error)));
+    }
+    std::vector<std::string> v4, v6;
+    for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+      const void* address = nullptr;
+      if (a->ai_family == AF_INET) {
+        address = &reinterpret_cast<const sockaddr_in*>(a->ai_addr)->sin_addr;
+      } else if (a->ai_family == AF_INET6) {
+        address = &reinterpret_cast<const sockaddr_in6*>(a->ai_addr)->sin6_addr;
+      }
+      char text[INET6_ADDRSTRLEN];
+      if (address == nullptr || inet_ntop(a->ai_family, address, text, sizeof(text)) == nullptr) {
+        continue;
+      }
+      std::vector<std::string>& list = a->ai_family == AF_INET ? v4 : v6;
+      if (std::find(list.begin(), list.end(), text) == list.end()) list.emplace_back(text);
+    }
+    freeaddrinfo(found);
+    v4.insert(v4.end(), v6.begin(), v6.end());
+    if (v4.empty()) {
+      return absl::UnavailableError(absl::StrCat("redis: ", host_, " has no IP address"));
+    }
+    return v4;
+  }
+
+  const std::string host_;
+  const pid_t pid_;
+  Mutex mu_;
+  CondVar cv_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time finished_ ABSL_GUARDED_BY(mu_);
+  absl::StatusOr<std::vector<std::string>> result_ ABSL_GUARDED_BY(mu_);
+};
+
 // ---- One connection --------------------------------------------------------------------------
 
 // hiredis writes with write(2), which raises SIGPIPE when the server has closed the connection:
@@ -426,11 +548,13 @@ class Connection {
   bool broken_ = false;
 };
 
-// Idle connections to one node.
+// Idle connections to one node, and the lookup of its name.
 class NodePool {
  public:
   NodePool(Endpoint endpoint, std::size_t max_idle)
-      : endpoint_(std::move(endpoint)), max_idle_(max_idle) {}
+      : endpoint_(std::move(endpoint)),
+        literal_(endpoint_.unix_path.empty() && IsIpLiteral(endpoint_.host)),
+        max_idle_(max_idle) {}
 
   const Endpoint& endpoint() const { return endpoint_; }
 
@@ -448,17 +572,46 @@ class NodePool {
     if (idle_.size() < max_idle_) idle_.push_back(std::move(connection));
   }
 
+  // Closes the idle connections: the node refused a new one, so they are dead too.
+  void Clear() {
+    std::vector<std::unique_ptr<Connection>> idle;
+    MutexLock lock(&mu_);
+    idle.swap(idle_);
+  }
+
+  // The TCP node's addresses: its host if that is an IP literal, else what a lookup (shared by
+  // concurrent callers, reused for kLookupReuse) answers by `deadline`.
+  absl::StatusOr<std::vector<std::string>> Resolve(absl::Time deadline) {
+    if (literal_) return std::vector<std::string>{endpoint_.host};
+    std::shared_ptr<Lookup> lookup;
+    {
+      MutexLock lock(&mu_);
+      if (lookup_ == nullptr || !lookup_->Usable(absl::Now())) {
+        lookup_ = Lookup::Start(endpoint_.host);
+      }
+      lookup = lookup_;
+    }
+    if (lookup == nullptr) {
+      return absl::UnavailableError(
+          absl::StrCat("redis: cannot start a thread to look up ", endpoint_.host));
+    }
+    return lookup->Wait(deadline);
+  }
+
  private:
   const Endpoint endpoint_;
+  const bool literal_;
   const std::size_t max_idle_;
   Mutex mu_;
   std::vector<std::unique_ptr<Connection>> idle_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<Lookup> lookup_ ABSL_GUARDED_BY(mu_);
 };
 
 // Which node serves each slot.
 struct SlotMap {
-  std::vector<std::string> nodes;             // "host:port"
+  std::vector<std::string> nodes;             // "host:port" of the masters
   std::array<std::uint16_t, kSlots> owner{};  // index into nodes
+  std::vector<std::string> replicas;          // "host:port", asked for the map too
 };
 
 // A redirect reply: "MOVED 3999 127.0.0.1:6381" or "ASK 3999 127.0.0.1:6381".
@@ -557,19 +710,24 @@ class RedisBackend::Impl {
     // node needs only one.
     std::vector<Command> commands;
     std::vector<std::vector<std::size_t>> positions;  // key indices answered by each command
-    GroupBySlot(
-        keys.size(), [&](std::size_t i) { return keys[i]; },
-        [&](int slot) {
-          commands.push_back({{"MGET"}, slot, kReplyOverhead});
-          positions.emplace_back();
+    absl::StatusOr<std::vector<Reply>> replies = Execute(
+        commands,
+        [&] {
+          positions.clear();
+          GroupBySlot(
+              keys.size(), [&](std::size_t i) { return keys[i]; },
+              [&](int slot) {
+                commands.push_back({{"MGET"}, slot, kReplyOverhead});
+                positions.emplace_back();
+              },
+              [&](std::size_t i) {
+                commands.back().args.push_back(keys[i]);
+                commands.back().reply_bound += options_.max_item_size + kReplyOverhead;
+                ++commands.back().max_array;
+                positions.back().push_back(i);
+              });
         },
-        [&](std::size_t i) {
-          commands.back().args.push_back(keys[i]);
-          commands.back().reply_bound += options_.max_item_size + kReplyOverhead;
-          ++commands.back().max_array;
-          positions.back().push_back(i);
-        });
-    absl::StatusOr<std::vector<Reply>> replies = Execute(commands);
+        /*idempotent=*/true);
     if (!replies.ok()) return Failed(replies.status());
     for (std::size_t c = 0; c < commands.size(); ++c) {
       const redisReply& reply = *(*replies)[c];
@@ -593,16 +751,21 @@ class RedisBackend::Impl {
     if (absl::Status s = CheckItems(items, ttl); !s.ok()) return Failed(s);
     const std::string px = PxArgument(ttl);
     std::vector<Command> commands;
-    commands.reserve(items.size());
-    for (const KeyValue& item : items) {
-      Command command{{"SET", item.key, item.value}, SlotOf(item.key)};
-      if (ttl != absl::InfiniteDuration()) {
-        command.args.push_back("PX");
-        command.args.push_back(px);
-      }
-      commands.push_back(std::move(command));
-    }
-    absl::StatusOr<std::vector<Reply>> replies = Execute(commands);
+    // SET of a given value is idempotent: sending it again after an unknown outcome stores the
+    // same bytes (with a TTL that starts a little later).
+    absl::StatusOr<std::vector<Reply>> replies = Execute(
+        commands,
+        [&] {
+          for (const KeyValue& item : items) {
+            Command command{{"SET", item.key, item.value}, SlotOf(item.key)};
+            if (ttl != absl::InfiniteDuration()) {
+              command.args.push_back("PX");
+              command.args.push_back(px);
+            }
+            commands.push_back(std::move(command));
+          }
+        },
+        /*idempotent=*/true);
     if (!replies.ok()) return Failed(replies.status());
     for (const Reply& reply : *replies) {
       if (reply->type != REDIS_REPLY_STATUS) return Failed(UnexpectedReply(*reply, "SET"));
@@ -614,13 +777,17 @@ class RedisBackend::Impl {
     Count(calls_);
     if (keys.empty()) return absl::OkStatus();
     std::vector<Command> commands;
-    GroupBySlot(
-        keys.size(), [&](std::size_t i) { return keys[i]; },
-        [&](int slot) {
-          commands.push_back({{"DEL"}, slot});
+    absl::StatusOr<std::vector<Reply>> replies = Execute(
+        commands,
+        [&] {
+          GroupBySlot(
+              keys.size(), [&](std::size_t i) { return keys[i]; },
+              [&](int slot) {
+                commands.push_back({{"DEL"}, slot});
+              },
+              [&](std::size_t i) { commands.back().args.push_back(keys[i]); });
         },
-        [&](std::size_t i) { commands.back().args.push_back(keys[i]); });
-    absl::StatusOr<std::vector<Reply>> replies = Execute(commands);
+        /*idempotent=*/true);
     if (!replies.ok()) return Failed(replies.status());
     for (const Reply& reply : *replies) {
       if (reply->type != REDIS_REPLY_INTEGER) return Failed(UnexpectedReply(*reply, "DEL"));
@@ -633,9 +800,12 @@ class RedisBackend::Impl {
     Count(calls_);
     std::vector<std::optional<absl::Duration>> ttls(keys.size());
     std::vector<Command> commands;
-    commands.reserve(keys.size());
-    for (std::string_view key : keys) commands.push_back({{"PTTL", key}, SlotOf(key)});
-    absl::StatusOr<std::vector<Reply>> replies = Execute(commands);
+    absl::StatusOr<std::vector<Reply>> replies = Execute(
+        commands,
+        [&] {
+          for (std::string_view key : keys) commands.push_back({{"PTTL", key}, SlotOf(key)});
+        },
+        /*idempotent=*/true);
     if (!replies.ok()) return Failed(replies.status());
     for (std::size_t i = 0; i < keys.size(); ++i) {
       const redisReply& reply = *(*replies)[i];
@@ -652,13 +822,20 @@ class RedisBackend::Impl {
     const KeyValue item{key, value};
     if (absl::Status s = CheckItems({&item, 1}, ttl); !s.ok()) return Failed(s);
     const std::string px = PxArgument(ttl);
-    Command command{{"SET", key, value, "NX"}, SlotOf(key)};
-    if (ttl != absl::InfiniteDuration()) {
-      command.args.push_back("PX");
-      command.args.push_back(px);
-    }
-    // Not retried on a fresh connection: a lost reply would make a stored item look refused.
-    absl::StatusOr<std::vector<Reply>> replies = Execute({&command, 1}, /*retry_stale=*/false);
+    std::vector<Command> commands;
+    // Not idempotent: had a lost first attempt stored the item, a second would find it and
+    // report it refused. Sent again only when the first surely did not run.
+    absl::StatusOr<std::vector<Reply>> replies = Execute(
+        commands,
+        [&] {
+          Command command{{"SET", key, value, "NX"}, SlotOf(key)};
+          if (ttl != absl::InfiniteDuration()) {
+            command.args.push_back("PX");
+            command.args.push_back(px);
+          }
+          commands.push_back(std::move(command));
+        },
+        /*idempotent=*/false);
     if (!replies.ok()) return Failed(replies.status());
     const redisReply& reply = *(*replies)[0];
     if (reply.type == REDIS_REPLY_STATUS) return true;
@@ -675,6 +852,7 @@ class RedisBackend::Impl {
     s.connection_failures = connection_failures_.load(std::memory_order_relaxed);
     s.redirects = redirects_.load(std::memory_order_relaxed);
     s.slot_map_refreshes = slot_map_refreshes_.load(std::memory_order_relaxed);
+    s.failover_retries = failover_retries_.load(std::memory_order_relaxed);
     s.errors = errors_.load(std::memory_order_relaxed);
     return s;
   }
@@ -736,15 +914,52 @@ class RedisBackend::Impl {
     return slot_map_->nodes[slot_map_->owner[slot]];
   }
 
-  // Runs `commands`, each on the node owning its slot, one pipeline per node, following
-  // redirects. Replies come back in the order of `commands`.
-  absl::StatusOr<std::vector<Reply>> Execute(absl::Span<const Command> commands,
-                                             bool retry_stale = true) {
+  // Runs the commands `build` appends to `commands` (for the mode the backend is in), each on the
+  // node owning its slot, and returns their replies in order. `idempotent`: the commands may run
+  // twice, so a command whose node failed after it was sent (outcome unknown) may be sent again.
+  //
+  // A backend not told about the cluster learns of it from a MOVED or CROSSSLOT reply: its
+  // commands, built for a single node (no slots, keys of several slots in one MGET or DEL), are
+  // then built again for the cluster and the call goes on. Once is enough: the mode never
+  // switches back.
+  template <typename Build>
+  absl::StatusOr<std::vector<Reply>> Execute(std::vector<Command>& commands, Build build,
+                                             bool idempotent) {
     const absl::Time deadline = CallDeadline();
+    // A node failed in an earlier call, maybe too late for that call to refresh the map.
+    if (ClusterMode() && refresh_wanted_.load(std::memory_order_relaxed)) {
+      MaybeRefreshSlotMap(deadline);
+    }
+    for (bool rebuilt = false;; rebuilt = true) {
+      commands.clear();
+      build();
+      bool found_cluster = false;
+      absl::StatusOr<std::vector<Reply>> replies =
+          Route(commands, deadline, idempotent, rebuilt ? nullptr : &found_cluster);
+      if (!found_cluster) return replies;
+    }
+  }
+
+  // One command's node failure, or CLUSTERDOWN reply, met in a round of Route.
+  struct Setback {
+    std::size_t index;  // into the commands
+    std::string node;   // where it was sent
+    absl::Status status;
+  };
+
+  // Sends `commands` to their nodes, one pipeline per node, following redirects. In a cluster, a
+  // node that fails (refused or lost connection, timeout) or answers CLUSTERDOWN leads to a
+  // slot-map refresh (rate-limited) and, once per call, to sending its commands again to their
+  // slots' new owners; commands whose slot's owner has not changed fail at once. With
+  // `found_cluster` set, a command built for a single node that meets a cluster sets it and
+  // returns (after loading the slot map).
+  absl::StatusOr<std::vector<Reply>> Route(absl::Span<const Command> commands, absl::Time deadline,
+                                           bool idempotent, bool* found_cluster) {
     std::vector<Reply> replies(commands.size());
     std::vector<std::size_t> pending(commands.size());
     for (std::size_t i = 0; i < pending.size(); ++i) pending[i] = i;
     absl::flat_hash_map<std::size_t, std::string> ask_targets;
+    bool may_retry = true;  // one retry after node failures or CLUSTERDOWN
 
     for (int round = 0; !pending.empty(); ++round) {
       if (round > kMaxRedirects) {
@@ -757,7 +972,8 @@ class RedisBackend::Impl {
         by_node[ask != ask_targets.end() ? ask->second : NodeFor(commands[i].slot)].push_back(i);
       }
       std::vector<std::size_t> next;
-      bool refresh = false, try_again = false;
+      std::vector<Setback> setbacks;
+      bool moved = false, try_again = false;
       for (auto& [node, indices] : by_node) {
         std::vector<Command> batch;
         std::vector<bool> asked;  // whether an ASKING precedes the command
@@ -767,50 +983,131 @@ class RedisBackend::Impl {
           batch.push_back(commands[i]);
           asked.push_back(ask);
         }
-        absl::StatusOr<std::vector<Reply>> got = Run(node, batch, deadline, retry_stale);
-        if (!got.ok()) return got.status();
+        bool sent = false;
+        absl::StatusOr<std::vector<Reply>> got = Run(node, batch, deadline, idempotent, &sent);
+        if (!got.ok()) {
+          const bool routed = commands[indices.front()].slot >= 0;
+          if (!routed ||
+              !(absl::IsUnavailable(got.status()) || absl::IsDeadlineExceeded(got.status()))) {
+            return got.status();
+          }
+          NoteNodeFailure(node);
+          // The commands may have run: send them again only if running twice is harmless.
+          if (sent && !idempotent) return got.status();
+          for (const std::size_t i : indices) setbacks.push_back({i, node, got.status()});
+          continue;
+        }
         std::size_t r = 0;
         for (std::size_t k = 0; k < indices.size(); ++k) {
           if (asked[k]) ++r;  // the ASKING's +OK
           Reply reply = std::move((*got)[r++]);
           const std::size_t i = indices[k];
           ask_targets.erase(i);
+          const bool is_error = reply->type == REDIS_REPLY_ERROR;
+          const absl::string_view text = is_error ? AbslView(ReplyText(*reply)) : "";
           if (std::optional<Redirect> redirect = ParseRedirect(*reply)) {
             Count(redirects_);
             if (redirect->ask) {
               ask_targets[i] = redirect->node;
             } else {
-              refresh = true;
+              moved = true;
             }
             next.push_back(i);
-          } else if (reply->type == REDIS_REPLY_ERROR &&
-                     absl::StartsWith(AbslView(ReplyText(*reply)), "TRYAGAIN")) {
+          } else if (is_error && commands[i].slot < 0 && found_cluster != nullptr &&
+                     absl::StartsWith(text, "CROSSSLOT")) {
+            moved = true;  // keys of several slots in one command: only a cluster refuses that
+            next.push_back(i);
+          } else if (is_error && absl::StartsWith(text, "TRYAGAIN")) {
             try_again = true;  // a multi-key command met a slot in migration
             next.push_back(i);
+          } else if (is_error && absl::StartsWith(text, "CLUSTERDOWN") && commands[i].slot >= 0) {
+            setbacks.push_back({i, node, ReplyError(ReplyText(*reply))});
           } else {
             replies[i] = std::move(reply);
           }
         }
       }
-      if (refresh) {
-        cluster_mode_.store(true, std::memory_order_release);
+      if (moved) {
         if (absl::Status s = RefreshSlotMap(deadline); !s.ok()) return s;
+        // Commands built for a single node: build them again for the cluster. Safe even when not
+        // idempotent, as long as every one of them was refused (a redirect runs nothing).
+        if (found_cluster != nullptr && commands.front().slot < 0 &&
+            (idempotent || next.size() == commands.size())) {
+          *found_cluster = true;
+          return absl::UnavailableError("redis: found a cluster");
+        }
       }
-      if (try_again) absl::SleepFor(std::min(kTryAgainPause, deadline - absl::Now()));
+      if (try_again) {
+        refresh_wanted_.store(true, std::memory_order_relaxed);
+        MaybeRefreshSlotMap(deadline);
+        absl::SleepFor(std::min(kTryAgainPause, deadline - absl::Now()));
+      }
+      if (!setbacks.empty()) {
+        // Give up unless this is the call's first setback, time is left, and a fresh slot map
+        // (ours, or another call's) names a new owner for every command that met one.
+        if (!may_retry || absl::Now() >= deadline) return setbacks.front().status;
+        may_retry = false;
+        refresh_wanted_.store(true, std::memory_order_relaxed);
+        MaybeRefreshSlotMap(deadline);
+        for (const Setback& setback : setbacks) {
+          if (NodeFor(commands[setback.index].slot) == setback.node) return setback.status;
+          ask_targets.erase(setback.index);
+          next.push_back(setback.index);
+        }
+        Count(failover_retries_);
+      }
       pending = std::move(next);
     }
     return replies;
   }
 
-  // Loads the slot map from the first node that answers CLUSTER SLOTS.
+  void NoteNodeFailure(const std::string& node) {
+    refresh_wanted_.store(true, std::memory_order_relaxed);
+    MutexLock lock(&map_mu_);
+    failed_at_[node] = absl::Now();
+  }
+
+  // Refreshes the slot map unless a refresh started less than kMinRefreshInterval ago or is
+  // under way (then the caller goes on with the map it finds).
+  void MaybeRefreshSlotMap(absl::Time deadline) {
+    {
+      MutexLock lock(&refresh_mu_);
+      if (refreshing_ || absl::Now() - last_refresh_ < kMinRefreshInterval) return;
+      refreshing_ = true;
+    }
+    (void)RefreshSlotMap(deadline);
+    MutexLock lock(&refresh_mu_);
+    refreshing_ = false;
+  }
+
+  // Loads the slot map from the first node that answers CLUSTER SLOTS: the seed and every master
+  // and replica of the current map, those that failed recently last.
   absl::Status RefreshSlotMap(absl::Time deadline) {
     Count(slot_map_refreshes_);
-    std::vector<std::string> candidates = {Seed()};
     {
+      MutexLock lock(&refresh_mu_);
+      last_refresh_ = absl::Now();
+    }
+    refresh_wanted_.store(false, std::memory_order_relaxed);
+    std::vector<std::string> candidates;
+    {
+      std::vector<std::string> known = {Seed()};
+      std::vector<std::string> failed_recently;
       MutexLock lock(&map_mu_);
       if (slot_map_ != nullptr) {
-        candidates.insert(candidates.end(), slot_map_->nodes.begin(), slot_map_->nodes.end());
+        for (const std::vector<std::string>* nodes : {&slot_map_->nodes, &slot_map_->replicas}) {
+          for (const std::string& node : *nodes) {
+            if (node != Seed()) known.push_back(node);
+          }
+        }
       }
+      const absl::Time recent = absl::Now() - kFailedNodeMemory;
+      for (std::string& node : known) {
+        const auto failed = failed_at_.find(node);
+        const bool fresh = failed == failed_at_.end() || failed->second < recent;
+        (fresh ? candidates : failed_recently).push_back(std::move(node));
+      }
+      candidates.insert(candidates.end(), failed_recently.begin(), failed_recently.end());
     }
     absl::Status last = absl::UnavailableError("redis: no cluster node answered");
     for (const std::string& node : candidates) {
@@ -818,6 +1115,10 @@ class RedisBackend::Impl {
       const Command slots{{"CLUSTER", "SLOTS"}, -1, std::size_t{1} << 20, kSlots};
       absl::StatusOr<std::vector<Reply>> replies = Run(node, {&slots, 1}, deadline);
       if (!replies.ok()) {
+        if (absl::IsUnavailable(replies.status()) || absl::IsDeadlineExceeded(replies.status())) {
+          MutexLock lock(&map_mu_);
+          failed_at_[node] = absl::Now();
+        }
         last = replies.status();
         continue;
       }
@@ -831,6 +1132,7 @@ class RedisBackend::Impl {
       cluster_mode_.store(true, std::memory_order_release);
       return absl::OkStatus();
     }
+    refresh_wanted_.store(true, std::memory_order_relaxed);
     return last;
   }
 
@@ -840,27 +1142,40 @@ class RedisBackend::Impl {
     auto map = std::make_shared<SlotMap>();
     std::vector<bool> covered(kSlots, false);
     absl::flat_hash_map<std::string, std::uint16_t> index;
+    // A node entry is [host, port, id, ...]; an unknown host ("" or "?") is the node we asked.
+    auto name_of = [&](const redisReply& entry) -> std::optional<std::string> {
+      if (entry.type != REDIS_REPLY_ARRAY || entry.elements < 2 ||
+          entry.element[0]->type != REDIS_REPLY_STRING ||
+          entry.element[1]->type != REDIS_REPLY_INTEGER) {
+        return std::nullopt;
+      }
+      std::string host(ReplyText(*entry.element[0]));
+      if (host.empty() || host == "?") host = std::string(asked.substr(0, asked.rfind(':')));
+      return absl::StrCat(host, ":", entry.element[1]->integer);
+    };
     for (std::size_t r = 0; r < reply.elements; ++r) {
       const redisReply& range = *reply.element[r];
       if (range.type != REDIS_REPLY_ARRAY || range.elements < 3 ||
           range.element[0]->type != REDIS_REPLY_INTEGER ||
-          range.element[1]->type != REDIS_REPLY_INTEGER ||
-          range.element[2]->type != REDIS_REPLY_ARRAY || range.element[2]->elements < 2) {
+          range.element[1]->type != REDIS_REPLY_INTEGER) {
         return absl::InternalError("redis: malformed CLUSTER SLOTS reply");
       }
+      const std::optional<std::string> node = name_of(*range.element[2]);
+      if (!node.has_value()) return absl::InternalError("redis: malformed CLUSTER SLOTS reply");
       const long long first = range.element[0]->integer, last = range.element[1]->integer;
-      const redisReply& master = *range.element[2];
-      std::string host(ReplyText(*master.element[0]));
-      if (host.empty() || host == "?") {  // unknown endpoint: the node we asked
-        host = std::string(asked.substr(0, asked.rfind(':')));
-      }
-      const std::string node = absl::StrCat(host, ":", master.element[1]->integer);
-      auto [it, inserted] = index.try_emplace(node, map->nodes.size());
-      if (inserted) map->nodes.push_back(node);
+      auto [it, inserted] = index.try_emplace(*node, map->nodes.size());
+      if (inserted) map->nodes.push_back(*node);
       for (long long slot = std::max(0LL, first); slot <= std::min<long long>(last, kSlots - 1);
            ++slot) {
         map->owner[slot] = it->second;
         covered[slot] = true;
+      }
+      for (std::size_t e = 3; e < range.elements; ++e) {
+        const std::optional<std::string> replica = name_of(*range.element[e]);
+        if (replica.has_value() && std::find(map->replicas.begin(), map->replicas.end(),
+                                             *replica) == map->replicas.end()) {
+          map->replicas.push_back(*replica);
+        }
       }
     }
     if (std::find(covered.begin(), covered.end(), false) != covered.end()) {
@@ -885,11 +1200,36 @@ class RedisBackend::Impl {
     return *pool;
   }
 
+  // Opens a connection to the pool's node within `timeout`, name lookup included: each of the
+  // node's addresses in turn until one accepts.
+  absl::StatusOr<std::unique_ptr<Connection>> Connect(NodePool& pool, absl::Duration timeout) {
+    const Endpoint& endpoint = pool.endpoint();
+    if (!endpoint.unix_path.empty()) return Connection::Open(endpoint, settings_, timeout);
+    const absl::Time deadline = absl::Now() + timeout;
+    absl::StatusOr<std::vector<std::string>> addresses = pool.Resolve(deadline);
+    if (!addresses.ok()) return addresses.status();
+    absl::Status refused;
+    for (const std::string& address : *addresses) {
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) break;
+      Endpoint numeric = endpoint;
+      numeric.host = address;
+      absl::StatusOr<std::unique_ptr<Connection>> opened =
+          Connection::Open(numeric, settings_, left);
+      if (opened.ok() || !absl::IsUnavailable(opened.status())) return opened;
+      refused = opened.status();
+    }
+    if (!refused.ok()) return refused;
+    return absl::DeadlineExceededError(
+        absl::StrCat("redis: cannot connect to ", endpoint.Name(), " within the connect timeout"));
+  }
+
   // Runs one pipeline on `node`. A pooled connection the server has since dropped (a restart,
-  // an idle timeout) fails on first use: then the pipeline is sent once more on a new connection.
+  // an idle timeout) fails on first use: then an idempotent pipeline is sent once more on a new
+  // connection. `sent` (optional) tells whether any command may have reached the server.
   absl::StatusOr<std::vector<Reply>> Run(const std::string& node,
                                          absl::Span<const Command> commands, absl::Time deadline,
-                                         bool retry_stale = true) {
+                                         bool idempotent = true, bool* sent = nullptr) {
     NodePool& pool = PoolFor(node);
     std::unique_ptr<Connection> connection = pool.TakeIdle();
     const bool reused = connection != nullptr;
@@ -899,14 +1239,17 @@ class RedisBackend::Impl {
         if (left <= absl::ZeroDuration()) {
           return absl::DeadlineExceededError("redis: no time left to connect");
         }
-        absl::StatusOr<std::unique_ptr<Connection>> opened =
-            Connection::Open(pool.endpoint(), settings_, left);
-        if (!opened.ok()) return opened.status();
+        absl::StatusOr<std::unique_ptr<Connection>> opened = Connect(pool, left);
+        if (!opened.ok()) {
+          if (absl::IsUnavailable(opened.status())) pool.Clear();  // its idle ones are dead too
+          return opened.status();
+        }
         Count(connections_opened_);
         connection = *std::move(opened);
       }
       Count(round_trips_);
       Count(commands_, commands.size());
+      if (sent != nullptr) *sent = true;
       absl::StatusOr<std::vector<Reply>> replies = connection->Pipeline(commands, deadline);
       if (replies.ok()) {
         pool.Release(std::move(connection));
@@ -914,7 +1257,7 @@ class RedisBackend::Impl {
       }
       Count(connection_failures_);
       connection.reset();
-      if (!(retry_stale && reused && attempt == 0 && absl::IsUnavailable(replies.status()))) {
+      if (!(idempotent && reused && attempt == 0 && absl::IsUnavailable(replies.status()))) {
         return replies.status();
       }
     }
@@ -926,12 +1269,21 @@ class RedisBackend::Impl {
 
   Mutex map_mu_;
   std::shared_ptr<const SlotMap> slot_map_ ABSL_GUARDED_BY(map_mu_);
+  // When each node last failed a call or a refresh.
+  absl::flat_hash_map<std::string, absl::Time> failed_at_ ABSL_GUARDED_BY(map_mu_);
+
+  // A node failed, or a refresh did: the next call refreshes first (rate limit permitting).
+  std::atomic<bool> refresh_wanted_{false};
+  Mutex refresh_mu_;
+  absl::Time last_refresh_ ABSL_GUARDED_BY(refresh_mu_) = absl::InfinitePast();
+  bool refreshing_ ABSL_GUARDED_BY(refresh_mu_) = false;
 
   Mutex pools_mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<NodePool>> pools_ ABSL_GUARDED_BY(pools_mu_);
 
   std::atomic<std::uint64_t> calls_{0}, round_trips_{0}, commands_{0}, connections_opened_{0},
-      connection_failures_{0}, redirects_{0}, slot_map_refreshes_{0}, errors_{0};
+      connection_failures_{0}, redirects_{0}, slot_map_refreshes_{0}, failover_retries_{0},
+      errors_{0};
 };
 
 RedisBackend::RedisBackend(RedisBackendOptions options)
