@@ -3,9 +3,16 @@
 // invocation errors, init errors, deadlines, concurrent invocations, one EMF line per invocation.
 
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -24,24 +31,43 @@ namespace {
 
 using testing::LambdaInvocation;
 using testing::LambdaRuntimeApi;
+using testing::RedisServer;
 using testing::redis_fixture_internal::CapturedRun;
 using testing::redis_fixture_internal::RunAndCapture;
 
 constexpr std::size_t kBufferedLimit = 6291456;  // Lambda's buffered response limit
 
+std::vector<std::string> Lines(const std::string& text) {
+  return absl::StrSplit(text, '\n', absl::SkipEmpty());
+}
+
 // Runs the bootstrap until it has served `invocations` (CHUNKCACHE_MAX_INVOCATIONS), with `env`.
+// With a `shell` script, `sh -c` runs it first, with the command line as "$@" (e.g.
+// `exec "$@" >&-` starts the bootstrap with stdout closed). Throws if it runs past `timeout`.
 CapturedRun RunBootstrap(const LambdaRuntimeApi& api, int invocations,
-                         std::vector<std::string> env = {}) {
+                         std::vector<std::string> env = {},
+                         std::chrono::milliseconds timeout = std::chrono::seconds(60),
+                         const std::string& shell = "") {
   std::vector<std::string> argv = {"env", "AWS_LAMBDA_RUNTIME_API=" + api.address(),
                                    "CHUNKCACHE_MAX_INVOCATIONS=" + std::to_string(invocations),
                                    "AWS_LAMBDA_FUNCTION_NAME=catalogue-test"};
   argv.insert(argv.end(), env.begin(), env.end());
   argv.push_back(CHUNKCACHE_LAMBDA_BOOTSTRAP);
-  return RunAndCapture(argv, std::chrono::seconds(60));
+  if (!shell.empty()) argv.insert(argv.begin(), {"sh", "-c", shell, "sh"});
+  return RunAndCapture(argv, timeout);
 }
 
-std::vector<std::string> Lines(const std::string& text) {
-  return absl::StrSplit(text, '\n', absl::SkipEmpty());
+// Waits up to `timeout` for `done`; returns whether it came true.
+template <typename Predicate>
+bool Eventually(Predicate done, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  return testing::redis_fixture_internal::WaitFor(timeout, done, std::chrono::milliseconds(10));
+}
+
+// The number of lines of `text` that contain `needle`.
+int CountLines(const std::string& text, absl::string_view needle) {
+  int count = 0;
+  for (const std::string& line : Lines(text)) count += absl::StrContains(line, needle) ? 1 : 0;
+  return count;
 }
 
 // Checks one EMF line and returns its "Loads" value.
@@ -214,6 +240,243 @@ TEST_CASE("with two threads the bootstrap takes two invocations at once") {
     CHECK(done->state == "succeeded");
   }
   CHECK(Lines(run.out).size() == 8);
+}
+
+TEST_CASE("one failed /next is retried with a log line: all four threads keep serving") {
+  LambdaRuntimeApi api;
+  api.FailNext(1);
+  CapturedRun run;
+  std::thread bootstrap([&] {
+    run = RunBootstrap(api, 8, {"CHUNKCACHE_CATALOGUE_MB=0.1", "CHUNKCACHE_THREADS=4"});
+  });
+  // After the failure all four threads wait in /next again (before the fix, three did).
+  const bool four_waiting = Eventually([&] {
+    const LambdaRuntimeApi::Stats stats = api.GetStats();
+    return stats.failed_next == 1 && stats.waiting_next == 4;
+  });
+  const LambdaRuntimeApi::Stats stats = api.GetStats();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 8; ++i) ids.push_back(api.Enqueue(R"({"op":"catalogue"})").at(0));
+  bootstrap.join();
+  INFO(run.err);
+  CHECK(stats.failed_next == 1);
+  CHECK(stats.waiting_next == 4);
+  CHECK(four_waiting);
+  CHECK(run.succeeded());
+  CHECK(CountLines(run.err, "GET /next: HTTP 500") == 1);  // the failure, logged once
+  CHECK(CountLines(run.err, "retrying in") == 1);
+  for (const LambdaInvocation& invocation : api.Invocations()) {
+    INFO(invocation.request_id);
+    CHECK(invocation.state == "succeeded");
+  }
+}
+
+TEST_CASE("a Runtime API that keeps failing /next stops every thread: a non-zero exit in time") {
+  constexpr auto kGiveUp = std::chrono::milliseconds(1000);
+  // Retried until the bound, then the process ends; the slack covers the last backoff step (1 s),
+  // threads parked in a long poll noticing (about 1 s) and a loaded machine.
+  constexpr auto kSlack = std::chrono::milliseconds(3500);
+  const std::string give_up = "CHUNKCACHE_RUNTIME_API_GIVE_UP_MS=1000";
+  using Clock = std::chrono::steady_clock;
+
+  SECTION("every /next fails from the start") {
+    LambdaRuntimeApi api;
+    api.FailNext(-1);
+    const Clock::time_point start = Clock::now();
+    const CapturedRun run =
+        RunBootstrap(api, 100, {"CHUNKCACHE_THREADS=2", give_up}, std::chrono::seconds(20));
+    const auto took = Clock::now() - start;
+    INFO(run.err);
+    CHECK_FALSE(run.succeeded());
+    CHECK(took >= kGiveUp);  // retried for the whole bound, not given up at the first failure
+    CHECK(took <= kGiveUp + kSlack);
+    CHECK(api.GetStats().failed_next >= 2 * 3);  // each thread retried (10, 20, 40 ms, ...)
+    CHECK(CountLines(run.err, "GET /next") >= 2 * 3);
+    CHECK(absl::StrContains(run.err, "runtime stopped"));
+  }
+
+  SECTION("one thread's /next fails for good while three wait in a long poll") {
+    LambdaRuntimeApi api;
+    CapturedRun run;
+    std::string failure;
+    Clock::time_point finished;
+    std::thread bootstrap([&] {
+      try {
+        run =
+            RunBootstrap(api, 100, {"CHUNKCACHE_CATALOGUE_MB=0.1", "CHUNKCACHE_THREADS=4", give_up},
+                         std::chrono::seconds(15));
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      finished = Clock::now();
+    });
+    REQUIRE(Eventually([&] { return api.GetStats().waiting_next == 4; }));
+    // Three threads are past the failure check, parked; the one that serves this event fails.
+    api.FailNext(-1);
+    const Clock::time_point start = Clock::now();
+    const std::string id = api.Enqueue(R"({"op":"catalogue"})").at(0);
+    bootstrap.join();
+    INFO(run.err);
+    REQUIRE(failure.empty());  // before the fix the parked threads kept the process alive
+    CHECK_FALSE(run.succeeded());
+    CHECK(finished - start >= kGiveUp);
+    CHECK(finished - start <= kGiveUp + kSlack);
+    CHECK(api.GetStats().failed_next >= 3);
+    CHECK(CountLines(run.err, "GET /next") >= 3);
+    CHECK(absl::StrContains(run.err, "runtime stopped"));
+    std::optional<LambdaInvocation> served = api.WaitFor(id, std::chrono::seconds(1));
+    REQUIRE(served.has_value());
+    CHECK(served->state == "succeeded");
+  }
+
+  SECTION("the Runtime API goes away while every thread waits") {
+    LambdaRuntimeApi api;
+    CapturedRun run;
+    Clock::time_point finished;
+    std::thread bootstrap([&] {
+      run = RunBootstrap(api, 100, {"CHUNKCACHE_THREADS=2", give_up}, std::chrono::seconds(20));
+      finished = Clock::now();
+    });
+    REQUIRE(Eventually([&] { return api.GetStats().waiting_next == 2; }));
+    const Clock::time_point start = Clock::now();
+    api.Kill();
+    bootstrap.join();
+    INFO(run.err);
+    CHECK_FALSE(run.succeeded());
+    CHECK(finished - start >= kGiveUp);
+    CHECK(finished - start <= kGiveUp + kSlack);
+    CHECK(CountLines(run.err, "GET /next") >= 2 * 3);
+  }
+}
+
+TEST_CASE("request ids are percent-encoded in the URLs: a hostile id reaches no other path") {
+  LambdaRuntimeApi api;
+  // Each id with whether its event is answered by /response (true) or by /error (false).
+  const std::vector<std::pair<std::string, bool>> cases = {{"a/b", true},
+                                                           {"q?x=1", true},
+                                                           {"frag#x", true},
+                                                           {"with space", true},
+                                                           {"..", true},
+                                                           {".", false},
+                                                           {"../init/error#", true},
+                                                           {"../init/error?", false},
+                                                           {"../../../_test/stats#", true},
+                                                           {"100%", true},
+                                                           {"%2F", false},
+                                                           {"a&b=c;d+e", true}};
+  for (const auto& [id, good] : cases) {
+    api.EnqueueWithId(id, good ? R"({"op":"catalogue"})" : R"({"op":"nope"})");
+  }
+  const CapturedRun run = RunBootstrap(api, static_cast<int>(cases.size()),
+                                       {"CHUNKCACHE_CATALOGUE_MB=0.01"}, std::chrono::seconds(60));
+  INFO(run.err);
+  CHECK(run.succeeded());
+  const LambdaRuntimeApi::Stats stats = api.GetStats();
+  CHECK(stats.bad_requests == 0);
+  CHECK(stats.last_bad_request.empty());
+  CHECK_FALSE(api.InitError().has_value());
+  const std::string json = catalogue::GenerateCatalogue({.megabytes = 0.01});
+  const std::vector<LambdaInvocation> invocations = api.Invocations();
+  REQUIRE(invocations.size() == cases.size());
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    INFO(cases[i].first);
+    CHECK(invocations[i].request_id == cases[i].first);
+    if (cases[i].second) {
+      CHECK(invocations[i].state == "succeeded");
+      CHECK(invocations[i].response == json);
+    } else {
+      CHECK(invocations[i].state == "errored");
+      CHECK(invocations[i].error_type == "InvalidArgument");
+    }
+  }
+}
+
+TEST_CASE(
+    "the bootstrap started with standard descriptors closed serves and writes into no socket") {
+  // ">&-": the EMF lines' stdout is closed; "<&- >&- 2>&-": all three are. Before the fix,
+  // libcurl's wake-up socket pair and the Runtime API connection took the free numbers, so the EMF
+  // and log lines went into them.
+  for (const std::string redirections : {">&-", "<&- >&- 2>&-"}) {
+    INFO(redirections);
+    const bool stderr_closed = absl::StrContains(redirections, "2>&-");
+    testing::redis_fixture_internal::TempDir dir("chunkcache-lambda-fds-");
+    const std::string pid_file = dir.path() + "/pid";
+    LambdaRuntimeApi api;
+    CapturedRun run;
+    std::thread bootstrap([&] {
+      run = RunBootstrap(api, 7, {"CHUNKCACHE_CATALOGUE_MB=0.1", "CHUNKCACHE_THREADS=1"},
+                         std::chrono::seconds(60),
+                         "echo $$ > '" + pid_file + "'; exec \"$@\" " + redirections);
+    });
+    // Parked in /next: every socket it needs is open by now.
+    const bool waiting = Eventually([&] { return api.GetStats().waiting_next == 1; });
+    std::string pid;
+    std::getline(std::ifstream(pid_file), pid);
+    std::vector<std::string> targets;
+    for (int fd = 0; fd <= 2; ++fd) {
+      std::error_code error;
+      targets.push_back(
+          std::filesystem::read_symlink("/proc/" + pid + "/fd/" + std::to_string(fd), error)
+              .string());
+    }
+    std::vector<std::string> ids;
+    for (int i = 0; i < 6; ++i) ids.push_back(api.Enqueue(R"({"op":"catalogue"})").at(0));
+    ids.push_back(api.Enqueue(R"({"op":"nope"})").at(0));  // a line on stderr too
+    bootstrap.join();
+    INFO(run.err);
+    REQUIRE(waiting);
+    CHECK(targets[1] == "/dev/null");
+    if (stderr_closed) {
+      CHECK(targets[0] == "/dev/null");
+      CHECK(targets[2] == "/dev/null");
+    } else {
+      // The failed EMF writes are reported (once), not silently lost.
+      CHECK(CountLines(run.err, "EMF") == 1);
+    }
+    CHECK(run.succeeded());
+    CHECK(run.out.empty());
+    const LambdaRuntimeApi::Stats stats = api.GetStats();
+    CHECK(stats.bad_requests == 0);
+    CHECK(stats.last_bad_request.empty());
+    const std::vector<LambdaInvocation> invocations = api.Invocations();
+    REQUIRE(invocations.size() == ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      CHECK(invocations[i].state == (i + 1 < ids.size() ? "succeeded" : "errored"));
+    }
+  }
+}
+
+TEST_CASE("a Redis error that quotes the password is not posted as the init error") {
+  // With AUTH renamed, Redis answers `ERR unknown command 'AUTH', with args beginning with:
+  // 'hunter2'`; the init error (and the log line) must not carry that.
+  RedisServer redis({.extra_args = {"--rename-command", "AUTH", "AUTH-renamed-by-the-test"}});
+  LambdaRuntimeApi api;
+  const CapturedRun run = RunBootstrap(
+      api, 1, {"CHUNKCACHE_BACKEND=redis://:hunter2@127.0.0.1:" + std::to_string(redis.port())});
+  INFO(run.err);
+  CHECK_FALSE(run.succeeded());
+  std::optional<std::pair<std::string, std::string>> init = api.InitError();
+  REQUIRE(init.has_value());
+  INFO(init->first << ": " << init->second);
+  CHECK_FALSE(absl::StrContains(init->second, "hunter2"));
+  CHECK_FALSE(absl::StrContains(run.err, "hunter2"));
+  CHECK(api.GetStats().next_requests == 0);
+
+  // Bad URLs that hold a password: the parse error must not quote it either.
+  for (const std::string url :
+       {"redis://:hunter2@127.0.0.1:notaport", "redis://:hunter2@/",
+        "redis://:hunter2@127.0.0.1:6379/notadb", "redis://:hunter2%zz@127.0.0.1:6379",
+        "redis://:hunter2@127.0.0.1:6379?unknown=1"}) {
+    INFO(url);
+    LambdaRuntimeApi bad_url_api;
+    const CapturedRun bad = RunBootstrap(bad_url_api, 1, {"CHUNKCACHE_BACKEND=" + url});
+    INFO(bad.err);
+    CHECK_FALSE(bad.succeeded());
+    std::optional<std::pair<std::string, std::string>> error = bad_url_api.InitError();
+    REQUIRE(error.has_value());
+    CHECK_FALSE(absl::StrContains(error->second, "hunter2"));
+    CHECK_FALSE(absl::StrContains(bad.err, "hunter2"));
+  }
 }
 
 #else

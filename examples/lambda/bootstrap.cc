@@ -18,20 +18,30 @@
 //   CHUNKCACHE_CATALOGUE_FILE       the origin: a JSON file read on a miss; else generated:
 //   CHUNKCACHE_CATALOGUE_MB         size of the generated catalogue (default 10)
 //   CHUNKCACHE_L1_MB                near cache size (default 64; 0 = off)
-//   CHUNKCACHE_THREADS              concurrent invocations (default AWS_LAMBDA_MAX_CONCURRENCY or
-//   1) AWS_LAMBDA_FUNCTION_NAME        the EMF dimension FunctionName
+//   CHUNKCACHE_THREADS              concurrent invocations
+//                                   (default AWS_LAMBDA_MAX_CONCURRENCY, else 1)
+//   CHUNKCACHE_RUNTIME_API_GIVE_UP_MS
+//                                   how long /next may keep failing (retried with backoff) before
+//                                   the bootstrap exits with status 1, for the platform to start
+//                                   a fresh environment (default 10000)
+//   AWS_LAMBDA_FUNCTION_NAME        the EMF dimension FunctionName
 //
 // Everything costly (backend connection, near cache) is created once, before the first /next.
-// One CloudWatch EMF line per invocation goes to stdout.
+// One CloudWatch EMF line per invocation goes to stdout; log lines go to stderr. Started with any
+// of descriptors 0-2 closed, the bootstrap first puts /dev/null there, so that no file or socket
+// it opens later takes their numbers and receives its output.
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <mutex>
 #include <sstream>
 #include <string>
 
+#include "../common/standard_fds.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -177,6 +187,12 @@ class CatalogueHandler {
 }  // namespace
 
 int main() {
+  // Before anything opens a file or a socket (libcurl's wake-up socket pair, the Runtime API
+  // connection, a Redis connection): a closed 1 or 2 would hand its number to one of them.
+  if (!chunkcache::examples::EnsureStandardFds()) {
+    std::fprintf(stderr, "bootstrap: cannot open /dev/null for a closed descriptor 0-2\n");
+    return 1;
+  }
   const absl::Time exec = absl::Now();
   const int threads = EnvInt("CHUNKCACHE_THREADS", EnvInt("AWS_LAMBDA_MAX_CONCURRENCY", 1));
   const std::string function_name = Env("AWS_LAMBDA_FUNCTION_NAME", "chunkcache-catalogue");
@@ -184,6 +200,7 @@ int main() {
   std::mutex emf_mu;
   chunkcache::CacheStats last_stats;
   chunkcache::ChunkedCache* cache_for_emf = nullptr;
+  bool emf_failure_logged = false;  // guarded by emf_mu
   lambda::Runtime runtime({
       .threads = threads,
       .max_invocations = EnvInt("CHUNKCACHE_MAX_INVOCATIONS", 0),
@@ -197,12 +214,24 @@ int main() {
                                             {.metric_namespace = "chunkcache/lambda",
                                              .dimensions = {{"FunctionName", function_name}}});
             last_stats = now;
-            if (line.ok()) std::printf("%s\n", line->c_str());
+            if (line.ok()) {
+              // A failed write (stdout closed or gone) loses metrics, not the invocation: said
+              // once on stderr.
+              errno = 0;
+              const bool written =
+                  std::printf("%s\n", line->c_str()) >= 0 && std::fflush(stdout) == 0;
+              if (!written && !emf_failure_logged) {
+                emf_failure_logged = true;
+                std::fprintf(stderr, "cannot write the EMF lines to stdout: %s\n",
+                             std::strerror(errno != 0 ? errno : EIO));
+              }
+              std::clearerr(stdout);
+            }
             if (!outcome.status.ok()) {
               std::fprintf(stderr, "invocation failed: %s\n", outcome.status.ToString().c_str());
             }
-            std::fflush(stdout);
           },
+      .give_up_after = absl::Milliseconds(EnvInt("CHUNKCACHE_RUNTIME_API_GIVE_UP_MS", 10000)),
   });
 
   // Init, once per process: the backend connection and the near cache.

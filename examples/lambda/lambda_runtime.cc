@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -24,6 +27,10 @@ namespace lambda {
 namespace {
 
 constexpr char kApiVersion[] = "/2018-06-01";
+// The Runtime API is local: a connection it has not accepted by then will not be.
+constexpr long kConnectTimeoutMs = 5000;  // NOLINT(runtime/int): libcurl's type
+// Most bytes of a failed /next's body quoted in its error.
+constexpr std::size_t kQuotedBody = 256;
 
 std::string_view StdView(absl::string_view s) { return std::string_view(s.data(), s.size()); }
 
@@ -41,6 +48,20 @@ std::string JsonString(std::string_view text) {
     }
   }
   return out + "\"";
+}
+
+// `text` for a log line: bytes outside printable ASCII as \xNN.
+std::string Printable(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f && c != '\\') {
+      out.push_back(c);
+    } else {
+      absl::StrAppendFormat(&out, "\\x%02x", u);
+    }
+  }
+  return out;
 }
 
 std::string ErrorBody(const absl::Status& status) {
@@ -172,6 +193,23 @@ class StreamSource {
 
 }  // namespace
 
+std::string EscapePathSegment(std::string_view request_id) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(request_id.size());
+  for (const char c : request_id) {
+    const auto u = static_cast<unsigned char>(c);
+    if (absl::ascii_isalnum(u) || c == '-' || c == '_' || c == '~') {
+      out.push_back(c);
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[u >> 4]);
+      out.push_back(kHex[u & 15]);
+    }
+  }
+  return out;
+}
+
 std::string ErrorType(const absl::Status& status) {
   std::string out;
   bool upper = true;
@@ -227,32 +265,65 @@ class Runtime::Impl {
       return absl::FailedPreconditionError("lambda: AWS_LAMBDA_RUNTIME_API is not set");
     }
     const int threads = std::max(1, options_.threads);
-    std::vector<absl::Status> results(threads);
+    const auto body = [&] {
+      absl::Status status;
+      try {
+        status = Loop(handler, threads == 1);
+      } catch (const std::exception& e) {
+        status = absl::InternalError(absl::StrCat("lambda: a runtime thread threw: ", e.what()));
+      } catch (...) {
+        status = absl::InternalError("lambda: a runtime thread threw a non-standard exception");
+      }
+      if (!status.ok()) Stop(status);
+    };
     {
       std::vector<std::jthread> workers;
-      for (int t = 1; t < threads; ++t) {
-        workers.emplace_back([&, t] { results[t] = Loop(handler, threads == 1); });
-      }
-      results[0] = Loop(handler, threads == 1);
+      for (int t = 1; t < threads; ++t) workers.emplace_back(body);
+      body();
     }
-    for (const absl::Status& status : results) {
-      if (!status.ok()) return status;
-    }
-    return absl::OkStatus();
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    return stop_status_;
   }
 
  private:
+  // Ends every thread's loop (the first error is the one Run returns): a thread that cannot go on
+  // takes the others with it, so the process exits instead of serving with fewer threads.
+  void Stop(const absl::Status& why) {
+    {
+      std::lock_guard<std::mutex> lock(stop_mu_);
+      if (stopping_.load()) return;
+      stop_status_ = why;
+      stopping_.store(true);
+    }
+    stop_cv_.notify_all();
+    Log(absl::StrCat("lambda: stopping every runtime thread: ", why.message()));
+  }
+
+  void Log(const std::string& line) {
+    if (options_.log) {
+      options_.log(line);
+    } else {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+  }
+
+  // libcurl's progress callback: aborts a transfer (a long poll, typically) once Stop was called.
+  // libcurl calls it about once a second while a transfer waits.
+  static int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+    return static_cast<Impl*>(user)->stopping_.load() ? 1 : 0;
+  }
+
   // One thread's loop: next → handler → response or error.
   absl::Status Loop(const Handler& handler, bool single_thread) {
     EasyHandle easy(curl_easy_init());  // one connection per thread, kept alive
     if (easy == nullptr) return absl::ResourceExhaustedError("lambda: cannot create a handle");
-    while (true) {
+    while (!stopping_.load()) {
       if (options_.max_invocations > 0 &&
           claimed_.fetch_add(1, std::memory_order_relaxed) >= options_.max_invocations) {
         return absl::OkStatus();
       }
       bool oversize_event = false;
-      absl::StatusOr<Invocation> invocation = Next(easy.get(), oversize_event);
+      absl::StatusOr<Invocation> invocation = NextWithRetries(easy.get(), oversize_event);
       if (!invocation.ok()) return invocation.status();
       if (single_thread) {
         // The X-Ray trace header for code that reads it from the environment. With several
@@ -263,6 +334,46 @@ class Runtime::Impl {
       Outcome outcome = Serve(easy.get(), handler, *invocation, oversize_event);
       outcome.duration = absl::Now() - start;
       if (options_.after_invocation) options_.after_invocation(*invocation, outcome);
+    }
+    return absl::OkStatus();  // another thread stopped the runtime; Run returns its error
+  }
+
+  // The next event, retrying a failed /next with backoff until give_up_after. An error means
+  // give up (or the runtime is stopping).
+  absl::StatusOr<Invocation> NextWithRetries(CURL* easy, bool& oversize) {
+    absl::Duration backoff = options_.next_retry_initial;
+    absl::Time first_failure;
+    int failures = 0;
+    while (true) {
+      absl::StatusOr<Invocation> invocation = Next(easy, oversize);
+      if (stopping_.load()) return absl::CancelledError("lambda: the runtime is stopping");
+      if (invocation.ok()) {
+        if (failures > 0) {
+          Log(absl::StrFormat("lambda: GET /next succeeded again after %d failure%s over %d ms",
+                              failures, failures == 1 ? "" : "s",
+                              absl::ToInt64Milliseconds(absl::Now() - first_failure)));
+        }
+        return invocation;
+      }
+      const absl::Time now = absl::Now();
+      if (failures++ == 0) first_failure = now;
+      const absl::Duration failing = now - first_failure;
+      const absl::Duration left = options_.give_up_after - failing;
+      const std::string what =
+          absl::StrFormat("%s (failure %d in a row, for %d ms)", invocation.status().message(),
+                          failures, absl::ToInt64Milliseconds(failing));
+      if (left <= absl::ZeroDuration()) {  // Stop() logs it
+        return absl::UnavailableError(absl::StrCat(what, ": giving up"));
+      }
+      const absl::Duration wait = std::min(backoff, left);
+      Log(absl::StrFormat("%s: retrying in %d ms", what, absl::ToInt64Milliseconds(wait)));
+      {
+        std::unique_lock<std::mutex> lock(stop_mu_);
+        stop_cv_.wait_for(lock, absl::ToChronoNanoseconds(wait), [&] { return stopping_.load(); });
+      }
+      if (stopping_.load()) return absl::CancelledError("lambda: the runtime is stopping");
+      backoff =
+          std::min(backoff * 2, std::max(options_.next_retry_max, options_.next_retry_initial));
     }
   }
 
@@ -275,20 +386,28 @@ class Runtime::Impl {
     curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 0L);  // a long poll: no timeout
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, kConnectTimeoutMs);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &OnBody);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, &reply);
     curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &OnHeader);
     curl_easy_setopt(easy, CURLOPT_HEADERDATA, &reply);
+    curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &OnProgress);
+    curl_easy_setopt(easy, CURLOPT_XFERINFODATA, this);
     const CURLcode code = curl_easy_perform(easy);
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &reply.status);
     Invocation invocation;
     invocation.request_id = reply.Header("lambda-runtime-aws-request-id");
     if (code != CURLE_OK && !reply.too_large) {
-      return absl::UnavailableError(
-          absl::StrCat("lambda: GET /next failed: ", curl_easy_strerror(code)));
+      return absl::UnavailableError(absl::StrCat("lambda: GET /next: ", curl_easy_strerror(code)));
     }
-    if (reply.status != 200 || invocation.request_id.empty()) {
-      return absl::UnavailableError(absl::StrCat("lambda: GET /next answered ", reply.status));
+    if (reply.status != 200) {
+      return absl::UnavailableError(
+          absl::StrCat("lambda: GET /next: HTTP ", reply.status, ": ",
+                       Printable(std::string_view(reply.body).substr(0, kQuotedBody))));
+    }
+    if (invocation.request_id.empty()) {
+      return absl::UnavailableError("lambda: GET /next: HTTP 200 without a request id");
     }
     invocation.payload = std::move(reply.body);
     invocation.trace_id = reply.Header("lambda-runtime-trace-id");
@@ -326,7 +445,8 @@ class Runtime::Impl {
           absl::StrFormat("a %d-byte response exceeds Lambda's %d-byte buffered limit; stream it",
                           response->body->size(), kMaxBufferedResponse));
     }
-    const std::string prefix = absl::StrCat(base_, "/runtime/invocation/", invocation.request_id);
+    const std::string prefix =
+        absl::StrCat(base_, "/runtime/invocation/", EscapePathSegment(invocation.request_id));
     if (!response.ok()) {
       outcome.status = response.status();
       const std::string body = ErrorBody(response.status());
@@ -419,6 +539,11 @@ class Runtime::Impl {
   RuntimeOptions options_;
   std::string base_;  // http://host:port/2018-06-01
   std::atomic<int> claimed_{0};
+  // Set once by Stop(); every loop, backoff wait and long poll ends when it is.
+  std::atomic<bool> stopping_{false};
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  absl::Status stop_status_;  // guarded by stop_mu_
 };
 
 Runtime::Runtime(RuntimeOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}

@@ -12,6 +12,12 @@
 // invocation error; the process keeps serving. Several threads may run the loop at once (Lambda
 // managed instances allow up to AWS_LAMBDA_MAX_CONCURRENCY concurrent /next calls).
 //
+// A failed /next (an error status, a broken connection) is logged and retried with backoff. If a
+// thread's /next keeps failing for RuntimeOptions::give_up_after, or a thread cannot go on for any
+// other reason, every thread stops and Run returns that error, so the process can exit and the
+// platform start a fresh environment: never fewer threads serving without a word. The request id
+// is percent-encoded in the /response and /error URLs, so no id can name another path.
+//
 // Thread safety: Run may be called once; the handler is called from the runtime's threads
 // concurrently and must be thread-safe when threads > 1.
 
@@ -82,6 +88,19 @@ struct RuntimeOptions {
   int max_invocations = 0;
   // Called after each invocation, from the thread that served it.
   std::function<void(const Invocation&, const Outcome&)> after_invocation;
+
+  // Wait before retrying a failed /next; doubled after each further failure in a row, up to
+  // next_retry_max. Defaults: 10 ms and 1 s.
+  absl::Duration next_retry_initial = absl::Milliseconds(10);
+  absl::Duration next_retry_max = absl::Seconds(1);
+  // How long one thread's /next may keep failing (from the first failure in a row) before the
+  // runtime gives up: every thread stops (a long poll in progress within about a second) and Run
+  // returns the last error. Zero gives up at the first failure. Default: 10 s.
+  absl::Duration give_up_after = absl::Seconds(10);
+  // Where the runtime's own log lines go (one call per line, no newline; from any thread): each
+  // failed /next, /next working again, giving up. The backoff bounds them to about 17 per thread
+  // in a failing run at the defaults. Default (empty): a line on stderr.
+  std::function<void(std::string_view line)> log;
 };
 
 class Runtime {
@@ -94,7 +113,9 @@ class Runtime {
   // Reports a failed initialization (POST /runtime/init/error); the process should then exit.
   absl::Status ReportInitError(const absl::Status& error);
 
-  // Serves invocations until max_invocations or a Runtime API failure (its status).
+  // Serves invocations until max_invocations (OK) or until a thread cannot go on: /next failing
+  // for give_up_after, a handle that cannot be created, an exception from after_invocation. Then
+  // every thread stops and the first such error is returned.
   absl::Status Run(const Handler& handler);
 
  private:
@@ -104,6 +125,10 @@ class Runtime {
 
 // "INVALID_ARGUMENT" → "InvalidArgument": the errorType reported for a handler status.
 std::string ErrorType(const absl::Status& status);
+
+// `request_id` as one URL path segment: every byte except ASCII letters, digits, '-', '_' and '~'
+// percent-encoded ('.' too, so that "." and ".." cannot be dot segments).
+std::string EscapePathSegment(std::string_view request_id);
 
 }  // namespace lambda
 
