@@ -28,6 +28,7 @@
 #include "keys.h"
 #include "manifest.h"
 #include "test_util.h"
+#include "zstd.h"
 
 namespace chunkcache::fuzz {
 
@@ -39,7 +40,7 @@ constexpr std::size_t kMaxPayload = std::size_t{4} << 20;  // as fuzz_read_path
 constexpr char kKey[] = "doc";                             // as fuzz_read_path
 
 // fuzz_read_path's option bits.
-constexpr std::uint8_t kReseal = 1, kRechecksum = 2, kKeyed = 4;
+constexpr std::uint8_t kReseal = 1, kRechecksum = 2, kKeyed = 4, kLongKey = 8;
 
 struct Entry {
   std::string manifest;
@@ -61,8 +62,9 @@ std::vector<Entry> PutAll(const std::vector<std::string>& documents, std::size_t
     }
     Entry entry;
     entry.manifest = stored[keys.manifest()];
-    absl::StatusOr<internal::DecodedManifest> decoded =
-        internal::DecodeManifest(entry.manifest, kMaxPayload);
+    absl::StatusOr<internal::DecodedManifest> decoded = internal::DecodeManifest(
+        entry.manifest,
+        {.max_payload_size = kMaxPayload, .max_chunk_size = backend->max_item_size()});
     if (!decoded.ok()) continue;
     for (std::uint32_t i = 0; i < decoded->manifest.chunk_count; ++i) {
       entry.chunks.push_back(stored[keys.Chunk(decoded->manifest.generation, i)]);
@@ -106,10 +108,10 @@ void AddEntrySeeds(const Entry& e, Seeds& seeds) {
   std::string v2 = e.manifest;
   v2[4] = 2;  // an unknown format version (the target reseals it)
   manifest.push_back(v2);
-  std::string ignored_bits = e.manifest;
-  ignored_bits[6] = static_cast<char>(ignored_bits[6] | 0x80);  // bits a reader does not read
-  ignored_bits[7] = 1;
-  manifest.push_back(ignored_bits);
+  std::string unknown_bits = e.manifest;
+  unknown_bits[6] = static_cast<char>(unknown_bits[6] | 0x80);  // refused: not version 1
+  unknown_bits[7] = 1;
+  manifest.push_back(unknown_bits);
   manifest.push_back(e.manifest + "x");
 
   read.push_back(ReadPathInput(kKeyed, pieces));                          // intact, static
@@ -155,6 +157,33 @@ void AddRaceSeeds(const Entry& a, const Entry& b, Seeds& seeds) {
   seeds["read_path"].push_back(ReadPathInput(0, torn));
   same.push_back(a.manifest);  // the manifest did not change: `a` lost a chunk
   seeds["read_path"].push_back(ReadPathInput(0, same));
+}
+
+// A bare 64-byte header (format 1, zstd) with the given sizes, sealed.
+std::string Header(std::uint64_t raw, std::uint64_t stored, std::uint32_t chunk_size,
+                   std::uint32_t count) {
+  internal::Manifest m;
+  m.generation = 0x1234;
+  m.raw_size = raw;
+  m.stored_size = stored;
+  m.chunk_size = chunk_size;
+  m.chunk_count = count;
+  return internal::EncodeManifest(m, count == 0 ? std::string(stored, 'x') : "");
+}
+
+// Manifests that claim what no writer for the fuzz targets' cache makes (issue 15 item 5): as
+// many 128-byte chunks as max_payload_size allows, and chunks larger than the backend's item.
+void AddHostileManifests(Seeds& seeds) {
+  const std::uint64_t stored = ZSTD_COMPRESSBOUND(kMaxPayload);
+  const std::uint32_t count = static_cast<std::uint32_t>((stored + 127) / 128);
+  const std::string many = Header(kMaxPayload, stored, 128, count);
+  const std::string huge = Header(kMaxPayload, 3 << 20, 2 << 20, 2);  // 2 MiB > 1 MiB items
+  for (const std::string& manifest : {many, huge}) {
+    seeds["manifest"].push_back(manifest);
+    for (const int flags : {int{kKeyed}, kKeyed | kLongKey, int{kLongKey}}) {
+      seeds["read_path"].push_back(ReadPathInput(static_cast<std::uint8_t>(flags), {manifest}));
+    }
+  }
 }
 
 void AddEntries(Seeds& seeds) {
@@ -335,6 +364,7 @@ void AddHttpHeads(Seeds& seeds) {
 Seeds GenerateSeeds() {
   Seeds all;
   seeds::AddEntries(all);
+  seeds::AddHostileManifests(all);
   seeds::AddKeys(all);
   seeds::AddExporters(all);
   seeds::AddBackendUrls(all);

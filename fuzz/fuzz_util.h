@@ -49,7 +49,7 @@ namespace chunkcache::fuzz {
 // scripts/fuzz lists the known issues; tests/fuzz_regression_test.cc holds their reproducers.
 inline bool Tolerated(std::string_view issue) {
   const char* list = std::getenv("CHUNKCACHE_FUZZ_TOLERATE");
-  if (list == nullptr) return false;
+  if (list == nullptr || issue.empty()) return false;  // an empty list names no issue
   const std::string_view names(list);
   for (std::size_t start = 0; start <= names.size();) {
     std::size_t end = names.find(',', start);
@@ -152,22 +152,31 @@ std::string LittleEndian(T value) {
 
 // ---- Allocation meter ------------------------------------------------------------------------
 //
-// Peak bytes held by allocations made while a meter is running (their size as the sanitizer
-// allocator reports it), for "a read never allocates more than max_payload_size whatever the
-// stored bytes claim". Process-wide: run one meter at a time, on calls that start no threads.
-// Without a sanitizer runtime the meter measures nothing (Supported() is false).
+// Peak bytes held by allocations made while a meter is running, for "a read never allocates more
+// than max_payload_size whatever the stored bytes claim". Two sources, whichever the program has:
+//   - a sanitizer runtime's malloc/free hooks (the fuzz targets: ASan), sizes as its allocator
+//     reports them; every malloc, C libraries included;
+//   - a counting operator new/delete the program installs (tests/fuzz_regression_test.cc in
+//     builds without a sanitizer): it reports each block through CountAllocation/CountRelease
+//     and calls UseCountingAllocator() before the first meter. C++ allocations only (the
+//     containers a read fills), not malloc from C libraries (zstd's context, hiredis).
+// Process-wide: run one meter at a time, on calls that start no threads. Without either source
+// the meter measures nothing (Supported() is false).
 
 class AllocationMeter {
  public:
-  static bool Supported() {
-    return __sanitizer_install_malloc_and_free_hooks != nullptr &&
-           __sanitizer_get_allocated_size != nullptr;
-  }
+  static bool Supported() { return counting_allocator() || SanitizerHooks(); }
+
+  // For a replaced operator new/delete: whether the meter takes its counts from it.
+  static void UseCountingAllocator() { counting_allocator() = true; }
+  static void CountAllocation(std::size_t size) { Add(size); }
+  static void CountRelease(std::size_t size) { Remove(size); }
 
   AllocationMeter() {
-    static const bool installed =
-        Supported() && __sanitizer_install_malloc_and_free_hooks(&OnMalloc, &OnFree) != 0;
-    (void)installed;
+    if (!counting_allocator() && SanitizerHooks()) {
+      static const bool installed = __sanitizer_install_malloc_and_free_hooks(&OnMalloc, &OnFree);
+      (void)installed;
+    }
     state().live = 0;
     state().peak = 0;
     state().largest = 0;
@@ -193,17 +202,31 @@ class AllocationMeter {
     static State s;
     return s;
   }
-  static void OnMalloc(const volatile void*, std::size_t size) {
+  static bool& counting_allocator() {
+    static bool counting = false;
+    return counting;
+  }
+  static bool SanitizerHooks() {
+    return __sanitizer_install_malloc_and_free_hooks != nullptr &&
+           __sanitizer_get_allocated_size != nullptr;
+  }
+  static void Add(std::size_t size) {
     State& s = state();
     if (!s.running.load(std::memory_order_relaxed)) return;
     s.live += size;
     if (static_cast<std::ptrdiff_t>(s.live) > static_cast<std::ptrdiff_t>(s.peak)) s.peak = s.live;
     if (size > s.largest) s.largest = size;
   }
-  static void OnFree(const volatile void* p) {
+  static void Remove(std::size_t size) {
     State& s = state();
-    if (!s.running.load(std::memory_order_relaxed) || p == nullptr) return;
-    s.live -= __sanitizer_get_allocated_size(p);
+    if (!s.running.load(std::memory_order_relaxed)) return;
+    s.live -= size;
+  }
+  static void OnMalloc(const volatile void*, std::size_t size) { Add(size); }
+  static void OnFree(const volatile void* p) {
+    if (p != nullptr && state().running.load(std::memory_order_relaxed)) {
+      Remove(__sanitizer_get_allocated_size(p));
+    }
   }
 };
 

@@ -40,6 +40,14 @@ using internal::StoredKeys;
 // How often a read starts over because a writer replaced the entry under it.
 constexpr int kMaxReadAttempts = 4;
 
+// A call whose deadline is this close has run out of it: a backend giving up a little early
+// must not make the call start a load it has no time for.
+constexpr absl::Duration kDeadlineSlack = absl::Milliseconds(5);
+
+// Bytes of chunk keys that Inspect lists (a few thousand chunks of the longest keys, tens of
+// thousands of usual ones); an entry with more chunks reports their count only.
+constexpr std::size_t kMaxListedChunkKeyBytes = std::size_t{4} << 20;
+
 // Bytes of chunk keys one read asks the backend for at a time (docs/FORMAT.md).
 constexpr std::size_t kMaxChunkKeyBytesPerCall = std::size_t{256} << 10;
 
@@ -347,6 +355,11 @@ class ChunkedCache::Impl {
     auto zstd = std::make_shared<std::string>();
     zstd->reserve(fetched->manifest.stored_size);
     for (std::string_view part : fetched->Parts()) zstd->append(part);
+    // Not decoded here, so at least the start must be a zstd frame (not, say, a skippable one).
+    if (absl::Status s = internal::CheckZstdFrameStart(*zstd); !s.ok()) {
+      Add(counters_.misses);
+      return CorruptMiss(s);
+    }
     Add(counters_.compressed_gets);
     return CompressedPayload{std::move(zstd), fetched->manifest.raw_size};
   }
@@ -371,30 +384,41 @@ class ChunkedCache::Impl {
     info.checksum = manifest.checksum;
     info.created = absl::FromUnixMillis(manifest.created_unix_ms);
     info.is_inline = manifest.is_inline();
+    info.chunk_count = manifest.chunk_count;
     std::vector<std::string_view> parts;
-    Values chunks;
+    std::vector<std::string> kept;  // chunks of the expected size: at most stored_size bytes
     if (info.is_inline) {
       parts.push_back(decoded->inline_payload);
+      info.complete = true;
     } else {
-      const std::vector<std::string> chunk_keys =
-          keys.Chunks(manifest.generation, manifest.chunk_count);
-      const std::vector<std::string_view> views(chunk_keys.begin(), chunk_keys.end());
-      absl::StatusOr<Values> fetched = BackendGet(views);
-      if (!fetched.ok()) return fetched.status();
-      chunks = *std::move(fetched);
-      for (std::uint32_t i = 0; i < manifest.chunk_count; ++i) {
-        ChunkInfo chunk{chunk_keys[i], manifest.ChunkSize(i), std::nullopt};
-        if (chunks[i].has_value()) {
-          chunk.actual_size = chunks[i]->size();
-          parts.push_back(*chunks[i]);
+      // In batches, as a read: whatever the manifest claims, this holds one batch of keys, the
+      // chunks that can be part of the entry, and kMaxListedChunkKeyBytes of descriptions.
+      info.complete = true;
+      std::size_t listed_key_bytes = 0;
+      std::vector<std::string> batch;
+      for (std::uint32_t next = 0; next < manifest.chunk_count;) {
+        const std::uint32_t first = next;
+        next = ChunkKeyBatch(keys, manifest, next, batch);
+        const std::vector<std::string_view> views(batch.begin(), batch.end());
+        absl::StatusOr<Values> fetched = BackendGet(views);
+        if (!fetched.ok()) return fetched.status();
+        for (std::uint32_t i = first; i < next; ++i) {
+          std::optional<std::string>& chunk = (*fetched)[i - first];
+          const bool whole = chunk.has_value() && chunk->size() == manifest.ChunkSize(i);
+          info.complete = info.complete && whole;
+          if (listed_key_bytes + batch[i - first].size() <= kMaxListedChunkKeyBytes &&
+              info.chunks.size() == i) {
+            listed_key_bytes += batch[i - first].size();
+            info.chunks.push_back({std::move(batch[i - first]), manifest.ChunkSize(i),
+                                   chunk.has_value() ? std::optional(chunk->size()) : std::nullopt});
+          }
+          if (whole && info.complete) kept.push_back(*std::move(chunk));
         }
-        info.chunks.push_back(std::move(chunk));
       }
+      parts.assign(kept.begin(), kept.end());
     }
-    info.complete = std::all_of(info.chunks.begin(), info.chunks.end(), [](const ChunkInfo& c) {
-      return c.actual_size == c.expected_size;
-    });
-    info.checksum_ok = info.complete && internal::Checksum(parts) == manifest.checksum;
+    info.checksum_ok = info.complete && internal::Checksum(parts) == manifest.checksum &&
+                       StartsZstdFrame(parts);
     return info;
   }
 
@@ -658,12 +682,7 @@ class ChunkedCache::Impl {
     chunks.clear();
     std::vector<std::string> batch;
     for (std::uint32_t next = 0; next < manifest.chunk_count;) {
-      batch.clear();
-      std::size_t key_bytes = 0;
-      for (; next < manifest.chunk_count && key_bytes < kMaxChunkKeyBytesPerCall; ++next) {
-        batch.push_back(keys.Chunk(manifest.generation, next));
-        key_bytes += batch.back().size();
-      }
+      next = ChunkKeyBatch(keys, manifest, next, batch);
       const std::vector<std::string_view> views(batch.begin(), batch.end());
       absl::StatusOr<Values> got = BackendGet(views);
       if (!got.ok()) return got.status();
@@ -686,8 +705,33 @@ class ChunkedCache::Impl {
     return true;
   }
 
+  // A manifest, checked against this reader's limits: no entry is larger than max_payload_size,
+  // and no chunk (or inline manifest) larger than what the backend could have stored.
+  // True if the concatenated `parts` begin with a zstd frame's magic number.
+  static bool StartsZstdFrame(absl::Span<const std::string_view> parts) {
+    std::string start;
+    for (std::size_t i = 0; i < parts.size() && start.size() < 4; ++i) {
+      start.append(parts[i].substr(0, 4 - start.size()));
+    }
+    return internal::CheckZstdFrameStart(start).ok();
+  }
+
+  // Fills `batch` with the keys of chunks `next`, `next + 1`, ... until they add up to
+  // kMaxChunkKeyBytesPerCall or the chunks end; returns the index after the last one.
+  static std::uint32_t ChunkKeyBatch(const StoredKeys& keys, const Manifest& manifest,
+                                     std::uint32_t next, std::vector<std::string>& batch) {
+    batch.clear();
+    for (std::size_t key_bytes = 0;
+         next < manifest.chunk_count && key_bytes < kMaxChunkKeyBytesPerCall; ++next) {
+      batch.push_back(keys.Chunk(manifest.generation, next));
+      key_bytes += batch.back().size();
+    }
+    return next;
+  }
+
   absl::StatusOr<DecodedManifest> DecodeStoredManifest(std::string_view bytes) const {
-    return internal::DecodeManifest(bytes, options_.max_payload_size);
+    return internal::DecodeManifest(bytes, {.max_payload_size = options_.max_payload_size,
+                                            .max_chunk_size = backend_->max_item_size()});
   }
 
   absl::Status CorruptMiss(const absl::Status& why) {
@@ -742,7 +786,7 @@ class ChunkedCache::Impl {
       return *std::move(held);
     }
     const bool backend_down = !IsMiss(cached.status());
-    if (deadline != absl::InfiniteFuture() && absl::Now() >= deadline) {
+    if (deadline != absl::InfiniteFuture() && absl::Now() + kDeadlineSlack >= deadline) {
       // Past the caller's deadline (a backend call ran into it): a load would only make the
       // caller later; the next caller loads if it must.
       return absl::DeadlineExceededError(absl::StrCat(
@@ -838,7 +882,7 @@ class ChunkedCache::Impl {
     if (l1_ != nullptr) {
       const Found found{bytes, stored->generation, absl::FromUnixMillis(stored->created_unix_ms),
                         false, stored->checksum};
-      l1_->Insert(key, L1Entry(found, Now()), epochs.l1);
+      l1_->Insert(key, L1Entry(found, Now()), epochs.l1, /*is_write=*/true);
     }
     return absl::OkStatus();
   }

@@ -15,6 +15,9 @@
 namespace chunkcache::internal {
 namespace {
 
+// The first bytes of every zstd frame (RFC 8878), as stored: little-endian 0xFD2FB528.
+constexpr char kZstdMagic[4] = {'\x28', '\xb5', '\x2f', '\xfd'};
+
 // Idle contexts kept per pool. Parsers keep buffers sized for the largest document they saw, so
 // fewer of them are kept.
 constexpr std::size_t kMaxIdleContexts = 8;
@@ -113,6 +116,13 @@ absl::StatusOr<CompressedBuffer> Codec::Compress(std::string_view raw) {
   return out;
 }
 
+absl::Status CheckZstdFrameStart(std::string_view stored) {
+  if (stored.size() < 4 || std::memcmp(stored.data(), kZstdMagic, 4) != 0) {
+    return Undecodable("not a zstd frame");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> Codec::Decompress(absl::Span<const std::string_view> parts,
                                               std::size_t raw_size) {
   // The frame header may straddle parts: gather its first bytes.
@@ -123,6 +133,8 @@ absl::StatusOr<std::string> Codec::Decompress(absl::Span<const std::string_view>
     if (n > 0) std::memcpy(header + header_size, parts[i].data(), n);  // data() may be null
     header_size += n;
   }
+  // A skippable frame (or anything else) declares no payload: only a zstd frame is one.
+  if (absl::Status s = CheckZstdFrameStart({header, header_size}); !s.ok()) return s;
   const unsigned long long declared = ZSTD_getFrameContentSize(header, header_size);
   if (declared == ZSTD_CONTENTSIZE_UNKNOWN || declared == ZSTD_CONTENTSIZE_ERROR) {
     return Undecodable("no zstd frame with a declared content size");

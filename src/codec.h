@@ -33,6 +33,10 @@ struct CompressedBuffer {
 // XXH3-64 (seed 0) of the concatenation of `parts`.
 std::uint64_t Checksum(absl::Span<const std::string_view> parts);
 
+// OK if `stored` starts with a zstd frame's magic number; DataLoss otherwise (a skippable frame,
+// say, which declares no payload). Decompress checks it too.
+absl::Status CheckZstdFrameStart(std::string_view stored);
+
 // OK if `level` and `workers` are usable by this zstd; InvalidArgument otherwise.
 absl::Status CheckCompressionSettings(int level, int workers);
 

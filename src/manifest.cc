@@ -1,6 +1,7 @@
 #include "manifest.h"
 
 #include <cstring>
+#include <limits>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -16,6 +17,7 @@ namespace {
 constexpr std::size_t kVersionOffset = 4;
 constexpr std::size_t kCodecOffset = 5;
 constexpr std::size_t kFlagsOffset = 6;
+constexpr std::size_t kReservedOffset = 7;
 constexpr std::size_t kGenerationOffset = 8;
 constexpr std::size_t kRawSizeOffset = 16;
 constexpr std::size_t kStoredSizeOffset = 24;
@@ -76,7 +78,7 @@ std::string EncodeManifest(const Manifest& m, std::string_view inline_payload) {
 }
 
 absl::StatusOr<DecodedManifest> DecodeManifest(std::string_view bytes,
-                                               std::size_t max_payload_size) {
+                                               const ManifestLimits& limits) {
   if (bytes.size() < kManifestHeaderSize) return Corrupt("shorter than its header");
   const char* p = bytes.data();
   if (std::memcmp(p, kManifestMagic, sizeof(kManifestMagic)) != 0) return Corrupt("bad magic");
@@ -88,6 +90,13 @@ absl::StatusOr<DecodedManifest> DecodeManifest(std::string_view bytes,
     return Corrupt("header checksum mismatch");
   }
   if (static_cast<std::uint8_t>(p[kCodecOffset]) != kCodecZstd) return Corrupt("unknown codec");
+  // Version 1 defines flag bit 0 only. A writer that gave another bit (or the reserved byte) a
+  // meaning would have changed what the bytes say: not a version-1 entry, so not guessed at.
+  const std::uint8_t flags = static_cast<std::uint8_t>(p[kFlagsOffset]);
+  if ((flags & ~kFlagInline) != 0) {
+    return Corrupt(absl::StrFormat("unknown flag bits 0x%02x", flags & ~kFlagInline));
+  }
+  if (p[kReservedOffset] != 0) return Corrupt("non-zero reserved byte");
 
   DecodedManifest d;
   Manifest& m = d.manifest;
@@ -98,12 +107,13 @@ absl::StatusOr<DecodedManifest> DecodeManifest(std::string_view bytes,
   m.chunk_count = LoadLE<std::uint32_t>(p + kChunkCountOffset);
   m.checksum = LoadLE<std::uint64_t>(p + kChecksumOffset);
   m.created_unix_ms = static_cast<std::int64_t>(LoadLE<std::uint64_t>(p + kCreatedOffset));
-  const bool inline_flag = (static_cast<std::uint8_t>(p[kFlagsOffset]) & kFlagInline) != 0;
+  const bool inline_flag = (flags & kFlagInline) != 0;
 
-  if (m.raw_size > max_payload_size) {
-    return Corrupt(
-        absl::StrFormat("raw size %d exceeds max_payload_size %d", m.raw_size, max_payload_size));
+  if (m.raw_size > limits.max_payload_size) {
+    return Corrupt(absl::StrFormat("raw size %d exceeds max_payload_size %d", m.raw_size,
+                                   limits.max_payload_size));
   }
+  // Writers compress into a buffer of ZSTD_compressBound(raw size): zstd never writes more.
   const std::size_t bound = ZSTD_compressBound(m.raw_size);  // an error code past zstd's limit
   if (m.stored_size == 0 || ZSTD_isError(bound) || m.stored_size > bound) {
     return Corrupt(
@@ -114,18 +124,29 @@ absl::StatusOr<DecodedManifest> DecodeManifest(std::string_view bytes,
     if (bytes.size() != kManifestHeaderSize + m.stored_size) {
       return Corrupt("inline payload size does not match the header");
     }
+    if (bytes.size() > limits.max_chunk_size) {
+      return Corrupt(absl::StrFormat("inline manifest of %d bytes exceeds the item limit %d",
+                                     bytes.size(), limits.max_chunk_size));
+    }
     d.inline_payload = bytes.substr(kManifestHeaderSize);
     return d;
   }
   if (bytes.size() != kManifestHeaderSize) return Corrupt("trailing bytes after the header");
-  // No writer cuts chunks smaller than kMinChunkSize; a manifest that claims it would make a
-  // reader ask for (and hold the keys of) one chunk per byte.
+  // No writer cuts chunks smaller than kMinChunkSize (smaller ones would make a reader ask for,
+  // and hold the keys of, one chunk per byte), nor larger than its backend's item limit.
   if (m.chunk_size < kMinChunkSize) {
     return Corrupt(
         absl::StrFormat("chunk size %d below the minimum %d", m.chunk_size, kMinChunkSize));
   }
-  if ((m.stored_size + m.chunk_size - 1) / m.chunk_size != std::uint64_t{m.chunk_count}) {
-    return Corrupt("chunk count does not match stored size and chunk size");
+  if (m.chunk_size > limits.max_chunk_size) {
+    return Corrupt(absl::StrFormat("chunk size %d exceeds the item limit %d", m.chunk_size,
+                                   limits.max_chunk_size));
+  }
+  // ceil(stored / chunk), without overflow for a stored size near 2^64.
+  const std::uint64_t count = m.stored_size / m.chunk_size + (m.stored_size % m.chunk_size != 0);
+  if (count != std::uint64_t{m.chunk_count}) {
+    return Corrupt(absl::StrFormat("chunk count %d does not match stored size %d in chunks of %d",
+                                   m.chunk_count, m.stored_size, m.chunk_size));
   }
   return d;
 }

@@ -40,10 +40,25 @@ struct DecodedManifest {
   std::string_view inline_payload;  // points into the decoded bytes
 };
 
-// Parses and checks `bytes`: magic, version, codec, header checksum, consistent sizes, and a
-// raw size of at most `max_payload_size`. Any failure is DataLoss saying what was wrong.
+// What the reading cache accepts, from its own configuration (not the writer's): a manifest
+// outside these limits is refused, so that whatever it claims, a read holds at most about one
+// payload of memory and asks the backend only for items the backend could have stored. Both
+// fields are required (no defaults).
+struct ManifestLimits {
+  // Largest raw (JSON) size accepted: CacheOptions::max_payload_size.
+  std::size_t max_payload_size;
+  // Largest item the reader's backend holds: Backend::max_item_size(). A writer cuts chunks of at
+  // most this many bytes and inlines a payload only if the whole manifest fits in one item, so a
+  // larger chunk size or a longer inline manifest was not written for this backend.
+  std::size_t max_chunk_size;
+};
+
+// Parses and checks `bytes` against every reader rule of docs/FORMAT.md ("Reading", step 2):
+// magic, version, header checksum, codec, flags and reserved byte, sizes consistent with each
+// other and within `limits`. Any failure is DataLoss saying what was wrong. Allocates nothing but
+// the error message.
 absl::StatusOr<DecodedManifest> DecodeManifest(std::string_view bytes,
-                                               std::size_t max_payload_size);
+                                               const ManifestLimits& limits);
 
 }  // namespace chunkcache::internal
 

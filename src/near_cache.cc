@@ -36,16 +36,19 @@ std::optional<NearCache::Entry> NearCache::Lookup(std::string_view key) {
   return found;
 }
 
-void NearCache::Insert(std::string_view key, Entry entry, std::optional<std::uint64_t> if_epoch) {
+void NearCache::Insert(std::string_view key, Entry entry, std::optional<std::uint64_t> if_epoch,
+                       bool is_write) {
   const std::size_t charge = key.size() + entry.bytes->size() + kNearCacheEntryOverhead;
   Shard& shard = ShardOf(key);
   {
     WriterLock lock(&shard.mu);
     // Erase advances the key's epoch under the same shard lock: checked under it too, an
     // invalidation cannot slip between the check and the insert.
-    if (if_epoch.has_value() && *if_epoch != Epoch(key)) return;
+    const bool outdated = if_epoch.has_value() && *if_epoch != Epoch(key);
+    if (is_write || outdated) epochs_[EpochSlot(key)].fetch_add(1, std::memory_order_acq_rel);
     if (const auto it = shard.index.find(key); it != shard.index.end())
       RemoveLocked(shard, it->second);
+    if (outdated) return;
     if (charge > capacity_) return;
     Node& node = shard.lru.emplace_front();
     node.key.assign(key.data(), key.size());

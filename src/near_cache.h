@@ -48,10 +48,14 @@ class NearCache {
   std::optional<Entry> Lookup(std::string_view key);
 
   // Adds or replaces the entry of `key`, evicting others to stay within the bound. An entry
-  // larger than the whole bound is not kept (and removes the old one). With `if_epoch`, nothing
-  // is inserted if an Erase of `key` happened since Epoch(key) returned it: a read or load that
-  // started before an invalidation must not put back what the invalidation removed.
-  void Insert(std::string_view key, Entry entry, std::optional<std::uint64_t> if_epoch = {});
+  // larger than the whole bound is not kept (and removes the old one). With `if_epoch`, if an
+  // Erase or a write-insert of `key` happened since Epoch(key) returned it, nothing is inserted
+  // and the key's entry is dropped: a read or load that started before a write must not put back
+  // what the write replaced, nor leave a copy that may be older than the backend's. With
+  // `is_write` (the entry is what this process just stored), the key's epoch advances too, so
+  // reads that started before the store cannot replace it with what they found.
+  void Insert(std::string_view key, Entry entry, std::optional<std::uint64_t> if_epoch = {},
+              bool is_write = false);
 
   // Counts the Erase calls of `key` (and of the few keys sharing its slot, so that unrelated
   // erases rarely hold back an insert); read it before a backend read or a load whose result may

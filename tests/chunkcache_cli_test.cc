@@ -2,15 +2,24 @@
 // binary is run against a real redis-server and the Momento emulator, and its exit codes, stdout
 // and stderr are checked.
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <ctime>
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "catalogue.h"
@@ -33,6 +42,7 @@ struct CliResult {
   int exit_code = -1;  // -1 if the tool did not exit normally (killed by a signal)
   std::string out;
   std::string err;
+  bool timed_out = false;  // RunCliWithStdio killed it at its timeout
 };
 
 // Runs `chunkcache args...`, with `env` ("NAME=value") added to its environment.
@@ -52,6 +62,128 @@ CliResult RunCli(const std::vector<std::string>& args, const std::vector<std::st
   result.err = run.err;
   return result;
 }
+
+// How RunCliWithStdio sets up the tool's descriptors 0 and 1 (2 is always captured).
+struct Stdio {
+  bool close_stdin = false;  // otherwise stdin_fd, or /dev/null when that is -1
+  int stdin_fd = -1;
+  bool close_stdout = false;  // otherwise captured
+};
+
+// Runs `chunkcache args...` with the descriptors of `stdio` and waits up to `timeout` for it to
+// exit; past that it is killed and the result says timed_out.
+CliResult RunCliWithStdio(const std::vector<std::string>& args, const Stdio& stdio,
+                          std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  using redis_fixture_internal::Pipe;
+  std::vector<std::string> argv = {CHUNKCACHE_CLI};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> c_argv;
+  for (std::string& arg : argv) c_argv.push_back(arg.data());
+  c_argv.push_back(nullptr);
+
+  Pipe out = Pipe::Make();  // O_CLOEXEC: the child keeps only what the file actions give it
+  Pipe err = Pipe::Make();
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (stdio.close_stdin) {
+    posix_spawn_file_actions_addclose(&actions, 0);
+  } else if (stdio.stdin_fd >= 0) {
+    posix_spawn_file_actions_adddup2(&actions, stdio.stdin_fd, 0);
+  } else {
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  }
+  if (stdio.close_stdout) {
+    posix_spawn_file_actions_addclose(&actions, 1);
+  } else {
+    posix_spawn_file_actions_adddup2(&actions, out.write_end.get(), 1);
+  }
+  posix_spawn_file_actions_adddup2(&actions, err.write_end.get(), 2);
+  pid_t pid = -1;
+  const int spawned = posix_spawn(&pid, c_argv[0], &actions, nullptr, c_argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  REQUIRE(spawned == 0);
+  out.write_end.Reset();
+  err.write_end.Reset();
+
+  CliResult result;
+  std::vector<pollfd> fds = {{out.read_end.get(), POLLIN, 0}, {err.read_end.get(), POLLIN, 0}};
+  std::string* sinks[] = {&result.out, &result.err};
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int open_fds = 2;
+  while (open_fds > 0 && !result.timed_out) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      result.timed_out = true;
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    if (::poll(fds.data(), fds.size(), static_cast<int>(left.count())) < 0) continue;  // EINTR
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      char buffer[4096];
+      const ssize_t n = ::read(fds[i].fd, buffer, sizeof(buffer));
+      if (n > 0) {
+        sinks[i]->append(buffer, static_cast<std::size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status) && !result.timed_out) result.exit_code = WEXITSTATUS(status);
+  return result;
+}
+
+// Writes `size` bytes of zeros into a pipe from a thread and keeps the pipe open until
+// destroyed, so the reader never sees end of input: only a bounded read lets it finish.
+class EndlessInput {
+ public:
+  explicit EndlessInput(std::size_t size) : pipe_(redis_fixture_internal::Pipe::Make()) {
+    writer_ = std::thread([this, size] {
+      // The reader may leave early: take EPIPE instead of a process-wide SIGPIPE.
+      sigset_t pipe_signal;
+      sigemptyset(&pipe_signal);
+      sigaddset(&pipe_signal, SIGPIPE);
+      pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
+      const std::string block(1 << 16, '\0');
+      while (written_ < size) {
+        const ssize_t n = ::write(pipe_.write_end.get(), block.data(),
+                                  std::min(block.size(), size - written_.load()));
+        if (n > 0) {
+          written_ += static_cast<std::size_t>(n);
+        } else if (errno != EINTR) {
+          break;  // EPIPE: the reader is gone
+        }
+      }
+      const timespec no_wait{};
+      sigtimedwait(&pipe_signal, nullptr, &no_wait);  // consume a pending SIGPIPE, if any
+      done_ = true;
+    });
+  }
+  ~EndlessInput() {
+    CloseReadEnd();  // a blocked writer gets EPIPE
+    writer_.join();
+  }
+
+  // The end the reader's stdin is made of. Close it once the reader has it: while it is open
+  // here too, the writer would never see the reader go.
+  int read_end() const { return pipe_.read_end.get(); }
+  void CloseReadEnd() { pipe_.read_end.Reset(); }
+  // Bytes the reader has taken so far (up to a pipe buffer more than it actually read).
+  std::size_t written() const { return written_; }
+  // True once the writer stopped: wrote everything or found the reader gone.
+  bool done() const { return done_; }
+
+ private:
+  redis_fixture_internal::Pipe pipe_;
+  std::atomic<std::size_t> written_{0};
+  std::atomic<bool> done_{false};
+  std::thread writer_;
+};
 
 // The tool's error report: exactly one line, naming the tool.
 bool IsOneErrorLine(const std::string& err) {
@@ -242,8 +374,9 @@ TEST_CASE("--help lists every command and flag") {
                               "stats", "bench-get"}) {
     CHECK(help.out.find(command) != std::string::npos);
   }
-  for (const char* flag : {"--backend", "--prefix", "--chunk_size", "--level", "--ttl", "--timeout",
-                           "--compressed", "--output", "--count", "--format"}) {
+  for (const char* flag :
+       {"--backend", "--prefix", "--chunk_size", "--max_payload_size", "--level", "--ttl",
+        "--timeout", "--compressed", "--output", "--count", "--format"}) {
     CHECK(help.out.find(flag) != std::string::npos);
   }
   CHECK(help.out.find("memory://") != std::string::npos);
@@ -362,6 +495,187 @@ TEST_CASE("the Momento API key never appears in the output, even on an auth erro
     CHECK(run.out.find(wrong_key) == std::string::npos);
     CHECK(run.err.find(wrong_key) == std::string::npos);
   }
+}
+
+TEST_CASE("get with standard output closed fails and never writes the JSON into the Redis socket") {
+  RedisServer server;
+  TempDir dir;
+  // Redis reads a line of its inline protocol as a command: "FLUSHALL" on its own line empties the
+  // database if the JSON reaches the connection.
+  const std::string json = "[1\n,\n\"FLUSHALL\"\n]\n";
+  const std::filesystem::path input = dir.path() / "doc.json";
+  WriteFile(input, json);
+  const std::string backend = "--backend=" + server.url();
+  REQUIRE(RunCli({backend, "put", "doc", input.string()}).exit_code == 0);
+  server.Cli({"SET", "other", "kept"});
+  const std::string keys_before = server.Cli({"DBSIZE"});
+  REQUIRE(keys_before == "2");
+
+  const CliResult get = RunCliWithStdio({backend, "get", "doc"}, {.close_stdout = true});
+  INFO("get: " << get.err);
+  CHECK(get.exit_code == 1);
+  CHECK(IsOneErrorLine(get.err));
+  CHECK(get.err.find("standard output is closed") != std::string::npos);
+  CHECK(server.Cli({"DBSIZE"}) == keys_before);
+  CHECK(server.Cli({"GET", "other"}) == "kept");
+
+  // Other commands refuse before doing anything, as their outcome could not be reported.
+  const CliResult put =
+      RunCliWithStdio({backend, "put", "new", input.string()}, {.close_stdout = true});
+  CHECK(put.exit_code == 1);
+  CHECK(put.err.find("standard output is closed: nothing was done") != std::string::npos);
+  CHECK(server.Cli({"EXISTS", "cc:{new}"}) == "0");
+  CHECK(server.Cli({"DBSIZE"}) == keys_before);
+
+  // get -o FILE needs no stdout.
+  const std::filesystem::path output = dir.path() / "out.json";
+  const CliResult to_file =
+      RunCliWithStdio({backend, "get", "doc", "-o", output.string()}, {.close_stdout = true});
+  INFO("get -o: " << to_file.err);
+  CHECK(to_file.exit_code == 0);
+  CHECK(ReadFile(output) == json);
+}
+
+TEST_CASE("a failed write to standard output is an error exit") {
+  if (!std::filesystem::exists("/dev/full")) {
+    WARN("no /dev/full: skipped");
+    return;
+  }
+  RedisServer server;
+  TempDir dir;
+  const std::filesystem::path input = dir.path() / "doc.json";
+  WriteFile(input, catalogue::GenerateCatalogue({.megabytes = 0.2}));
+  const std::string backend = "--backend=" + server.url();
+  REQUIRE(RunCli({backend, "put", "doc", input.string()}).exit_code == 0);
+
+  for (const char* command : {"get", "inspect", "verify"}) {
+    const redis_fixture_internal::CapturedRun run = redis_fixture_internal::RunAndCapture(
+        {"sh", "-c", "exec \"$0\" \"$@\" > /dev/full", CHUNKCACHE_CLI, backend, command, "doc"},
+        std::chrono::seconds(30));
+    INFO(command << ": " << run.err);
+    CHECK(WIFEXITED(run.wait_status));
+    CHECK(WEXITSTATUS(run.wait_status) == 1);
+    CHECK(IsOneErrorLine(run.err));
+    CHECK(run.err.find("cannot write standard output: No space left on device") !=
+          std::string::npos);
+  }
+}
+
+TEST_CASE("put - reads at most max_payload_size + 1 bytes of standard input") {
+  RedisServer server;
+  const std::string backend = "--backend=" + server.url();
+
+  // Twice the limit, and the pipe never ends: a tool that reads to the end never exits.
+  EndlessInput input(2'000'000);
+  const auto start = std::chrono::steady_clock::now();
+  const CliResult put = RunCliWithStdio({backend, "--max_payload_size=1000000", "put", "doc", "-"},
+                                        {.stdin_fd = input.read_end()}, std::chrono::seconds(10));
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  input.CloseReadEnd();
+  INFO("put: " << put.out << put.err);
+  CHECK(!put.timed_out);
+  CHECK(elapsed < std::chrono::seconds(10));
+  CHECK(put.exit_code == 1);
+  CHECK(IsOneErrorLine(put.err));
+  CHECK(put.err.find("standard input holds more than --max_payload_size (1000000 bytes)") !=
+        std::string::npos);
+  CHECK(put.err.find("RESOURCE_EXHAUSTED") != std::string::npos);
+  CHECK(server.Cli({"DBSIZE"}) == "0");
+  // It stopped reading: the writer found the pipe closed before it had written everything.
+  while (!input.done()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  CHECK(input.written() < 2'000'000);
+
+  // Exactly the limit is accepted, one byte more is not (a file: refused by its size).
+  TempDir dir;
+  const std::string json_at_limit = "\"" + std::string(1'000'000 - 2, 'a') + "\"";
+  const std::filesystem::path at_limit = dir.path() / "at_limit.json";
+  WriteFile(at_limit, json_at_limit);
+  const std::filesystem::path over_limit = dir.path() / "over_limit.json";
+  WriteFile(over_limit, json_at_limit + " ");
+  for (const auto& [path, ok] : {std::pair{at_limit, true}, std::pair{over_limit, false}}) {
+    for (const bool from_stdin : {false, true}) {
+      const std::vector<std::string> args = {backend, "--max_payload_size=1000000", "put", "doc",
+                                             from_stdin ? "-" : path.string()};
+      const redis_fixture_internal::CapturedRun run =
+          from_stdin ? redis_fixture_internal::RunAndCapture(
+                           {"sh", "-c", "exec \"$0\" \"$@\" < '" + path.string() + "'",
+                            CHUNKCACHE_CLI, args[0], args[1], args[2], args[3], args[4]},
+                           std::chrono::seconds(30))
+                     : redis_fixture_internal::RunAndCapture(
+                           {CHUNKCACHE_CLI, args[0], args[1], args[2], args[3], args[4]},
+                           std::chrono::seconds(30));
+      INFO(path.filename() << (from_stdin ? " on stdin: " : ": ") << run.out << run.err);
+      CHECK(run.succeeded() == ok);
+      if (!ok) CHECK(run.err.find("RESOURCE_EXHAUSTED") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("put - with standard input closed says that it is closed") {
+  RedisServer server;
+  // The Redis connection would take descriptor 0 and a read of it say "Resource temporarily
+  // unavailable".
+  const CliResult put =
+      RunCliWithStdio({"--backend=" + server.url(), "put", "doc", "-"}, {.close_stdin = true});
+  INFO("put: " << put.err);
+  CHECK(put.exit_code == 1);
+  CHECK(IsOneErrorLine(put.err));
+  CHECK(put.err.find("cannot read standard input: it is closed") != std::string::npos);
+  CHECK(put.err.find("temporarily unavailable") == std::string::npos);
+  CHECK(server.Cli({"DBSIZE"}) == "0");
+}
+
+TEST_CASE("chunk and payload sizes outside the tool's bounds are refused as InvalidArgument") {
+  RedisServer server;
+  TempDir dir;
+  const std::filesystem::path input = dir.path() / "doc.json";
+  WriteFile(input, R"({"a":[1,2,3]})");
+  const std::string backend = "--backend=" + server.url();
+
+  // 2^64 - 1 overflowed the Redis reply bound and was stored with.
+  for (const char* size : {"18446744073709551615", "536870913", "127", "0"}) {
+    const CliResult put =
+        RunCli({backend, std::string("--chunk_size=") + size, "put", "doc", input.string()});
+    INFO("--chunk_size=" << size << ": " << put.out << put.err);
+    CHECK(put.exit_code == 1);
+    CHECK(IsOneErrorLine(put.err));
+    CHECK(put.err.find(std::string("--chunk_size=") + size + " is outside 128..536870912") !=
+          std::string::npos);
+    CHECK(put.err.find("INVALID_ARGUMENT") != std::string::npos);
+  }
+  for (const char* size : {"0", "4294967297"}) {
+    const CliResult get = RunCli({backend, std::string("--max_payload_size=") + size, "get", "a"});
+    INFO("--max_payload_size=" << size << ": " << get.err);
+    CHECK(get.exit_code == 1);
+    CHECK(get.err.find("INVALID_ARGUMENT") != std::string::npos);
+  }
+  CHECK(server.Cli({"DBSIZE"}) == "0");
+
+  for (const char* size : {"128", "536870912"}) {
+    const CliResult put =
+        RunCli({backend, std::string("--chunk_size=") + size, "put", "doc", input.string()});
+    INFO("--chunk_size=" << size << ": " << put.out << put.err);
+    CHECK(put.exit_code == 0);
+  }
+}
+
+TEST_CASE("get -o into a missing directory is NotFound naming that directory") {
+  RedisServer server;
+  TempDir dir;
+  const std::filesystem::path input = dir.path() / "doc.json";
+  WriteFile(input, R"({"a":1})");
+  const std::string backend = "--backend=" + server.url();
+  REQUIRE(RunCli({backend, "put", "doc", input.string()}).exit_code == 0);
+
+  const std::filesystem::path missing = dir.path() / "no-such-dir";
+  const CliResult get = RunCli({backend, "get", "doc", "-o", (missing / "out.json").string()});
+  INFO("get: " << get.err);
+  CHECK(get.exit_code == 1);  // not 3: the key exists
+  CHECK(IsOneErrorLine(get.err));
+  CHECK(get.err.find("the directory " + missing.string() + " does not exist") != std::string::npos);
+  CHECK(get.err.find("NOT_FOUND") != std::string::npos);
+  CHECK(get.err.find("PERMISSION_DENIED") == std::string::npos);
+  CHECK(!std::filesystem::exists(missing));
 }
 
 #endif  // CHUNKCACHE_CLI

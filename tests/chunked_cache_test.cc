@@ -108,7 +108,9 @@ internal::Manifest StoredManifest(Backend& backend, const CacheOptions& options,
   auto values = backend.MultiGet({&manifest_key, 1});
   REQUIRE(values.ok());
   REQUIRE((*values)[0].has_value());
-  auto decoded = internal::DecodeManifest(*(*values)[0], options.max_payload_size);
+  auto decoded = internal::DecodeManifest(
+      *(*values)[0], {.max_payload_size = options.max_payload_size,
+                      .max_chunk_size = backend.max_item_size()});
   REQUIRE(decoded.ok());
   return decoded->manifest;
 }

@@ -5,6 +5,10 @@
 #include <string>
 #include <string_view>
 
+#include "chunkcache/options.h"
+#include "codec.h"
+#include "zstd.h"
+
 #define XXH_INLINE_ALL  // header-only: the test needs no link dependency on libxxhash
 #include "xxhash.h"
 
@@ -13,6 +17,12 @@ namespace {
 
 constexpr std::size_t kMaxPayload = std::size_t{64} << 20;  // CacheOptions' default
 constexpr std::uint32_t kMiB = 1 << 20;
+constexpr std::size_t kNoItemLimit = ~std::uint32_t{0};  // no chunk size is refused as too large
+
+ManifestLimits Limits(std::size_t max_payload_size = kMaxPayload,
+                      std::size_t max_chunk_size = kNoItemLimit) {
+  return {.max_payload_size = max_payload_size, .max_chunk_size = max_chunk_size};
+}
 
 Manifest InlineManifest(std::string_view payload) {
   Manifest m;
@@ -48,8 +58,9 @@ void CheckSameFields(const Manifest& a, const Manifest& b) {
   CHECK(a.created_unix_ms == b.created_unix_ms);
 }
 
-absl::StatusCode DecodeCode(std::string_view bytes, std::size_t max_payload_size = kMaxPayload) {
-  return DecodeManifest(bytes, max_payload_size).status().code();
+absl::StatusCode DecodeCode(std::string_view bytes, std::size_t max_payload_size = kMaxPayload,
+                            std::size_t max_chunk_size = kNoItemLimit) {
+  return DecodeManifest(bytes, Limits(max_payload_size, max_chunk_size)).status().code();
 }
 
 // Rewrites the header checksum after a deliberate edit, so that the check under test is the one
@@ -73,7 +84,7 @@ TEST_CASE("an inline manifest survives an encode/decode round trip") {
   const std::string bytes = EncodeManifest(m, payload);
   REQUIRE(bytes.size() == kManifestHeaderSize + payload.size());
 
-  const absl::StatusOr<DecodedManifest> decoded = DecodeManifest(bytes, kMaxPayload);
+  const absl::StatusOr<DecodedManifest> decoded = DecodeManifest(bytes, Limits());
   REQUIRE(decoded.ok());
   CheckSameFields(decoded->manifest, m);
   CHECK(decoded->manifest.is_inline());
@@ -87,7 +98,7 @@ TEST_CASE("a chunked manifest survives an encode/decode round trip") {
   const std::string bytes = EncodeManifest(m, {});
   REQUIRE(bytes.size() == kManifestHeaderSize);
 
-  const absl::StatusOr<DecodedManifest> decoded = DecodeManifest(bytes, kMaxPayload);
+  const absl::StatusOr<DecodedManifest> decoded = DecodeManifest(bytes, Limits());
   REQUIRE(decoded.ok());
   CheckSameFields(decoded->manifest, m);
   CHECK_FALSE(decoded->manifest.is_inline());
@@ -103,8 +114,7 @@ TEST_CASE("extreme field values survive an encode/decode round trip") {
   m.stored_size = 1;
   m.chunk_size = ~std::uint32_t{0};
   m.chunk_count = 1;
-  const absl::StatusOr<DecodedManifest> decoded =
-      DecodeManifest(EncodeManifest(m, {}), kMaxPayload);
+  const absl::StatusOr<DecodedManifest> decoded = DecodeManifest(EncodeManifest(m, {}), Limits());
   REQUIRE(decoded.ok());
   CheckSameFields(decoded->manifest, m);
 }
@@ -138,7 +148,7 @@ TEST_CASE("a flipped header byte is rejected") {
   const std::string inline_bytes = EncodeManifest(InlineManifest(payload), payload);
   const std::string chunked_bytes = EncodeManifest(ChunkedManifest(), {});
   for (const std::string* original : {&inline_bytes, &chunked_bytes}) {
-    REQUIRE(DecodeManifest(*original, kMaxPayload).ok());
+    REQUIRE(DecodeManifest(*original, Limits()).ok());
     for (std::size_t offset = 0; offset < kManifestHeaderSize; ++offset) {
       for (int mask = 1; mask < 256; ++mask) {
         std::string corrupt = *original;
@@ -281,6 +291,92 @@ TEST_CASE("an inline flag that disagrees with the chunk count is rejected") {
   inline_marked_chunked[6] = 0;
   Reseal(inline_marked_chunked);
   CHECK(DecodeCode(inline_marked_chunked) == absl::StatusCode::kDataLoss);
+}
+
+// Issue 15 item 5: a chunk size no backend of this reader could have stored is refused before
+// a reader asks for (or sizes a reply by) a single chunk.
+TEST_CASE("a chunk size larger than the reader's item limit is rejected") {
+  Manifest m = ChunkedManifest();  // 1 MiB chunks
+  CHECK(DecodeCode(EncodeManifest(m, {}), kMaxPayload, kMiB) == absl::StatusCode::kOk);
+  CHECK(DecodeCode(EncodeManifest(m, {}), kMaxPayload, kMiB - 1) == absl::StatusCode::kDataLoss);
+
+  // A lone chunk smaller than the limit does not help: the chunk size is what the writer used.
+  m.chunk_size = 2 * kMiB;
+  m.stored_size = 100'000;
+  m.chunk_count = 1;
+  const absl::StatusOr<DecodedManifest> decoded =
+      DecodeManifest(EncodeManifest(m, {}), Limits(kMaxPayload, kMiB));
+  REQUIRE(absl::IsDataLoss(decoded.status()));
+  CHECK_THAT(std::string(decoded.status().message()),
+             Catch::Contains("chunk size 2097152 exceeds the item limit 1048576"));
+
+  // The smallest item limit a cache accepts still admits the smallest chunks.
+  m.chunk_size = kMinChunkSize;
+  m.stored_size = 1000;
+  m.chunk_count = 8;
+  CHECK(DecodeCode(EncodeManifest(m, {}), kMaxPayload, kMinChunkSize) == absl::StatusCode::kOk);
+}
+
+TEST_CASE("an inline manifest longer than the reader's item limit is rejected") {
+  const std::string payload(1000, 'p');
+  const std::string bytes = EncodeManifest(InlineManifest(payload), payload);
+  CHECK(DecodeCode(bytes, kMaxPayload, bytes.size()) == absl::StatusCode::kOk);
+  CHECK(DecodeCode(bytes, kMaxPayload, bytes.size() - 1) == absl::StatusCode::kDataLoss);
+}
+
+// FORMAT.md: flag bits other than bit 0 and the reserved byte are 0 in version 1. A reader that
+// ignored them would read an entry whose writer meant something else by them.
+TEST_CASE("unknown flag bits or a non-zero reserved byte are rejected") {
+  const std::string payload(40, 'p');
+  for (const std::string& good :
+       {EncodeManifest(InlineManifest(payload), payload), EncodeManifest(ChunkedManifest(), {})}) {
+    REQUIRE(DecodeCode(good) == absl::StatusCode::kOk);
+    for (int bit = 1; bit < 8; ++bit) {
+      CAPTURE(bit, good.size());
+      std::string flagged = good;
+      flagged[6] = static_cast<char>(flagged[6] | (1 << bit));
+      Reseal(flagged);
+      CHECK(DecodeCode(flagged) == absl::StatusCode::kDataLoss);
+    }
+    for (const int reserved : {1, 0x80, 0xff}) {
+      CAPTURE(reserved, good.size());
+      std::string marked = good;
+      marked[7] = static_cast<char>(reserved);
+      Reseal(marked);
+      CHECK(DecodeCode(marked) == absl::StatusCode::kDataLoss);
+    }
+  }
+}
+
+// The reader's bound stored size <= ZSTD_compressBound(raw size) must never refuse what a writer
+// stored: writers compress into a buffer of exactly that bound, and incompressible input is
+// zstd's worst case.
+TEST_CASE("the writer's worst case is within the reader's stored-size bound") {
+  std::uint64_t state = 0x9e3779b97f4a7c15;
+  std::string random(std::size_t{1} << 20, '\0');
+  for (char& c : random) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    c = static_cast<char>(state >> 56);
+  }
+  for (const int workers : {0, 2}) {
+    Codec codec(/*compression_level=*/1, workers);
+    for (const std::size_t size :
+         {std::size_t{0}, std::size_t{1}, std::size_t{127}, std::size_t{128 << 10} - 1,
+          std::size_t{128 << 10}, random.size()}) {
+      CAPTURE(workers, size);
+      absl::StatusOr<CompressedBuffer> stored =
+          codec.Compress(std::string_view(random).substr(0, size));
+      REQUIRE(stored.ok());
+      Manifest m = ChunkedManifest();
+      m.raw_size = size;
+      m.stored_size = stored->size;
+      m.chunk_size = kMinChunkSize;
+      m.chunk_count =
+          static_cast<std::uint32_t>((stored->size + kMinChunkSize - 1) / kMinChunkSize);
+      CHECK(stored->size <= ZSTD_compressBound(size));
+      CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kOk);
+    }
+  }
 }
 
 TEST_CASE("every chunk but the last has the chunk size and the last holds the rest") {

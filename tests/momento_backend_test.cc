@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "catalogue.h"
 #include "chunkcache/chunked_cache.h"
+#include "fixtures/hostile_http.h"
 #include "fixtures/momento_emulator.h"
 #include "test_util.h"
 
@@ -693,6 +694,141 @@ TEST_CASE("many threads share one Momento backend", "[concurrency]") {
   }
   for (std::thread& thread : threads) thread.join();
   CHECK(failures == 0);
+}
+
+// ---- Deadlines (issue 16, item 5) and messages (item 10) ----------------------------------------
+
+using testing::HostileHttpServer;
+using testing::HostileScript;
+using testing::HttpResponse;
+
+// A server that accepts connections, reads the requests and never answers.
+HostileScript Silent() { return HostileScript().Hang(); }
+
+TEST_CASE("a GetOrLoad with a 300 ms deadline against a silent Momento server ends at 300 ms") {
+  HostileHttpServer server(Silent());
+  // Default options: 1.1 s per request, 5 s per backend call.
+  auto backend = Connect({.endpoint = server.endpoint(), .cache_name = "c", .api_key = kApiKey});
+  ChunkedCache cache(backend);
+  std::atomic<int> loads{0};
+  const absl::Time start = absl::Now();
+  absl::StatusOr<Bytes> got = cache.GetOrLoad("k",
+                                              [&]() -> absl::StatusOr<std::string> {
+                                                ++loads;
+                                                return std::string("{}");
+                                              },
+                                              {.deadline = start + absl::Milliseconds(300)});
+  const absl::Duration took = absl::Now() - start;
+  INFO(got.status().ToString() << " after " << absl::FormatDuration(took));
+  CHECK(got.status().code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK(took >= absl::Milliseconds(290));
+  CHECK(took < absl::Milliseconds(400));
+  absl::SleepFor(absl::Milliseconds(50));
+  CHECK(loads == 0);  // no load after the deadline, not even in the background
+}
+
+TEST_CASE("ScopedCallDeadline bounds every Momento call; the status names the deadline") {
+  HostileHttpServer server(Silent());
+  auto backend = Connect({.endpoint = server.endpoint(), .cache_name = "c", .api_key = kApiKey});
+  const std::vector<std::string_view> keys = {"a", "b", "c"};
+  const std::vector<KeyValue> items = {{"a", "1"}, {"b", "2"}};
+  for (const char* const operation : {"MultiGet", "MultiSet", "Delete"}) {
+    CAPTURE(operation);
+    const absl::Time start = absl::Now();
+    absl::Status status;
+    {
+      const ScopedCallDeadline deadline(start + absl::Milliseconds(200));
+      if (operation == std::string_view("MultiGet")) {
+        status = backend->MultiGet(keys).status();
+      } else if (operation == std::string_view("MultiSet")) {
+        status = backend->MultiSet(items, absl::Seconds(10));
+      } else {
+        status = backend->Delete(keys);
+      }
+    }
+    const absl::Duration took = absl::Now() - start;
+    INFO(status.ToString() << " after " << absl::FormatDuration(took));
+    CHECK(status.code() == absl::StatusCode::kDeadlineExceeded);
+    CHECK(took < absl::Milliseconds(300));
+    CHECK(absl::StrContains(status.message(), "call's deadline"));
+    CHECK_FALSE(absl::StrContains(status.message(), "1.1s"));  // not the request timeout
+  }
+  // A deadline already past: nothing is sent.
+  const int requests = server.requests();
+  {
+    const ScopedCallDeadline deadline(absl::Now() - absl::Milliseconds(1));
+    CHECK(backend->MultiGet(keys).status().code() == absl::StatusCode::kDeadlineExceeded);
+  }
+  absl::SleepFor(absl::Milliseconds(50));
+  CHECK(server.requests() == requests);
+}
+
+TEST_CASE("a Momento timeout says what ran out and how long it waited") {
+  HostileHttpServer server(Silent());
+  SECTION("the request timeout, on every attempt") {
+    auto backend = Connect({.endpoint = server.endpoint(),
+                            .cache_name = "c",
+                            .api_key = kApiKey,
+                            .request_timeout = absl::Milliseconds(150),
+                            .max_attempts = 2,
+                            .backoff_base = absl::ZeroDuration(),
+                            .backoff_cap = absl::ZeroDuration()});
+    const absl::Status status = backend->MultiGet({"k"}).status();
+    INFO(status.ToString());
+    CHECK(status.code() == absl::StatusCode::kDeadlineExceeded);
+    CHECK(absl::StrContains(status.message(), "request_timeout of 150ms"));
+    CHECK(absl::StrContains(status.message(), "(2 attempts)"));
+  }
+  SECTION("MomentoBackendOptions::deadline, shorter than the request timeout") {
+    // The review's case: "timed out after 1.1s" printed after 477 ms.
+    auto backend = Connect({.endpoint = server.endpoint(),
+                            .cache_name = "c",
+                            .api_key = kApiKey,
+                            .deadline = absl::Milliseconds(250)});
+    const absl::Time start = absl::Now();
+    const absl::Status status = backend->MultiGet({"k"}).status();
+    const absl::Duration took = absl::Now() - start;
+    INFO(status.ToString() << " after " << absl::FormatDuration(took));
+    CHECK(status.code() == absl::StatusCode::kDeadlineExceeded);
+    CHECK(took < absl::Milliseconds(350));
+    CHECK(absl::StrContains(status.message(), "MomentoBackendOptions::deadline of 250ms"));
+    CHECK_FALSE(absl::StrContains(status.message(), "1.1s"));
+  }
+}
+
+TEST_CASE("only HTTP 500 to 599 are retried as server errors; other unknown codes are not") {
+  for (const int code : {999, 600, 302, 303, 307, 418, 299}) {
+    CAPTURE(code);
+    HostileHttpServer server(
+        HostileScript().Send(HttpResponse(code, "odd", "Location: http://127.0.0.1:9/\r\n")));
+    auto backend = Connect({.endpoint = server.endpoint(),
+                            .cache_name = "c",
+                            .api_key = kApiKey,
+                            .backoff_base = absl::ZeroDuration(),
+                            .backoff_cap = absl::ZeroDuration()});
+    const absl::Status status = backend->MultiGet({"k"}).status();
+    INFO(status.ToString());
+    CHECK_FALSE(status.ok());
+    CHECK(status.code() != absl::StatusCode::kUnavailable);
+    CHECK(absl::StrContains(status.message(), absl::StrCat("HTTP ", code)));
+    CHECK(server.requests() == 1);
+    CHECK(backend->Stats().server_errors == 0);
+  }
+  for (const int code : {500, 503, 599}) {
+    CAPTURE(code);
+    HostileHttpServer server(HostileScript().Send(HttpResponse(code, "busy")));
+    auto backend = Connect({.endpoint = server.endpoint(),
+                            .cache_name = "c",
+                            .api_key = kApiKey,
+                            .max_attempts = 3,
+                            .backoff_base = absl::ZeroDuration(),
+                            .backoff_cap = absl::ZeroDuration()});
+    const absl::Status status = backend->MultiGet({"k"}).status();
+    INFO(status.ToString());
+    CHECK(status.code() == absl::StatusCode::kUnavailable);
+    CHECK(absl::StrContains(status.message(), absl::StrCat("HTTP ", code)));
+    CHECK(server.requests() == 3);
+  }
 }
 
 }  // namespace

@@ -7,7 +7,14 @@
 // Every command opens the backend named by --backend, runs one ChunkedCache operation (or a few)
 // and exits. Errors are one line on stderr, `chunkcache: COMMAND: message`. The usage text below
 // lists the commands, flags and exit codes; `chunkcache --help` prints it with every flag.
+//
+// Descriptors 0-2 are made sure of before anything opens a file or socket (a closed stdout would
+// otherwise become the Redis connection, and `get` would send the JSON there as commands); every
+// write to stdout is checked, and a failed one is an error exit.
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +23,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +31,8 @@
 #include <utility>
 #include <vector>
 
+#include "../examples/common/standard_fds.h"
+#include "absl/cleanup/cleanup.h"
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -51,7 +61,11 @@ ABSL_FLAG(std::string, backend, "memory://",
           "MOMENTO_API_KEY), or momento+http://127.0.0.1:PORT/CACHE_NAME for a loopback emulator.");
 ABSL_FLAG(std::string, prefix, "cc:", "Key prefix of the cache (CacheOptions::key_prefix).");
 ABSL_FLAG(std::uint64_t, chunk_size, std::uint64_t{1} << 20,
-          "Largest stored item in bytes, for put (CacheOptions::chunk_size).");
+          "Largest stored item in bytes, for put (CacheOptions::chunk_size): 128 to 536870912 "
+          "(512 MiB, the largest value Redis takes by default).");
+ABSL_FLAG(std::uint64_t, max_payload_size, chunkcache::CacheOptions{}.max_payload_size,
+          "Largest JSON in bytes that put reads and get returns (CacheOptions::max_payload_size, "
+          "64 MiB); put reads at most this plus one byte of its input. 1 to 4294967296 (4 GiB).");
 ABSL_FLAG(int, level, 3, "zstd compression level for put (1-19; negative for faster).");
 ABSL_FLAG(absl::Duration, ttl, absl::Hours(1), "Time to live of an entry written by put.");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5),
@@ -90,6 +104,12 @@ commands, and a redis://, unix:// or momento+https:// backend to reach stored en
 
 enum ExitCode : int { kExitOk = 0, kExitError = 1, kExitCorrupt = 2, kExitMissing = 3 };
 
+// Largest --chunk_size: Redis refuses larger values by default (proto-max-bulk-len), and the
+// backends' reply bounds are sums of item sizes, which must not overflow.
+constexpr std::uint64_t kMaxChunkSize = std::uint64_t{512} << 20;
+// Largest --max_payload_size: the tool holds a payload in memory, several copies at a time.
+constexpr std::uint64_t kMaxPayloadSizeLimit = std::uint64_t{4} << 30;
+
 // Payloads above this get a progress line on a terminal.
 constexpr std::size_t kProgressThreshold = 1'000'000;
 
@@ -104,10 +124,62 @@ struct Settings {
   std::string format;
 };
 
-// What every command works on: the backend (for its own calls, such as Redis TTLs) and a cache.
+// `what: strerror(error)`, with the code that errno stands for (ENOENT NotFound, EACCES
+// PermissionDenied, ENOSPC ResourceExhausted, ...).
+absl::Status ErrnoError(int error, absl::string_view what) {
+  return absl::Status(absl::ErrnoToStatusCode(error),
+                      absl::StrCat(what, ": ", std::strerror(error)));
+}
+
+// The tool's standard output. Every write is checked; the first failure is kept and reported by
+// Close, so that a command whose output was lost never exits 0. Requires external
+// synchronization (the tool has one thread).
+class Stdout {
+ public:
+  // OK if descriptor 1 can take writes. A closed stdout holds EnsureStandardFds' read-only
+  // placeholder, so this tells before a command starts that its output would be lost.
+  static absl::Status CheckWritable() {
+    const int flags = ::fcntl(STDOUT_FILENO, F_GETFL);
+    if (flags == -1 || (flags & O_ACCMODE) == O_RDONLY) {
+      return absl::FailedPreconditionError("standard output is closed");
+    }
+    return absl::OkStatus();
+  }
+
+  template <typename... Args>
+  void Print(const absl::FormatSpec<Args...>& format, const Args&... args) {
+    if (absl::FPrintF(stdout, format, args...) < 0) Record(errno);
+  }
+
+  void Write(absl::string_view bytes) {
+    if (std::fwrite(bytes.data(), 1, bytes.size(), stdout) != bytes.size()) Record(errno);
+  }
+
+  // Flushes and closes stdout (a full disk or a broken pipe may show only here); the first write
+  // error, if any. Nothing may write to stdout afterwards.
+  absl::Status Close() {
+    if (std::fflush(stdout) != 0) Record(errno);
+    if (std::ferror(stdout) != 0) Record(EIO);  // a failure stdio kept without an errno we saw
+    if (std::fclose(stdout) != 0) Record(errno);
+    if (error_ == 0) return absl::OkStatus();
+    if (error_ == EBADF) return absl::FailedPreconditionError("standard output is closed");
+    return ErrnoError(error_, "cannot write standard output");
+  }
+
+ private:
+  void Record(int error) {
+    if (error_ == 0) error_ = error == 0 ? EIO : error;
+  }
+
+  int error_ = 0;  // errno of the first failed write
+};
+
+// What every command works on: the backend (for its own calls, such as Redis TTLs), a cache and
+// the checked stdout.
 struct Context {
   std::shared_ptr<Backend> backend;
   ChunkedCache cache;
+  Stdout& out;
 };
 
 // The message of `status` without the library's "chunkcache: " prefix (the line has it already).
@@ -174,8 +246,10 @@ class Progress {
 absl::StatusOr<std::shared_ptr<Backend>> OpenBackend(const Settings& settings) {
   const absl::string_view url = settings.backend_url;
   // Reads must accept chunks written with a larger --chunk_size than this command's.
+  // No writer cuts chunks above kMaxChunkSize (ValidateSettings).
   const std::size_t chunk_size = settings.cache_options.chunk_size;
-  std::size_t max_item_size = std::max(chunk_size, settings.cache_options.max_payload_size);
+  std::size_t max_item_size = std::min<std::size_t>(
+      std::max(chunk_size, settings.cache_options.max_payload_size), kMaxChunkSize);
   if (absl::StartsWith(url, "memory:")) max_item_size = std::max(chunk_size, kMinChunkSize);
   // Momento limits key + value: its largest value leaves room for the longest stored key.
   if (absl::StartsWith(url, "momento+")) max_item_size = kMomentoMaxValueBytes;
@@ -185,47 +259,101 @@ absl::StatusOr<std::shared_ptr<Backend>> OpenBackend(const Settings& settings) {
 
 // ---- Commands ---------------------------------------------------------------------------------
 
-absl::StatusOr<std::string> ReadInput(const std::string& path) {
-  std::FILE* in = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
-  if (in == nullptr) {
-    return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
-  }
-  std::string data;
-  char buffer[1 << 16];
-  std::size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), in)) > 0) data.append(buffer, n);
-  const bool failed = std::ferror(in) != 0;
-  const int error = errno;
-  if (in != stdin) std::fclose(in);
-  if (failed) {
-    return absl::DataLossError(
-        absl::StrCat("cannot read ", path == "-" ? "stdin" : path, ": ", std::strerror(error)));
-  }
-  return data;
+absl::Status TooLarge(absl::string_view name, std::size_t limit) {
+  return absl::ResourceExhaustedError(absl::StrFormat(
+      "%s holds more than --max_payload_size (%d bytes): nothing was stored", name, limit));
 }
 
-// Writes `bytes` to `path`, or to stdout when `path` is empty.
-absl::Status WriteOutput(absl::string_view bytes, const std::string& path) {
-  std::FILE* out = path.empty() ? stdout : std::fopen(path.c_str(), "wb");
-  const std::string name = path.empty() ? "stdout" : path;
-  if (out == nullptr) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot open ", name, ": ", std::strerror(errno)));
+// The bytes of `path` ("-": stdin), at most `limit` of them: one byte more is ResourceExhausted,
+// so an endless input (< /dev/zero) costs at most `limit` bytes of memory.
+absl::StatusOr<std::string> ReadInput(const std::string& path, std::size_t limit) {
+  const bool is_stdin = path == "-";
+  const std::string name = is_stdin ? "standard input" : path;
+  const int fd = is_stdin ? STDIN_FILENO : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(errno, absl::StrCat("cannot open ", path));
+  absl::Cleanup close_file = [&] {
+    if (!is_stdin) ::close(fd);
+  };
+  std::string data;
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+    if (static_cast<std::uint64_t>(st.st_size) > limit) return TooLarge(name, limit);
+    data.reserve(static_cast<std::size_t>(st.st_size));
   }
-  bool ok = std::fwrite(bytes.data(), 1, bytes.size(), out) == bytes.size();
-  int error = errno;
-  // fclose/fflush report the errors that buffering delayed (a full disk, a closed pipe).
-  if ((path.empty() ? std::fflush(out) : std::fclose(out)) != 0 && ok) {
-    ok = false;
-    error = errno;
+  char buffer[1 << 16];
+  while (true) {
+    const ssize_t n = ::read(fd, buffer, std::min(sizeof(buffer), limit + 1 - data.size()));
+    if (n > 0) {
+      const std::size_t size = data.size() + static_cast<std::size_t>(n);
+      if (size > limit) break;
+      // Grow by doubling, but never past the limit (a string's own doubling would reach 2x).
+      if (size > data.capacity())
+        data.reserve(std::min(limit, std::max(size, 2 * data.capacity())));
+      data.append(buffer, static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      return data;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      // A non-blocking descriptor inherited from the caller: wait for input as a blocking one
+      // would.
+      pollfd readable{fd, POLLIN, 0};
+      ::poll(&readable, 1, -1);
+    } else if (errno == EBADF && is_stdin) {
+      // Closed when the tool started: EnsureStandardFds left a write-only placeholder.
+      return absl::FailedPreconditionError("cannot read standard input: it is closed");
+    } else if (errno != EINTR) {
+      return ErrnoError(errno, absl::StrCat("cannot read ", name));
+    }
   }
-  if (!ok)
-    return absl::DataLossError(absl::StrCat("cannot write ", name, ": ", std::strerror(error)));
+  return TooLarge(name, limit);
+}
+
+// NotFound naming the directory `path` would go into, if that directory does not exist (or
+// FailedPrecondition if it is not a directory); OK otherwise, including when the check fails.
+absl::Status CheckOutputDirectory(const std::string& path) {
+  std::filesystem::path directory = std::filesystem::path(path).parent_path();
+  if (directory.empty()) return absl::OkStatus();  // the working directory
+  std::error_code error;
+  const std::filesystem::file_status status = std::filesystem::status(directory, error);
+  if (status.type() == std::filesystem::file_type::not_found) {
+    return absl::NotFoundError(absl::StrCat("cannot write ", path, ": the directory ",
+                                            directory.string(), " does not exist"));
+  }
+  if (!error && status.type() != std::filesystem::file_type::directory) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot write ", path, ": ", directory.string(), " is not a directory"));
+  }
   return absl::OkStatus();
 }
 
-int Put(Context& context, const std::string& key, const std::string& path) {
-  absl::StatusOr<std::string> json = ReadInput(path);
+// Writes `bytes` to the file `path`, created or truncated.
+absl::Status WriteFile(absl::string_view bytes, const std::string& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    const int error = errno;
+    if (error == ENOENT || error == ENOTDIR) {
+      if (absl::Status missing = CheckOutputDirectory(path); !missing.ok()) return missing;
+    }
+    return ErrnoError(error, absl::StrCat("cannot open ", path, " for writing"));
+  }
+  int error = 0;
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n >= 0) {
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+    } else if (errno != EINTR) {
+      error = errno;
+      break;
+    }
+  }
+  // close reports what a network file system delayed.
+  if (::close(fd) != 0 && error == 0 && errno != EINTR) error = errno;
+  if (error != 0) return ErrnoError(error, absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+int Put(Context& context, const Settings& settings, const std::string& key,
+        const std::string& path) {
+  absl::StatusOr<std::string> json = ReadInput(path, settings.cache_options.max_payload_size);
   if (!json.ok()) return Fail("put", json.status());
   Progress progress;
   const bool large = json->size() > kProgressThreshold;
@@ -246,17 +374,17 @@ int Put(Context& context, const std::string& key, const std::string& path) {
   }
   if (!info.ok()) {
     // Stored all the same; an eventually consistent backend may not show it yet.
-    absl::PrintF("stored %s: %d bytes\n", key, json->size());
+    context.out.Print("stored %s: %d bytes\n", key, json->size());
     absl::FPrintF(stderr, "chunkcache: put: stored, but inspecting it failed: %s\n",
                   Describe(info.status()));
     return kExitOk;
   }
   if (info->is_inline) {
-    absl::PrintF("stored %s: %d bytes -> %d bytes inline in the manifest (generation %016x)\n", key,
-                 info->raw_size, info->stored_size, info->generation);
+    context.out.Print("stored %s: %d bytes -> %d bytes inline in the manifest (generation %016x)\n",
+                      key, info->raw_size, info->stored_size, info->generation);
   } else {
-    absl::PrintF("stored %s: %d bytes -> %d bytes in %d chunks (generation %016x)\n", key,
-                 info->raw_size, info->stored_size, info->chunks.size(), info->generation);
+    context.out.Print("stored %s: %d bytes -> %d bytes in %d chunks (generation %016x)\n", key,
+                      info->raw_size, info->stored_size, info->chunks.size(), info->generation);
   }
   return kExitOk;
 }
@@ -269,6 +397,10 @@ int ReadFailureCode(const ChunkedCache& cache, const absl::Status& status) {
 }
 
 int Get(Context& context, const Settings& settings, const std::string& key) {
+  // A missing directory shows before the read, which may be long.
+  if (!settings.output.empty()) {
+    if (absl::Status s = CheckOutputDirectory(settings.output); !s.ok()) return Fail("get", s);
+  }
   Progress progress;
   progress.Show(absl::StrCat("get ", key));
   const absl::Time start = absl::Now();
@@ -303,7 +435,9 @@ int Get(Context& context, const Settings& settings, const std::string& key) {
   } else {
     progress.Clear();
   }
-  if (absl::Status written = WriteOutput(bytes, settings.output); !written.ok()) {
+  if (settings.output.empty()) {
+    context.out.Write(bytes);  // a failure is reported when main closes stdout
+  } else if (absl::Status written = WriteFile(bytes, settings.output); !written.ok()) {
     return Fail("get", written);
   }
   return kExitOk;
@@ -311,7 +445,7 @@ int Get(Context& context, const Settings& settings, const std::string& key) {
 
 int Delete(Context& context, const std::string& key) {
   if (absl::Status s = context.cache.Invalidate(key); !s.ok()) return Fail("del", s);
-  absl::PrintF("deleted %s\n", key);
+  context.out.Print("deleted %s\n", key);
   return kExitOk;
 }
 
@@ -352,26 +486,27 @@ int Inspect(Context& context, const std::string& key) {
   }
 
   const absl::Time now = absl::Now();
-  absl::PrintF("%-16s%s\n", "key:", key);
-  absl::PrintF("%-16s%s (%d bytes)\n", "manifest:", info->manifest_key, info->manifest_size);
-  absl::PrintF("%-16s%d\n", "format version:", info->format_version);
-  absl::PrintF("%-16s%016x\n", "generation:", info->generation);
-  absl::PrintF("%-16s%d bytes (%s)\n", "raw size:", info->raw_size, HumanBytes(info->raw_size));
-  absl::PrintF("%-16s%d bytes (%s)\n", "stored size:", info->stored_size,
-               HumanBytes(info->stored_size));
-  absl::PrintF(
+  context.out.Print("%-16s%s\n", "key:", key);
+  context.out.Print("%-16s%s (%d bytes)\n", "manifest:", info->manifest_key, info->manifest_size);
+  context.out.Print("%-16s%d\n", "format version:", info->format_version);
+  context.out.Print("%-16s%016x\n", "generation:", info->generation);
+  context.out.Print("%-16s%d bytes (%s)\n", "raw size:", info->raw_size,
+                    HumanBytes(info->raw_size));
+  context.out.Print("%-16s%d bytes (%s)\n", "stored size:", info->stored_size,
+                    HumanBytes(info->stored_size));
+  context.out.Print(
       "%-16s%.2fx\n", "ratio:",
       info->stored_size == 0 ? 0.0 : static_cast<double>(info->raw_size) / info->stored_size);
-  absl::PrintF("%-16s%d bytes\n", "chunk size:", info->chunk_size);
-  absl::PrintF("%-16s%016x (xxh3-64 of the stored bytes)\n", "checksum:", info->checksum);
-  absl::PrintF("%-16s%s (age %s)\n", "created:",
-               absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", info->created, absl::UTCTimeZone()),
-               WholeSeconds(now - info->created));
+  context.out.Print("%-16s%d bytes\n", "chunk size:", info->chunk_size);
+  context.out.Print("%-16s%016x (xxh3-64 of the stored bytes)\n", "checksum:", info->checksum);
+  context.out.Print("%-16s%s (age %s)\n", "created:",
+                    absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", info->created, absl::UTCTimeZone()),
+                    WholeSeconds(now - info->created));
   if (info->is_inline) {
-    absl::PrintF("%-16s%s\n", "layout:", "inline (the payload is in the manifest, no chunks)");
+    context.out.Print("%-16s%s\n", "layout:", "inline (the payload is in the manifest, no chunks)");
   } else {
-    absl::PrintF("%-16s%s\n",
-                 "layout:", absl::StrFormat("chunked, %d chunks", info->chunks.size()));
+    context.out.Print("%-16s%s\n",
+                      "layout:", absl::StrFormat("chunked, %d chunks", info->chunks.size()));
     std::size_t key_width = 0;
     for (const ChunkInfo& chunk : info->chunks) key_width = std::max(key_width, chunk.key.size());
     for (std::size_t i = 0; i < info->chunks.size(); ++i) {
@@ -385,16 +520,16 @@ int Inspect(Context& context, const std::string& key) {
                                          static_cast<int>(key_width), chunk.key,
                                          chunk.expected_size, actual, verdict);
       if (ttls.has_value()) absl::StrAppend(&line, "  ttl ", DescribeTtl((*ttls)[i + 1]));
-      absl::PrintF("%s\n", absl::StripTrailingAsciiWhitespace(line));
+      context.out.Print("%s\n", absl::StripTrailingAsciiWhitespace(line));
     }
   }
-  absl::PrintF("%-16s%s\n", "complete:", info->complete ? "yes" : "NO");
-  absl::PrintF("%-16s%s\n", "checksum ok:", info->checksum_ok ? "yes" : "NO");
+  context.out.Print("%-16s%s\n", "complete:", info->complete ? "yes" : "NO");
+  context.out.Print("%-16s%s\n", "checksum ok:", info->checksum_ok ? "yes" : "NO");
   if (ttls.has_value()) {
-    absl::PrintF("%-16smanifest %s%s\n", "ttl:", DescribeTtl((*ttls)[0]),
-                 info->chunks.empty() ? "" : ", chunks as listed above");
+    context.out.Print("%-16smanifest %s%s\n", "ttl:", DescribeTtl((*ttls)[0]),
+                      info->chunks.empty() ? "" : ", chunks as listed above");
   } else {
-    absl::PrintF("%-16s%s\n", "ttl:", ttl_note);
+    context.out.Print("%-16s%s\n", "ttl:", ttl_note);
   }
   return info->checksum_ok ? kExitOk : kExitCorrupt;
 }
@@ -418,28 +553,30 @@ std::optional<std::string> FindDamage(const EntryInfo& info) {
 int Verify(Context& context, const std::string& key) {
   absl::StatusOr<EntryInfo> info = context.cache.Inspect(key);
   if (absl::IsNotFound(info.status())) {
-    absl::PrintF("missing: %s: no such key\n", key);
+    context.out.Print("missing: %s: no such key\n", key);
     return kExitMissing;
   }
   if (absl::IsDataLoss(info.status())) {
-    absl::PrintF("corrupt: %s: the manifest cannot be decoded: %s\n", key, Describe(info.status()));
+    context.out.Print("corrupt: %s: the manifest cannot be decoded: %s\n", key,
+                      Describe(info.status()));
     return kExitCorrupt;
   }
   if (!info.ok()) return Fail("verify", info.status());
   if (std::optional<std::string> damage = FindDamage(*info)) {
-    absl::PrintF("corrupt: %s: %s\n", key, *damage);
+    context.out.Print("corrupt: %s: %s\n", key, *damage);
     return kExitCorrupt;
   }
   absl::StatusOr<Bytes> json = context.cache.Get(key);
   if (!json.ok()) {
     const int code = ReadFailureCode(context.cache, json.status());
     if (code == kExitError) return Fail("verify", json.status());
-    absl::PrintF("%s: %s: %s\n", code == kExitCorrupt ? "corrupt" : "missing", key,
-                 Describe(json.status()));
+    context.out.Print("%s: %s: %s\n", code == kExitCorrupt ? "corrupt" : "missing", key,
+                      Describe(json.status()));
     return code;
   }
-  absl::PrintF("ok: %s: %d bytes of json from %d stored bytes in %d chunks, checksum ok, decoded\n",
-               key, (*json)->size(), info->stored_size, info->chunks.size());
+  context.out.Print(
+      "ok: %s: %d bytes of json from %d stored bytes in %d chunks, checksum ok, decoded\n", key,
+      (*json)->size(), info->stored_size, info->chunks.size());
   return kExitOk;
 }
 
@@ -474,13 +611,14 @@ int BenchGet(Context& context, const Settings& settings, const std::string& key)
   absl::Duration sum;
   for (absl::Duration d : latencies) sum += d;
   std::sort(latencies.begin(), latencies.end());
-  absl::PrintF("bench-get %s: %d gets, %d errors, %d bytes of json in %s\n", key, latencies.size(),
-               errors, json_bytes, HumanLatency(total));
-  absl::PrintF("latency: mean %s  p50 %s  p90 %s  p99 %s  max %s\n",
-               HumanLatency(sum / static_cast<int64_t>(latencies.size())),
-               HumanLatency(Percentile(latencies, 0.50)), HumanLatency(Percentile(latencies, 0.90)),
-               HumanLatency(Percentile(latencies, 0.99)), HumanLatency(latencies.back()));
-  absl::PrintF("throughput: %s of json\n", MegabytesPerSecond(json_bytes, total));
+  context.out.Print("bench-get %s: %d gets, %d errors, %d bytes of json in %s\n", key,
+                    latencies.size(), errors, json_bytes, HumanLatency(total));
+  context.out.Print("latency: mean %s  p50 %s  p90 %s  p99 %s  max %s\n",
+                    HumanLatency(sum / static_cast<int64_t>(latencies.size())),
+                    HumanLatency(Percentile(latencies, 0.50)),
+                    HumanLatency(Percentile(latencies, 0.90)),
+                    HumanLatency(Percentile(latencies, 0.99)), HumanLatency(latencies.back()));
+  context.out.Print("throughput: %s of json\n", MegabytesPerSecond(json_bytes, total));
   if (errors > 0) {
     return Fail("bench-get", absl::StrCat(errors, " of ", latencies.size(),
                                           " gets failed, the first with: ", Describe(first_error)));
@@ -572,7 +710,7 @@ int Stats(Context& context, const Settings& settings, const std::vector<std::str
   }
   absl::StatusOr<std::string> text = FormatStats(context.cache.Stats(), settings.format);
   if (!text.ok()) return Fail("stats", text.status());
-  absl::PrintF("%s", *text);
+  context.out.Print("%s", *text);
   return code;
 }
 
@@ -599,7 +737,7 @@ std::string Wrap(absl::string_view text, std::size_t width, absl::string_view in
 }
 
 // --help: the usage message and this tool's flags (absl's own --help would exit with status 1).
-void PrintHelp() {
+void PrintHelp(Stdout& out) {
   std::vector<const absl::CommandLineFlag*> flags;
   for (const auto& [name, flag] : absl::GetAllFlags()) {
     if (absl::StrContains(flag->Filename(), "chunkcache_cli")) flags.push_back(flag);
@@ -612,7 +750,7 @@ void PrintHelp() {
                     " (default: ", flag->DefaultValue().empty() ? "none" : flag->DefaultValue(),
                     ")\n", Wrap(flag->Help(), 90, "      "));
   }
-  absl::PrintF("%s", help);
+  out.Print("%s", help);
 }
 
 // Rewrites the short options absl flags cannot take, `-o FILE` and `-n N`, into --output=FILE and
@@ -640,11 +778,22 @@ std::vector<char*> ExpandShortOptions(int argc, char** argv, std::vector<std::st
   return expanded;
 }
 
+// True if --help (or -help) comes before any "--".
+bool WantsHelp(const std::vector<char*>& args) {
+  for (const char* arg : args) {
+    const absl::string_view flag = arg;
+    if (flag == "--") return false;
+    if (flag == "--help" || flag == "-help") return true;
+  }
+  return false;
+}
+
 Settings ReadSettings() {
   Settings settings;
   settings.backend_url = absl::GetFlag(FLAGS_backend);
   settings.cache_options.key_prefix = absl::GetFlag(FLAGS_prefix);
   settings.cache_options.chunk_size = absl::GetFlag(FLAGS_chunk_size);
+  settings.cache_options.max_payload_size = absl::GetFlag(FLAGS_max_payload_size);
   settings.cache_options.compression_level = absl::GetFlag(FLAGS_level);
   settings.cache_options.ttl = absl::GetFlag(FLAGS_ttl);
   settings.timeout = absl::GetFlag(FLAGS_timeout);
@@ -653,6 +802,23 @@ Settings ReadSettings() {
   settings.count = absl::GetFlag(FLAGS_count);
   settings.format = absl::GetFlag(FLAGS_format);
   return settings;
+}
+
+// InvalidArgument for sizes the tool refuses: a chunk size outside kMinChunkSize..kMaxChunkSize
+// (18446744073709551615 would overflow the backends' reply bounds) or a payload bound outside
+// 1..kMaxPayloadSizeLimit.
+absl::Status ValidateSettings(const Settings& settings) {
+  const std::uint64_t chunk_size = settings.cache_options.chunk_size;
+  if (chunk_size < kMinChunkSize || chunk_size > kMaxChunkSize) {
+    return absl::InvalidArgumentError(absl::StrFormat("--chunk_size=%d is outside %d..%d bytes",
+                                                      chunk_size, kMinChunkSize, kMaxChunkSize));
+  }
+  const std::uint64_t max_payload_size = settings.cache_options.max_payload_size;
+  if (max_payload_size < 1 || max_payload_size > kMaxPayloadSizeLimit) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--max_payload_size=%d is outside 1..%d bytes", max_payload_size, kMaxPayloadSizeLimit));
+  }
+  return absl::OkStatus();
 }
 
 // The usage line of each command, for argument count errors.
@@ -664,7 +830,7 @@ absl::string_view CommandUsage(absl::string_view command) {
   return "";
 }
 
-int Run(const std::vector<std::string>& args) {
+int Run(const std::vector<std::string>& args, Stdout& out) {
   if (args.empty()) {
     absl::FPrintF(stderr, "chunkcache: no command given (see chunkcache --help)\n");
     return kExitError;
@@ -687,11 +853,20 @@ int Run(const std::vector<std::string>& args) {
   }
 
   const Settings settings = ReadSettings();
+  if (absl::Status valid = ValidateSettings(settings); !valid.ok()) return Fail(command, valid);
+  // Every command but `get -o FILE` reports on stdout: without it, do nothing rather than
+  // something whose outcome is lost.
+  if (command != "get" || settings.output.empty()) {
+    if (absl::Status writable = Stdout::CheckWritable(); !writable.ok()) {
+      return Fail(command, absl::FailedPreconditionError(
+                               absl::StrCat(writable.message(), ": nothing was done")));
+    }
+  }
   absl::StatusOr<std::shared_ptr<Backend>> backend = OpenBackend(settings);
   if (!backend.ok()) return Fail(command, backend.status());
-  Context context{*backend, ChunkedCache(*backend, settings.cache_options)};
+  Context context{*backend, ChunkedCache(*backend, settings.cache_options), out};
 
-  if (command == "put") return Put(context, args[1], args[2]);
+  if (command == "put") return Put(context, settings, args[1], args[2]);
   if (command == "get") return Get(context, settings, args[1]);
   if (command == "del") return Delete(context, args[1]);
   if (command == "inspect") return Inspect(context, args[1]);
@@ -704,6 +879,11 @@ int Run(const std::vector<std::string>& args) {
 }  // namespace chunkcache::cli
 
 int main(int argc, char** argv) {
+  // Before anything opens a file or socket, which would otherwise take a closed 0, 1 or 2.
+  if (!chunkcache::examples::EnsureStandardFds()) {
+    absl::FPrintF(stderr, "chunkcache: cannot open /dev/null for a closed standard descriptor\n");
+    return chunkcache::cli::kExitError;
+  }
   absl::SetProgramUsageMessage(chunkcache::cli::kUsage);
   absl::FlagsUsageConfig usage_config;
   // --help lists the flags of this file (absl's default wants the file named after the binary).
@@ -718,15 +898,25 @@ int main(int argc, char** argv) {
 
   std::vector<std::string> storage;
   std::vector<char*> expanded = chunkcache::cli::ExpandShortOptions(argc, argv, storage);
-  for (const char* arg : expanded) {
-    const absl::string_view flag = arg;
-    if (flag == "--") break;
-    if (flag == "--help" || flag == "-help") {
-      chunkcache::cli::PrintHelp();
-      return 0;
-    }
+  chunkcache::cli::Stdout out;
+  std::string command = "--help";
+  int code = chunkcache::cli::kExitOk;
+  if (chunkcache::cli::WantsHelp(expanded)) {
+    chunkcache::cli::PrintHelp(out);
+  } else {
+    const std::vector<char*> positional =
+        absl::ParseCommandLine(static_cast<int>(expanded.size()), expanded.data());
+    const std::vector<std::string> args(positional.begin() + 1, positional.end());
+    command = args.empty() ? "" : args[0];
+    code = chunkcache::cli::Run(args, out);
   }
-  const std::vector<char*> positional =
-      absl::ParseCommandLine(static_cast<int>(expanded.size()), expanded.data());
-  return chunkcache::cli::Run({positional.begin() + 1, positional.end()});
+  if (const absl::Status closed = out.Close(); !closed.ok()) {
+    if (command.empty()) {
+      absl::FPrintF(stderr, "chunkcache: %s\n", chunkcache::cli::Describe(closed));
+    } else {
+      chunkcache::cli::Fail(command, closed);
+    }
+    if (code == chunkcache::cli::kExitOk) code = chunkcache::cli::kExitError;
+  }
+  return code;
 }

@@ -60,9 +60,11 @@ struct EntryInfo {
   std::uint64_t checksum = 0;     // XXH3-64 of the compressed bytes
   absl::Time created;             // when it was written
   bool is_inline = false;         // the payload sits in the manifest: no chunks
-  std::vector<ChunkInfo> chunks;  // in order
+  std::uint32_t chunk_count = 0;  // chunks the manifest names
+  std::vector<ChunkInfo> chunks;  // in order: all, or as many as 4 MiB of keys describe
   bool complete = false;          // every chunk present with its expected size
-  bool checksum_ok = false;       // complete, and the bytes match the checksum
+  bool checksum_ok = false;       // complete, the bytes match the checksum, and they begin a
+                                  // zstd frame: what a read accepts before decoding
 };
 
 // Produces the JSON text of a key from the origin. It may be called from any thread; it may

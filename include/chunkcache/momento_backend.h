@@ -18,10 +18,21 @@
 //
 // Errors: 400 and 413 → InvalidArgument; 401 → Unauthenticated; 403 → PermissionDenied; 404 "Cache
 // Not Found" → NotFound (a 404 for a key is a miss, not an error); 429 on every attempt →
-// ResourceExhausted; 5xx or transport errors on every attempt → Unavailable; a request timing out
-// on every attempt, or the deadline reached → DeadlineExceeded. Messages quote at most 200 bytes
-// of an error reply's body, with the API key redacted from the body before it is cut, so no part
-// of the key appears in a Status.
+// ResourceExhausted; 500–599 or transport errors on every attempt → Unavailable; a request timing
+// out on every attempt, or the deadline reached → DeadlineExceeded; a GET reply over
+// max_item_size → ResourceExhausted. Any other status (a redirect, which is never followed, or a
+// code Momento does not send, such as 999) → Unknown, not retried. Reply headers over 64 KiB (1xx
+// responses included) → Unavailable, not retried. When retries stop because the deadline leaves
+// no time for another attempt, the status is the last failure's, saying so. An error reply is read
+// no further than its first 512 bytes; messages quote at most 200 of them, with the API key
+// redacted from the body before it is cut, so no part of the key appears in a Status.
+//
+// Deadlines: a call ends by the earlier of MomentoBackendOptions::deadline and CallDeadline() (the
+// CallOptions::deadline of the ChunkedCache call it serves, see chunkcache/backend.h). Each
+// request's timeout is cut to the time left, no retry starts that could not, and a call that runs
+// into either limit returns DeadlineExceeded naming it and the time waited, no earlier than the
+// limit (so a caller checking its deadline on return finds it passed) and normally within a few
+// milliseconds after it.
 //
 // Reads are eventually consistent: a Get may see a manifest before one of its chunks; ChunkedCache
 // then treats the entry as a miss. Every byte of every chunk is billed: a 10 MB catalogue that
@@ -81,12 +92,13 @@ struct MomentoBackendOptions {
   // environment. Never logged nor put in a Status. Default: empty.
   std::string api_key;
 
-  // Time allowed for one HTTP request (connect, send, receive), as Momento's Lambda preset.
-  // Default: 1.1 seconds.
+  // Time allowed for one HTTP request (connect, send, receive), as Momento's Lambda preset; less
+  // when the call's deadline is nearer. Default: 1.1 seconds.
   absl::Duration request_timeout = absl::Milliseconds(1100);
 
-  // Time allowed for one backend call (all its requests and their retries). No retry starts past
-  // it, and no request runs beyond it. Default: 5 seconds.
+  // Time allowed for one backend call (all its requests and their retries), or less: the call
+  // also ends at CallDeadline() when that comes first. No retry starts past it, and no request
+  // runs beyond it. Default: 5 seconds.
   absl::Duration deadline = absl::Seconds(5);
 
   // Attempts per request, the first included, for requests answered 429 or 5xx or lost to a

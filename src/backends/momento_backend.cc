@@ -34,6 +34,14 @@ constexpr std::size_t kErrorBodyBytes = 512;
 constexpr std::size_t kExcerptBytes = 200;
 // Longest wait in curl_multi_poll, so a scheduled retry is never late by much.
 constexpr absl::Duration kMaxPollWait = absl::Milliseconds(100);
+// Most bytes of response headers one attempt accepts, 1xx responses included. Momento's are a few
+// hundred bytes; the cap stops a flood of headers or of "100 Continue" responses at once, before
+// libcurl has buffered more than this.
+constexpr std::size_t kMaxHeaderBytes = 64 << 10;
+// How late after its deadline a call may find a request still running before it abandons it
+// itself: libcurl's own timer (CURLOPT_TIMEOUT_MS, set to end at the deadline) normally ends it
+// first, with its own message.
+constexpr absl::Duration kDeadlineGrace = absl::Milliseconds(10);
 
 absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
@@ -212,6 +220,26 @@ const char* MethodName(Method method) {
   return "?";
 }
 
+// A time taken, for a message: whole milliseconds ("477ms", "1.1s").
+std::string Took(absl::Duration d) {
+  return absl::FormatDuration(absl::Trunc(d, absl::Milliseconds(1)));
+}
+
+// When a call must end, and whose limit that is, for messages.
+struct CallLimit {
+  absl::Time start;
+  absl::Time end;
+  // The end is CallDeadline(), the chunkcache call's, rather than MomentoBackendOptions::deadline.
+  bool callers = false;
+  absl::Duration own = absl::ZeroDuration();  // MomentoBackendOptions::deadline
+
+  // "the call's deadline" or "MomentoBackendOptions::deadline of 5s".
+  std::string Name() const {
+    return callers ? std::string("the call's deadline (CallOptions::deadline)")
+                   : absl::StrCat("MomentoBackendOptions::deadline of ", absl::FormatDuration(own));
+  }
+};
+
 struct Transfer {
   Method method = Method::kGet;
   std::string url;
@@ -228,7 +256,12 @@ struct Transfer {
   std::size_t response_limit = 0;  // bytes of a GET's 200 body accepted
   bool response_too_large = false;
   std::size_t error_limit = 0;   // bytes of any other body kept, for a message
-  bool error_truncated = false;  // some were dropped
+  bool error_truncated = false;  // some were dropped, and the reply was not read further
+  std::size_t header_bytes = 0;  // of every response in this attempt, 1xx included
+  bool headers_too_large = false;
+  absl::Time started;                             // this attempt
+  absl::Duration timeout = absl::ZeroDuration();  // this attempt's
+  bool timeout_is_deadline = false;               // cut short to end at the call's limit
   std::array<char, CURL_ERROR_SIZE> error{};
 
   // The outcome.
@@ -250,9 +283,12 @@ std::size_t OnBody(char* data, std::size_t size, std::size_t count, void* user) 
   curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
   if (t->method != Method::kGet || code != 200) {  // an error reply: keep its start for a message
     const std::size_t room = t->error_limit - std::min(t->error_limit, t->response.size());
-    if (n > room) t->error_truncated = true;
     t->response.append(data, std::min(n, room));
-    return n;
+    if (n <= room) return n;
+    // Stop reading: the status code says what happened, and the rest of the body (which may be
+    // endless) would only take time. The transfer ends with CURLE_WRITE_ERROR.
+    t->error_truncated = true;
+    return 0;
   }
   if (t->response.size() + n > t->response_limit) {
     t->response_too_large = true;
@@ -264,6 +300,19 @@ std::size_t OnBody(char* data, std::size_t size, std::size_t count, void* user) 
     if (length > 0) t->response.reserve(std::min<std::size_t>(length, t->response_limit));
   }
   t->response.append(data, n);
+  return n;
+}
+
+// Counts the bytes of every header line received; aborts the attempt beyond kMaxHeaderBytes.
+std::size_t OnHeader(char* data, std::size_t size, std::size_t count, void* user) {
+  static_cast<void>(data);
+  auto* t = static_cast<Transfer*>(user);
+  const std::size_t n = size * count;
+  t->header_bytes += n;
+  if (t->header_bytes > kMaxHeaderBytes) {
+    t->headers_too_large = true;
+    return 0;  // aborts the transfer with CURLE_WRITE_ERROR
+  }
   return n;
 }
 
@@ -413,7 +462,7 @@ class MomentoBackend::Impl {
     }
 
     // Runs every transfer to an outcome. The first error that is final aborts the rest.
-    absl::Status Run(std::vector<Transfer>& transfers, absl::Time deadline) {
+    absl::Status Run(std::vector<Transfer>& transfers, const CallLimit& limit) {
       absl::Status failure = absl::OkStatus();
       std::size_t unfinished = transfers.size();
       while (unfinished > 0 && failure.ok()) {
@@ -426,7 +475,7 @@ class MomentoBackend::Impl {
             continue;
           }
           if (active_ == backend_.options_.max_concurrent_requests) continue;  // until one ends
-          if (absl::Status s = Start(t, now, deadline); !s.ok()) {
+          if (absl::Status s = Start(t, now, limit); !s.ok()) {
             failure = s;
             break;
           }
@@ -442,7 +491,7 @@ class MomentoBackend::Impl {
         bool slot_freed = false;
         while (CURLMsg* message = curl_multi_info_read(multi_.get(), &queued)) {
           if (message->msg != CURLMSG_DONE) continue;
-          Transfer& t = Finish(message->easy_handle, message->data.result, deadline);
+          Transfer& t = Finish(message->easy_handle, message->data.result, limit);
           slot_freed = true;
           if (!t.done) continue;
           --unfinished;
@@ -451,26 +500,43 @@ class MomentoBackend::Impl {
         if (unfinished == 0 || !failure.ok()) break;
         if (slot_freed) continue;  // start what waited for a slot before waiting on sockets
         now = absl::Now();
+        if (active_ > 0 && now > limit.end + kDeadlineGrace) {
+          // libcurl should have ended these at the deadline; do not wait on it any longer.
+          failure = absl::DeadlineExceededError(
+              absl::StrFormat("momento: %d request%s not done by %s: gave up after %s", active_,
+                              active_ == 1 ? "" : "s", limit.Name(), Took(now - limit.start)));
+          break;
+        }
         absl::Duration wait = kMaxPollWait;
         if (active_ == 0 || next_start != absl::InfiniteFuture()) {
           wait = std::clamp(next_start - now, absl::ZeroDuration(), kMaxPollWait);
         }
-        curl_multi_poll(multi_.get(), nullptr, 0, static_cast<int>(absl::ToInt64Milliseconds(wait)),
-                        nullptr);
+        // Wake up at the deadline (plus the grace) at the latest. libcurl's own timers shorten
+        // the wait further whenever one of its transfers needs attention.
+        wait = std::clamp(limit.end + kDeadlineGrace - now, absl::ZeroDuration(), wait);
+        curl_multi_poll(
+            multi_.get(), nullptr, 0,
+            static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(wait, absl::Milliseconds(1)))),
+            nullptr);
       }
       AbortActive(transfers);
       return failure;
     }
 
    private:
-    absl::Status Start(Transfer& t, absl::Time now, absl::Time deadline) {
-      const absl::Duration left = deadline - now;
+    absl::Status Start(Transfer& t, absl::Time now, const CallLimit& limit) {
+      const absl::Duration left = limit.end - now;
       if (left < absl::Milliseconds(1)) {
         t.done = true;
-        if (t.status.ok()) {
-          t.status = absl::DeadlineExceededError(
-              absl::StrFormat("momento: %s not done within the %s deadline", MethodName(t.method),
-                              absl::FormatDuration(backend_.options_.deadline)));
+        if (t.status.ok()) {  // never sent, e.g. waiting for a free slot
+          t.status = absl::DeadlineExceededError(absl::StrFormat(
+              "momento: %s not sent: %s had passed (%s after the backend call began)",
+              MethodName(t.method), limit.Name(), Took(now - limit.start)));
+        } else {  // a retry that the deadline came before: the last failure says what is wrong
+          t.status = absl::Status(
+              t.status.code(),
+              absl::StrFormat("%s (%d attempt%s; %s came before the next)", t.status.message(),
+                              t.attempts, t.attempts == 1 ? "" : "s", limit.Name()));
         }
         return t.status;
       }
@@ -480,12 +546,22 @@ class MomentoBackend::Impl {
       t.response_too_large = false;
       t.error_limit = kErrorBodyBytes + backend_.api_key_.size();
       t.error_truncated = false;
+      t.header_bytes = 0;
+      t.headers_too_large = false;
       t.error[0] = '\0';
       t.response_limit = backend_.options_.max_item_size;
       t.easy = easy.get();
+      // The request timeout, or what is left before the call's limit: rounded up to a whole
+      // millisecond then, so that an attempt cut short ends at the limit, not just before it (a
+      // caller checking its deadline on return must find it passed).
+      t.started = now;
+      t.timeout_is_deadline = left < backend_.options_.request_timeout;
+      t.timeout = std::min(backend_.options_.request_timeout, left);
       const long timeout_ms = static_cast<long>(  // NOLINT(runtime/int)
           std::max<std::int64_t>(
-              1, absl::ToInt64Milliseconds(std::min(backend_.options_.request_timeout, left))));
+              1, absl::ToInt64Milliseconds(t.timeout_is_deadline
+                                               ? absl::Ceil(t.timeout, absl::Milliseconds(1))
+                                               : t.timeout)));
       backend_.Configure(easy.get(), t, timeout_ms);
       if (curl_multi_add_handle(multi_.get(), easy.get()) != CURLM_OK) {
         return absl::InternalError("momento: curl_multi_add_handle failed");
@@ -497,7 +573,7 @@ class MomentoBackend::Impl {
       return absl::OkStatus();
     }
 
-    Transfer& Finish(CURL* easy, CURLcode result, absl::Time deadline) {
+    Transfer& Finish(CURL* easy, CURLcode result, const CallLimit& limit) {
       Transfer* t = nullptr;
       curl_easy_getinfo(easy, CURLINFO_PRIVATE, reinterpret_cast<char**>(&t));
       long code = 0;  // NOLINT(runtime/int): libcurl's type
@@ -516,7 +592,13 @@ class MomentoBackend::Impl {
         backend_.bytes_sent_.fetch_add(t->body.size(), std::memory_order_relaxed);
         backend_.bytes_received_.fetch_add(t->response.size(), std::memory_order_relaxed);
       }
-      Verdict verdict = backend_.Judge(*t, result, code);
+      Verdict verdict = backend_.Judge(*t, result, code, limit);
+      if (absl::IsDeadlineExceeded(verdict.status) && t->timeout_is_deadline) {
+        // Cut off at the call's limit: return no earlier than it (libcurl's clock and ours may
+        // differ by a little), so that the caller sees its deadline passed, not time to spare.
+        const absl::Duration early = limit.end - absl::Now();
+        if (early > absl::ZeroDuration()) absl::SleepFor(std::min(early, kDeadlineGrace));
+      }
       if (!verdict.retryable) {
         t->done = true;
         t->status = std::move(verdict.status);
@@ -526,11 +608,20 @@ class MomentoBackend::Impl {
       t->status = std::move(verdict.status);  // what the caller gets if this was the last try
       const absl::Duration backoff = Backoff(t->attempts);
       const absl::Time now = absl::Now();
-      if (t->attempts >= backend_.options_.max_attempts || now + backoff >= deadline) {
+      if (t->attempts >= backend_.options_.max_attempts) {
         t->done = true;
         t->status = absl::Status(
             t->status.code(), absl::StrFormat("%s (%d attempt%s)", t->status.message(), t->attempts,
                                               t->attempts == 1 ? "" : "s"));
+        return *t;
+      }
+      if (now + backoff + absl::Milliseconds(1) >= limit.end) {
+        // No time for another attempt: the last failure says what is wrong.
+        t->done = true;
+        t->status = absl::Status(
+            t->status.code(),
+            absl::StrFormat("%s (%d attempt%s; no time for another before %s)", t->status.message(),
+                            t->attempts, t->attempts == 1 ? "" : "s", limit.Name()));
         return *t;
       }
       backend_.retries_.fetch_add(1, std::memory_order_relaxed);
@@ -591,9 +682,15 @@ class MomentoBackend::Impl {
   absl::Status Run(std::vector<Transfer>& transfers) {
     calls_.fetch_add(1, std::memory_order_relaxed);
     if (transfers.empty()) return absl::OkStatus();
-    const absl::Time deadline = absl::Now() + options_.deadline;
+    // The backend's own deadline, or the chunkcache call's if that comes first.
+    const absl::Time start = absl::Now();
+    CallLimit limit{.start = start, .end = start + options_.deadline, .own = options_.deadline};
+    if (const absl::Time caller = CallDeadline(); caller < limit.end) {
+      limit.end = caller;
+      limit.callers = true;
+    }
     absl::StatusOr<std::unique_ptr<Session>> session = TakeSession();
-    absl::Status status = session.ok() ? (*session)->Run(transfers, deadline) : session.status();
+    absl::Status status = session.ok() ? (*session)->Run(transfers, limit) : session.status();
     if (session.ok()) ReturnSession(*std::move(session));
     if (!status.ok()) errors_.fetch_add(1, std::memory_order_relaxed);
     return status;
@@ -644,6 +741,8 @@ class MomentoBackend::Impl {
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t.error.data());
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &OnBody);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t);
+    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &OnHeader);
+    curl_easy_setopt(easy, CURLOPT_HEADERDATA, &t);
     if (t.method == Method::kGet) {
       curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE,
                        static_cast<curl_off_t>(options_.max_item_size));
@@ -667,9 +766,13 @@ class MomentoBackend::Impl {
   }
 
   // Classifies one finished attempt. Messages carry the method and status, never the API key.
-  Verdict Judge(const Transfer& t, CURLcode result, long code) {  // NOLINT(runtime/int)
+  Verdict Judge(const Transfer& t, CURLcode result, long code,  // NOLINT(runtime/int)
+                const CallLimit& limit) {
     const char* method = MethodName(t.method);
-    if (result != CURLE_OK) return JudgeTransport(t, result);
+    // An error reply whose body was cut short on purpose is judged by its status code.
+    const bool cut_on_purpose = result == CURLE_WRITE_ERROR && t.error_truncated &&
+                                !t.headers_too_large && !t.response_too_large;
+    if (result != CURLE_OK && !cut_on_purpose) return JudgeTransport(t, result, limit);
     if (code == 200 || code == 204) {
       return {.status = absl::OkStatus(), .found = t.method == Method::kGet && code == 200};
     }
@@ -706,32 +809,55 @@ class MomentoBackend::Impl {
       default:
         break;
     }
-    if (code >= 500) {
+    if (code >= 500 && code <= 599) {  // only these are server errors, worth another try
       server_errors_.fetch_add(1, std::memory_order_relaxed);
       return {.retryable = true,
               .status = absl::UnavailableError(
                   absl::StrCat("momento: ", method, " failed with HTTP ", code, detail))};
     }
-    return {.status = absl::UnknownError(
-                absl::StrCat("momento: ", method, " answered unexpected HTTP ", code, detail))};
+    if (code >= 300 && code <= 399) {
+      return {.status = absl::UnknownError(absl::StrCat(
+                  "momento: ", method, " answered HTTP ", code,
+                  ", a redirect, which is not followed (check MomentoBackendOptions::endpoint)",
+                  detail))};
+    }
+    // Anything else is no reply Momento gives: say so, and do not retry it.
+    return {.status = absl::UnknownError(absl::StrCat("momento: ", method, " answered HTTP ", code,
+                                                      ", which Momento does not send; not retried",
+                                                      detail))};
   }
 
-  Verdict JudgeTransport(const Transfer& t, CURLcode result) {
+  Verdict JudgeTransport(const Transfer& t, CURLcode result, const CallLimit& limit) {
     const char* method = MethodName(t.method);
     if (t.response_too_large || result == CURLE_FILESIZE_EXCEEDED) {
       return {
           .status = absl::ResourceExhaustedError(absl::StrFormat(
               "momento: a GET reply exceeds max_item_size (%d bytes)", options_.max_item_size))};
     }
+    if (t.headers_too_large) {
+      transport_errors_.fetch_add(1, std::memory_order_relaxed);
+      return {.status = absl::UnavailableError(absl::StrFormat(
+                  "momento: %s reply headers exceed %d bytes (1xx responses included); not a "
+                  "Momento reply, not retried",
+                  method, kMaxHeaderBytes))};
+    }
     const std::string why = Redact(t.error[0] != '\0' ? std::string(t.error.data())
                                                       : std::string(curl_easy_strerror(result)));
+    const absl::Time now = absl::Now();
     switch (result) {
       case CURLE_OPERATION_TIMEDOUT:
         transport_errors_.fetch_add(1, std::memory_order_relaxed);
+        if (t.timeout_is_deadline) {  // the attempt ran into the call's limit: no retry
+          return {.status = absl::DeadlineExceededError(
+                      absl::StrFormat("momento: %s not done by %s: gave up after %s (%d "
+                                      "attempt%s; the last waited %s): %s",
+                                      method, limit.Name(), Took(now - limit.start), t.attempts,
+                                      t.attempts == 1 ? "" : "s", Took(now - t.started), why))};
+        }
         return {.retryable = true,
-                .status = absl::DeadlineExceededError(
-                    absl::StrCat("momento: ", method, " timed out after ",
-                                 absl::FormatDuration(options_.request_timeout), ": ", why))};
+                .status = absl::DeadlineExceededError(absl::StrFormat(
+                    "momento: %s timed out after %s (request_timeout of %s): %s", method,
+                    Took(now - t.started), absl::FormatDuration(t.timeout), why))};
       case CURLE_COULDNT_RESOLVE_HOST:
       case CURLE_COULDNT_CONNECT:
       case CURLE_SEND_ERROR:
@@ -745,6 +871,15 @@ class MomentoBackend::Impl {
         transport_errors_.fetch_add(1, std::memory_order_relaxed);
         return {.retryable = true,
                 .status = absl::UnavailableError(absl::StrCat("momento: ", method, ": ", why))};
+      case CURLE_OUT_OF_MEMORY:
+        if (t.error[0] == '\0') {
+          // libcurl 7.x says no more when it refuses a header line over its 100 KiB limit.
+          return {.status = absl::UnavailableError(absl::StrCat(
+                      "momento: ", method,
+                      ": libcurl gave up on the reply: a header line over its 100 KiB limit (not a "
+                      "Momento reply), or out of memory; not retried"))};
+        }
+        return {.status = absl::UnavailableError(absl::StrCat("momento: ", method, ": ", why))};
       default:
         return {.status = absl::UnavailableError(absl::StrCat("momento: ", method, ": ", why))};
     }
