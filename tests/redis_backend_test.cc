@@ -12,6 +12,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
+#include <limits>
 #include <set>
 #include <string>
 #include <thread>
@@ -20,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "catalogue.h"
 #include "chunkcache/chunked_cache.h"
+#include "fixtures/hostile_redis.h"
 #include "fixtures/redis_server.h"
 #include "keys.h"
 #include "test_util.h"
@@ -562,6 +564,263 @@ TEST_CASE("a server that dies under a large write is an error, not a SIGPIPE") {
   for (int i = 0; i < 3; ++i) {
     const absl::Status status = backend->MultiSet({{"big", big}}, absl::Seconds(60));
     CHECK(status.code() == absl::StatusCode::kUnavailable);
+  }
+}
+
+// ---- Broken and hostile peers (issue 16) ------------------------------------------------------
+
+using std::chrono::milliseconds;
+using testing::HostileRedisOptions;
+using testing::HostileRedisServer;
+using testing::RedisRequest;
+using testing::RedisResponse;
+using testing::RespArray;
+using testing::RespBulk;
+using testing::RespError;
+
+// The value MultiGet returns for one key: the value, "(absent)" or the error's code name.
+std::string GetOne(RedisBackend& backend, std::string_view key) {
+  absl::StatusOr<std::vector<std::optional<std::string>>> got = backend.MultiGet({&key, 1});
+  if (!got.ok()) return absl::StatusCodeToString(got.status().code());
+  return (*got)[0].value_or("(absent)");
+}
+
+TEST_CASE("a peer's unasked reply never shifts later replies onto another key") {
+  HostileRedisServer server;
+  server.Set("a", "value of a");
+  server.Set("b", "value of b");
+  // pool_size 1: every call takes the one pooled connection, if it is still fit for use.
+  auto backend =
+      Connect({.url = server.url(), .command_timeout = absl::Milliseconds(200), .pool_size = 1});
+  SECTION("the unasked reply comes in the same write as the asked one") {
+    server.Inject(
+        "MGET",
+        [&](const RedisRequest& request) {
+          const std::string reply = server.Normal(request);
+          return RedisResponse().Send(reply + reply);
+        },
+        1);
+  }
+  SECTION("the unasked reply comes after the call returned") {
+    server.Inject(
+        "MGET",
+        [&](const RedisRequest& request) {
+          const std::string reply = server.Normal(request);
+          return RedisResponse().Send(reply).Pause(milliseconds(30)).Send(reply);
+        },
+        1);
+  }
+  SECTION("the reply comes after the call timed out") {
+    server.Inject(
+        "MGET",
+        [&](const RedisRequest& request) {
+          return RedisResponse().Pause(milliseconds(400)).Send(server.Normal(request));
+        },
+        1);
+  }
+  // The first read may fail (a reply it cannot tell from an unasked one); it is never b's.
+  const std::string first = GetOne(*backend, "a");
+  CHECK(first != "value of b");
+  absl::SleepFor(absl::Milliseconds(500));  // everything the server sends has arrived
+  int wrong = 0, failed = 0;
+  for (int i = 0; i < 20; ++i) {
+    const std::string got = GetOne(*backend, "b");
+    if (got == "value of a") ++wrong;
+    if (got != "value of a" && got != "value of b") ++failed;
+  }
+  INFO("first read: " << first << "; connections opened " << backend->Stats().connections_opened);
+  CHECK(wrong == 0);
+  CHECK(failed == 0);
+  CHECK(GetOne(*backend, "a") == "value of a");
+}
+
+TEST_CASE("a refused AUTH never puts the password into a status") {
+  // With AUTH renamed away, Redis answers "ERR unknown command 'AUTH', with args beginning with:"
+  // and the arguments: the user name and the password (its first 128 bytes).
+  RedisServer server({.extra_args = {"--rename-command", "AUTH", ""}});
+  const std::string host_port = "127.0.0.1:" + std::to_string(server.port());
+  const std::string long_password(200, 'p');
+  for (const auto& [user, password] : std::vector<std::pair<std::string, std::string>>{
+           {"", "hunter2-secret"}, {"cacheuser", "hunter2-secret"}, {"", long_password}}) {
+    CAPTURE(user);
+    const absl::Status status =
+        NewRedisBackend({.url = "redis://" + user + ":" + password + "@" + host_port}).status();
+    const std::string text = status.ToString();
+    INFO(text);
+    CHECK_FALSE(status.ok());
+    CHECK(text.find(password.substr(0, 16)) == std::string::npos);
+    if (!user.empty()) CHECK(text.find(user) == std::string::npos);
+    CHECK(text.find("AUTH") != std::string::npos);  // still says what failed
+  }
+}
+
+TEST_CASE("server text quoting the password or user name is redacted in every status") {
+  const std::string password = "hunter2-secret-of-the-cache";
+  HostileRedisServer server({.password = password});
+  auto backend = Connect({.url = "redis://cacheuser:" + password + "@" + server.node()});
+  // The whole password, and a prefix of it as a server cuts a long argument short.
+  server.Inject("MGET", [&](const RedisRequest&) {
+    return RedisResponse().Send(
+        RespError("ERR cacheuser " + password + " '" + password.substr(0, 20) + "'"));
+  });
+  server.Inject("SET", [&](const RedisRequest&) {
+    return RedisResponse().Send(RespError("BUSY " + password));
+  });
+  const std::string_view key = "k";
+  const std::string get = backend->MultiGet({&key, 1}).status().ToString();
+  const std::string set = backend->MultiSet({{"k", "v"}}, absl::Minutes(1)).ToString();
+  for (const std::string& text : {get, set}) {
+    INFO(text);
+    CHECK(text.find("hunter2-secret") == std::string::npos);
+    CHECK(text.find("cacheuser") == std::string::npos);
+    CHECK(text.find("<redacted>") != std::string::npos);
+  }
+}
+
+// A valid MGET reply of one `size`-byte value, sent one byte per 20 ms.
+RedisResponse DrippingValue(std::size_t size) {
+  return RedisResponse().Drip(RespArray({RespBulk(std::string(size, 'x'))}), milliseconds(20));
+}
+
+TEST_CASE("a call's deadline bounds every Redis command and the connect") {
+  HostileRedisServer server;
+  // Long timeouts of its own: only the call's deadline can end the commands below in time.
+  // Database 1, so that every new connection sends a SELECT; pool_size 0, so every call opens one.
+  auto backend = Connect({.url = server.url() + "/1",
+                          .connect_timeout = absl::Seconds(5),
+                          .command_timeout = absl::Seconds(5),
+                          .pool_size = 0});
+  SECTION("a dripping reply") {
+    server.Inject("MGET", [](const RedisRequest&) { return DrippingValue(1000); });
+  }
+  SECTION("a dripping SELECT reply while connecting") {
+    server.Inject("SELECT", [](const RedisRequest&) {
+      return RedisResponse().Drip("+OK\r\n", milliseconds(200));
+    });
+  }
+  const absl::Time start = absl::Now();
+  absl::Status status;
+  {
+    const ScopedCallDeadline deadline(start + absl::Milliseconds(300));
+    const std::string_view key = "k";
+    status = backend->MultiGet({&key, 1}).status();
+  }
+  const absl::Duration took = absl::Now() - start;
+  INFO(status.ToString() << " after " << took);
+  CHECK(absl::IsDeadlineExceeded(status));
+  CHECK(took < absl::Milliseconds(400));
+  // Past the deadline already: nothing is sent.
+  const std::uint64_t commands = server.commands();
+  {
+    const ScopedCallDeadline deadline(absl::Now() - absl::Milliseconds(1));
+    const std::string_view key = "k";
+    CHECK(absl::IsDeadlineExceeded(backend->MultiGet({&key, 1}).status()));
+  }
+  CHECK(server.commands() == commands);
+}
+
+TEST_CASE("GetOrLoad with a 300 ms deadline against a dripping Redis ends at its deadline") {
+  HostileRedisServer server;
+  auto backend = Connect({.url = server.url()});  // default timeouts: 1 s
+  ChunkedCache cache(backend);
+  server.Inject("MGET", [](const RedisRequest&) { return DrippingValue(1000); });
+  std::atomic<int> loads{0};
+  const absl::Time start = absl::Now();
+  absl::StatusOr<Bytes> got = cache.GetOrLoad("doc",
+                                              [&] {
+                                                ++loads;
+                                                return absl::StatusOr<std::string>("{}");
+                                              },
+                                              {.deadline = start + absl::Milliseconds(300)});
+  const absl::Duration took = absl::Now() - start;
+  INFO(got.status().ToString() << " after " << took);
+  CHECK(absl::IsDeadlineExceeded(got.status()));
+  CHECK(took < absl::Milliseconds(400));
+  absl::SleepFor(absl::Milliseconds(300));
+  CHECK(loads == 0);
+}
+
+TEST_CASE("ASK redirects to ever new nodes keep the number of node pools bounded") {
+  HostileRedisServer server({.cluster = true});
+  // Loopback ports bound but not listening: a connection to one is refused at once, and nobody
+  // else can listen on them while the test holds them.
+  std::vector<int> sockets, ports;
+  for (int i = 0; i < 100; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), length) == 0);
+    REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+    sockets.push_back(fd);
+    ports.push_back(ntohs(address.sin_port));
+  }
+  std::atomic<std::size_t> asks{0};
+  server.Inject("MGET", [&](const RedisRequest& request) {
+    const std::string target = "127.0.0.1:" + std::to_string(ports[asks++ % ports.size()]);
+    return RedisResponse().Send(
+        RespError("ASK " + std::to_string(RedisClusterSlot(request.args[1])) + " " + target));
+  });
+  auto backend = Connect({.url = server.url(), .cluster = true});
+  std::uint64_t most = 0;
+  for (int i = 0; i < 300; ++i) {
+    const std::string key = "key" + std::to_string(i);
+    const std::string_view view = key;
+    CHECK_FALSE(backend->MultiGet({&view, 1}).ok());  // every target refuses
+    most = std::max(most, backend->Stats().node_pools);
+  }
+  for (const int fd : sockets) close(fd);
+  INFO(asks << " ASK targets; at most " << most << " node pools");
+  CHECK(asks >= 300);
+  CHECK(most <= 1 + 32);  // the seed's, and 32 spare ones
+  // The node pools of the slot map are never the ones dropped: the server still serves.
+  server.ClearFaults();
+  const std::string_view key = "k";
+  CHECK(backend->MultiGet({&key, 1}).ok());
+}
+
+TEST_CASE("more threads than pool_size keep their connections instead of churning them",
+          "[concurrency]") {
+  constexpr int kThreads = 32;
+  RedisServer server;
+  auto backend = Connect({.url = server.url(), .pool_size = 8});
+  REQUIRE(backend->MultiSet({{"k", "v"}}, absl::Minutes(1)).ok());
+  const std::uint64_t before = backend->Stats().connections_opened;
+  std::atomic<int> errors{0};
+  const absl::Time until = absl::Now() + absl::Seconds(1);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      const std::string_view key = "k";
+      while (absl::Now() < until) {
+        if (!backend->MultiGet({&key, 1}).ok()) ++errors;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  const RedisBackendStats stats = backend->Stats();
+  const std::uint64_t opened = stats.connections_opened - before;
+  INFO("connections opened: " << opened << " for " << stats.calls << " calls");
+  CHECK(errors == 0);
+  CHECK(opened <= kThreads);  // at most one per thread calling at once
+}
+
+TEST_CASE("a max_item_size near SIZE_MAX does not overflow the reply bound") {
+  RedisServer server;
+  for (const std::size_t max_item_size :
+       {std::numeric_limits<std::size_t>::max(), std::numeric_limits<std::size_t>::max() / 2,
+        std::numeric_limits<std::size_t>::max() - 300}) {
+    CAPTURE(max_item_size);
+    auto backend = Connect({.url = server.url(), .max_item_size = max_item_size});
+    const std::string value(10000, 'v');
+    REQUIRE(backend->MultiSet({{"{k}1", value}, {"{k}2", value}, {"{k}3", value}}, absl::Minutes(1))
+                .ok());
+    absl::StatusOr<std::vector<std::optional<std::string>>> got =
+        backend->MultiGet({"{k}1", "{k}2", "{k}3"});
+    INFO(got.status().ToString());
+    REQUIRE(got.ok());
+    for (const auto& v : *got) CHECK(v == value);
   }
 }
 

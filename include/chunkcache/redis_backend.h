@@ -1,11 +1,17 @@
 // chunkcache/redis_backend.h — a Backend on Redis, one node or a Redis Cluster (hiredis).
 //
 // MultiGet is one MGET (one round trip); MultiSet pipelines SET ... PX and checks every reply;
-// SetIfAbsent is SET ... NX PX. Connections are pooled, re-established after a failure (a
-// connection that failed is never reused) and AUTH/SELECT are replayed on each new one. In a
-// cluster, keys are routed by their CRC16 slot, MOVED and ASK redirects are followed, and the slot
-// map is refreshed on MOVED. ChunkedCache gives every item of one logical key the same hash tag,
-// so a Get stays one MGET on one node.
+// SetIfAbsent is SET ... NX PX. Connections are pooled, re-established after a failure and
+// AUTH/SELECT are replayed on each new one. A pooled connection is reused only if every command
+// sent on it was answered and nothing unread waits on it: one that failed or timed out, holds
+// bytes nobody asked for (a broken or hostile server's extra reply, which would otherwise be read
+// as the next call's reply: one key's value served for another), or was closed by the server is
+// dropped; a call whose replies come with extra bytes fails (Internal). A connection opened by
+// another process (the parent, before fork()) is never used: the child closes it unused and
+// opens its own. In a cluster, keys are routed by their CRC16 slot, MOVED and ASK redirects are
+// followed, and the slot map is refreshed on MOVED. ChunkedCache gives every item of one logical
+// key the same hash tag, so a Get stays one MGET on one node. Connection pools of nodes outside
+// the slot map (ASK targets) are bounded: 32 at most, the least recently used dropped first.
 //
 // Cluster failover: a node that fails (connection refused or lost, a timeout) or a CLUSTERDOWN or
 // TRYAGAIN reply makes the backend reload the slot map from any node that answers (the seed and
@@ -22,8 +28,18 @@
 //   absl::StatusOr<std::shared_ptr<chunkcache::Backend>> backend =
 //       chunkcache::NewRedisBackend({.url = "redis://:secret@127.0.0.1:6379/0"});
 //
-// Errors: connection refused or reset → Unavailable; a command past its timeout →
-// DeadlineExceeded; NOAUTH/WRONGPASS/NOPERM → PermissionDenied; OOM → ResourceExhausted.
+// Deadlines: every command, connect and failover retry of a call is bounded by command_timeout
+// (connect_timeout) and by the deadline of the ChunkedCache call being made (CallDeadline(),
+// from CallOptions::deadline), whichever comes first; a call whose deadline has passed sends
+// nothing. Either way the result is DeadlineExceeded.
+//
+// Errors: connection refused or reset → Unavailable; a command past its timeout or the call's
+// deadline → DeadlineExceeded; NOAUTH/WRONGPASS/NOPERM → PermissionDenied; OOM →
+// ResourceExhausted. A status quotes the server's error text, except for a refused AUTH: its
+// reply may repeat the password (Redis echoes an unknown command's arguments, e.g. when AUTH is
+// renamed), so the status names only the command and the error code ("ERR", "WRONGPASS"). In
+// every other status, the password (or its first 16 bytes, wherever they appear) and the user
+// name are replaced by "<redacted>".
 //
 // Thread safety: a RedisBackend is safe for concurrent use by any number of threads.
 
@@ -53,7 +69,8 @@ struct RedisBackendOptions {
   // Default: "redis://127.0.0.1:6379".
   std::string url = "redis://127.0.0.1:6379";
 
-  // Time allowed to open a connection: name lookup, TCP connect, AUTH, SELECT. An IP literal
+  // Time allowed to open a connection: name lookup, TCP connect, AUTH, SELECT (less if the
+  // call's deadline comes sooner). An IP literal
   // needs no lookup. A host name is looked up (getaddrinfo) on a helper thread, because libc's
   // lookup can be neither bounded nor cancelled: a caller waits for it at most this long
   // (DeadlineExceeded), and a hung lookup keeps only its one thread per node busy until the
@@ -62,18 +79,25 @@ struct RedisBackendOptions {
   // Default: 1 second.
   absl::Duration connect_timeout = absl::Seconds(1);
 
-  // Time allowed for one backend call, from sending its commands to reading its last reply.
-  // A call past it fails with DeadlineExceeded and its connection is closed.
+  // Time allowed for one backend call, from sending its commands to reading its last reply,
+  // connecting and a cluster failover retry included; less if the deadline of the ChunkedCache
+  // call being made comes sooner. A call past it fails with DeadlineExceeded and its connection
+  // is closed.
   // Default: 1 second.
   absl::Duration command_timeout = absl::Seconds(1);
 
-  // Idle connections kept per node for reuse. More may be open at once under load; the extra
-  // ones are closed when released.
+  // Idle connections kept per node for reuse, however long unused. A call takes an idle
+  // connection or opens one, so as many are open at once as threads call at once; those beyond
+  // pool_size are kept too, and closed once unused for 30 s (when the load has dropped). So
+  // threads that outnumber pool_size do not open and close a connection per call (each close
+  // leaves a TIME_WAIT socket); set pool_size to the number of threads calling at once to keep
+  // them all for good. 0: none is kept, every call opens and closes its own.
   // Default: 8.
   int pool_size = 8;
 
   // Largest value accepted by MultiSet/SetIfAbsent (InvalidArgument above it), and the bound on
-  // the bytes one reply may hold (per key asked), whatever the server sends. An array reply may
+  // the bytes one reply may hold (per key asked, plus framing; the sum saturates at SIZE_MAX,
+  // so any value up to SIZE_MAX is safe), whatever the server sends. An array reply may
   // also claim no more elements than keys asked (ResourceExhausted otherwise, before hiredis
   // allocates for them).
   // Default: 1 MiB (the item limit of the serverless cache the library was first written for;
@@ -89,16 +113,20 @@ struct RedisBackendOptions {
 
 // Counters of a RedisBackend since its creation.
 struct RedisBackendStats {
-  std::uint64_t calls = 0;                // MultiGet/MultiSet/Delete/SetIfAbsent calls
-  std::uint64_t round_trips = 0;          // pipelines sent and answered (one per node per call)
-  std::uint64_t commands = 0;             // commands sent
-  std::uint64_t connections_opened = 0;   // connections established (first or after a failure)
-  std::uint64_t connection_failures = 0;  // connections dropped after an I/O error or timeout
-  std::uint64_t redirects = 0;            // MOVED and ASK replies followed
-  std::uint64_t slot_map_refreshes = 0;   // CLUSTER SLOTS reloads
-  std::uint64_t failover_retries = 0;     // calls sent again to a new owner after a node failure
-                                          // or CLUSTERDOWN
-  std::uint64_t errors = 0;               // calls that returned an error
+  std::uint64_t calls = 0;                  // MultiGet/MultiSet/Delete/SetIfAbsent calls
+  std::uint64_t round_trips = 0;            // pipelines sent and answered (one per node per call)
+  std::uint64_t commands = 0;               // commands sent
+  std::uint64_t connections_opened = 0;     // connections established (first or after a failure)
+  std::uint64_t connection_failures = 0;    // connections dropped after an I/O error or timeout
+  std::uint64_t connections_discarded = 0;  // pooled connections closed instead of reused:
+                                            // unread input or closed by the server, opened by
+                                            // another process (before fork()), or surplus idle
+  std::uint64_t redirects = 0;              // MOVED and ASK replies followed
+  std::uint64_t slot_map_refreshes = 0;     // CLUSTER SLOTS reloads
+  std::uint64_t failover_retries = 0;       // calls sent again to a new owner after a node failure
+                                            // or CLUSTERDOWN
+  std::uint64_t errors = 0;                 // calls that returned an error
+  std::uint64_t node_pools = 0;             // now (not a counter): nodes with a connection pool
 };
 
 class RedisBackend final : public Backend {

@@ -17,6 +17,7 @@
 #include <charconv>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <memory>
 #include <system_error>
 #include <thread>
@@ -51,6 +52,24 @@ constexpr absl::Duration kFailedNodeMemory = absl::Seconds(10);
 // A finished name lookup is reused for new connections this long (a reconnect storm does not
 // become a lookup storm); after that the next connection looks the name up again.
 constexpr absl::Duration kLookupReuse = absl::Seconds(1);
+// Connections beyond pool_size (opened while more callers than pool_size called at once) stay
+// pooled until unused this long: threads that outnumber the pool keep their connections instead
+// of opening and closing one per call (each close leaves a TIME_WAIT socket behind).
+constexpr absl::Duration kSurplusIdle = absl::Seconds(30);
+// Node pools kept for nodes outside the slot map (ASK targets, nodes that left the cluster),
+// beyond those of the seed and the map's masters and replicas; the least recently used go first.
+constexpr std::size_t kMaxSparePools = 32;
+// Failed nodes remembered for ordering slot-map refreshes; past it, stale entries are dropped.
+constexpr std::size_t kMaxFailedNodes = 256;
+// A password is redacted wherever its first this many bytes appear (servers quote a truncated
+// prefix of long arguments), or the whole password if it is shorter.
+constexpr std::size_t kRedactPrefix = 16;
+
+// a + b, or SIZE_MAX if that overflows (max_item_size may be anything up to SIZE_MAX).
+std::size_t SaturatingAdd(std::size_t a, std::size_t b) {
+  return a > std::numeric_limits<std::size_t>::max() - b ? std::numeric_limits<std::size_t>::max()
+                                                         : a + b;
+}
 
 absl::string_view AbslView(std::string_view s) { return {s.data(), s.size()}; }
 
@@ -191,6 +210,43 @@ absl::Status UnexpectedReply(const redisReply& reply, std::string_view command) 
   if (reply.type == REDIS_REPLY_ERROR) return ReplyError(ReplyText(reply));
   return absl::InternalError(
       absl::StrFormat("redis: unexpected reply of type %d to %s", reply.type, AbslView(command)));
+}
+
+// The Status for an error reply to AUTH (or HELLO): the code ReplyError gives it, and a fixed
+// text naming the command and the reply's error code word. The rest of the reply is left out:
+// a server may quote the command's arguments in it, the password among them (Redis does for an
+// unknown command, e.g. when AUTH is renamed: "ERR unknown command 'AUTH', with args beginning
+// with: '<password>'").
+absl::Status CredentialsRefused(std::string_view command, std::string_view text) {
+  std::string_view word = text.substr(0, text.find(' '));
+  if (word.empty() || word.size() > 32 ||
+      !std::all_of(word.begin(), word.end(), [](char c) { return c >= 'A' && c <= 'Z'; })) {
+    word = "error";
+  }
+  const bool unknown = absl::StartsWith(AbslView(text), "ERR unknown command");
+  return absl::Status(
+      ReplyError(text).code(),
+      absl::StrCat("redis: the server refused ", AbslView(command), " (", AbslView(word),
+                   unknown ? ", unknown command: renamed or disabled on the server?" : "",
+                   "); the rest of its reply is withheld, as it may quote the credentials"));
+}
+
+// Replaces every appearance of `secret` in `text` by "<redacted>"; for a secret of more than
+// `prefix` bytes, every appearance of its first `prefix` bytes (and as much more of it as
+// follows) too.
+void Redact(std::string& text, std::string_view secret, std::size_t prefix) {
+  if (secret.empty()) return;
+  const std::string_view head = secret.substr(0, std::min(prefix, secret.size()));
+  constexpr std::string_view kRedacted = "<redacted>";
+  for (std::size_t at = text.find(head); at != std::string::npos;
+       at = text.find(head, at + kRedacted.size())) {
+    std::size_t length = head.size();
+    while (length < secret.size() && at + length < text.size() &&
+           text[at + length] == secret[length]) {
+      ++length;
+    }
+    text.replace(at, length, kRedacted);
+  }
 }
 
 // ---- Commands --------------------------------------------------------------------------------
@@ -436,7 +492,8 @@ class Connection {
     context->flags &= ~REDIS_BLOCK;
 
     std::vector<Command> setup;
-    if (!settings.password.empty()) {
+    const bool auth = !settings.password.empty();
+    if (auth) {
       setup.push_back(
           {settings.user.empty()
                ? std::vector<std::string_view>{"AUTH", settings.password}
@@ -447,15 +504,31 @@ class Connection {
     if (setup.empty()) return connection;
     absl::StatusOr<std::vector<Reply>> replies = connection->Pipeline(setup, deadline);
     if (!replies.ok()) return replies.status();
-    for (const Reply& reply : *replies) {
-      if (reply->type == REDIS_REPLY_ERROR) return ReplyError(ReplyText(*reply));
+    for (std::size_t i = 0; i < replies->size(); ++i) {
+      const redisReply& reply = *(*replies)[i];
+      if (reply.type != REDIS_REPLY_ERROR) continue;
+      return auth && i == 0 ? CredentialsRefused("AUTH", ReplyText(reply))
+                            : ReplyError(ReplyText(reply));
     }
     return connection;
   }
 
+  // Closes the socket without sending anything (hiredis' redisFree sends no QUIT): harmless in a
+  // forked child whose parent still uses the same connection.
   ~Connection() { redisFree(context_); }
 
-  bool broken() const { return broken_; }
+  // Whether the connection may serve another call: it has not failed, belongs to this process
+  // (a connection inherited through fork() is shared with the parent: both would read each
+  // other's replies), and holds nothing unread, neither in hiredis' buffer nor in the socket. A
+  // well-behaved server sends nothing unasked; bytes waiting now are a reply nobody asked for
+  // (or the server closing), and reading them as the next call's reply would serve one key's
+  // value for another. Every command sent on it has been answered, or it is broken.
+  bool FitForReuse() const {
+    if (broken_ || pid_ != getpid()) return false;
+    if (context_->reader->pos < context_->reader->len || sdslen(context_->obuf) != 0) return false;
+    pollfd fd{context_->fd, POLLIN | POLLRDHUP, 0};
+    return poll(&fd, 1, 0) == 0;
+  }
 
   // Sends `commands` in one write and reads one reply each. Any failure leaves the connection
   // broken (its stream position is unknown).
@@ -475,7 +548,7 @@ class Connection {
                                  lengths.data()) != REDIS_OK) {
         return Fail(absl::ResourceExhaustedError("redis: cannot buffer a command"));
       }
-      reply_budget += command.reply_bound;
+      reply_budget = SaturatingAdd(reply_budget, command.reply_bound);
     }
     if (absl::Status s = Flush(deadline); !s.ok()) return Fail(s);
 
@@ -506,11 +579,20 @@ class Connection {
             reply_budget)));
       }
     }
+    // Bytes beyond the last reply: the server sent a reply nobody asked for, before or after
+    // these, and which of them answer this call cannot be told. Fail rather than risk serving
+    // another command's reply.
+    if (const std::size_t extra = context_->reader->len - context_->reader->pos; extra > 0) {
+      return Fail(absl::InternalError(absl::StrFormat(
+          "redis: the server sent %d bytes beyond the replies asked for; the connection is "
+          "dropped",
+          extra)));
+    }
     return replies;
   }
 
  private:
-  explicit Connection(redisContext* context) : context_(context) {}
+  explicit Connection(redisContext* context) : context_(context), pid_(getpid()) {}
 
   absl::Status Fail(absl::Status status) {
     broken_ = true;
@@ -544,37 +626,68 @@ class Connection {
   }
 
   redisContext* const context_;
+  const pid_t pid_;   // the process that opened it
   ArrayGuard guard_;  // the reader's privdata
   bool broken_ = false;
 };
 
 // Idle connections to one node, and the lookup of its name.
+//
+// Up to max_idle connections are kept however long they stay unused; more (opened while more
+// callers than that called at once) are kept too until unused for kSurplusIdle. With max_idle 0,
+// none is kept. The most recently released is taken first, so the surplus ones, at the bottom,
+// age out once the load drops.
 class NodePool {
  public:
-  NodePool(Endpoint endpoint, std::size_t max_idle)
+  NodePool(Endpoint endpoint, std::size_t max_idle, std::atomic<std::uint64_t>* discarded)
       : endpoint_(std::move(endpoint)),
         literal_(endpoint_.unix_path.empty() && IsIpLiteral(endpoint_.host)),
-        max_idle_(max_idle) {}
+        max_idle_(max_idle),
+        discarded_(discarded) {}
 
   const Endpoint& endpoint() const { return endpoint_; }
 
+  // A pooled connection fit for reuse, or nullptr. Unfit ones (see Connection::FitForReuse) are
+  // closed on the way.
   std::unique_ptr<Connection> TakeIdle() {
-    MutexLock lock(&mu_);
-    if (idle_.empty()) return nullptr;
-    std::unique_ptr<Connection> connection = std::move(idle_.back());
-    idle_.pop_back();
+    std::vector<std::unique_ptr<Connection>> unfit;  // closed after the lock is released
+    std::unique_ptr<Connection> connection;
+    {
+      MutexLock lock(&mu_);
+      Trim(absl::Now(), unfit);
+      while (!idle_.empty() && connection == nullptr) {
+        std::unique_ptr<Connection> candidate = std::move(idle_.back().connection);
+        idle_.pop_back();
+        if (candidate->FitForReuse()) {
+          connection = std::move(candidate);
+        } else {
+          unfit.push_back(std::move(candidate));
+        }
+      }
+    }
+    Discarded(unfit.size());
     return connection;
   }
 
   void Release(std::unique_ptr<Connection> connection) {
-    if (connection->broken()) return;
-    MutexLock lock(&mu_);
-    if (idle_.size() < max_idle_) idle_.push_back(std::move(connection));
+    if (!connection->FitForReuse()) {
+      Discarded(1);
+      return;
+    }
+    if (max_idle_ == 0) return;
+    std::vector<std::unique_ptr<Connection>> surplus;
+    {
+      const absl::Time now = absl::Now();
+      MutexLock lock(&mu_);
+      idle_.push_back({std::move(connection), now});
+      Trim(now, surplus);
+    }
+    Discarded(surplus.size());
   }
 
   // Closes the idle connections: the node refused a new one, so they are dead too.
   void Clear() {
-    std::vector<std::unique_ptr<Connection>> idle;
+    std::vector<Idle> idle;
     MutexLock lock(&mu_);
     idle.swap(idle_);
   }
@@ -599,11 +712,30 @@ class NodePool {
   }
 
  private:
+  struct Idle {
+    std::unique_ptr<Connection> connection;
+    absl::Time released;
+  };
+
+  // Moves the surplus connections unused for kSurplusIdle (the oldest, at the front) to `out`.
+  void Trim(absl::Time now, std::vector<std::unique_ptr<Connection>>& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::size_t stale = 0;
+    while (idle_.size() - stale > max_idle_ && now - idle_[stale].released >= kSurplusIdle) {
+      ++stale;
+    }
+    for (std::size_t i = 0; i < stale; ++i) out.push_back(std::move(idle_[i].connection));
+    idle_.erase(idle_.begin(), idle_.begin() + static_cast<std::ptrdiff_t>(stale));
+  }
+
+  void Discarded(std::size_t n) { discarded_->fetch_add(n, std::memory_order_relaxed); }
+
   const Endpoint endpoint_;
   const bool literal_;
   const std::size_t max_idle_;
+  std::atomic<std::uint64_t>* const discarded_;  // the backend's counter
   Mutex mu_;
-  std::vector<std::unique_ptr<Connection>> idle_ ABSL_GUARDED_BY(mu_);
+  std::vector<Idle> idle_ ABSL_GUARDED_BY(mu_);  // oldest release first
   std::shared_ptr<Lookup> lookup_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -673,7 +805,9 @@ class RedisBackend::Impl {
  public:
   explicit Impl(RedisBackendOptions options) : options_(std::move(options)) {}
 
-  absl::Status Init() {
+  absl::Status Init() { return Scrub(InitUnscrubbed()); }
+
+  absl::Status InitUnscrubbed() {
     if (options_.pool_size < 0 || options_.max_item_size == 0 ||
         options_.connect_timeout <= absl::ZeroDuration() ||
         options_.command_timeout <= absl::ZeroDuration()) {
@@ -689,11 +823,12 @@ class RedisBackend::Impl {
         return absl::InvalidArgumentError(
             "chunkcache: a Redis Cluster is reached over TCP and has only database 0");
       }
-      return RefreshSlotMap(absl::Now() + options_.connect_timeout + options_.command_timeout);
+      return RefreshSlotMap(std::min(
+          absl::Now() + options_.connect_timeout + options_.command_timeout, CallDeadline()));
     }
     // Reach the server now, so a bad address or password shows at creation.
     const Command ping{{"PING"}};
-    absl::StatusOr<std::vector<Reply>> replies = Run(Seed(), {&ping, 1}, CallDeadline());
+    absl::StatusOr<std::vector<Reply>> replies = Run(Seed(), {&ping, 1}, CommandDeadline());
     if (!replies.ok()) return replies.status();
     if ((*replies)[0]->type == REDIS_REPLY_ERROR) return ReplyError(ReplyText(*(*replies)[0]));
     return absl::OkStatus();
@@ -722,7 +857,9 @@ class RedisBackend::Impl {
               },
               [&](std::size_t i) {
                 commands.back().args.push_back(keys[i]);
-                commands.back().reply_bound += options_.max_item_size + kReplyOverhead;
+                commands.back().reply_bound =
+                    SaturatingAdd(commands.back().reply_bound,
+                                  SaturatingAdd(options_.max_item_size, kReplyOverhead));
                 ++commands.back().max_array;
                 positions.back().push_back(i);
               });
@@ -850,10 +987,13 @@ class RedisBackend::Impl {
     s.commands = commands_.load(std::memory_order_relaxed);
     s.connections_opened = connections_opened_.load(std::memory_order_relaxed);
     s.connection_failures = connection_failures_.load(std::memory_order_relaxed);
+    s.connections_discarded = connections_discarded_.load(std::memory_order_relaxed);
     s.redirects = redirects_.load(std::memory_order_relaxed);
     s.slot_map_refreshes = slot_map_refreshes_.load(std::memory_order_relaxed);
     s.failover_retries = failover_retries_.load(std::memory_order_relaxed);
     s.errors = errors_.load(std::memory_order_relaxed);
+    MutexLock lock(&pools_mu_);
+    s.node_pools = pools_.size();
     return s;
   }
 
@@ -864,10 +1004,26 @@ class RedisBackend::Impl {
 
   absl::Status Failed(absl::Status status) {
     Count(errors_);
-    return status;
+    return Scrub(std::move(status));
   }
 
-  absl::Time CallDeadline() const { return absl::Now() + options_.command_timeout; }
+  // `status` with the password and user name redacted from its message, wherever server text
+  // quoted in it (an error reply) may have repeated them. AUTH's own replies are never quoted
+  // (CredentialsRefused); this is the second line of defence.
+  absl::Status Scrub(absl::Status status) const {
+    if (status.ok() || (settings_.password.empty() && settings_.user.empty())) return status;
+    std::string message(status.message());
+    Redact(message, settings_.password, kRedactPrefix);
+    Redact(message, settings_.user, settings_.user.size());
+    if (message == status.message()) return status;
+    return absl::Status(status.code(), message);
+  }
+
+  // When a call started now must end: after command_timeout, or at the deadline of the
+  // ChunkedCache call this thread is making (CallDeadline()) if that is sooner.
+  absl::Time CommandDeadline() const {
+    return std::min(absl::Now() + options_.command_timeout, CallDeadline());
+  }
 
   absl::Status CheckItems(absl::Span<const KeyValue> items, absl::Duration ttl) const {
     if (ttl <= absl::ZeroDuration()) {
@@ -925,7 +1081,12 @@ class RedisBackend::Impl {
   template <typename Build>
   absl::StatusOr<std::vector<Reply>> Execute(std::vector<Command>& commands, Build build,
                                              bool idempotent) {
-    const absl::Time deadline = CallDeadline();
+    const absl::Time start = absl::Now();
+    const absl::Time call_deadline = CallDeadline();
+    const absl::Time deadline = std::min(start + options_.command_timeout, call_deadline);
+    if (deadline <= start) {
+      return absl::DeadlineExceededError("redis: the call's deadline passed before it was sent");
+    }
     // A node failed in an earlier call, maybe too late for that call to refresh the map.
     if (ClusterMode() && refresh_wanted_.load(std::memory_order_relaxed)) {
       MaybeRefreshSlotMap(deadline);
@@ -936,7 +1097,13 @@ class RedisBackend::Impl {
       bool found_cluster = false;
       absl::StatusOr<std::vector<Reply>> replies =
           Route(commands, deadline, idempotent, rebuilt ? nullptr : &found_cluster);
-      if (!found_cluster) return replies;
+      if (found_cluster) continue;
+      if (!replies.ok() && absl::IsDeadlineExceeded(replies.status()) &&
+          call_deadline < start + options_.command_timeout && absl::Now() >= call_deadline) {
+        return absl::DeadlineExceededError(
+            "redis: the call's deadline passed before the server answered");
+      }
+      return replies;
     }
   }
 
@@ -1064,7 +1231,28 @@ class RedisBackend::Impl {
   void NoteNodeFailure(const std::string& node) {
     refresh_wanted_.store(true, std::memory_order_relaxed);
     MutexLock lock(&map_mu_);
-    failed_at_[node] = absl::Now();
+    RememberFailure(node);
+  }
+
+  // Notes that `node` failed now. The memory stays bounded however many nodes fail (ASK targets
+  // named by a broken server, say): past kMaxFailedNodes, entries older than kFailedNodeMemory
+  // go, then those of nodes outside the slot map (only the map's nodes are asked for the map).
+  void RememberFailure(const std::string& node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(map_mu_) {
+    const absl::Time now = absl::Now();
+    failed_at_[node] = now;
+    if (failed_at_.size() <= kMaxFailedNodes) return;
+    absl::erase_if(failed_at_,
+                   [&](const auto& entry) { return now - entry.second >= kFailedNodeMemory; });
+    if (failed_at_.size() <= kMaxFailedNodes) return;
+    absl::erase_if(failed_at_, [&](const auto& entry) {
+      return !InSlotMap(slot_map_.get(), entry.first) && entry.first != Seed();
+    });
+  }
+
+  static bool InSlotMap(const SlotMap* map, std::string_view node) {
+    if (map == nullptr) return false;
+    return std::find(map->nodes.begin(), map->nodes.end(), node) != map->nodes.end() ||
+           std::find(map->replicas.begin(), map->replicas.end(), node) != map->replicas.end();
   }
 
   // Refreshes the slot map unless a refresh started less than kMinRefreshInterval ago or is
@@ -1117,7 +1305,7 @@ class RedisBackend::Impl {
       if (!replies.ok()) {
         if (absl::IsUnavailable(replies.status()) || absl::IsDeadlineExceeded(replies.status())) {
           MutexLock lock(&map_mu_);
-          failed_at_[node] = absl::Now();
+          RememberFailure(node);
         }
         last = replies.status();
         continue;
@@ -1186,18 +1374,47 @@ class RedisBackend::Impl {
 
   // ---- Connections -----------------------------------------------------------------------------
 
-  NodePool& PoolFor(const std::string& node) {
-    MutexLock lock(&pools_mu_);
-    std::unique_ptr<NodePool>& pool = pools_[node];
-    if (pool == nullptr) {
-      Endpoint endpoint = settings_.seed;
-      if (node != Seed()) {
-        absl::StatusOr<Endpoint> parsed = EndpointOf(node);
-        if (parsed.ok()) endpoint = *parsed;
-      }
-      pool = std::make_unique<NodePool>(std::move(endpoint), options_.pool_size);
+  // The pool of `node`, made on first use. Pools of nodes outside the slot map (ASK targets,
+  // nodes that left) are bounded: beyond kMaxSparePools of them, the least recently used is
+  // dropped (its idle connections closed; a caller still using it keeps it until done).
+  std::shared_ptr<NodePool> PoolFor(const std::string& node) {
+    std::shared_ptr<const SlotMap> map;
+    {
+      MutexLock lock(&map_mu_);
+      map = slot_map_;
     }
-    return *pool;
+    std::vector<std::shared_ptr<NodePool>> evicted;  // destroyed after pools_mu_ is released
+    MutexLock lock(&pools_mu_);
+    const auto [it, inserted] = pools_.try_emplace(node);
+    it->second.last_used = ++pool_clock_;
+    if (!inserted) return it->second.pool;
+    Endpoint endpoint = settings_.seed;
+    if (node != Seed()) {
+      absl::StatusOr<Endpoint> parsed = EndpointOf(node);
+      if (parsed.ok()) endpoint = *parsed;
+    }
+    std::shared_ptr<NodePool> pool = std::make_shared<NodePool>(
+        std::move(endpoint), static_cast<std::size_t>(options_.pool_size), &connections_discarded_);
+    it->second.pool = pool;
+    if (pools_.size() > kMaxSparePools) {
+      std::vector<std::pair<std::uint64_t, std::string>> spare;  // (last used, node)
+      for (const auto& [name, entry] : pools_) {
+        if (name != node && name != Seed() && !InSlotMap(map.get(), name)) {
+          spare.emplace_back(entry.last_used, name);
+        }
+      }
+      if (spare.size() + 1 > kMaxSparePools) {  // + 1: the new pool, if spare too
+        const std::size_t excess = spare.size() + 1 - kMaxSparePools;
+        std::nth_element(spare.begin(), spare.begin() + static_cast<std::ptrdiff_t>(excess - 1),
+                         spare.end());
+        for (std::size_t i = 0; i < excess; ++i) {
+          const auto victim = pools_.find(spare[i].second);
+          evicted.push_back(std::move(victim->second.pool));
+          pools_.erase(victim);
+        }
+      }
+    }
+    return pool;
   }
 
   // Opens a connection to the pool's node within `timeout`, name lookup included: each of the
@@ -1230,7 +1447,8 @@ class RedisBackend::Impl {
   absl::StatusOr<std::vector<Reply>> Run(const std::string& node,
                                          absl::Span<const Command> commands, absl::Time deadline,
                                          bool idempotent = true, bool* sent = nullptr) {
-    NodePool& pool = PoolFor(node);
+    const std::shared_ptr<NodePool> pool_holder = PoolFor(node);
+    NodePool& pool = *pool_holder;
     std::unique_ptr<Connection> connection = pool.TakeIdle();
     const bool reused = connection != nullptr;
     for (int attempt = 0;; ++attempt) {
@@ -1278,12 +1496,17 @@ class RedisBackend::Impl {
   absl::Time last_refresh_ ABSL_GUARDED_BY(refresh_mu_) = absl::InfinitePast();
   bool refreshing_ ABSL_GUARDED_BY(refresh_mu_) = false;
 
-  Mutex pools_mu_;
-  absl::flat_hash_map<std::string, std::unique_ptr<NodePool>> pools_ ABSL_GUARDED_BY(pools_mu_);
+  struct PoolEntry {
+    std::shared_ptr<NodePool> pool;
+    std::uint64_t last_used = 0;  // pool_clock_ when last handed out
+  };
+  mutable Mutex pools_mu_;
+  absl::flat_hash_map<std::string, PoolEntry> pools_ ABSL_GUARDED_BY(pools_mu_);
+  std::uint64_t pool_clock_ ABSL_GUARDED_BY(pools_mu_) = 0;
 
   std::atomic<std::uint64_t> calls_{0}, round_trips_{0}, commands_{0}, connections_opened_{0},
-      connection_failures_{0}, redirects_{0}, slot_map_refreshes_{0}, failover_retries_{0},
-      errors_{0};
+      connection_failures_{0}, connections_discarded_{0}, redirects_{0}, slot_map_refreshes_{0},
+      failover_retries_{0}, errors_{0};
 };
 
 RedisBackend::RedisBackend(RedisBackendOptions options)
