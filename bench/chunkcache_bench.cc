@@ -183,7 +183,7 @@ void Chunking(benchmark::State& state, const Input* input) {
       items.push_back({chunk_keys[i], std::string_view(compressed).substr(i * chunk, chunk)});
     }
     benchmark::DoNotOptimize(items.data());
-    benchmark::DoNotOptimize(chunkcache::internal::EncodeManifest(manifest, {}));
+    benchmark::DoNotOptimize(chunkcache::internal::EncodeManifest(manifest, keys.manifest(), {}));
   }
   state.SetItemsProcessed(state.iterations());  // entries: the cost is per entry, not per byte
 }

@@ -4,8 +4,9 @@
 // Input: one options byte, then pieces (fuzz_util.h): piece 0 is the manifest of the logical key
 // (stored key "cc:{doc}", or the long key of bit 3), pieces 1.. its chunks. No piece at all: the
 // key is absent.
-//   bit 0  reseal: recompute the header checksum of every manifest served, so that mutations of
-//          the header get past it to the checks behind it.
+//   bit 0  reseal: recompute the header checksum of every manifest served (for the version its
+//          byte 4 names: 1 at bytes 56..63, else at 64..71), so that mutations of the header get
+//          past it to the checks behind it.
 //   bit 1  rechecksum: rewrite the payload checksum of every manifest served to that of the bytes
 //          a reader will take as its payload (the inline bytes, or the chunk pieces after it), so
 //          that mutations of the payload reach the zstd decoder.
@@ -19,18 +20,25 @@
 //   bit 3  long key: the logical key is 1,024 bytes (kMaxKeySize) that escape to 3,072, so that
 //          every chunk key a read builds costs ~3 KB (issue 15 item 5: a 64-byte manifest of
 //          ~500 K chunks made one Get hold gigabytes of keys). Otherwise the key is "doc".
+//   bit 4  rebind: a version-2 manifest served is bound to the key read (its key hash, bytes
+//          56..63, set to that of the stored key, and the header resealed), so that manifests
+//          written for another key (the seeds are "doc"'s) get past the key check. Without it,
+//          a manifest names the key it names: one of another key is refused.
 // Cache options: max_payload_size 4 MiB, chunk_size 1 KiB, no near cache. The backend's
 // max_item_size is 1 MiB (MemoryBackend's default).
 //
 // Properties:
 //   - no crash; Get and GetCompressed are OK or NotFound (a miss, corrupt included); Inspect is
 //     OK, NotFound or DataLoss (an undecodable manifest);
+//   - every entry used (Get, GetCompressed or Inspect OK) has a version-1 manifest or a version-2
+//     one bound to the key read (issue 16 item 1: never another key's entry);
 //   - Get OK: the payload has the raw size of the manifest the read used (the last one served),
 //     GetCompressed is OK too, its bytes are a zstd frame (magic 28 B5 2F FD: FORMAT.md "Reading"
 //     step 5) that declares that size, and ZSTD_decompress gives back exactly Get's payload;
 //   - GetCompressed OK: its bytes have the stored size and the XXH3 the manifest records;
 //   - keyed store: GetCompressed OK <=> Inspect OK with checksum_ok; Inspect's fields are the
-//     manifest's, each chunk's presence and size are the store's, `complete` is what they say;
+//     manifest's (format_version its byte 4), each chunk's presence and size are the store's,
+//     `complete` is what they say;
 //   - (sanitizer builds) Get and GetCompressed never hold more than ReadBound() of heap at once:
 //     max_payload_size + 8 x the input size + 2 MiB. "A hostile entry costs at most about
 //     max_payload_size plus a small constant" (issue 15 item 5; DESIGN.md: a read never allocates
@@ -67,11 +75,10 @@ namespace chunkcache::fuzz {
 namespace read_path_target {
 
 constexpr std::size_t kMaxPayload = std::size_t{4} << 20;
-constexpr std::size_t kHeader = internal::kManifestHeaderSize;
 constexpr std::size_t kMaxItemSize = std::size_t{1} << 20;  // the backend's
 constexpr char kShortKey[] = "doc";
 
-enum Flags : std::uint8_t { kReseal = 1, kRechecksum = 2, kKeyed = 4, kLongKey = 8 };
+enum Flags : std::uint8_t { kReseal = 1, kRechecksum = 2, kKeyed = 4, kLongKey = 8, kRebind = 16 };
 
 // The logical key read under `flags`: kMaxKeySize bytes 0x80..0xFF, each escaped to "%XX".
 std::string KeyFor(std::uint8_t flags) {
@@ -100,16 +107,31 @@ void StoreLE(std::string& bytes, std::size_t offset, std::uint64_t value) {
   for (int i = 0; i < 8; ++i) bytes[offset + i] = static_cast<char>(value >> (8 * i));
 }
 
+// The header size byte 4 of `manifest` names: 64 for version 1, else (version 2, or one no reader
+// knows) 72. Fields at offsets 0-55 mean the same in both versions.
+std::size_t HeaderSize(std::string_view manifest) {
+  return manifest.size() > 4 && manifest[4] == 1 ? internal::kManifestHeaderSizeV1
+                                                 : internal::kManifestHeaderSize;
+}
+
+constexpr std::size_t kKeyHashOffset = 56;  // version 2
+
+std::uint64_t KeyHash(std::string_view stored_key) { return internal::Checksum({&stored_key, 1}); }
+
 // The header fields a reader acts on, read straight from the bytes (no checks).
 struct RawHeader {
+  std::uint8_t version = 0;
   std::uint64_t generation = 0, raw_size = 0, stored_size = 0, checksum = 0;
   std::uint32_t chunk_size = 0, chunk_count = 0;
   std::int64_t created = 0;
+  std::uint64_t key_hash = 0;  // version 2
 };
 
 std::optional<RawHeader> ReadHeader(std::string_view bytes) {
-  if (bytes.size() < kHeader) return std::nullopt;
+  if (bytes.size() < HeaderSize(bytes)) return std::nullopt;
   RawHeader h;
+  h.version = static_cast<std::uint8_t>(bytes[4]);
+  if (h.version != 1) h.key_hash = LoadLE<std::uint64_t>(bytes, kKeyHashOffset);
   h.generation = LoadLE<std::uint64_t>(bytes, 8);
   h.raw_size = LoadLE<std::uint64_t>(bytes, 16);
   h.stored_size = LoadLE<std::uint64_t>(bytes, 24);
@@ -120,16 +142,17 @@ std::optional<RawHeader> ReadHeader(std::string_view bytes) {
   return h;
 }
 
-// `manifest` as served under `flags`; `following` are the pieces a reader would take as its
-// chunks.
-std::string FixManifest(std::string manifest, std::uint8_t flags,
+// `manifest` as served for `stored_key` under `flags`; `following` are the pieces a reader would
+// take as its chunks.
+std::string FixManifest(std::string manifest, std::uint8_t flags, std::string_view stored_key,
                         absl::Span<const std::string> following) {
-  if (manifest.size() < kHeader) return manifest;
+  const std::size_t header = HeaderSize(manifest);
+  if (manifest.size() < header) return manifest;
   if (flags & kRechecksum) {
     const std::uint32_t count = LoadLE<std::uint32_t>(manifest, 36);
     std::vector<std::string_view> parts;
     if (count == 0) {
-      parts.push_back(std::string_view(manifest).substr(kHeader));
+      parts.push_back(std::string_view(manifest).substr(header));
     } else {
       for (std::size_t i = 0; i < std::min<std::size_t>(count, following.size()); ++i) {
         parts.push_back(following[i]);
@@ -137,9 +160,11 @@ std::string FixManifest(std::string manifest, std::uint8_t flags,
     }
     StoreLE(manifest, 40, internal::Checksum(parts));
   }
-  if (flags & kReseal) {
-    const std::string_view covered(manifest.data(), 56);
-    StoreLE(manifest, 56, internal::Checksum({&covered, 1}));
+  const bool rebind = (flags & kRebind) && header == internal::kManifestHeaderSize;
+  if (rebind) StoreLE(manifest, kKeyHashOffset, KeyHash(stored_key));
+  if ((flags & kReseal) || rebind) {
+    const std::string_view covered(manifest.data(), header - 8);
+    StoreLE(manifest, header - 8, internal::Checksum({&covered, 1}));
   }
   return manifest;
 }
@@ -150,7 +175,7 @@ class FuzzBackend : public Backend {
       : flags_(flags), pieces_(std::move(pieces)), keys_(CacheOptions().key_prefix, KeyFor(flags)) {
     if (!(flags_ & kKeyed) || pieces_.empty()) return;
     const std::string manifest =
-        FixManifest(pieces_[0], flags_, absl::MakeConstSpan(pieces_).subspan(1));
+        FixManifest(pieces_[0], flags_, keys_.manifest(), absl::MakeConstSpan(pieces_).subspan(1));
     const std::uint64_t generation = manifest.size() >= 16 ? LoadLE<std::uint64_t>(manifest, 8) : 0;
     store_[keys_.manifest()] = manifest;
     for (std::size_t i = 1; i < pieces_.size(); ++i) {
@@ -174,8 +199,8 @@ class FuzzBackend : public Backend {
         values.push_back(std::nullopt);
       } else if (key == keys_.manifest()) {
         const std::size_t at = next_++;
-        values.push_back(
-            FixManifest(pieces_[at], flags_, absl::MakeConstSpan(pieces_).subspan(next_)));
+        values.push_back(FixManifest(pieces_[at], flags_, keys_.manifest(),
+                                     absl::MakeConstSpan(pieces_).subspan(next_)));
       } else {
         values.push_back(pieces_[next_++]);
       }
@@ -200,7 +225,8 @@ class FuzzBackend : public Backend {
   // The manifest a call's first read gets after Restart(): piece 0 as served.
   std::optional<std::string> FirstManifest() const {
     if (pieces_.empty() || pieces_[0].empty()) return std::nullopt;
-    return FixManifest(pieces_[0], flags_, absl::MakeConstSpan(pieces_).subspan(1));
+    return FixManifest(pieces_[0], flags_, keys_.manifest(),
+                       absl::MakeConstSpan(pieces_).subspan(1));
   }
 
   // The last manifest served since Restart().
@@ -242,10 +268,18 @@ auto Metered(const char* what, std::size_t bound, Call call, const char* issue =
 // names (`manifest`, unchecked: 0 if it is too short to name any).
 std::size_t InspectResultAllowance(const std::optional<std::string>& manifest,
                                    const internal::StoredKeys& keys) {
-  if (!manifest.has_value() || manifest->size() < kHeader) return 0;
+  if (!manifest.has_value() || manifest->size() < internal::kManifestHeaderSizeV1) return 0;
   const std::uint32_t count = LoadLE<std::uint32_t>(*manifest, 36);
   const std::size_t key_size = keys.Chunk(~std::uint64_t{0}, count).size();
   return std::size_t{count} * (sizeof(ChunkInfo) + key_size + 32);  // 32: malloc's rounding
+}
+
+// Issue 16 item 1: an entry used was written for the key read (version 2), or names no key
+// (version 1, which readers still read).
+void CheckBound(const RawHeader& h, std::string_view stored_key, const char* what) {
+  FUZZ_CHECK(h.version == 1 || (h.version == 2 && h.key_hash == KeyHash(stored_key)),
+             absl::StrCat(what, " used a manifest of version ", int{h.version},
+                          " that is not bound to the key read"));
 }
 
 }  // namespace read_path_target
@@ -255,6 +289,7 @@ int FuzzReadPath(const std::uint8_t* data, std::size_t size) {
   InputReader in(data, size);
   const std::uint8_t flags = in.Byte();
   const std::string key = KeyFor(flags);
+  const internal::StoredKeys keys(CacheOptions().key_prefix, key);
   const std::size_t bound = ReadBound(kMaxPayload, size);
   auto backend = std::make_shared<FuzzBackend>(flags, in.Pieces());
   ChunkedCache cache(backend, {.chunk_size = 1024, .max_payload_size = kMaxPayload});
@@ -278,6 +313,7 @@ int FuzzReadPath(const std::uint8_t* data, std::size_t size) {
     FUZZ_CHECK(backend->last_manifest().has_value(), "an entry without a manifest");
     const std::optional<RawHeader> h = ReadHeader(*backend->last_manifest());
     FUZZ_CHECK(h.has_value(), "a manifest shorter than its header was used");
+    CheckBound(*h, keys.manifest(), "GetCompressed");
     FUZZ_CHECK(compressed->raw_size == h->raw_size && compressed->zstd != nullptr &&
                    compressed->zstd->size() == h->stored_size,
                absl::StrCat("GetCompressed: ", compressed->zstd->size(), " bytes for raw size ",
@@ -292,6 +328,7 @@ int FuzzReadPath(const std::uint8_t* data, std::size_t size) {
     FUZZ_CHECK(get_manifest.has_value(), "a hit without a manifest");
     const std::optional<RawHeader> h = ReadHeader(*get_manifest);
     FUZZ_CHECK(h.has_value(), "a manifest shorter than its header was used");
+    CheckBound(*h, keys.manifest(), "Get");
     FUZZ_CHECK(
         *got != nullptr && (*got)->size() == h->raw_size,
         absl::StrCat("Get returned ", (*got)->size(), " bytes; the manifest says ", h->raw_size));
@@ -313,11 +350,9 @@ int FuzzReadPath(const std::uint8_t* data, std::size_t size) {
   backend->Restart();
   // Inspect's bound counts the manifest it will read: the script's first piece (keyed: the
   // store's).
-  const std::size_t inspect_bound =
-      bound + InspectResultAllowance(backend->FirstManifest(),
-                                     internal::StoredKeys(CacheOptions().key_prefix, key));
-  absl::StatusOr<EntryInfo> info = Metered(
-      "Inspect", inspect_bound, [&] { return cache.Inspect(key); });
+  const std::size_t inspect_bound = bound + InspectResultAllowance(backend->FirstManifest(), keys);
+  absl::StatusOr<EntryInfo> info =
+      Metered("Inspect", inspect_bound, [&] { return cache.Inspect(key); });
   Note(absl::StrCat("Inspect: ",
                     info.ok() ? absl::StrCat(info->chunks.size(), " chunks, complete ",
                                              info->complete, ", checksum_ok ", info->checksum_ok)
@@ -331,13 +366,13 @@ int FuzzReadPath(const std::uint8_t* data, std::size_t size) {
     FUZZ_CHECK(!info->checksum_ok || info->complete, "checksum_ok without complete");
     const std::optional<RawHeader> h = ReadHeader(*backend->last_manifest());
     FUZZ_CHECK(h.has_value(), "Inspect decoded a manifest shorter than its header");
+    CheckBound(*h, keys.manifest(), "Inspect");
     FUZZ_CHECK(info->generation == h->generation && info->raw_size == h->raw_size &&
                    info->stored_size == h->stored_size && info->chunk_size == h->chunk_size &&
-                   info->checksum == h->checksum && info->format_version == 1 &&
+                   info->checksum == h->checksum && info->format_version == h->version &&
                    info->manifest_size == backend->last_manifest()->size() &&
                    info->is_inline == (h->chunk_count == 0) &&
-                   info->chunk_count == h->chunk_count &&
-                   info->chunks.size() <= h->chunk_count,
+                   info->chunk_count == h->chunk_count && info->chunks.size() <= h->chunk_count,
                "Inspect's fields are not the manifest's");
   }
   if (flags & kKeyed) {

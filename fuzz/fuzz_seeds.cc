@@ -4,11 +4,12 @@
 //
 // Entries are made by ChunkedCache::Put into a recording memory backend (tests/test_util.h) with
 // small chunk sizes: tiny inline documents, generated catalogues (tools/catalogue.h) and the JSON
-// files of ../shared/corpus when it is there. Their manifests seed fuzz_manifest; their manifests
-// and chunks, in the input format of fuzz_read_path, seed it in every shape that matters (intact,
-// truncated manifest, flipped byte, missing or oversize chunk, replaced while read, ...). The
-// other targets get hand-written inputs in their formats. GenerateSeeds() is also what
-// tests/fuzz_regression_test.cc replays.
+// files of ../shared/corpus when it is there. Their manifests (as written, format version 2, and
+// as the previous release wrote them, version 1) seed fuzz_manifest; their manifests and chunks,
+// in the input format of fuzz_read_path, seed it in every shape that matters (intact, truncated
+// manifest, flipped byte, missing or oversize chunk, replaced while read, read under another
+// key, ...). The other targets get hand-written inputs in their formats. GenerateSeeds() is also
+// what tests/fuzz_regression_test.cc replays.
 
 #include <cstdint>
 #include <filesystem>
@@ -24,6 +25,7 @@
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/memory_backend.h"
 #include "chunkcache/redis_backend.h"
+#include "codec.h"
 #include "fuzz_util.h"
 #include "keys.h"
 #include "manifest.h"
@@ -40,7 +42,10 @@ constexpr std::size_t kMaxPayload = std::size_t{4} << 20;  // as fuzz_read_path
 constexpr char kKey[] = "doc";                             // as fuzz_read_path
 
 // fuzz_read_path's option bits.
-constexpr std::uint8_t kReseal = 1, kRechecksum = 2, kKeyed = 4, kLongKey = 8;
+constexpr std::uint8_t kReseal = 1, kRechecksum = 2, kKeyed = 4, kLongKey = 8, kRebind = 16;
+
+// The stored key of kKey (fuzz_read_path's short key, fuzz_manifest's key).
+std::string StoredKey() { return internal::StoredKeys(CacheOptions().key_prefix, kKey).manifest(); }
 
 struct Entry {
   std::string manifest;
@@ -63,7 +68,7 @@ std::vector<Entry> PutAll(const std::vector<std::string>& documents, std::size_t
     Entry entry;
     entry.manifest = stored[keys.manifest()];
     absl::StatusOr<internal::DecodedManifest> decoded = internal::DecodeManifest(
-        entry.manifest,
+        entry.manifest, keys.manifest(),
         {.max_payload_size = kMaxPayload, .max_chunk_size = backend->max_item_size()});
     if (!decoded.ok()) continue;
     for (std::uint32_t i = 0; i < decoded->manifest.chunk_count; ++i) {
@@ -98,25 +103,55 @@ std::uint64_t LE64(std::string_view bytes, std::size_t offset) {
   return value;
 }
 
+// The manifest the previous release (format version 1, docs/FORMAT.md) wrote for the entry whose
+// version-2 manifest is `v2`: bytes 0-55 with version 1, the header checksum over them, then the
+// inline payload. Version 1 records no key.
+std::string AsVersion1(std::string_view v2) {
+  std::string v1(v2.substr(0, internal::kManifestHeaderSizeV1));
+  v1[4] = 1;
+  const std::string_view covered(v1.data(), internal::kManifestHeaderSizeV1 - 8);
+  SetLE64(v1, internal::kManifestHeaderSizeV1 - 8, internal::Checksum({&covered, 1}));
+  v1.append(v2.substr(internal::kManifestHeaderSize));
+  return v1;
+}
+
+// `v2` with the key hash of `stored_key`, resealed: what a writer for that key would have stored.
+std::string BoundTo(std::string v2, std::string_view stored_key) {
+  SetLE64(v2, 56, internal::Checksum({&stored_key, 1}));
+  const std::string_view covered(v2.data(), internal::kManifestHeaderSize - 8);
+  SetLE64(v2, internal::kManifestHeaderSize - 8, internal::Checksum({&covered, 1}));
+  return v2;
+}
+
 void AddEntrySeeds(const Entry& e, Seeds& seeds) {
   std::vector<std::string>& manifest = seeds["manifest"];
   std::vector<std::string>& read = seeds["read_path"];
   const std::vector<std::string> pieces = PiecesOf(e);
+  const std::string v1 = AsVersion1(e.manifest);
+  std::vector<std::string> v1_pieces = pieces;
+  v1_pieces[0] = v1;
 
   manifest.push_back(e.manifest);
   manifest.push_back(e.manifest.substr(0, internal::kManifestHeaderSize - 1));
-  std::string v2 = e.manifest;
-  v2[4] = 2;  // an unknown format version (the target reseals it)
-  manifest.push_back(v2);
+  manifest.push_back(v1);
+  manifest.push_back(v1.substr(0, internal::kManifestHeaderSizeV1 - 1));
+  std::string v3 = e.manifest;
+  v3[4] = 3;  // an unknown format version (the target reseals it)
+  manifest.push_back(v3);
   std::string unknown_bits = e.manifest;
-  unknown_bits[6] = static_cast<char>(unknown_bits[6] | 0x80);  // refused: not version 1
+  unknown_bits[6] = static_cast<char>(unknown_bits[6] | 0x80);  // refused: not version 1 or 2
   unknown_bits[7] = 1;
   manifest.push_back(unknown_bits);
   manifest.push_back(e.manifest + "x");
+  manifest.push_back(BoundTo(e.manifest, "cc:{other}"));  // another key's (the target rebinds it)
 
   read.push_back(ReadPathInput(kKeyed, pieces));                          // intact, static
   read.push_back(ReadPathInput(0, pieces));                               // intact, scripted
   read.push_back(ReadPathInput(kKeyed | kReseal | kRechecksum, pieces));  // fix-ups: no-ops
+  read.push_back(ReadPathInput(kKeyed, v1_pieces));  // as the previous release wrote it
+  read.push_back(ReadPathInput(0, v1_pieces));
+  read.push_back(ReadPathInput(kKeyed | kLongKey, pieces));  // another key's entry: refused
+  read.push_back(ReadPathInput(kKeyed | kLongKey | kRebind, pieces));  // rebound: read
   read.push_back(ReadPathInput(kKeyed, {e.manifest.substr(0, e.manifest.size() / 2)}));
   {
     // A flipped payload byte: caught by the checksum, or (rechecksummed) by the decoder.
@@ -157,30 +192,36 @@ void AddRaceSeeds(const Entry& a, const Entry& b, Seeds& seeds) {
   seeds["read_path"].push_back(ReadPathInput(0, torn));
   same.push_back(a.manifest);  // the manifest did not change: `a` lost a chunk
   seeds["read_path"].push_back(ReadPathInput(0, same));
+  // The previous release's `a` replaced by this release's `b` (an upgrade, while read).
+  std::vector<std::string> upgraded = torn;
+  upgraded[0] = AsVersion1(a.manifest);
+  seeds["read_path"].push_back(ReadPathInput(0, upgraded));
 }
 
-// A bare 64-byte header (format 1, zstd) with the given sizes, sealed.
+// A bare header (the current format version, zstd) with the given sizes, sealed and bound to
+// `stored_key` (by default kKey's, "cc:{doc}"); an inline one is followed by `stored` bytes of 'x'.
 std::string Header(std::uint64_t raw, std::uint64_t stored, std::uint32_t chunk_size,
-                   std::uint32_t count) {
+                   std::uint32_t count, const std::string& stored_key = StoredKey()) {
   internal::Manifest m;
   m.generation = 0x1234;
   m.raw_size = raw;
   m.stored_size = stored;
   m.chunk_size = chunk_size;
   m.chunk_count = count;
-  return internal::EncodeManifest(m, count == 0 ? std::string(stored, 'x') : "");
+  return internal::EncodeManifest(m, stored_key, count == 0 ? std::string(stored, 'x') : "");
 }
 
 // Manifests that claim what no writer for the fuzz targets' cache makes (issue 15 item 5): as
-// many 128-byte chunks as max_payload_size allows, and chunks larger than the backend's item.
+// many 128-byte chunks as max_payload_size allows, and chunks larger than the backend's item; in
+// version 2 (bound to "doc"; rebound for the long key) and version 1 (read under any key).
 void AddHostileManifests(Seeds& seeds) {
   const std::uint64_t stored = ZSTD_COMPRESSBOUND(kMaxPayload);
   const std::uint32_t count = static_cast<std::uint32_t>((stored + 127) / 128);
   const std::string many = Header(kMaxPayload, stored, 128, count);
   const std::string huge = Header(kMaxPayload, 3 << 20, 2 << 20, 2);  // 2 MiB > 1 MiB items
-  for (const std::string& manifest : {many, huge}) {
+  for (const std::string& manifest : {many, huge, AsVersion1(many), AsVersion1(huge)}) {
     seeds["manifest"].push_back(manifest);
-    for (const int flags : {int{kKeyed}, kKeyed | kLongKey, int{kLongKey}}) {
+    for (const int flags : {int{kKeyed}, kKeyed | kLongKey | kRebind, int{kLongKey | kRebind}}) {
       seeds["read_path"].push_back(ReadPathInput(static_cast<std::uint8_t>(flags), {manifest}));
     }
   }

@@ -253,14 +253,13 @@ struct Found {
 // A stored entry fetched and verified against its checksum, not yet decoded.
 struct Fetched {
   Manifest manifest;
-  std::string manifest_bytes;  // holds an inline payload
+  std::string manifest_bytes;     // holds an inline payload
+  std::size_t inline_offset = 0;  // where it starts: after the header of the manifest's version
   Values chunks;
   bool known = false;  // the manifest names the generation the reader has; nothing else fetched
 
   std::vector<std::string_view> Parts() const {
-    if (manifest.is_inline()) {
-      return {std::string_view(manifest_bytes).substr(internal::kManifestHeaderSize)};
-    }
+    if (manifest.is_inline()) return {std::string_view(manifest_bytes).substr(inline_offset)};
     std::vector<std::string_view> parts;
     parts.reserve(chunks.size());
     for (const std::optional<std::string>& chunk : chunks) parts.push_back(*chunk);
@@ -370,13 +369,13 @@ class ChunkedCache::Impl {
     absl::StatusOr<std::optional<std::string>> manifest_bytes = GetOne(keys.manifest());
     if (!manifest_bytes.ok()) return manifest_bytes.status();
     if (!manifest_bytes->has_value()) return absl::NotFoundError("chunkcache: no such key");
-    absl::StatusOr<DecodedManifest> decoded = DecodeStoredManifest(**manifest_bytes);
+    absl::StatusOr<DecodedManifest> decoded = DecodeStoredManifest(keys, **manifest_bytes);
     if (!decoded.ok()) return decoded.status();
     const Manifest& manifest = decoded->manifest;
     EntryInfo info;
     info.manifest_key = keys.manifest();
     info.manifest_size = (*manifest_bytes)->size();
-    info.format_version = internal::kFormatVersion;
+    info.format_version = decoded->version;
     info.generation = manifest.generation;
     info.raw_size = manifest.raw_size;
     info.stored_size = manifest.stored_size;
@@ -646,9 +645,11 @@ class ChunkedCache::Impl {
       if (!manifest_bytes->has_value()) return absl::NotFoundError("chunkcache: no such key");
       fetched.manifest_bytes = **std::move(manifest_bytes);
 
-      absl::StatusOr<DecodedManifest> decoded = DecodeStoredManifest(fetched.manifest_bytes);
+      absl::StatusOr<DecodedManifest> decoded = DecodeStoredManifest(keys, fetched.manifest_bytes);
       if (!decoded.ok()) return CorruptMiss(decoded.status());
       fetched.manifest = decoded->manifest;
+      // An offset, not the view: the view would not follow the bytes when `fetched` moves.
+      fetched.inline_offset = fetched.manifest_bytes.size() - decoded->inline_payload.size();
       const Manifest& manifest = fetched.manifest;
       if (known != nullptr && known->generation == manifest.generation &&
           known->checksum == manifest.checksum) {
@@ -729,9 +730,12 @@ class ChunkedCache::Impl {
     return next;
   }
 
-  absl::StatusOr<DecodedManifest> DecodeStoredManifest(std::string_view bytes) const {
-    return internal::DecodeManifest(bytes, {.max_payload_size = options_.max_payload_size,
-                                            .max_chunk_size = backend_->max_item_size()});
+  // A manifest read from `keys.manifest()`: refused if it was written under another key.
+  absl::StatusOr<DecodedManifest> DecodeStoredManifest(const StoredKeys& keys,
+                                                       std::string_view bytes) const {
+    return internal::DecodeManifest(bytes, keys.manifest(),
+                                    {.max_payload_size = options_.max_payload_size,
+                                     .max_chunk_size = backend_->max_item_size()});
   }
 
   absl::Status CorruptMiss(const absl::Status& why) {
@@ -755,7 +759,7 @@ class ChunkedCache::Impl {
     absl::StatusOr<std::optional<std::string>> bytes = GetOne(keys.manifest());
     if (!bytes.ok()) return bytes.status();
     if (!bytes->has_value()) return std::nullopt;
-    absl::StatusOr<DecodedManifest> decoded = DecodeStoredManifest(**bytes);
+    absl::StatusOr<DecodedManifest> decoded = DecodeStoredManifest(keys, **bytes);
     if (!decoded.ok()) return std::nullopt;
     return decoded->manifest;
   }
@@ -764,7 +768,7 @@ class ChunkedCache::Impl {
   std::optional<Manifest> ReadManifestQuietly(const StoredKeys& keys) {
     absl::StatusOr<std::optional<std::string>> bytes = GetOne(keys.manifest());
     if (!bytes.ok() || !bytes->has_value()) return std::nullopt;
-    absl::StatusOr<DecodedManifest> decoded = DecodeStoredManifest(**bytes);
+    absl::StatusOr<DecodedManifest> decoded = DecodeStoredManifest(keys, **bytes);
     if (!decoded.ok()) return std::nullopt;
     return decoded->manifest;
   }
@@ -1189,6 +1193,7 @@ class ChunkedCache::Impl {
     manifest.checksum = internal::Checksum({&stored, 1});
     manifest.created_unix_ms = absl::ToUnixMillis(Now());
 
+    // The header EncodeManifest writes (the current version's) plus the payload, in one item.
     const bool fits_inline = internal::kManifestHeaderSize + stored.size() <= chunk_size_;
     manifest.chunk_count =
         fits_inline ? 0
@@ -1210,8 +1215,8 @@ class ChunkedCache::Impl {
       Add(counters_.chunks_written, items.size());
     }
 
-    const std::string manifest_bytes =
-        internal::EncodeManifest(manifest, fits_inline ? stored : std::string_view());
+    const std::string manifest_bytes = internal::EncodeManifest(
+        manifest, keys.manifest(), fits_inline ? stored : std::string_view());
     const KeyValue manifest_item{keys.manifest(), manifest_bytes};
     if (absl::Status s = BackendSet({&manifest_item, 1}, options_.ttl); !s.ok()) {
       // Only a definite refusal means nothing refers to the new chunks. After an outcome the

@@ -13,7 +13,9 @@
 namespace chunkcache::internal {
 namespace {
 
-// Field offsets in the header (little-endian integers).
+// Field offsets in the header (little-endian integers). Bytes 0-55 mean the same in every
+// version; version 1 puts its header checksum at 56, version 2 its key hash at 56 and its header
+// checksum at 64.
 constexpr std::size_t kVersionOffset = 4;
 constexpr std::size_t kCodecOffset = 5;
 constexpr std::size_t kFlagsOffset = 6;
@@ -25,8 +27,27 @@ constexpr std::size_t kChunkSizeOffset = 32;
 constexpr std::size_t kChunkCountOffset = 36;
 constexpr std::size_t kChecksumOffset = 40;
 constexpr std::size_t kCreatedOffset = 48;
-constexpr std::size_t kHeaderChecksumOffset = 56;
+constexpr std::size_t kKeyHashOffset = 56;  // version 2
 constexpr std::uint8_t kFlagInline = 1;
+
+// The header checksum is its last 8 bytes, over everything before them.
+constexpr std::size_t HeaderChecksumOffset(std::size_t header_size) { return header_size - 8; }
+
+// The header size of `version`, or 0 if this reader does not read it.
+constexpr std::size_t HeaderSize(std::uint8_t version) {
+  switch (version) {
+    case 1:
+      return kManifestHeaderSizeV1;
+    case 2:
+      return kManifestHeaderSize;
+    default:
+      return 0;
+  }
+}
+
+std::uint64_t KeyHash(std::string_view stored_key) {
+  return XXH3_64bits(stored_key.data(), stored_key.size());
+}
 
 // Little-endian fixed-width integers, whatever the host's byte order.
 template <typename T>
@@ -56,7 +77,10 @@ std::size_t Manifest::ChunkSize(std::uint32_t index) const {
   return stored_size - std::uint64_t{chunk_size} * (chunk_count - 1);
 }
 
-std::string EncodeManifest(const Manifest& m, std::string_view inline_payload) {
+std::string EncodeManifest(const Manifest& m, std::string_view stored_key,
+                           std::string_view inline_payload) {
+  // The layout below is version 2's.
+  static_assert(kFormatVersion == 2 && HeaderSize(kFormatVersion) == kManifestHeaderSize);
   std::string out(kManifestHeaderSize + inline_payload.size(), '\0');
   char* p = out.data();
   std::memcpy(p, kManifestMagic, sizeof(kManifestMagic));
@@ -70,28 +94,44 @@ std::string EncodeManifest(const Manifest& m, std::string_view inline_payload) {
   StoreLE<std::uint32_t>(p + kChunkCountOffset, m.chunk_count);
   StoreLE<std::uint64_t>(p + kChecksumOffset, m.checksum);
   StoreLE<std::uint64_t>(p + kCreatedOffset, static_cast<std::uint64_t>(m.created_unix_ms));
-  StoreLE<std::uint64_t>(p + kHeaderChecksumOffset, XXH3_64bits(p, kHeaderChecksumOffset));
+  StoreLE<std::uint64_t>(p + kKeyHashOffset, KeyHash(stored_key));
+  constexpr std::size_t kSum = HeaderChecksumOffset(kManifestHeaderSize);
+  StoreLE<std::uint64_t>(p + kSum, XXH3_64bits(p, kSum));
   if (!inline_payload.empty()) {
     std::memcpy(p + kManifestHeaderSize, inline_payload.data(), inline_payload.size());
   }
   return out;
 }
 
-absl::StatusOr<DecodedManifest> DecodeManifest(std::string_view bytes,
+absl::StatusOr<DecodedManifest> DecodeManifest(std::string_view bytes, std::string_view stored_key,
                                                const ManifestLimits& limits) {
-  if (bytes.size() < kManifestHeaderSize) return Corrupt("shorter than its header");
+  if (bytes.size() < kManifestHeaderSizeV1) return Corrupt("shorter than its header");
   const char* p = bytes.data();
   if (std::memcmp(p, kManifestMagic, sizeof(kManifestMagic)) != 0) return Corrupt("bad magic");
-  if (static_cast<std::uint8_t>(p[kVersionOffset]) != kFormatVersion) {
-    return Corrupt(absl::StrFormat("unsupported format version %d",
-                                   static_cast<std::uint8_t>(p[kVersionOffset])));
+  const std::uint8_t version = static_cast<std::uint8_t>(p[kVersionOffset]);
+  const std::size_t header_size = HeaderSize(version);
+  if (header_size == 0) {
+    return Corrupt(absl::StrFormat("unsupported format version %d", version));
   }
-  if (LoadLE<std::uint64_t>(p + kHeaderChecksumOffset) != XXH3_64bits(p, kHeaderChecksumOffset)) {
+  if (bytes.size() < header_size) return Corrupt("shorter than its header");
+  const std::size_t sum_offset = HeaderChecksumOffset(header_size);
+  if (LoadLE<std::uint64_t>(p + sum_offset) != XXH3_64bits(p, sum_offset)) {
     return Corrupt("header checksum mismatch");
   }
+  // After the checksum: a damaged header is reported as damaged, not as another key's.
+  if (version >= 2) {
+    const std::uint64_t written_under = LoadLE<std::uint64_t>(p + kKeyHashOffset);
+    const std::uint64_t read_under = KeyHash(stored_key);
+    if (written_under != read_under) {
+      return Corrupt(
+          absl::StrFormat("written under another key (key hash %016x, the key read has %016x)",
+                          written_under, read_under));
+    }
+  }
   if (static_cast<std::uint8_t>(p[kCodecOffset]) != kCodecZstd) return Corrupt("unknown codec");
-  // Version 1 defines flag bit 0 only. A writer that gave another bit (or the reserved byte) a
-  // meaning would have changed what the bytes say: not a version-1 entry, so not guessed at.
+  // Versions 1 and 2 define flag bit 0 only. A writer that gave another bit (or the reserved
+  // byte) a meaning would have changed what the bytes say: not an entry of these versions, so not
+  // guessed at.
   const std::uint8_t flags = static_cast<std::uint8_t>(p[kFlagsOffset]);
   if ((flags & ~kFlagInline) != 0) {
     return Corrupt(absl::StrFormat("unknown flag bits 0x%02x", flags & ~kFlagInline));
@@ -99,6 +139,7 @@ absl::StatusOr<DecodedManifest> DecodeManifest(std::string_view bytes,
   if (p[kReservedOffset] != 0) return Corrupt("non-zero reserved byte");
 
   DecodedManifest d;
+  d.version = version;
   Manifest& m = d.manifest;
   m.generation = LoadLE<std::uint64_t>(p + kGenerationOffset);
   m.raw_size = LoadLE<std::uint64_t>(p + kRawSizeOffset);
@@ -121,17 +162,17 @@ absl::StatusOr<DecodedManifest> DecodeManifest(std::string_view bytes,
   }
   if (inline_flag != m.is_inline()) return Corrupt("inline flag and chunk count disagree");
   if (m.is_inline()) {
-    if (bytes.size() != kManifestHeaderSize + m.stored_size) {
+    if (bytes.size() != header_size + m.stored_size) {
       return Corrupt("inline payload size does not match the header");
     }
     if (bytes.size() > limits.max_chunk_size) {
       return Corrupt(absl::StrFormat("inline manifest of %d bytes exceeds the item limit %d",
                                      bytes.size(), limits.max_chunk_size));
     }
-    d.inline_payload = bytes.substr(kManifestHeaderSize);
+    d.inline_payload = bytes.substr(header_size);
     return d;
   }
-  if (bytes.size() != kManifestHeaderSize) return Corrupt("trailing bytes after the header");
+  if (bytes.size() != header_size) return Corrupt("trailing bytes after the header");
   // No writer cuts chunks smaller than kMinChunkSize (smaller ones would make a reader ask for,
   // and hold the keys of, one chunk per byte), nor larger than its backend's item limit.
   if (m.chunk_size < kMinChunkSize) {

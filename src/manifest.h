@@ -14,9 +14,13 @@
 namespace chunkcache::internal {
 
 inline constexpr char kManifestMagic[4] = {'C', 'C', 'M', 'F'};
-inline constexpr std::uint8_t kFormatVersion = 1;
+// The version writers write. Readers read it and every earlier one (docs/FORMAT.md, "Versioning").
+inline constexpr std::uint8_t kFormatVersion = 2;
 inline constexpr std::uint8_t kCodecZstd = 1;
-inline constexpr std::size_t kManifestHeaderSize = 64;
+// The header writers write (version kFormatVersion); an inline payload follows it.
+inline constexpr std::size_t kManifestHeaderSize = 72;
+// Version 1's header: no key hash.
+inline constexpr std::size_t kManifestHeaderSizeV1 = 64;
 
 struct Manifest {
   std::uint64_t generation = 0;   // identifies this version's chunks
@@ -32,12 +36,16 @@ struct Manifest {
   std::size_t ChunkSize(std::uint32_t index) const;
 };
 
-// The header followed by `inline_payload` (empty for a chunked entry).
-std::string EncodeManifest(const Manifest& manifest, std::string_view inline_payload);
+// The header (version kFormatVersion) followed by `inline_payload` (empty for a chunked entry).
+// `stored_key` is the backend key the manifest is stored under (StoredKeys::manifest()): the
+// header records its hash, which binds the entry to that key.
+std::string EncodeManifest(const Manifest& manifest, std::string_view stored_key,
+                           std::string_view inline_payload);
 
 struct DecodedManifest {
   Manifest manifest;
-  std::string_view inline_payload;  // points into the decoded bytes
+  std::uint8_t version = 0;         // the format version the bytes were written in
+  std::string_view inline_payload;  // points into the decoded bytes (after that version's header)
 };
 
 // What the reading cache accepts, from its own configuration (not the writer's): a manifest
@@ -53,11 +61,13 @@ struct ManifestLimits {
   std::size_t max_chunk_size;
 };
 
-// Parses and checks `bytes` against every reader rule of docs/FORMAT.md ("Reading", step 2):
-// magic, version, header checksum, codec, flags and reserved byte, sizes consistent with each
-// other and within `limits`. Any failure is DataLoss saying what was wrong. Allocates nothing but
-// the error message.
-absl::StatusOr<DecodedManifest> DecodeManifest(std::string_view bytes,
+// Parses and checks `bytes`, read from the backend key `stored_key`, against every reader rule of
+// docs/FORMAT.md ("Reading", step 2): magic, a version this reader reads (1 or 2), header
+// checksum, from version 2 on the key it was written under (another key's entry — a reply meant
+// for another request, a copied item — is refused), codec, flags and reserved byte, sizes
+// consistent with each other and within `limits`. Version 1 records no key: it is read under any
+// key. Any failure is DataLoss saying what was wrong. Allocates nothing but the error message.
+absl::StatusOr<DecodedManifest> DecodeManifest(std::string_view bytes, std::string_view stored_key,
                                                const ManifestLimits& limits);
 
 }  // namespace chunkcache::internal

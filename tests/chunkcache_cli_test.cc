@@ -237,7 +237,7 @@ TEST_CASE("put, inspect, verify, corruption, repair and delete of an entry on Re
   const CliResult inspect = RunCli({backend, "inspect", "catalogue"});
   INFO("inspect: " << inspect.out << inspect.err);
   CHECK(inspect.exit_code == 0);
-  CHECK(inspect.out.find("cc:{catalogue} (64 bytes)") != std::string::npos);
+  CHECK(inspect.out.find("cc:{catalogue} (72 bytes)") != std::string::npos);
   CHECK(inspect.out.find(generation) != std::string::npos);
   CHECK(inspect.out.find(std::to_string(json.size()) + " bytes") != std::string::npos);
   CHECK(inspect.out.find("chunk size:     262144 bytes") != std::string::npos);

@@ -109,8 +109,8 @@ internal::Manifest StoredManifest(Backend& backend, const CacheOptions& options,
   REQUIRE(values.ok());
   REQUIRE((*values)[0].has_value());
   auto decoded = internal::DecodeManifest(
-      *(*values)[0], {.max_payload_size = options.max_payload_size,
-                      .max_chunk_size = backend.max_item_size()});
+      *(*values)[0], keys.manifest(),
+      {.max_payload_size = options.max_payload_size, .max_chunk_size = backend.max_item_size()});
   REQUIRE(decoded.ok());
   return decoded->manifest;
 }
@@ -343,7 +343,8 @@ TEST_CASE("a manifest claiming 2^40 bytes reads as a corrupt miss without a larg
   huge.raw_size = std::uint64_t{1} << 40;
   huge.stored_size = std::uint64_t{1} << 39;
   huge.chunk_count = static_cast<std::uint32_t>(huge.stored_size / huge.chunk_size);
-  Overwrite(*entry.backend, entry.keys.manifest(), internal::EncodeManifest(huge, {}));
+  Overwrite(*entry.backend, entry.keys.manifest(),
+            internal::EncodeManifest(huge, entry.keys.manifest(), {}));
   entry.RequireCorruptMissThenRepair();
 }
 
@@ -352,7 +353,8 @@ TEST_CASE("a manifest whose chunks decode to other bytes reads as a corrupt miss
   ChunkedEntry entry;
   internal::Manifest lying = entry.manifest;
   lying.raw_size = entry.manifest.raw_size + 1;
-  Overwrite(*entry.backend, entry.keys.manifest(), internal::EncodeManifest(lying, {}));
+  Overwrite(*entry.backend, entry.keys.manifest(),
+            internal::EncodeManifest(lying, entry.keys.manifest(), {}));
   entry.RequireCorruptMissThenRepair();
 }
 
@@ -660,7 +662,7 @@ TEST_CASE("Inspect describes the stored entry and finds missing or damaged chunk
   absl::StatusOr<EntryInfo> info = cache.Inspect("k");
   REQUIRE(info.ok());
   CHECK(info->manifest_key == "cc:{k}");
-  CHECK(info->format_version == 1);
+  CHECK(info->format_version == 2);
   CHECK(info->raw_size == json.size());
   CHECK_FALSE(info->is_inline);
   CHECK(info->chunk_size == (16 << 10));
@@ -769,6 +771,147 @@ TEST_CASE("a Put whose manifest write was refused deletes its new chunks and kee
     REQUIRE(values.ok());
     CHECK_FALSE((*values)[0].has_value());
   }
+}
+
+// The stored item under `key`, which must be present.
+std::string StoredItem(Backend& backend, std::string_view key) {
+  auto values = backend.MultiGet({&key, 1});
+  REQUIRE(values.ok());
+  REQUIRE((*values)[0].has_value());
+  return *(*values)[0];
+}
+
+// Issue 16 item 1: a Redis connection one reply behind answered Get("b") with key "a"'s manifest,
+// and its inline payload was served as "b". Copying "a"'s manifest item to "b"'s manifest key
+// gives a reader the same bytes: since format version 2 the manifest names (by hash) the key it
+// was written under, and a reader refuses another key's entry.
+TEST_CASE("an entry read under another key is a corrupt miss, never its bytes") {
+  const CacheOptions options{.chunk_size = kSmallChunk};
+  const std::string a_json = Catalogue(0.05, 1), b_json = Catalogue(0.05, 2);
+  // The inline case is what the issue saw; a chunked manifest names chunk keys of its generation
+  // under the key being read, which "b" does not have.
+  for (const std::string& document : {std::string(R"({"doc":"a"})"), a_json}) {
+    const bool is_inline = document.size() < 100;
+    CAPTURE(is_inline);
+    auto backend = NewMemory();
+    ChunkedCache cache(backend, options);
+    REQUIRE(cache.Put("a", document).ok());
+    const internal::StoredKeys a(options.key_prefix, "a"), b(options.key_prefix, "b");
+    REQUIRE(StoredManifest(*backend, options, "a").is_inline() == is_inline);
+    Overwrite(*backend, b.manifest(), StoredItem(*backend, a.manifest()));
+
+    const absl::StatusOr<Bytes> got = cache.Get("b");
+    CHECK(absl::IsNotFound(got.status()));
+    if (got.ok()) CHECK(**got != document);  // before: "a"'s document, as a hit for "b"
+    CHECK(cache.Stats().corrupt_reads == 1);
+    CHECK(absl::IsNotFound(cache.GetCompressed("b").status()));
+    const absl::StatusOr<EntryInfo> info = cache.Inspect("b");
+    CHECK(absl::IsDataLoss(info.status()));
+    CHECK_THAT(std::string(info.status().message()), Catch::Contains("written under another key"));
+
+    // The caller loads "b" and the load replaces the foreign manifest; "a" is untouched.
+    int loads = 0;
+    RequirePayload(cache.GetOrLoad("b",
+                                   [&]() -> absl::StatusOr<std::string> {
+                                     ++loads;
+                                     return b_json;
+                                   }),
+                   b_json);
+    CHECK(loads == 1);
+    RequirePayload(cache.Get("b"), b_json);
+    RequirePayload(cache.Get("a"), document);
+  }
+}
+
+// A version-1 manifest as the previous release wrote it (docs/FORMAT.md, 64-byte header, no key
+// hash), field by field.
+std::string ManifestVersion1(const internal::Manifest& m, std::string_view inline_payload) {
+  std::string out("CCMF\x01\x01", 6);
+  out.push_back(m.is_inline() ? 1 : 0);
+  out.push_back(0);
+  auto append = [&out](std::uint64_t value, int bytes) {
+    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>(value >> (8 * i)));
+  };
+  append(m.generation, 8);
+  append(m.raw_size, 8);
+  append(m.stored_size, 8);
+  append(m.chunk_size, 4);
+  append(m.chunk_count, 4);
+  append(m.checksum, 8);
+  append(static_cast<std::uint64_t>(m.created_unix_ms), 8);
+  const std::string_view covered = out;
+  append(internal::Checksum({&covered, 1}), 8);
+  return out.append(inline_payload);
+}
+
+// Writes `json` under `key` as the previous release did: a version-1 manifest, inline or after
+// its chunks of `chunk_size` bytes. Returns the manifest.
+internal::Manifest PutVersion1(Backend& backend, const CacheOptions& options, std::string_view key,
+                               std::string_view json, std::size_t chunk_size) {
+  internal::Codec codec(3, 0);
+  absl::StatusOr<internal::CompressedBuffer> compressed = codec.Compress(json);
+  REQUIRE(compressed.ok());
+  const std::string_view stored = compressed->view();
+  internal::Manifest m;
+  m.generation = 0x0ddba11cafe0001;
+  m.raw_size = json.size();
+  m.stored_size = stored.size();
+  m.chunk_size = static_cast<std::uint32_t>(chunk_size);
+  m.chunk_count = stored.size() + 64 <= chunk_size
+                      ? 0
+                      : static_cast<std::uint32_t>((stored.size() + chunk_size - 1) / chunk_size);
+  m.checksum = internal::Checksum({&stored, 1});
+  m.created_unix_ms = absl::ToUnixMillis(absl::Now());
+  const internal::StoredKeys keys(options.key_prefix, key);
+  for (std::uint32_t i = 0; i < m.chunk_count; ++i) {
+    Overwrite(backend, keys.Chunk(m.generation, i), stored.substr(i * chunk_size, chunk_size));
+  }
+  Overwrite(backend, keys.manifest(), ManifestVersion1(m, m.is_inline() ? stored : ""));
+  return m;
+}
+
+TEST_CASE("version 1 entries written by the previous release are still read") {
+  const CacheOptions options{.chunk_size = kSmallChunk};
+  auto backend = NewMemory();
+  ChunkedCache cache(backend, options);
+  const std::string chunked_json = Catalogue(0.1), inline_json = R"({"version":1})";
+  const internal::Manifest chunked =
+      PutVersion1(*backend, options, "chunked", chunked_json, kSmallChunk);
+  REQUIRE(chunked.chunk_count > 2);
+  REQUIRE(PutVersion1(*backend, options, "inline", inline_json, kSmallChunk).is_inline());
+
+  RequirePayload(cache.Get("chunked"), chunked_json);
+  RequirePayload(cache.Get("inline"), inline_json);
+  for (const auto& [key, json] :
+       {std::pair<std::string, std::string>{"chunked", chunked_json}, {"inline", inline_json}}) {
+    CAPTURE(key);
+    const absl::StatusOr<CompressedPayload> compressed = cache.GetCompressed(key);
+    REQUIRE(compressed.ok());
+    CHECK(compressed->raw_size == json.size());
+    const absl::StatusOr<EntryInfo> info = cache.Inspect(key);
+    REQUIRE(info.ok());
+    CHECK(info->format_version == 1);
+    CHECK(info->complete);
+    CHECK(info->checksum_ok);
+  }
+  CHECK(cache.Inspect("chunked")->manifest_size == 64);
+  CHECK(cache.Stats().corrupt_reads == 0);
+
+  // The version-1 rules still hold: a lost chunk is a corrupt miss.
+  const std::string lost =
+      internal::StoredKeys(options.key_prefix, "chunked").Chunk(chunked.generation, 1);
+  const std::string_view lost_key = lost;
+  REQUIRE(backend->Delete({&lost_key, 1}).ok());
+  CHECK(absl::IsNotFound(cache.Get("chunked").status()));
+  CHECK(cache.Stats().corrupt_reads == 1);
+
+  // A Put replaces it with a version-2 entry (and deletes the version-1 chunks it replaced).
+  REQUIRE(cache.Put("inline", inline_json).ok());
+  CHECK(cache.Inspect("inline")->format_version == 2);
+  REQUIRE(cache.Put("chunked", chunked_json).ok());
+  CHECK(cache.Inspect("chunked")->format_version == 2);
+  RequirePayload(cache.Get("chunked"), chunked_json);
+  CHECK(backend->Stats().items == 2 + StoredManifest(*backend, options, "chunked").chunk_count);
 }
 
 }  // namespace

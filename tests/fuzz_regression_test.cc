@@ -101,7 +101,8 @@ std::string ReadPathBytes(std::uint8_t flags, const std::vector<std::string>& pi
   return seeds::ReadPathInput(flags, pieces);
 }
 
-using seeds::Header;  // a sealed 64-byte header with the given sizes (and an inline payload)
+using seeds::AsVersion1;  // the same manifest as the previous release wrote it (format version 1)
+using seeds::Header;  // a sealed header with the given sizes (and an inline payload), of "cc:{doc}"
 
 TEST_CASE("fuzz_manifest replays every seed shape") {
   SetUp();
@@ -115,10 +116,13 @@ TEST_CASE("fuzz_manifest: unknown flag bits and a non-zero reserved byte are ref
   bytes[7] = 0x5a;
   CHECK_NOTHROW(Run(FuzzManifest, bytes));  // resealed inside: refused, or the property breaks
   manifest_target::Reseal(bytes);
-  CHECK(absl::IsDataLoss(internal::DecodeManifest(bytes, manifest_target::kCacheLimits).status()));
+  CHECK(absl::IsDataLoss(
+      internal::DecodeManifest(bytes, manifest_target::kStoredKey, manifest_target::kCacheLimits)
+          .status()));
   CHECK_NOTHROW(Run(FuzzManifest, Header(0, 1, 1, 1)));
   CHECK_NOTHROW(Run(FuzzManifest, Header(~std::uint64_t{0}, 1, 1, 1)));
   CHECK_NOTHROW(Run(FuzzManifest, std::string(64, '\0')));
+  CHECK_NOTHROW(Run(FuzzManifest, std::string(72, '\0')));
   CHECK_NOTHROW(Run(FuzzManifest, ""));
 }
 
@@ -236,8 +240,12 @@ TEST_CASE(
   const std::uint64_t stored = ZSTD_COMPRESSBOUND(options.max_payload_size);
   const std::uint32_t count = static_cast<std::uint32_t>((stored + 127) / 128);
   REQUIRE(count == 526'336);
-  const std::string manifest = Header(options.max_payload_size, stored, 128, count);
-  REQUIRE(manifest.size() == internal::kManifestHeaderSize);
+  // Version 1 as reported (read under any key); version 2 written for this key, as a reader
+  // accepts it.
+  const std::string bound = Header(options.max_payload_size, stored, 128, count, keys.manifest());
+  REQUIRE(bound.size() == internal::kManifestHeaderSize);
+  const std::string manifest = GENERATE_COPY(AsVersion1(bound), bound);
+  CAPTURE(manifest.size());
   REQUIRE(keys.Chunk(0x1234, count - 1).size() > 3000);
 
   auto backend = std::make_shared<KeyCountingBackend>(NewMemoryBackend());
@@ -259,6 +267,7 @@ TEST_CASE(
                    << " bytes; the largest request " << backend->largest_request_key_bytes << ")");
   CHECK(absl::IsNotFound(got.status()));
   CHECK(cache.Stats().corrupt_reads == 1);
+  CHECK(backend->keys_asked > 2);  // past the manifest checks: chunk keys were asked for
   CHECK(peak <= options.max_payload_size + read_path_target::kFixedAllowance);
   CHECK(backend->largest_request_key_bytes <= kMaxKeyBytesPerRequest);
   // One batch of chunk keys (and the manifest, twice): the read stops at the first missing chunk.
@@ -267,8 +276,10 @@ TEST_CASE(
   // The fuzz target's own bound, on the same shape at its 4 MiB max_payload_size: Get,
   // GetCompressed and Inspect (which may hold its result as well).
   const std::uint64_t small_stored = ZSTD_COMPRESSBOUND(read_path_target::kMaxPayload);
-  const std::string small = Header(read_path_target::kMaxPayload, small_stored, 128,
-                                   static_cast<std::uint32_t>((small_stored + 127) / 128));
+  std::string small =
+      Header(read_path_target::kMaxPayload, small_stored, 128,
+             static_cast<std::uint32_t>((small_stored + 127) / 128), keys.manifest());
+  if (manifest.size() == internal::kManifestHeaderSizeV1) small = AsVersion1(small);
   CHECK_NOTHROW(Run(FuzzReadPath,
                     ReadPathBytes(read_path_target::kKeyed | read_path_target::kLongKey, {small})));
 }
@@ -285,11 +296,12 @@ TEST_CASE(
   auto backend = std::make_shared<KeyCountingBackend>(NewMemoryBackend());
   REQUIRE(backend->max_item_size() == std::size_t{1} << 20);
   const std::string manifest = Header(10 << 20, 3 << 20, 2 << 20, 2);
-  REQUIRE(internal::DecodeManifest(manifest, {.max_payload_size = options.max_payload_size,
-                                              .max_chunk_size = std::size_t{2} << 20})
+  REQUIRE(internal::DecodeManifest(manifest, keys.manifest(),
+                                   {.max_payload_size = options.max_payload_size,
+                                    .max_chunk_size = std::size_t{2} << 20})
               .ok());
   const absl::StatusOr<internal::DecodedManifest> refused = internal::DecodeManifest(
-      manifest,
+      manifest, keys.manifest(),
       {.max_payload_size = options.max_payload_size, .max_chunk_size = backend->max_item_size()});
   CHECK(absl::IsDataLoss(refused.status()));
 
@@ -320,11 +332,11 @@ TEST_CASE("fuzz_read_path: a skippable frame is not a payload") {
   m.chunk_size = 1 << 20;
   const std::string_view payload = skippable;
   m.checksum = internal::Checksum({&payload, 1});
-  const std::string manifest = internal::EncodeManifest(m, skippable);
+  const internal::StoredKeys keys(CacheOptions().key_prefix, "doc");
+  const std::string manifest = internal::EncodeManifest(m, keys.manifest(), skippable);
   CHECK_NOTHROW(Run(FuzzReadPath, ReadPathBytes(read_path_target::kKeyed, {manifest})));
 
   auto backend = std::make_shared<KeyCountingBackend>(NewMemoryBackend());
-  const internal::StoredKeys keys(CacheOptions().key_prefix, "doc");
   const KeyValue item{keys.manifest(), manifest};
   REQUIRE(backend->MultiSet({&item, 1}, absl::Hours(1)).ok());
   ChunkedCache cache(backend, {});

@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/strings/match.h"
 #include "chunkcache/options.h"
 #include "codec.h"
 #include "zstd.h"
@@ -18,6 +19,8 @@ namespace {
 constexpr std::size_t kMaxPayload = std::size_t{64} << 20;  // CacheOptions' default
 constexpr std::uint32_t kMiB = 1 << 20;
 constexpr std::size_t kNoItemLimit = ~std::uint32_t{0};  // no chunk size is refused as too large
+// The backend key the manifests here are written under and read from (StoredKeys' layout).
+constexpr std::string_view kKey = "cc:{catalogue}";
 
 ManifestLimits Limits(std::size_t max_payload_size = kMaxPayload,
                       std::size_t max_chunk_size = kNoItemLimit) {
@@ -60,14 +63,11 @@ void CheckSameFields(const Manifest& a, const Manifest& b) {
 
 absl::StatusCode DecodeCode(std::string_view bytes, std::size_t max_payload_size = kMaxPayload,
                             std::size_t max_chunk_size = kNoItemLimit) {
-  return DecodeManifest(bytes, Limits(max_payload_size, max_chunk_size)).status().code();
+  return DecodeManifest(bytes, kKey, Limits(max_payload_size, max_chunk_size)).status().code();
 }
 
-// Rewrites the header checksum after a deliberate edit, so that the check under test is the one
-// that has to catch the edit.
-void Reseal(std::string& bytes) {
-  const std::uint64_t sum = XXH3_64bits(bytes.data(), 56);
-  for (int i = 0; i < 8; ++i) bytes[56 + i] = static_cast<char>((sum >> (8 * i)) & 0xff);
+void StoreLE64(std::string& bytes, std::size_t offset, std::uint64_t value) {
+  for (int i = 0; i < 8; ++i) bytes[offset + i] = static_cast<char>((value >> (8 * i)) & 0xff);
 }
 
 std::uint64_t LoadLE64(std::string_view bytes, std::size_t offset) {
@@ -78,14 +78,46 @@ std::uint64_t LoadLE64(std::string_view bytes, std::size_t offset) {
   return value;
 }
 
+// Rewrites the header checksum after a deliberate edit, so that the check under test is the one
+// that has to catch the edit: over bytes 0-55 at 56 (version 1), 0-63 at 64 (version 2).
+void Reseal(std::string& bytes, int version = 2) {
+  const std::size_t at = version == 1 ? 56 : 64;
+  StoreLE64(bytes, at, XXH3_64bits(bytes.data(), at));
+}
+
+// Points a version-2 header at `stored_key` (and reseals it), as a writer for that key would have.
+void Rebind(std::string& bytes, std::string_view stored_key) {
+  StoreLE64(bytes, 56, XXH3_64bits(stored_key.data(), stored_key.size()));
+  Reseal(bytes);
+}
+
+// A manifest as the previous release wrote it: format version 1, docs/FORMAT.md's 64-byte layout,
+// built here field by field rather than by the encoder under test.
+std::string EncodeVersion1(const Manifest& m, std::string_view inline_payload) {
+  std::string out(64, '\0');
+  out.replace(0, 4, "CCMF");
+  out[4] = 1;  // format version
+  out[5] = 1;  // codec: zstd
+  out[6] = m.is_inline() ? 1 : 0;
+  StoreLE64(out, 8, m.generation);
+  StoreLE64(out, 16, m.raw_size);
+  StoreLE64(out, 24, m.stored_size);
+  StoreLE64(out, 32, m.chunk_size | (std::uint64_t{m.chunk_count} << 32));
+  StoreLE64(out, 40, m.checksum);
+  StoreLE64(out, 48, static_cast<std::uint64_t>(m.created_unix_ms));
+  Reseal(out, 1);
+  return out.append(inline_payload);
+}
+
 TEST_CASE("an inline manifest survives an encode/decode round trip") {
   const std::string payload = "\x28\xb5\x2f\xfd compressed bytes \x00 with a NUL";
   const Manifest m = InlineManifest(payload);
-  const std::string bytes = EncodeManifest(m, payload);
+  const std::string bytes = EncodeManifest(m, kKey, payload);
   REQUIRE(bytes.size() == kManifestHeaderSize + payload.size());
 
-  const absl::StatusOr<DecodedManifest> decoded = DecodeManifest(bytes, Limits());
+  const absl::StatusOr<DecodedManifest> decoded = DecodeManifest(bytes, kKey, Limits());
   REQUIRE(decoded.ok());
+  CHECK(decoded->version == 2);
   CheckSameFields(decoded->manifest, m);
   CHECK(decoded->manifest.is_inline());
   CHECK(decoded->inline_payload == payload);
@@ -95,11 +127,12 @@ TEST_CASE("an inline manifest survives an encode/decode round trip") {
 
 TEST_CASE("a chunked manifest survives an encode/decode round trip") {
   const Manifest m = ChunkedManifest();
-  const std::string bytes = EncodeManifest(m, {});
+  const std::string bytes = EncodeManifest(m, kKey, {});
   REQUIRE(bytes.size() == kManifestHeaderSize);
 
-  const absl::StatusOr<DecodedManifest> decoded = DecodeManifest(bytes, Limits());
+  const absl::StatusOr<DecodedManifest> decoded = DecodeManifest(bytes, kKey, Limits());
   REQUIRE(decoded.ok());
+  CHECK(decoded->version == 2);
   CheckSameFields(decoded->manifest, m);
   CHECK_FALSE(decoded->manifest.is_inline());
   CHECK(decoded->inline_payload.empty());
@@ -114,7 +147,8 @@ TEST_CASE("extreme field values survive an encode/decode round trip") {
   m.stored_size = 1;
   m.chunk_size = ~std::uint32_t{0};
   m.chunk_count = 1;
-  const absl::StatusOr<DecodedManifest> decoded = DecodeManifest(EncodeManifest(m, {}), Limits());
+  const absl::StatusOr<DecodedManifest> decoded =
+      DecodeManifest(EncodeManifest(m, kKey, {}), kKey, Limits());
   REQUIRE(decoded.ok());
   CheckSameFields(decoded->manifest, m);
 }
@@ -122,9 +156,10 @@ TEST_CASE("extreme field values survive an encode/decode round trip") {
 TEST_CASE("the encoded header follows the layout of docs/FORMAT.md") {
   const std::string payload = "xyz";
   const Manifest m = InlineManifest(payload);
-  const std::string inline_bytes = EncodeManifest(m, payload);
+  const std::string inline_bytes = EncodeManifest(m, kKey, payload);
+  REQUIRE(inline_bytes.size() == 72 + payload.size());
   CHECK(inline_bytes.substr(0, 4) == "CCMF");
-  CHECK(inline_bytes[4] == 1);  // format version
+  CHECK(inline_bytes[4] == 2);  // format version
   CHECK(inline_bytes[5] == 1);  // codec: zstd
   CHECK(inline_bytes[6] == 1);  // flags: inline
   CHECK(inline_bytes[7] == 0);  // reserved
@@ -135,29 +170,38 @@ TEST_CASE("the encoded header follows the layout of docs/FORMAT.md") {
   CHECK((LoadLE64(inline_bytes, 32) >> 32) == m.chunk_count);
   CHECK(LoadLE64(inline_bytes, 40) == m.checksum);
   CHECK(LoadLE64(inline_bytes, 48) == static_cast<std::uint64_t>(m.created_unix_ms));
-  CHECK(LoadLE64(inline_bytes, 56) == XXH3_64bits(inline_bytes.data(), 56));
-  CHECK(inline_bytes.substr(64) == payload);
+  CHECK(LoadLE64(inline_bytes, 56) == XXH3_64bits(kKey.data(), kKey.size()));  // key hash
+  CHECK(LoadLE64(inline_bytes, 64) == XXH3_64bits(inline_bytes.data(), 64));
+  CHECK(inline_bytes.substr(72) == payload);
 
-  const std::string chunked_bytes = EncodeManifest(ChunkedManifest(), {});
+  const std::string chunked_bytes = EncodeManifest(ChunkedManifest(), kKey, {});
   CHECK(chunked_bytes[6] == 0);  // flags: not inline
   CHECK((LoadLE64(chunked_bytes, 32) >> 32) == 4);
 }
 
+// Every byte of either version's header, the key hash included, is covered by its checksum:
+// past the magic and the version byte, a flipped bit is caught as a checksum mismatch (not by a
+// later check that a different edit could get past).
 TEST_CASE("a flipped header byte is rejected") {
   const std::string payload(40, 'p');
-  const std::string inline_bytes = EncodeManifest(InlineManifest(payload), payload);
-  const std::string chunked_bytes = EncodeManifest(ChunkedManifest(), {});
-  for (const std::string* original : {&inline_bytes, &chunked_bytes}) {
-    REQUIRE(DecodeManifest(*original, Limits()).ok());
-    for (std::size_t offset = 0; offset < kManifestHeaderSize; ++offset) {
+  const Manifest inline_manifest = InlineManifest(payload), chunked = ChunkedManifest();
+  const std::string originals[] = {
+      EncodeManifest(inline_manifest, kKey, payload), EncodeManifest(chunked, kKey, {}),
+      EncodeVersion1(inline_manifest, payload), EncodeVersion1(chunked, {})};
+  for (const std::string& original : originals) {
+    REQUIRE(DecodeManifest(original, kKey, Limits()).ok());
+    const std::size_t header_size = original[4] == 1 ? 64 : 72;
+    for (std::size_t offset = 0; offset < header_size; ++offset) {
       for (int mask = 1; mask < 256; ++mask) {
-        std::string corrupt = *original;
+        std::string corrupt = original;
         corrupt[offset] = static_cast<char>(corrupt[offset] ^ mask);
-        const absl::StatusCode code = DecodeCode(corrupt);
-        if (code != absl::StatusCode::kDataLoss) {
+        const absl::Status status = DecodeManifest(corrupt, kKey, Limits()).status();
+        const bool by_checksum =
+            offset <= 4 || absl::StrContains(status.message(), "header checksum mismatch");
+        if (!absl::IsDataLoss(status) || !by_checksum) {
           // One failure per offset keeps the report readable.
-          CAPTURE(offset, mask, original == &inline_bytes);
-          FAIL_CHECK("a corrupted manifest header was not rejected as DataLoss");
+          CAPTURE(offset, mask, original.size(), status.ToString());
+          FAIL_CHECK("a corrupted manifest header was not rejected by its checksum");
           break;
         }
       }
@@ -167,8 +211,8 @@ TEST_CASE("a flipped header byte is rejected") {
 
 TEST_CASE("a manifest shorter than its header is rejected") {
   const std::string payload(10, 'p');
-  const std::string inline_bytes = EncodeManifest(InlineManifest(payload), payload);
-  const std::string chunked_bytes = EncodeManifest(ChunkedManifest(), {});
+  const std::string inline_bytes = EncodeManifest(InlineManifest(payload), kKey, payload);
+  const std::string chunked_bytes = EncodeManifest(ChunkedManifest(), kKey, {});
   for (std::size_t length = 0; length < kManifestHeaderSize; ++length) {
     CAPTURE(length);
     CHECK(DecodeCode(std::string_view(inline_bytes).substr(0, length)) ==
@@ -181,12 +225,12 @@ TEST_CASE("a manifest shorter than its header is rejected") {
 TEST_CASE("a manifest claiming a raw size over max_payload_size is rejected") {
   Manifest m = ChunkedManifest();
   m.raw_size = std::uint64_t{1} << 40;
-  CHECK(DecodeCode(EncodeManifest(m, {}), kMaxPayload) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, {}), kMaxPayload) == absl::StatusCode::kDataLoss);
 
   m.raw_size = kMaxPayload + 1;
-  CHECK(DecodeCode(EncodeManifest(m, {}), kMaxPayload) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, {}), kMaxPayload) == absl::StatusCode::kDataLoss);
   m.raw_size = kMaxPayload;
-  CHECK(DecodeCode(EncodeManifest(m, {}), kMaxPayload) == absl::StatusCode::kOk);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, {}), kMaxPayload) == absl::StatusCode::kOk);
 }
 
 // Regression: with max_payload_size = SIZE_MAX, a raw size past ZSTD_MAX_INPUT_SIZE passed,
@@ -196,7 +240,7 @@ TEST_CASE("a raw size no zstd frame can have is rejected even without a payload 
   for (const std::uint64_t raw_size : {~std::uint64_t{0}, ~std::uint64_t{0} - 1}) {
     CAPTURE(raw_size);
     m.raw_size = raw_size;
-    CHECK(DecodeCode(EncodeManifest(m, {}), ~std::size_t{0}) == absl::StatusCode::kDataLoss);
+    CHECK(DecodeCode(EncodeManifest(m, kKey, {}), ~std::size_t{0}) == absl::StatusCode::kDataLoss);
   }
 }
 
@@ -204,45 +248,45 @@ TEST_CASE("a stored size of zero or beyond the compression bound is rejected") {
   Manifest m = ChunkedManifest();
   m.stored_size = 0;
   m.chunk_count = 0;
-  CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, {})) == absl::StatusCode::kDataLoss);
 
   m = ChunkedManifest();
   m.raw_size = 100;
   m.stored_size = 10 * kMiB;  // 100 bytes never compress to 10 MiB
   m.chunk_count = 10;
-  CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, {})) == absl::StatusCode::kDataLoss);
 }
 
 TEST_CASE("a chunk count inconsistent with stored size and chunk size is rejected") {
   Manifest m = ChunkedManifest();  // 3 MiB + 1 byte in 1 MiB chunks: 4 chunks
-  REQUIRE(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kOk);
+  REQUIRE(DecodeCode(EncodeManifest(m, kKey, {})) == absl::StatusCode::kOk);
   for (const std::uint32_t count : {1u, 2u, 3u, 5u, 1000u, ~0u}) {
     CAPTURE(count);
     m.chunk_count = count;
-    CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kDataLoss);
+    CHECK(DecodeCode(EncodeManifest(m, kKey, {})) == absl::StatusCode::kDataLoss);
   }
 
   m = ChunkedManifest();
   m.stored_size = 3 * std::uint64_t{kMiB};  // exactly 3 full chunks
   m.chunk_count = 3;
-  CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kOk);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, {})) == absl::StatusCode::kOk);
   m.chunk_count = 4;
-  CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, {})) == absl::StatusCode::kDataLoss);
 
   m = ChunkedManifest();
   m.chunk_size = 0;
-  CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, {})) == absl::StatusCode::kDataLoss);
 }
 
 TEST_CASE("an inline payload whose size differs from the stored size is rejected") {
   const std::string payload(100, 'p');
   const Manifest m = InlineManifest(payload);
-  REQUIRE(DecodeCode(EncodeManifest(m, payload)) == absl::StatusCode::kOk);
-  CHECK(DecodeCode(EncodeManifest(m, payload.substr(0, 99))) == absl::StatusCode::kDataLoss);
-  CHECK(DecodeCode(EncodeManifest(m, payload + "p")) == absl::StatusCode::kDataLoss);
-  CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kDataLoss);
+  REQUIRE(DecodeCode(EncodeManifest(m, kKey, payload)) == absl::StatusCode::kOk);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, payload.substr(0, 99))) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, payload + "p")) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, {})) == absl::StatusCode::kDataLoss);
   // Cut off at every length between the header and the full payload.
-  const std::string bytes = EncodeManifest(m, payload);
+  const std::string bytes = EncodeManifest(m, kKey, payload);
   for (std::size_t length = kManifestHeaderSize; length < bytes.size(); ++length) {
     CAPTURE(length);
     CHECK(DecodeCode(std::string_view(bytes).substr(0, length)) == absl::StatusCode::kDataLoss);
@@ -251,13 +295,13 @@ TEST_CASE("an inline payload whose size differs from the stored size is rejected
 
 TEST_CASE("trailing bytes after a chunked manifest's header are rejected") {
   const Manifest m = ChunkedManifest();
-  CHECK(DecodeCode(EncodeManifest(m, {}) + "x") == absl::StatusCode::kDataLoss);
-  CHECK(DecodeCode(EncodeManifest(m, std::string(1, '\0'))) == absl::StatusCode::kDataLoss);
-  CHECK(DecodeCode(EncodeManifest(m, std::string(1000, 'x'))) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, {}) + "x") == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, std::string(1, '\0'))) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, std::string(1000, 'x'))) == absl::StatusCode::kDataLoss);
 }
 
 TEST_CASE("a well-sealed header with a bad magic, version or codec is rejected") {
-  const std::string good = EncodeManifest(ChunkedManifest(), {});
+  const std::string good = EncodeManifest(ChunkedManifest(), kKey, {});
   REQUIRE(DecodeCode(good) == absl::StatusCode::kOk);
 
   std::string bad_magic = good;
@@ -265,7 +309,7 @@ TEST_CASE("a well-sealed header with a bad magic, version or codec is rejected")
   Reseal(bad_magic);
   CHECK(DecodeCode(bad_magic) == absl::StatusCode::kDataLoss);
 
-  for (const int version : {0, 2, 255}) {
+  for (const int version : {0, 3, 255}) {
     std::string bad_version = good;
     bad_version[4] = static_cast<char>(version);
     Reseal(bad_version);
@@ -281,13 +325,13 @@ TEST_CASE("a well-sealed header with a bad magic, version or codec is rejected")
 }
 
 TEST_CASE("an inline flag that disagrees with the chunk count is rejected") {
-  std::string chunked_marked_inline = EncodeManifest(ChunkedManifest(), {});
+  std::string chunked_marked_inline = EncodeManifest(ChunkedManifest(), kKey, {});
   chunked_marked_inline[6] = 1;
   Reseal(chunked_marked_inline);
   CHECK(DecodeCode(chunked_marked_inline) == absl::StatusCode::kDataLoss);
 
   const std::string payload(100, 'p');
-  std::string inline_marked_chunked = EncodeManifest(InlineManifest(payload), payload);
+  std::string inline_marked_chunked = EncodeManifest(InlineManifest(payload), kKey, payload);
   inline_marked_chunked[6] = 0;
   Reseal(inline_marked_chunked);
   CHECK(DecodeCode(inline_marked_chunked) == absl::StatusCode::kDataLoss);
@@ -297,15 +341,16 @@ TEST_CASE("an inline flag that disagrees with the chunk count is rejected") {
 // a reader asks for (or sizes a reply by) a single chunk.
 TEST_CASE("a chunk size larger than the reader's item limit is rejected") {
   Manifest m = ChunkedManifest();  // 1 MiB chunks
-  CHECK(DecodeCode(EncodeManifest(m, {}), kMaxPayload, kMiB) == absl::StatusCode::kOk);
-  CHECK(DecodeCode(EncodeManifest(m, {}), kMaxPayload, kMiB - 1) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, {}), kMaxPayload, kMiB) == absl::StatusCode::kOk);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, {}), kMaxPayload, kMiB - 1) ==
+        absl::StatusCode::kDataLoss);
 
   // A lone chunk smaller than the limit does not help: the chunk size is what the writer used.
   m.chunk_size = 2 * kMiB;
   m.stored_size = 100'000;
   m.chunk_count = 1;
   const absl::StatusOr<DecodedManifest> decoded =
-      DecodeManifest(EncodeManifest(m, {}), Limits(kMaxPayload, kMiB));
+      DecodeManifest(EncodeManifest(m, kKey, {}), kKey, Limits(kMaxPayload, kMiB));
   REQUIRE(absl::IsDataLoss(decoded.status()));
   CHECK_THAT(std::string(decoded.status().message()),
              Catch::Contains("chunk size 2097152 exceeds the item limit 1048576"));
@@ -314,12 +359,13 @@ TEST_CASE("a chunk size larger than the reader's item limit is rejected") {
   m.chunk_size = kMinChunkSize;
   m.stored_size = 1000;
   m.chunk_count = 8;
-  CHECK(DecodeCode(EncodeManifest(m, {}), kMaxPayload, kMinChunkSize) == absl::StatusCode::kOk);
+  CHECK(DecodeCode(EncodeManifest(m, kKey, {}), kMaxPayload, kMinChunkSize) ==
+        absl::StatusCode::kOk);
 }
 
 TEST_CASE("an inline manifest longer than the reader's item limit is rejected") {
   const std::string payload(1000, 'p');
-  const std::string bytes = EncodeManifest(InlineManifest(payload), payload);
+  const std::string bytes = EncodeManifest(InlineManifest(payload), kKey, payload);
   CHECK(DecodeCode(bytes, kMaxPayload, bytes.size()) == absl::StatusCode::kOk);
   CHECK(DecodeCode(bytes, kMaxPayload, bytes.size() - 1) == absl::StatusCode::kDataLoss);
 }
@@ -329,22 +375,95 @@ TEST_CASE("an inline manifest longer than the reader's item limit is rejected") 
 TEST_CASE("unknown flag bits or a non-zero reserved byte are rejected") {
   const std::string payload(40, 'p');
   for (const std::string& good :
-       {EncodeManifest(InlineManifest(payload), payload), EncodeManifest(ChunkedManifest(), {})}) {
+       {EncodeManifest(InlineManifest(payload), kKey, payload),
+        EncodeManifest(ChunkedManifest(), kKey, {}),
+        EncodeVersion1(InlineManifest(payload), payload), EncodeVersion1(ChunkedManifest(), {})}) {
     REQUIRE(DecodeCode(good) == absl::StatusCode::kOk);
+    const int version = good[4];
     for (int bit = 1; bit < 8; ++bit) {
-      CAPTURE(bit, good.size());
+      CAPTURE(bit, version, good.size());
       std::string flagged = good;
       flagged[6] = static_cast<char>(flagged[6] | (1 << bit));
-      Reseal(flagged);
+      Reseal(flagged, version);
       CHECK(DecodeCode(flagged) == absl::StatusCode::kDataLoss);
     }
     for (const int reserved : {1, 0x80, 0xff}) {
-      CAPTURE(reserved, good.size());
+      CAPTURE(reserved, version, good.size());
       std::string marked = good;
       marked[7] = static_cast<char>(reserved);
-      Reseal(marked);
+      Reseal(marked, version);
       CHECK(DecodeCode(marked) == absl::StatusCode::kDataLoss);
     }
+  }
+}
+
+// Issue 16 item 1: a Redis connection off by one reply served key "a"'s manifest, inline payload
+// and all, for key "b". A version-2 manifest names (by hash) the key it was written under.
+TEST_CASE("a manifest written under another key is rejected") {
+  const std::string payload(40, 'p');
+  for (const std::string& bytes : {EncodeManifest(InlineManifest(payload), kKey, payload),
+                                   EncodeManifest(ChunkedManifest(), kKey, {})}) {
+    REQUIRE(DecodeCode(bytes) == absl::StatusCode::kOk);
+    // Another logical key, a prefix of it, another key_prefix, an extra byte, no key.
+    for (const std::string_view other :
+         {std::string_view("cc:{catalogue2}"), std::string_view("cc:{catalogu}"),
+          std::string_view("cc2:{catalogue}"), std::string_view("cc:{catalogue}\0", 15),
+          std::string_view()}) {
+      CAPTURE(other, bytes.size());
+      const absl::Status status = DecodeManifest(bytes, other, Limits()).status();
+      CHECK(absl::IsDataLoss(status));
+      CHECK_THAT(std::string(status.message()), Catch::Contains("written under another key"));
+    }
+    // What decides is the hash the header records: rebound, the same bytes are the other key's.
+    std::string rebound = bytes;
+    Rebind(rebound, "cc:{catalogue2}");
+    CHECK(DecodeManifest(rebound, "cc:{catalogue2}", Limits()).ok());
+    CHECK(DecodeCode(rebound) == absl::StatusCode::kDataLoss);
+  }
+}
+
+// docs/FORMAT.md, "Versioning": every earlier version is still read. Version 1 records no key, so
+// it is read under any key (unprotected until such entries expire, within ttl of an upgrade).
+TEST_CASE("version-1 manifests written by the previous release are still decoded") {
+  const std::string payload = "\x28\xb5\x2f\xfd an inline payload";
+  const Manifest inline_manifest = InlineManifest(payload);
+  const std::string inline_bytes = EncodeVersion1(inline_manifest, payload);
+  REQUIRE(inline_bytes.size() == kManifestHeaderSizeV1 + payload.size());
+  for (const std::string_view key : {kKey, std::string_view("cc:{another}")}) {
+    CAPTURE(key);
+    const absl::StatusOr<DecodedManifest> decoded = DecodeManifest(inline_bytes, key, Limits());
+    REQUIRE(decoded.ok());
+    CHECK(decoded->version == 1);
+    CheckSameFields(decoded->manifest, inline_manifest);
+    CHECK(decoded->inline_payload == payload);
+    CHECK(decoded->inline_payload.data() == inline_bytes.data() + kManifestHeaderSizeV1);
+  }
+
+  const Manifest chunked = ChunkedManifest();
+  const std::string chunked_bytes = EncodeVersion1(chunked, {});
+  const absl::StatusOr<DecodedManifest> decoded = DecodeManifest(chunked_bytes, kKey, Limits());
+  REQUIRE(decoded.ok());
+  CHECK(decoded->version == 1);
+  CheckSameFields(decoded->manifest, chunked);
+  CHECK(decoded->inline_payload.empty());
+
+  // Version 1's own lengths: 8 bytes more (a version-2 header's length) is not version 1.
+  CHECK(DecodeCode(chunked_bytes + std::string(8, '\0')) == absl::StatusCode::kDataLoss);
+  CHECK(DecodeCode(inline_bytes + std::string(8, 'p')) == absl::StatusCode::kDataLoss);
+  // The version byte decides the layout: a header relabelled and resealed as the other version
+  // does not decode as either (so a damaged version byte cannot strip a key binding).
+  for (const std::string& v1 : {inline_bytes, chunked_bytes}) {
+    std::string as_v2 = v1;
+    as_v2[4] = 2;
+    if (as_v2.size() >= 72) Reseal(as_v2, 2);
+    CHECK(DecodeCode(as_v2) == absl::StatusCode::kDataLoss);
+  }
+  for (const std::string& v2 :
+       {EncodeManifest(inline_manifest, kKey, payload), EncodeManifest(chunked, kKey, {})}) {
+    std::string as_v1 = v2;
+    as_v1[4] = 1;
+    Reseal(as_v1, 1);
+    CHECK(DecodeCode(as_v1) == absl::StatusCode::kDataLoss);
   }
 }
 
@@ -374,7 +493,7 @@ TEST_CASE("the writer's worst case is within the reader's stored-size bound") {
       m.chunk_count =
           static_cast<std::uint32_t>((stored->size + kMinChunkSize - 1) / kMinChunkSize);
       CHECK(stored->size <= ZSTD_compressBound(size));
-      CHECK(DecodeCode(EncodeManifest(m, {})) == absl::StatusCode::kOk);
+      CHECK(DecodeCode(EncodeManifest(m, kKey, {})) == absl::StatusCode::kOk);
     }
   }
 }

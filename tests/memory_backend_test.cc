@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <fstream>
 #include <functional>
 #include <latch>
 #include <memory>
@@ -18,6 +20,22 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+#include <unistd.h>
+
+// Sanitizers pad and quarantine every block, so resident memory says nothing about the backend's
+// accounting under them.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CHUNKCACHE_UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define CHUNKCACHE_UNDER_SANITIZER 1
+#endif
+#endif
 
 namespace chunkcache {
 namespace {
@@ -37,10 +55,6 @@ class FakeClock {
   std::atomic<std::int64_t> nanos_{absl::ToUnixNanos(absl::FromUnixSeconds(1'700'000'000))};
 };
 
-std::size_t Charge(std::string_view key, std::string_view value) {
-  return key.size() + value.size() + kMemoryBackendItemOverhead;
-}
-
 std::optional<std::string> Get(Backend& backend, std::string_view key) {
   absl::StatusOr<std::vector<std::optional<std::string>>> values = backend.MultiGet({&key, 1});
   REQUIRE(values.ok());
@@ -54,9 +68,37 @@ absl::Status Set(Backend& backend, std::string_view key, std::string_view value,
   return backend.MultiSet({&item, 1}, ttl);
 }
 
-// One shard holding exactly `items` items of 1-byte keys and `value_size`-byte values.
+// What the items of `backend` are charged, without its index tables.
+std::uint64_t ItemBytes(const MemoryBackend& backend) {
+  const MemoryBackendStats stats = backend.Stats();
+  return stats.bytes - stats.index_bytes;
+}
+
+// What one item with this key and value is charged, measured in a backend of its own.
+std::uint64_t ChargeOf(std::string_view key, std::string_view value) {
+  MemoryBackend backend({.shards = 1});
+  REQUIRE(Set(backend, key, value).ok());
+  return ItemBytes(backend);
+}
+
+// Whether `actual` is the charge `expected` of `items` items. Charges are measured, and malloc
+// may hand out a free chunk up to 31 bytes larger than asked for rather than split it, so each of
+// an item's (at most four) blocks may be charged a little differently from one time to the next.
+bool SameCharge(std::uint64_t actual, std::uint64_t expected, std::uint64_t items = 1) {
+  const std::uint64_t slack = items * 4 * 31;
+  return actual + slack >= expected && actual <= expected + slack;
+}
+
+// One shard holding exactly `items` items of 1-byte keys and `value_size`-byte values, with the
+// index they need: measured by storing them in a larger one, plus half an item for the slack of
+// SameCharge.
 MemoryBackendOptions SingleShardFor(int items, std::size_t value_size) {
-  return {.capacity_bytes = items * Charge("k", std::string(value_size, 'v')),
+  MemoryBackend probe({.max_item_size = value_size, .shards = 1});
+  for (int i = 0; i < items; ++i) {
+    REQUIRE(
+        Set(probe, std::string(1, static_cast<char>('a' + i)), std::string(value_size, 'v')).ok());
+  }
+  return {.capacity_bytes = probe.Stats().bytes + ItemBytes(probe) / items / 2,
           .max_item_size = value_size,
           .shards = 1};
 }
@@ -109,7 +151,8 @@ TEST_CASE("storing an existing key replaces its value and its byte charge") {
   CHECK(Get(backend, "k") == "a much longer value");
   const MemoryBackendStats stats = backend.Stats();
   CHECK(stats.items == 1);
-  CHECK(stats.bytes == Charge("k", "a much longer value"));
+  CHECK(SameCharge(ItemBytes(backend), ChargeOf("k", "a much longer value")));
+  CHECK(ChargeOf("k", "a much longer value") > ChargeOf("k", "short"));
   CHECK(stats.evictions == 0);
 }
 
@@ -187,10 +230,15 @@ TEST_CASE("stored bytes never exceed capacity_bytes, whatever the item sizes") {
   for (std::size_t i = 0; i < key_views.size(); ++i) {
     if (!(*values)[i].has_value()) continue;
     ++held_items;
-    held_bytes += Charge(key_views[i], *(*values)[i]);
+    held_bytes += ChargeOf(key_views[i], *(*values)[i]);
   }
   CHECK(held_items == stats.items);
-  CHECK(held_bytes == stats.bytes);
+  CHECK(SameCharge(stats.bytes - stats.index_bytes, held_bytes, held_items));
+
+  // Every charge added is taken away again.
+  REQUIRE(backend.Delete(key_views).ok());
+  CHECK(backend.Stats().items == 0);
+  CHECK(ItemBytes(backend) == 0);
 }
 
 TEST_CASE("an item expires once its ttl has passed") {
@@ -210,7 +258,7 @@ TEST_CASE("an item expires once its ttl has passed") {
   const MemoryBackendStats stats = backend.Stats();
   CHECK(stats.expirations == 2);
   CHECK(stats.items == 0);
-  CHECK(stats.bytes == 0);
+  CHECK(stats.bytes == stats.index_bytes);
 }
 
 TEST_CASE("storing again restarts the ttl") {
@@ -353,7 +401,7 @@ TEST_CASE("Delete removes present keys and ignores absent ones") {
   const MemoryBackendStats stats = backend.Stats();
   CHECK(stats.deletes == 2);
   CHECK(stats.items == 1);
-  CHECK(stats.bytes == Charge("b", "2"));
+  CHECK(SameCharge(ItemBytes(backend), ChargeOf("b", "2")));
 }
 
 TEST_CASE("Stats counts hits, misses, sets, deletes, evictions and expirations") {
@@ -382,7 +430,7 @@ TEST_CASE("Stats counts hits, misses, sets, deletes, evictions and expirations")
   CHECK(stats.expirations == 1);
   CHECK(stats.deletes == 1);
   CHECK(stats.items == 1);
-  CHECK(stats.bytes == Charge("d", "0123456789"));
+  CHECK(SameCharge(ItemBytes(backend), ChargeOf("d", "0123456789")));
 }
 
 TEST_CASE("NewMemoryBackend returns a working Backend with the given options") {
@@ -392,6 +440,127 @@ TEST_CASE("NewMemoryBackend returns a working Backend with the given options") {
   REQUIRE(Set(*backend, "k", "v").ok());
   CHECK(Get(*backend, "k") == "v");
   CHECK(Set(*backend, "big", std::string(124, 'x')).code() == absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("a value's bytes are charged at the size the allocator gives them") {
+  const std::uint64_t empty = ChargeOf("k", "");
+  CHECK(empty > 0);  // The list node and the value's shared block.
+  for (const std::size_t size : {std::size_t{16}, std::size_t{100}, std::size_t{1000},
+                                 std::size_t{5000}, std::size_t{100} << 10}) {
+    INFO("value of " << size << " bytes");
+    const std::uint64_t extra = ChargeOf("k", std::string(size, 'v')) - empty;
+    CHECK(extra >= size + 1);  // The bytes and a terminating NUL...
+    // ...in a block rounded up to 16 bytes, with its header, and SameCharge's slack.
+    CHECK(extra <= size + 1 + 24 + 2 * 31);
+  }
+}
+
+TEST_CASE("an item is stored if its measured charge fits a shard, and refused if it does not") {
+  for (const std::size_t size :
+       {std::size_t{0}, std::size_t{8}, std::size_t{15}, std::size_t{16}, std::size_t{24},
+        std::size_t{100}, std::size_t{4096}, std::size_t{100} << 10}) {
+    INFO("value of " << size << " bytes");
+    const std::string value(size, 'v');
+    MemoryBackend probe({.shards = 1});
+    REQUIRE(Set(probe, "a-key-of-20-bytes...", value).ok());
+    const std::size_t needed = probe.Stats().bytes;
+
+    // The check before storing agrees with the measured charge within SameCharge's slack.
+    const std::size_t slack = 4 * 31;
+    MemoryBackend roomy({.capacity_bytes = needed + slack, .shards = 1});
+    CHECK(Set(roomy, "a-key-of-20-bytes...", value).ok());
+    CHECK(Get(roomy, "a-key-of-20-bytes...") == value);
+    CHECK(SameCharge(roomy.Stats().bytes, needed));
+
+    MemoryBackend tight({.capacity_bytes = needed - slack, .shards = 1});
+    CHECK(Set(tight, "a-key-of-20-bytes...", value).code() == absl::StatusCode::kResourceExhausted);
+    CHECK(tight.SetIfAbsent("a-key-of-20-bytes...", value, kForever).status().code() ==
+          absl::StatusCode::kResourceExhausted);
+    CHECK(tight.Stats().items == 0);
+  }
+}
+
+TEST_CASE("a shard's index is charged at its size and given back once most items are gone") {
+  const MemoryBackendOptions options = {
+      .capacity_bytes = 4 << 20, .max_item_size = 64 << 10, .shards = 1};
+  MemoryBackend backend(options);
+  for (int i = 0; i < 30'000; ++i) REQUIRE(Set(backend, absl::StrCat("tiny-", i), "v").ok());
+  const MemoryBackendStats tiny = backend.Stats();
+  CHECK(tiny.bytes <= options.capacity_bytes);
+  CHECK(tiny.index_bytes > 25 * tiny.items);  // A slot and a control byte per item at least.
+
+  // Large values push every tiny item out; the index they grew must not keep its size.
+  const std::string large(60 << 10, 'L');
+  for (int i = 0; i < 100; ++i) REQUIRE(Set(backend, absl::StrCat("large-", i), large).ok());
+  const MemoryBackendStats stats = backend.Stats();
+  CHECK(stats.items < 70);
+  CHECK(stats.bytes <= options.capacity_bytes);
+  CHECK(stats.index_bytes < 8 << 10);
+  // So the room goes to items: all but less than one large item's worth of the capacity.
+  CHECK(stats.bytes - stats.index_bytes > options.capacity_bytes - (64 << 10));
+
+  // Deleting everything leaves nothing charged but the (small) index.
+  std::vector<std::string> keys;
+  for (int i = 0; i < 100; ++i) keys.push_back(absl::StrCat("large-", i));
+  REQUIRE(backend.Delete(std::vector<std::string_view>(keys.begin(), keys.end())).ok());
+  CHECK(backend.Stats().items == 0);
+  CHECK(ItemBytes(backend) == 0);
+}
+
+// This process's resident memory in bytes, after handing free heap memory back to the system so
+// that what remains is memory in use; 0 where /proc/self/statm cannot be read or under a
+// sanitizer.
+std::int64_t ResidentBytes() {
+#if defined(CHUNKCACHE_UNDER_SANITIZER)
+  return 0;
+#else
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+  std::ifstream statm("/proc/self/statm");
+  std::int64_t size_pages = 0;
+  std::int64_t resident_pages = 0;
+  if (!(statm >> size_pages >> resident_pages)) return 0;
+  return resident_pages * static_cast<std::int64_t>(sysconf(_SC_PAGESIZE));
+#endif
+}
+
+// Fills a backend of `capacity` bytes with `count` items (16-byte keys, `value` each), far more
+// than fit, and checks that the resident memory it takes stays within capacity_bytes (with 15%
+// and 4 MiB for the allocator's own bookkeeping and the noise of measuring RSS) yet uses most of
+// it. The backend is built on this thread, so its memory comes from the main arena.
+void CheckResidentMemoryBound(std::size_t capacity, int count, const std::string& value) {
+  const std::int64_t before = ResidentBytes();
+  MemoryBackend backend({.capacity_bytes = capacity});
+  int failed_sets = 0;
+  char key[17];
+  for (int i = 0; i < count; ++i) {
+    std::snprintf(key, sizeof key, "key-%012d", i);
+    if (!Set(backend, std::string_view(key, 16), value).ok()) ++failed_sets;
+  }
+  const std::int64_t growth = ResidentBytes() - before;
+  const MemoryBackendStats stats = backend.Stats();
+  INFO("resident growth " << growth << " bytes for " << stats.items << " items charged "
+                          << stats.bytes << " bytes; capacity_bytes " << capacity);
+  REQUIRE(failed_sets == 0);
+  REQUIRE(stats.evictions > 0);  // Full: it holds what capacity_bytes lets it hold.
+  CHECK(stats.bytes <= capacity);
+  if (before == 0) {
+    WARN("resident memory is not measurable here (no /proc/self/statm, or a sanitizer)");
+    return;
+  }
+  CHECK(growth <= static_cast<std::int64_t>(capacity * 115 / 100 + (4 << 20)));
+  // The charge is not so cautious that the capacity goes unused.
+  CHECK(growth >= static_cast<std::int64_t>(capacity * 3 / 4));
+}
+
+TEST_CASE("capacity_bytes bounds the resident memory of many tiny items") {
+  // 16-byte keys and 8-byte values: enough to fill 64 MiB even at 64 bytes an item.
+  CheckResidentMemoryBound(std::size_t{64} << 20, 1'200'000, "01234567");
+}
+
+TEST_CASE("capacity_bytes bounds the resident memory of large items") {
+  CheckResidentMemoryBound(std::size_t{32} << 20, 1000, std::string(100 << 10, 'v'));
 }
 
 // Values name their key, so a reader can tell a value that belongs to another key.

@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -36,6 +37,10 @@ struct BackendUrlOptions {
   // most kMomentoMaxValueBytes (Momento's 5 MB item limit less room for the key), else
   // InvalidArgument. Default: 0.
   std::size_t max_item_size = 0;
+
+  // For momento+https URLs: a PEM file of CA certificates to verify the server with
+  // (MomentoBackendOptions::ca_bundle_path). Default: empty (libcurl's built-in CA store).
+  std::string ca_bundle_path;
 };
 
 // The backend `url` names, created and (for Redis) connected. InvalidArgument for an unknown

@@ -52,7 +52,8 @@ struct ChunkInfo {
 struct EntryInfo {
   std::string manifest_key;       // the backend key of the manifest
   std::size_t manifest_size = 0;  // bytes of the manifest item (with an inline payload)
-  int format_version = 0;         // of the stored format (docs/FORMAT.md)
+  int format_version = 0;         // the entry's stored format (docs/FORMAT.md): 2 as written
+                                  // by this release, 1 by earlier ones (still read)
   std::uint64_t generation = 0;   // the version's id; chunk keys carry it
   std::uint64_t raw_size = 0;     // JSON bytes
   std::uint64_t stored_size = 0;  // compressed bytes
@@ -130,8 +131,8 @@ class ChunkedCache {
 
   // Describes what is stored under `key`: the manifest's fields, each chunk's presence and size,
   // and whether the stored bytes match the checksum (all chunks are fetched; nothing is decoded).
-  // NotFound if there is no manifest; DataLoss if the manifest cannot be decoded; the backend's
-  // error if it failed.
+  // NotFound if there is no manifest; DataLoss if the manifest cannot be decoded or was written
+  // under another key; the backend's error if it failed.
   absl::StatusOr<EntryInfo> Inspect(std::string_view key);
 
   // Stores `json` under `key`, replacing any previous value; readers see the old value or the

@@ -8,10 +8,11 @@
 //   std::shared_ptr<chunkcache::Backend> backend =
 //       chunkcache::NewMemoryBackend({.capacity_bytes = 512 << 20});
 //
-// Memory is bounded by capacity_bytes, counted as key + value + kMemoryBackendItemOverhead per
-// item. The bound is split evenly between lock shards; a shard that is full evicts its least
-// recently used items. Expired items are dropped lazily: when a read, delete or SetIfAbsent finds
-// them, or when they reach the least recently used end of their shard.
+// Memory is bounded by capacity_bytes, counted as the heap memory the items really take (see
+// MemoryBackendOptions::capacity_bytes). The bound is split evenly between lock shards; a shard
+// that is full evicts its least recently used items. Expired items are dropped lazily: when a
+// read, delete or SetIfAbsent finds them, or when they reach the least recently used end of their
+// shard.
 //
 // Thread safety: a MemoryBackend is safe for concurrent use by any number of threads.
 
@@ -35,13 +36,22 @@
 
 namespace chunkcache {
 
-// Bytes charged per item on top of its key and value: an estimate of the bookkeeping (list node,
-// index slot, string headers, expiry) an item costs, so that many tiny items cannot exceed the
-// capacity by far.
-inline constexpr std::size_t kMemoryBackendItemOverhead = 64;
-
 struct MemoryBackendOptions {
-  // Upper bound on the bytes held, counted as key + value + kMemoryBackendItemOverhead per item.
+  // Upper bound on the heap memory the items take, as the allocator reports it. Every item is
+  // charged the blocks it holds, each at the size malloc_usable_size gives plus glibc's 8-byte
+  // chunk header (elsewhere than Linux, at glibc's rounding of the size asked for): its list node
+  // (key, expiry, LRU links), its value's shared block, and its key's and value's bytes unless
+  // short enough to sit inside their strings (15 bytes with libstdc++). Every shard is charged
+  // its index table at its current size: about 25 bytes a slot, with 1/8 to 7/8 of the slots in
+  // use. Stats().bytes is that sum and never exceeds capacity_bytes.
+  // For example, with glibc: a 16-byte key with an 8-byte value is 192 bytes and an index slot
+  // (about 240 bytes an item in a full 64 MiB backend); with a 100 KiB value, 100 KiB + 208 bytes;
+  // with a 1 MiB value, 1 MiB + 4,280 bytes (blocks this large are mapped in whole pages).
+  // Not counted: the backend and shard objects (a few hundred bytes each), a value a reader is
+  // still copying out after it was replaced or evicted, an entry being built before it is stored
+  // (one per writing thread), and memory the allocator holds free (fragmentation, or not yet
+  // returned to the system). memory_backend_test checks the resident set: 64 MiB of tiny items
+  // grow it by 64.1 MiB, 32 MiB of 100 KiB values by 31.3 MiB.
   // Each shard gets capacity_bytes / shards of it.
   // Default: 256 MiB.
   std::size_t capacity_bytes = std::size_t{256} << 20;
@@ -52,7 +62,8 @@ struct MemoryBackendOptions {
 
   // Number of independently locked shards. More shards mean less lock contention; 1 gives an
   // exact global LRU order. Reduced automatically (down to 1) until each shard's budget holds an
-  // item of max_item_size with a key of up to 1 KiB. Values below 1 mean 1.
+  // item of max_item_size with a key of up to 1 KiB (and that item's blocks and index slot).
+  // Values below 1 mean 1.
   // Default: 16.
   int shards = 16;
 
@@ -66,7 +77,8 @@ struct MemoryBackendOptions {
 // under concurrent use is consistent within each shard but not across them.
 struct MemoryBackendStats {
   std::uint64_t items = 0;        // Items held now, including expired ones not yet dropped.
-  std::uint64_t bytes = 0;        // Bytes charged now (keys + values + per-item overhead).
+  std::uint64_t bytes = 0;        // Heap bytes charged now: items and index tables.
+  std::uint64_t index_bytes = 0;  // The part of `bytes` that is the shards' index tables.
   std::uint64_t hits = 0;         // Keys MultiGet found live.
   std::uint64_t misses = 0;       // Keys MultiGet found absent or expired.
   std::uint64_t sets = 0;         // Items stored by MultiSet and by SetIfAbsent calls that won.
@@ -97,13 +109,17 @@ class MemoryBackend final : public Backend {
 
   // InvalidArgument for a non-positive ttl, an empty key or a value larger than max_item_size;
   // ResourceExhausted for an item that cannot fit in a shard even when it is empty (a very long
-  // key, or a capacity below max_item_size). In either case nothing of the batch is stored.
+  // key, or a capacity below max_item_size), as estimated for glibc's allocator. In either case
+  // nothing of the batch is stored. (An item that passed the estimate but whose blocks measure
+  // larger than a shard, because malloc gave them more than asked, is dropped at once, as if
+  // evicted; this takes an item within a few dozen bytes of a whole shard.)
   // When a key appears twice in a batch, the later value wins.
   absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override;
 
   absl::Status Delete(absl::Span<const std::string_view> keys) override;
 
-  // Atomic. An expired item counts as absent. Errors as for MultiSet.
+  // Atomic. An expired item counts as absent. Errors as for MultiSet, and ResourceExhausted for an
+  // item whose measured size does not fit a shard.
   absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
                                    absl::Duration ttl) override;
 
@@ -113,10 +129,17 @@ class MemoryBackend final : public Backend {
   class Shard;
 
   Shard& ShardFor(std::string_view key) const;
+  // What an item with a key and a value of these sizes is charged (with glibc's allocator), plus
+  // the smallest index table; computed without allocating. Saturates at SIZE_MAX.
+  std::size_t EstimatedCharge(std::size_t key_size, std::size_t value_size) const;
   // OK if `key` and `value` may be stored; otherwise the error MultiSet or SetIfAbsent returns.
   absl::Status ValidateItem(std::string_view key, std::string_view value) const;
 
   const std::size_t max_item_size_;
+  // Measured at construction: an item's blocks when its key and value need none of their own,
+  // and a shard's index table holding one item.
+  const std::size_t entry_overhead_;
+  const std::size_t min_index_bytes_;
   const std::size_t shard_capacity_;
   const std::function<absl::Time()> clock_;
   std::vector<std::unique_ptr<Shard>> shards_;

@@ -3,15 +3,22 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <functional>
 #include <iterator>
 #include <limits>
 #include <list>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#if defined(__linux__)
+#include <malloc.h>
+#endif
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -36,17 +43,117 @@ constexpr std::size_t kKeyAllowance = 1024;
 // Longest key prefix quoted in an error message.
 constexpr std::size_t kMaxQuotedKey = 64;
 
-std::size_t Charge(std::string_view key, std::string_view value) {
-  return key.size() + value.size() + kMemoryBackendItemOverhead;
+// A shard's index is rebuilt smaller once it is less than 1/8 full, if it has more slots than this.
+constexpr std::size_t kMinShrinkCapacity = 127;
+
+constexpr std::size_t kMaxSize = std::numeric_limits<std::size_t>::max();
+
+std::size_t SaturatingAdd(std::size_t a, std::size_t b) {
+  return a > kMaxSize - b ? kMaxSize : a + b;
+}
+
+std::size_t RoundUp(std::size_t n, std::size_t multiple) {
+  return SaturatingAdd(n, multiple - 1) / multiple * multiple;
+}
+
+// The heap memory a block of `requested` bytes takes with glibc's allocator: its chunk, the
+// request plus an 8-byte header rounded up to 16 bytes (32 at least); a block of 128 KiB or more
+// may be mapped on its own, and is then counted as whole pages. BlockCost gives no more for such
+// a block with glibc, except when malloc hands out a free chunk whole rather than split off 16
+// bytes it could not use.
+std::size_t BlockCostEstimate(std::size_t requested) {
+  if (requested < (std::size_t{128} << 10)) {
+    return std::max<std::size_t>(32, RoundUp(requested + sizeof(void*), 16));
+  }
+  return RoundUp(SaturatingAdd(requested, 32), 4096);
+}
+
+// The heap memory `block` (of `requested` bytes, from malloc) takes: what the allocator made
+// usable, plus the chunk header glibc keeps in front of every block.
+std::size_t BlockCost([[maybe_unused]] void* block, [[maybe_unused]] std::size_t requested) {
+#if defined(__linux__)
+  return malloc_usable_size(block) + sizeof(void*);
+#else
+  return BlockCostEstimate(requested);
+#endif
+}
+
+void* AllocateBlock(std::size_t count, std::size_t size) {
+  if (count > kMaxSize / size) throw std::bad_array_new_length();
+  void* block = std::malloc(count * size);
+  if (block == nullptr) throw std::bad_alloc();
+  return block;
+}
+
+// Bytes this thread has taken through ItemAllocator. Reading it before and after building an
+// entry measures the entry's blocks (list node, shared value block, key and value bytes) whatever
+// the standard library's layouts are; only differences between readings mean anything.
+thread_local std::size_t item_bytes_allocated_here = 0;
+
+// Allocates an item's blocks with malloc, so that the allocator can be asked what each really
+// takes, and adds that to item_bytes_allocated_here. Stateless: all instances are interchangeable.
+template <typename T>
+struct ItemAllocator {
+  static_assert(alignof(T) <= alignof(std::max_align_t));
+  using value_type = T;
+
+  ItemAllocator() = default;
+  template <typename U>
+  ItemAllocator(const ItemAllocator<U>&) {}  // NOLINT(google-explicit-constructor): rebinding.
+
+  T* allocate(std::size_t n) {
+    void* block = AllocateBlock(n, sizeof(T));
+    item_bytes_allocated_here += BlockCost(block, n * sizeof(T));
+    return static_cast<T*>(block);
+  }
+  void deallocate(T* block, std::size_t) { std::free(block); }
+
+  friend bool operator==(ItemAllocator, ItemAllocator) { return true; }
+};
+
+// Allocates a shard's index table with malloc and keeps `*bytes` equal to the heap memory it
+// holds, so that the table is charged at its real size as it grows and shrinks.
+template <typename T>
+class IndexAllocator {
+ public:
+  static_assert(alignof(T) <= alignof(std::max_align_t));
+  using value_type = T;
+
+  explicit IndexAllocator(std::size_t* bytes) : bytes_(bytes) {}
+  template <typename U>
+  IndexAllocator(const IndexAllocator<U>& other)  // NOLINT(google-explicit-constructor)
+      : bytes_(other.bytes()) {}
+
+  T* allocate(std::size_t n) {
+    void* block = AllocateBlock(n, sizeof(T));
+    *bytes_ += BlockCost(block, n * sizeof(T));
+    return static_cast<T*>(block);
+  }
+  void deallocate(T* block, std::size_t n) {
+    *bytes_ -= BlockCost(block, n * sizeof(T));
+    std::free(block);
+  }
+
+  std::size_t* bytes() const { return bytes_; }
+  friend bool operator==(const IndexAllocator& a, const IndexAllocator& b) {
+    return a.bytes_ == b.bytes_;
+  }
+
+ private:
+  std::size_t* bytes_;
+};
+
+using ItemString = std::basic_string<char, std::char_traits<char>, ItemAllocator<char>>;
+
+// What the bytes of a string of `size` chars take beyond the string object itself: nothing while
+// they fit in it, else a block.
+std::size_t StringBytesEstimate(std::size_t size) {
+  return size <= ItemString().capacity() ? 0 : BlockCostEstimate(SaturatingAdd(size, 1));
 }
 
 // The number of shards to use: as many as asked for, but no more than leave each shard room for
-// one max-size item.
-int ShardCount(const MemoryBackendOptions& options) {
-  constexpr std::size_t kExtra = kMemoryBackendItemOverhead + kKeyAllowance;
-  constexpr std::size_t kMax = std::numeric_limits<std::size_t>::max();
-  const std::size_t largest_item =
-      options.max_item_size > kMax - kExtra ? kMax : options.max_item_size + kExtra;
+// an item of `largest_item` bytes.
+int ShardCount(const MemoryBackendOptions& options, std::size_t largest_item) {
   const std::size_t fitting = std::max<std::size_t>(options.capacity_bytes / largest_item, 1);
   return static_cast<int>(std::min<std::size_t>(std::max(options.shards, 1), fitting));
 }
@@ -71,27 +178,58 @@ absl::Time ExpiryFor(absl::Time now, absl::Duration ttl) {
 
 }  // namespace
 
-// One lock's worth of the cache: an LRU list, an index into it, and the byte count it holds.
-// Thread safety: safe for concurrent use; every method takes the shard's mutex.
+// One lock's worth of the cache: an LRU list, an index into it, and the bytes they take.
+// Thread safety: safe for concurrent use; every method that reads or changes the shard takes its
+// mutex.
 class MemoryBackend::Shard {
  public:
   struct Entry {
-    std::string key;
+    Entry(std::string_view key, std::string_view value, absl::Time expiry)
+        : key(key.data(), key.size()),
+          value(std::allocate_shared<ItemString>(ItemAllocator<ItemString>(), value.data(),
+                                                 value.size())),
+          expiry(expiry) {}
+
+    ItemString key;
     // Shared so that readers copy the bytes out after releasing the lock.
-    std::shared_ptr<const std::string> value;
+    std::shared_ptr<const ItemString> value;
     absl::Time expiry;
-    std::size_t charge;
+    // The heap memory of the entry's blocks: its list node, its value's shared block, and its
+    // key's and value's bytes where they do not fit inside their strings.
+    std::size_t charge = 0;
   };
   // Also used to carry entries across the lock: a new entry is built in a one-element list
   // outside it and spliced in, and removed entries are spliced out and destroyed after it, so
   // that no large allocation or free happens while other threads wait.
-  using EntryList = std::list<Entry>;
+  using EntryList = std::list<Entry, ItemAllocator<Entry>>;
 
-  explicit Shard(std::size_t capacity) : capacity_(capacity) {}
+  enum class Outcome { kStored, kPresent, kTooLarge };
+
+  Shard(std::size_t capacity, std::size_t min_index_bytes)
+      : capacity_(capacity),
+        min_index_bytes_(min_index_bytes),
+        index_(Index::allocator_type(&index_bytes_)) {}
+
+  // A one-entry list holding `key` and `value`, charged what its blocks take.
+  static EntryList MakeEntry(std::string_view key, std::string_view value, absl::Time expiry) {
+    const std::size_t before = item_bytes_allocated_here;
+    EntryList entry;
+    entry.emplace_back(key, value, expiry);
+    entry.front().charge = item_bytes_allocated_here - before;
+    return entry;
+  }
+
+  // What a shard's index takes when it holds one item.
+  static std::size_t MinIndexBytes() {
+    std::size_t bytes = 0;
+    Index index{Index::allocator_type(&bytes)};
+    index.emplace("k", EntryList::iterator());
+    return bytes;  // Copied before `index` frees its table.
+  }
 
   // The live value under `key`, which becomes the most recently used; null if absent or expired.
-  std::shared_ptr<const std::string> Lookup(std::string_view key, absl::Time now,
-                                            EntryList* removed) {
+  std::shared_ptr<const ItemString> Lookup(std::string_view key, absl::Time now,
+                                           EntryList* removed) {
     MutexLock lock(&mu_);
     const auto found = index_.find(key);
     if (found == index_.end()) {
@@ -103,6 +241,7 @@ class MemoryBackend::Shard {
       ++stats_.expirations;
       ++stats_.misses;
       Remove(entry, removed);
+      Fit(now, removed);
       return nullptr;
     }
     lru_.splice(lru_.begin(), lru_, entry);
@@ -110,26 +249,29 @@ class MemoryBackend::Shard {
     return entry->value;
   }
 
-  // Stores the single entry of `item`, replacing any entry with its key. The entry's charge must
-  // not exceed the shard's capacity.
-  void Insert(EntryList* item, absl::Time now, EntryList* removed) {
+  // Stores the single entry of `item`, replacing any entry with its key; kTooLarge, changing
+  // nothing, if the entry cannot fit even in an empty shard.
+  Outcome Insert(EntryList* item, absl::Time now, EntryList* removed) {
+    if (!Fits(item->front().charge)) return Outcome::kTooLarge;
     MutexLock lock(&mu_);
     if (const auto found = index_.find(item->front().key); found != index_.end()) {
       Remove(found->second, removed);
     }
     Add(item, now, removed);
+    return Outcome::kStored;
   }
 
-  // Stores the single entry of `item` unless a live entry has its key; true if stored.
-  bool InsertIfAbsent(EntryList* item, absl::Time now, EntryList* removed) {
+  // Stores the single entry of `item` unless a live entry has its key (kPresent).
+  Outcome InsertIfAbsent(EntryList* item, absl::Time now, EntryList* removed) {
+    if (!Fits(item->front().charge)) return Outcome::kTooLarge;
     MutexLock lock(&mu_);
     if (const auto found = index_.find(item->front().key); found != index_.end()) {
-      if (!Expired(*found->second, now)) return false;
+      if (!Expired(*found->second, now)) return Outcome::kPresent;
       ++stats_.expirations;
       Remove(found->second, removed);
     }
     Add(item, now, removed);
-    return true;
+    return Outcome::kStored;
   }
 
   void Erase(std::string_view key, absl::Time now, EntryList* removed) {
@@ -138,13 +280,15 @@ class MemoryBackend::Shard {
     if (found == index_.end()) return;
     ++(Expired(*found->second, now) ? stats_.expirations : stats_.deletes);
     Remove(found->second, removed);
+    Fit(now, removed);
   }
 
   // Adds this shard's counters to `total`.
   void AddStatsTo(MemoryBackendStats* total) const {
     MutexLock lock(&mu_);
     total->items += index_.size();
-    total->bytes += bytes_;
+    total->bytes += Bytes();
+    total->index_bytes += index_bytes_;
     total->hits += stats_.hits;
     total->misses += stats_.misses;
     total->sets += stats_.sets;
@@ -154,51 +298,92 @@ class MemoryBackend::Shard {
   }
 
  private:
+  // Keys view the `key` of the list entries they point to, which stay put while listed.
+  using Index =
+      absl::flat_hash_map<std::string_view, EntryList::iterator, absl::Hash<std::string_view>,
+                          std::equal_to<std::string_view>,
+                          IndexAllocator<std::pair<const std::string_view, EntryList::iterator>>>;
+
   static bool Expired(const Entry& entry, absl::Time now) { return now >= entry.expiry; }
 
-  // Makes room for the single entry of `item` and moves it to the front of the LRU list. Its key
-  // must not be in the index.
+  // Whether an entry charged `charge` fits in this shard alone, with the smallest index.
+  bool Fits(std::size_t charge) const {
+    return SaturatingAdd(charge, min_index_bytes_) <= capacity_;
+  }
+
+  std::size_t Bytes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return item_bytes_ + index_bytes_;
+  }
+
+  // Makes room for the single entry of `item`, which Fits, and moves it to the front of the LRU
+  // list. Its key must not be in the index.
   void Add(EntryList* item, absl::Time now, EntryList* removed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const std::size_t charge = item->front().charge;
-    while (bytes_ + charge > capacity_ && !lru_.empty()) {
-      const EntryList::iterator last = std::prev(lru_.end());
-      ++(Expired(*last, now) ? stats_.expirations : stats_.evictions);
-      Remove(last, removed);
-    }
+    while (Bytes() + charge > capacity_ && !lru_.empty()) EvictLast(now, removed);
     lru_.splice(lru_.begin(), *item);
-    index_.emplace(lru_.front().key, lru_.begin());
-    bytes_ += charge;
+    index_.emplace(std::string_view(lru_.front().key), lru_.begin());
+    item_bytes_ += charge;
     ++stats_.sets;
+    Fit(now, removed);
+  }
+
+  // Brings the shard back within its capacity when its index grew, and gives back the memory of
+  // an index that is mostly empty: erasing never shrinks a flat_hash_map, only a rehash does.
+  void Fit(absl::Time now, EntryList* removed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    while (Bytes() > capacity_ && lru_.size() > 1) EvictLast(now, removed);
+    const bool sparse =
+        index_.capacity() > kMinShrinkCapacity && index_.size() * 8 < index_.capacity();
+    if (sparse || Bytes() > capacity_) index_.rehash(0);  // Fits: one entry and a small index.
+  }
+
+  void EvictLast(absl::Time now, EntryList* removed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const EntryList::iterator last = std::prev(lru_.end());
+    ++(Expired(*last, now) ? stats_.expirations : stats_.evictions);
+    Remove(last, removed);
   }
 
   // Unlinks `entry` and hands it to `removed`, to be destroyed once the lock is released.
   void Remove(EntryList::iterator entry, EntryList* removed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     index_.erase(std::string_view(entry->key));
-    bytes_ -= entry->charge;
+    item_bytes_ -= entry->charge;
     removed->splice(removed->end(), lru_, entry);
   }
 
   const std::size_t capacity_;
+  const std::size_t min_index_bytes_;
   mutable Mutex mu_;
   // Most recently used first.
   EntryList lru_ ABSL_GUARDED_BY(mu_);
-  // Keys view the `key` of the list entries they point to, which stay put while listed.
-  absl::flat_hash_map<std::string_view, EntryList::iterator> index_ ABSL_GUARDED_BY(mu_);
-  std::size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  // Only the counters; items and bytes are read from index_ and bytes_.
+  // The heap memory of index_'s table, kept by its allocator; declared first so it outlives it.
+  std::size_t index_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  Index index_ ABSL_GUARDED_BY(mu_);
+  // The sum of the charges of the entries in lru_.
+  std::size_t item_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Only the counters; items and bytes are read from index_, item_bytes_ and index_bytes_.
   MemoryBackendStats stats_ ABSL_GUARDED_BY(mu_);
 };
 
 MemoryBackend::MemoryBackend(MemoryBackendOptions options)
     : max_item_size_(options.max_item_size),
-      shard_capacity_(options.capacity_bytes / ShardCount(options)),
+      entry_overhead_(Shard::MakeEntry({}, {}, absl::InfiniteFuture()).front().charge),
+      min_index_bytes_(Shard::MinIndexBytes()),
+      shard_capacity_(options.capacity_bytes /
+                      ShardCount(options, EstimatedCharge(kKeyAllowance, options.max_item_size))),
       clock_(options.clock ? std::move(options.clock) : std::function<absl::Time()>(absl::Now)) {
-  const int count = ShardCount(options);
+  const int count = ShardCount(options, EstimatedCharge(kKeyAllowance, options.max_item_size));
   shards_.reserve(count);
-  for (int i = 0; i < count; ++i) shards_.push_back(std::make_unique<Shard>(shard_capacity_));
+  for (int i = 0; i < count; ++i) {
+    shards_.push_back(std::make_unique<Shard>(shard_capacity_, min_index_bytes_));
+  }
 }
 
 MemoryBackend::~MemoryBackend() = default;
+
+std::size_t MemoryBackend::EstimatedCharge(std::size_t key_size, std::size_t value_size) const {
+  return SaturatingAdd(
+      SaturatingAdd(entry_overhead_, min_index_bytes_),
+      SaturatingAdd(StringBytesEstimate(key_size), StringBytesEstimate(value_size)));
+}
 
 MemoryBackend::Shard& MemoryBackend::ShardFor(std::string_view key) const {
   // The high half of the hash picks the shard: flat_hash_map uses the low bits inside a shard,
@@ -216,11 +401,13 @@ absl::Status MemoryBackend::ValidateItem(std::string_view key, std::string_view 
                                                    value.size(), " bytes, over max_item_size (",
                                                    max_item_size_, " bytes)"));
   }
-  if (Charge(key, value) > shard_capacity_) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("key ", QuoteKey(key), " needs ", Charge(key, value), " bytes (key + value + ",
-                     kMemoryBackendItemOverhead, " overhead), more than a shard holds (",
-                     shard_capacity_, " bytes; raise capacity_bytes or lower shards)"));
+  if (const std::size_t charge = EstimatedCharge(key.size(), value.size());
+      charge > shard_capacity_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "key ", QuoteKey(key), " needs ", charge,
+        " bytes of memory (key and value with their list node, blocks and index), more than a "
+        "shard holds (",
+        shard_capacity_, " bytes; raise capacity_bytes or lower shards)"));
   }
   return absl::OkStatus();
 }
@@ -232,11 +419,11 @@ absl::StatusOr<std::vector<std::optional<std::string>>> MemoryBackend::MultiGet(
   values.reserve(keys.size());
   for (const std::string_view key : keys) {
     Shard::EntryList removed;
-    const std::shared_ptr<const std::string> value = ShardFor(key).Lookup(key, now, &removed);
+    const std::shared_ptr<const ItemString> value = ShardFor(key).Lookup(key, now, &removed);
     if (value == nullptr) {
       values.emplace_back(std::nullopt);
     } else {
-      values.emplace_back(*value);
+      values.emplace_back(std::in_place, value->data(), value->size());
     }
   }
   return values;
@@ -253,10 +440,11 @@ absl::Status MemoryBackend::MultiSet(absl::Span<const KeyValue> items, absl::Dur
   const absl::Time now = clock_();
   const absl::Time expiry = ExpiryFor(now, ttl);
   for (const KeyValue& item : items) {
-    Shard::EntryList entry;
-    entry.push_back({std::string(item.key), std::make_shared<const std::string>(item.value), expiry,
-                     Charge(item.key, item.value)});
+    Shard::EntryList entry = Shard::MakeEntry(item.key, item.value, expiry);
     Shard::EntryList removed;
+    // kTooLarge: malloc gave the item's blocks more than ValidateItem estimated (an allocator
+    // with coarser size classes, or glibc handing out a free chunk whole), and it no longer fits
+    // a shard. It is dropped at once, as an LRU drops what it cannot hold.
     ShardFor(item.key).Insert(&entry, now, &removed);
   }
   return absl::OkStatus();
@@ -276,11 +464,19 @@ absl::StatusOr<bool> MemoryBackend::SetIfAbsent(std::string_view key, std::strin
   if (absl::Status status = ValidateTtl(ttl); !status.ok()) return status;
   if (absl::Status status = ValidateItem(key, value); !status.ok()) return status;
   const absl::Time now = clock_();
-  Shard::EntryList entry;
-  entry.push_back({std::string(key), std::make_shared<const std::string>(value),
-                   ExpiryFor(now, ttl), Charge(key, value)});
+  Shard::EntryList entry = Shard::MakeEntry(key, value, ExpiryFor(now, ttl));
   Shard::EntryList removed;
-  return ShardFor(key).InsertIfAbsent(&entry, now, &removed);
+  switch (ShardFor(key).InsertIfAbsent(&entry, now, &removed)) {
+    case Shard::Outcome::kStored:
+      return true;
+    case Shard::Outcome::kPresent:
+      return false;
+    case Shard::Outcome::kTooLarge:
+      break;
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "key ", QuoteKey(key), " needs ", entry.front().charge,
+      " bytes of memory with its blocks, more than a shard holds (", shard_capacity_, " bytes)"));
 }
 
 MemoryBackendStats MemoryBackend::Stats() const {
