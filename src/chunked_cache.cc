@@ -245,8 +245,8 @@ const absl::Status& StatusOf(const absl::StatusOr<T>& result) {
 struct Found {
   Bytes bytes;
   std::uint64_t generation = 0;
-  absl::Time created;    // when the entry was written
-  bool from_l1 = false;  // the near cache's bytes (fresh, or confirmed by the manifest)
+  absl::Time created;          // when the entry was written
+  bool from_l1 = false;        // the near cache's bytes (fresh, or confirmed by the manifest)
   std::uint64_t checksum = 0;  // of the stored entry
 };
 
@@ -297,8 +297,8 @@ class ChunkedCache::Impl {
         log_(options_.log),
         load_memo_({options_.load_retry_initial, options_.load_retry_max, options_.unstored_hold,
                     std::max(options_.l1_capacity_bytes, options_.max_payload_size)}),
-        refresh_memo_({options_.load_retry_initial, options_.load_retry_max, absl::ZeroDuration(),
-                       0}) {}
+        refresh_memo_(
+            {options_.load_retry_initial, options_.load_retry_max, absl::ZeroDuration(), 0}) {}
 
   // Background refreshes reference this object: stop them before anything is destroyed.
   ~Impl() { StopRefreshes(); }
@@ -345,8 +345,7 @@ class ChunkedCache::Impl {
 
   absl::StatusOr<CompressedPayload> GetCompressed(std::string_view key) {
     if (absl::Status s = CheckCall(key); !s.ok()) return s;
-    absl::StatusOr<Fetched> fetched =
-        FetchEntry(StoredKeys(options_.key_prefix, key), nullptr);
+    absl::StatusOr<Fetched> fetched = FetchEntry(StoredKeys(options_.key_prefix, key), nullptr);
     if (!fetched.ok()) {
       if (IsMiss(fetched.status())) Add(counters_.misses);
       return fetched.status();
@@ -408,16 +407,17 @@ class ChunkedCache::Impl {
           if (listed_key_bytes + batch[i - first].size() <= kMaxListedChunkKeyBytes &&
               info.chunks.size() == i) {
             listed_key_bytes += batch[i - first].size();
-            info.chunks.push_back({std::move(batch[i - first]), manifest.ChunkSize(i),
-                                   chunk.has_value() ? std::optional(chunk->size()) : std::nullopt});
+            info.chunks.push_back(
+                {std::move(batch[i - first]), manifest.ChunkSize(i),
+                 chunk.has_value() ? std::optional(chunk->size()) : std::nullopt});
           }
           if (whole && info.complete) kept.push_back(*std::move(chunk));
         }
       }
       parts.assign(kept.begin(), kept.end());
     }
-    info.checksum_ok = info.complete && internal::Checksum(parts) == manifest.checksum &&
-                       StartsZstdFrame(parts);
+    info.checksum_ok =
+        info.complete && internal::Checksum(parts) == manifest.checksum && StartsZstdFrame(parts);
     return info;
   }
 
@@ -555,8 +555,7 @@ class ChunkedCache::Impl {
     }
     counters_.l1_hits.Add();
     counters_.l1_bytes_returned.Add(entry->size);
-    return Found{std::move(entry->bytes), entry->generation, entry->created, true,
-                 entry->checksum};
+    return Found{std::move(entry->bytes), entry->generation, entry->created, true, entry->checksum};
   }
 
   // The near cache's entry for `key` unless it has outlived ttl (then it is dropped).
@@ -630,8 +629,8 @@ class ChunkedCache::Impl {
   }
 
   static internal::NearCache::Entry L1Entry(const Found& found, absl::Time validated) {
-    return {found.bytes, found.generation, found.created, validated, found.bytes->size(),
-            found.checksum};
+    return {found.bytes, found.generation,    found.created,
+            validated,   found.bytes->size(), found.checksum};
   }
 
   // The manifest and stored bytes of the entry, checksum verified. With `known`, a manifest of
@@ -793,9 +792,9 @@ class ChunkedCache::Impl {
     if (deadline != absl::InfiniteFuture() && absl::Now() + kDeadlineSlack >= deadline) {
       // Past the caller's deadline (a backend call ran into it): a load would only make the
       // caller later; the next caller loads if it must.
-      return absl::DeadlineExceededError(absl::StrCat(
-          "chunkcache: the call's deadline passed while reading the entry: ",
-          cached.status().message()));
+      return absl::DeadlineExceededError(
+          absl::StrCat("chunkcache: the call's deadline passed while reading the entry: ",
+                       cached.status().message()));
     }
     if (backend_down) {  // serve through the origin
       Add(counters_.fallbacks);
@@ -1296,7 +1295,7 @@ class ChunkedCache::Impl {
       return Gate::kReject;
     }
     return probe_in_flight_.exchange(true, std::memory_order_acq_rel) ? Gate::kReject
-                                                                       : Gate::kProbe;
+                                                                      : Gate::kProbe;
   }
 
   bool BreakerOpen(absl::Time now) const {

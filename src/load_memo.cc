@@ -32,8 +32,9 @@ std::optional<absl::StatusOr<Bytes>> LoadMemo::Answer(std::string_view key, absl
   if (memo.error.ok()) return std::nullopt;  // deferred only, nothing to answer with
   return absl::StatusOr<Bytes>(absl::Status(
       memo.error.code(),
-      absl::StrCat(memo.error.message(), " (chunkcache: a recent load of this key failed; the next "
-                                         "one is tried in ",
+      absl::StrCat(memo.error.message(),
+                   " (chunkcache: a recent load of this key failed; the next "
+                   "one is tried in ",
                    absl::FormatDuration(absl::Trunc(memo.until - now, absl::Milliseconds(1))),
                    ")")));
 }
@@ -115,7 +116,8 @@ bool LoadMemo::MakeRoomLocked(std::size_t bytes, std::string_view keep, absl::Ti
   std::vector<std::pair<absl::Time, std::string>> order;
   order.reserve(memos_.size());
   for (const auto& [key, memo] : memos_) {
-    if (key != MapKey(keep)) order.emplace_back(memo.until < now ? absl::InfinitePast() : memo.until, key);
+    if (key != MapKey(keep))
+      order.emplace_back(memo.until < now ? absl::InfinitePast() : memo.until, key);
   }
   std::sort(order.begin(), order.end());
   for (const auto& [until, key] : order) {

@@ -515,10 +515,9 @@ TEST_CASE("a refresh thread that cannot start leaves no key marked in flight") {
     FakeClock clock;
     int loads = 0;
     {
-      ChunkedCache cache(NewMemoryBackend({.clock = clock.AsFunction()}),
-                         {.ttl = absl::Minutes(10),
-                          .soft_ttl = absl::Minutes(1),
-                          .clock = clock.AsFunction()});
+      ChunkedCache cache(
+          NewMemoryBackend({.clock = clock.AsFunction()}),
+          {.ttl = absl::Minutes(10), .soft_ttl = absl::Minutes(1), .clock = clock.AsFunction()});
       const std::string v1 = Json("v1");
       if (!cache.Put("k", v1).ok()) _exit(12);
       clock.Advance(absl::Minutes(2));
@@ -758,13 +757,12 @@ TEST_CASE("a lease wait ends at the caller's deadline with DeadlineExceeded, no 
   REQUIRE(*backend->SetIfAbsent("cc:{k}:lease", "someone-else", absl::Seconds(30)));
   const absl::Time start = absl::Now();
   int loads = 0;
-  absl::StatusOr<Bytes> got = cache.GetOrLoad(
-      "k",
-      [&] {
-        ++loads;
-        return absl::StatusOr<std::string>("[1]");
-      },
-      {.deadline = absl::Now() + absl::Milliseconds(200)});
+  absl::StatusOr<Bytes> got = cache.GetOrLoad("k",
+                                              [&] {
+                                                ++loads;
+                                                return absl::StatusOr<std::string>("[1]");
+                                              },
+                                              {.deadline = absl::Now() + absl::Milliseconds(200)});
   CHECK(absl::IsDeadlineExceeded(got.status()));
   CHECK(loads == 0);
   CHECK(absl::Now() - start < absl::Milliseconds(400));  // not the lease's 30 s
@@ -801,13 +799,12 @@ TEST_CASE("GetOrLoad answers DeadlineExceeded at its deadline, without loading a
   ChunkedCache cache(backend);
   int loads = 0;
   const absl::Time start = absl::Now();
-  absl::StatusOr<Bytes> got = cache.GetOrLoad(
-      "k",
-      [&] {
-        ++loads;
-        return absl::StatusOr<std::string>("[1]");
-      },
-      {.deadline = start + absl::Milliseconds(300)});
+  absl::StatusOr<Bytes> got = cache.GetOrLoad("k",
+                                              [&] {
+                                                ++loads;
+                                                return absl::StatusOr<std::string>("[1]");
+                                              },
+                                              {.deadline = start + absl::Milliseconds(300)});
   const absl::Duration took = absl::Now() - start;
   CHECK(absl::IsDeadlineExceeded(got.status()));
   CHECK(loads == 0);

@@ -450,8 +450,8 @@ TEST_CASE("the load backoff doubles with each failure in a row, up to load_retry
   };
   // Failure n is held for [d/2, d] with d = 1 s, 2 s, 4 s, 4 s: the loader runs again only once
   // the whole of d has passed for sure, and never before d/2.
-  for (const absl::Duration d : {absl::Seconds(1), absl::Seconds(2), absl::Seconds(4),
-                                 absl::Seconds(4)}) {
+  for (const absl::Duration d :
+       {absl::Seconds(1), absl::Seconds(2), absl::Seconds(4), absl::Seconds(4)}) {
     const int before = loads;
     CHECK(absl::IsUnavailable(cache.GetOrLoad("k", failing).status()));
     CHECK(loads == before + 1);
@@ -735,8 +735,7 @@ TEST_CASE("a Put whose manifest write may have been applied never deletes the ch
        {absl::DeadlineExceededError("timed out"), absl::UnavailableError("connection lost"),
         absl::InternalError("protocol error")}) {
     INFO(ambiguous.ToString());
-    auto backend =
-        std::make_shared<ManifestOutcomeBackend>(NewMemory(), ambiguous, /*apply=*/true);
+    auto backend = std::make_shared<ManifestOutcomeBackend>(NewMemory(), ambiguous, /*apply=*/true);
     ChunkedCache cache(backend, options);
     REQUIRE(cache.Put("k", v1).ok());
     backend->armed = true;

@@ -270,8 +270,9 @@ TEST_CASE("fork: near-cache revalidation compares the checksum as well as the ge
   REQUIRE(stored.ok());
   REQUIRE((*stored)[0].has_value());
   absl::StatusOr<internal::DecodedManifest> decoded = internal::DecodeManifest(
-      *(*stored)[0], manifest_key, internal::ManifestLimits{.max_payload_size = options.max_payload_size,
-                                              .max_chunk_size = backend->max_item_size()});
+      *(*stored)[0], manifest_key,
+      internal::ManifestLimits{.max_payload_size = options.max_payload_size,
+                               .max_chunk_size = backend->max_item_size()});
   REQUIRE(decoded.ok());
   REQUIRE(decoded->manifest.is_inline());
   internal::Manifest forged = decoded->manifest;

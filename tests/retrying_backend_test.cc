@@ -332,8 +332,8 @@ TEST_CASE("a call gives up rather than sleep past its deadline") {
 TEST_CASE("a call gives up rather than sleep past the caller's deadline (CallDeadline)") {
   // Real sleeps and the real clock: CallDeadline() is in real time. Before, only the backend's
   // own deadline (5 s here) bounded the retries.
-  auto inner = std::make_shared<ScriptedBackend>(std::vector<absl::Status>{}, nullptr,
-                                                 absl::ZeroDuration());
+  auto inner =
+      std::make_shared<ScriptedBackend>(std::vector<absl::Status>{}, nullptr, absl::ZeroDuration());
   inner->FailForever(absl::UnavailableError("down"));
   auto retrying = MakeRetrying(inner, {.max_attempts = 1000,
                                        .backoff_base = absl::Milliseconds(10),

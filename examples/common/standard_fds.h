@@ -22,7 +22,8 @@ inline bool EnsureStandardFds() {
   for (int fd = 0; fd <= 2; ++fd) {
     if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
     // The lowest free number is `fd`: every lower one is open by now.
-    const int placeholder = open("/dev/null", (fd == 0 ? O_WRONLY : O_RDONLY));  // inherited: children get it too
+    const int placeholder =
+        open("/dev/null", (fd == 0 ? O_WRONLY : O_RDONLY));  // inherited: children get it too
     if (placeholder != fd) {
       if (placeholder >= 0) close(placeholder);
       return false;

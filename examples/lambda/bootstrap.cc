@@ -25,8 +25,8 @@
 //                                   the bootstrap exits with status 1, for the platform to start
 //                                   a fresh environment (default 10000)
 //   CHUNKCACHE_CA_BUNDLE            a PEM file of CA certificates for https backends (the packaged
-//                                   bootstrap script sets the bundle in the zip); default: libcurl's
-//                                   built-in path
+//                                   bootstrap script sets the bundle in the zip); default:
+//                                   libcurl's built-in path
 //   AWS_LAMBDA_FUNCTION_NAME        the EMF dimension FunctionName
 //
 // Everything costly (backend connection, near cache) is created once, before the first /next.
@@ -238,9 +238,8 @@ int main() {
   });
 
   // Init, once per process: the backend connection and the near cache.
-  absl::StatusOr<std::shared_ptr<chunkcache::Backend>> backend =
-      chunkcache::NewBackendFromUrl(Env("CHUNKCACHE_BACKEND", "memory://"),
-                                    {.ca_bundle_path = Env("CHUNKCACHE_CA_BUNDLE")});
+  absl::StatusOr<std::shared_ptr<chunkcache::Backend>> backend = chunkcache::NewBackendFromUrl(
+      Env("CHUNKCACHE_BACKEND", "memory://"), {.ca_bundle_path = Env("CHUNKCACHE_CA_BUNDLE")});
   if (!backend.ok()) {
     std::fprintf(stderr, "init failed: %s\n", backend.status().ToString().c_str());
     if (absl::Status s = runtime.ReportInitError(backend.status()); !s.ok()) {

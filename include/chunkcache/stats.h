@@ -45,28 +45,28 @@ struct CacheStats {
   std::uint64_t invalidates = 0;  // Invalidate calls
 
   // Loading (GetOrLoad).
-  std::uint64_t loads = 0;          // loader calls
-  std::uint64_t load_errors = 0;    // loader calls that returned an error or threw
-  std::uint64_t coalesced = 0;      // callers that shared another caller's flight
-  std::uint64_t wait_timeouts = 0;  // callers that gave up waiting (load_wait_timeout)
-  std::uint64_t fallbacks = 0;      // backend failures answered through the loader
-  std::uint64_t load_backoffs = 0;  // callers answered with a recent load's failure, no load
-                                    // (load_retry_initial / load_retry_max)
+  std::uint64_t loads = 0;            // loader calls
+  std::uint64_t load_errors = 0;      // loader calls that returned an error or threw
+  std::uint64_t coalesced = 0;        // callers that shared another caller's flight
+  std::uint64_t wait_timeouts = 0;    // callers that gave up waiting (load_wait_timeout)
+  std::uint64_t fallbacks = 0;        // backend failures answered through the loader
+  std::uint64_t load_backoffs = 0;    // callers answered with a recent load's failure, no load
+                                      // (load_retry_initial / load_retry_max)
   std::uint64_t unstored_served = 0;  // callers answered with a loaded value the backend did
                                       // not store, no load (unstored_hold)
 
   // Near cache (L1) and stale-while-revalidate.
-  std::uint64_t l1_hits = 0;            // reads answered from L1 without any backend call
-  std::uint64_t l1_revalidations = 0;   // reads that checked the manifest and kept the L1 bytes
-  std::uint64_t l1_evictions = 0;       // entries evicted to stay within l1_capacity_bytes
-  std::uint64_t l1_bytes = 0;           // bytes charged to L1 now
-  std::uint64_t stale_served = 0;       // reads that returned an entry older than soft_ttl
-  std::uint64_t refreshes = 0;          // background refreshes run
-  std::uint64_t refresh_errors = 0;     // of those, the ones whose load or store failed
-  std::uint64_t refreshes_dropped = 0;  // refreshes not run: queue full, no thread, or another
-                                        // process held the key's lease (it is refreshing)
-  std::uint64_t refreshes_skipped = 0;  // refreshes that found the entry fresh again (someone
-                                        // else refreshed it): no load
+  std::uint64_t l1_hits = 0;             // reads answered from L1 without any backend call
+  std::uint64_t l1_revalidations = 0;    // reads that checked the manifest and kept the L1 bytes
+  std::uint64_t l1_evictions = 0;        // entries evicted to stay within l1_capacity_bytes
+  std::uint64_t l1_bytes = 0;            // bytes charged to L1 now
+  std::uint64_t stale_served = 0;        // reads that returned an entry older than soft_ttl
+  std::uint64_t refreshes = 0;           // background refreshes run
+  std::uint64_t refresh_errors = 0;      // of those, the ones whose load or store failed
+  std::uint64_t refreshes_dropped = 0;   // refreshes not run: queue full, no thread, or another
+                                         // process held the key's lease (it is refreshing)
+  std::uint64_t refreshes_skipped = 0;   // refreshes that found the entry fresh again (someone
+                                         // else refreshed it): no load
   std::uint64_t refreshes_deferred = 0;  // stale reads that queued no refresh: the key's
                                          // refreshes back off after a failure or a held lease
 

@@ -164,10 +164,10 @@ Result RetryingBackend::Retry(std::string_view operation, const Attempt& attempt
     }
     if (absl::Now() + backoff >= CallDeadline()) {  // the caller's own (CallOptions::deadline)
       gave_up_.fetch_add(1, kRelaxed);
-      return Annotate(status, absl::StrCat(std::string(operation), " gave up after ",
-                                           Attempts(attempts), ": a retry in ",
-                                           absl::FormatDuration(backoff),
-                                           " would pass the call's deadline"));
+      return Annotate(status,
+                      absl::StrCat(std::string(operation), " gave up after ", Attempts(attempts),
+                                   ": a retry in ", absl::FormatDuration(backoff),
+                                   " would pass the call's deadline"));
     }
     options_.sleep(backoff);
   }
