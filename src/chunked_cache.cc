@@ -1071,7 +1071,8 @@ class ChunkedCache::Impl {
       absl::StatusOr<bool> taken = TakeLease(keys.Lease());
       if (taken.ok() && !*taken) {
         Add(counters_.refreshes_dropped);
-        refresh_memo_.Defer(task.key, Now() + options_.lease_ttl);
+        const absl::Time now = Now();
+        refresh_memo_.Defer(task.key, now, now + options_.lease_ttl);
         return absl::OkStatus();
       }
       held = taken.ok();  // on an error, refresh without it

@@ -49,29 +49,19 @@ void LoadMemo::Failed(std::string_view key, const absl::Status& error, absl::Tim
                       std::optional<std::uint64_t> if_epoch) {
   MutexLock lock(&mu_);
   if (StaleLocked(key, if_epoch)) return;
-  auto it = memos_.find(MapKey(key));
-  if (it == memos_.end()) {
-    if (!MakeRoomLocked(0, key, now)) return;
-    it = memos_.try_emplace(std::string(key)).first;
-  }
-  Memo& memo = it->second;
-  DropValueLocked(memo);
-  memo.failures = std::min(memo.failures + 1, 62);
-  memo.error = error.ok() ? absl::UnknownError("chunkcache: the load failed") : error;
-  memo.until = now + BackoffLocked(memo.failures);
+  Memo* memo = ValuelessMemoLocked(key, 0, now);
+  if (memo == nullptr) return;
+  memo->failures = std::min(memo->failures + 1, 62);
+  memo->error = error.ok() ? absl::UnknownError("chunkcache: the load failed") : error;
+  memo->until = now + BackoffLocked(memo->failures);
 }
 
-void LoadMemo::Defer(std::string_view key, absl::Time until) {
+void LoadMemo::Defer(std::string_view key, absl::Time now, absl::Time until) {
   MutexLock lock(&mu_);
-  auto it = memos_.find(MapKey(key));
-  if (it == memos_.end()) {
-    if (!MakeRoomLocked(0, key, until)) return;
-    it = memos_.try_emplace(std::string(key)).first;
-  }
-  Memo& memo = it->second;
-  DropValueLocked(memo);
-  memo.error = absl::OkStatus();
-  memo.until = std::max(memo.until, until);
+  Memo* memo = ValuelessMemoLocked(key, 0, now);
+  if (memo == nullptr) return;
+  memo->error = absl::OkStatus();
+  memo->until = std::max(memo->until, until);
 }
 
 void LoadMemo::Unstored(std::string_view key, Bytes value, absl::Time now,
@@ -79,16 +69,13 @@ void LoadMemo::Unstored(std::string_view key, Bytes value, absl::Time now,
   if (options_.hold <= absl::ZeroDuration() || value == nullptr) return;
   MutexLock lock(&mu_);
   if (StaleLocked(key, if_epoch)) return;
-  auto it = memos_.find(MapKey(key));
-  if (it != memos_.end()) DropValueLocked(it->second);
-  if (!MakeRoomLocked(value->size(), key, now)) return;
-  if (it == memos_.end()) it = memos_.try_emplace(std::string(key)).first;
-  Memo& memo = it->second;
-  memo.failures = 0;
-  memo.error = absl::OkStatus();
+  Memo* memo = ValuelessMemoLocked(key, value->size(), now);
+  if (memo == nullptr) return;
+  memo->failures = 0;
+  memo->error = absl::OkStatus();
   bytes_ += value->size();
-  memo.value = std::move(value);
-  memo.until = now + options_.hold;
+  memo->value = std::move(value);
+  memo->until = now + options_.hold;
 }
 
 void LoadMemo::Clear(std::string_view key) {
@@ -103,6 +90,13 @@ void LoadMemo::Clear(std::string_view key) {
 std::size_t LoadMemo::size() const {
   MutexLock lock(&mu_);
   return memos_.size();
+}
+
+LoadMemo::Memo* LoadMemo::ValuelessMemoLocked(std::string_view key, std::size_t bytes,
+                                              absl::Time now) {
+  if (const auto it = memos_.find(MapKey(key)); it != memos_.end()) DropValueLocked(it->second);
+  if (!MakeRoomLocked(bytes, key, now)) return nullptr;
+  return &memos_.try_emplace(std::string(key)).first->second;
 }
 
 bool LoadMemo::MakeRoomLocked(std::size_t bytes, std::string_view keep, absl::Time now) {

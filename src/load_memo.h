@@ -60,7 +60,7 @@ class LoadMemo {
               std::optional<std::uint64_t> if_epoch = {});
 
   // No load of `key` before `until` (another process is loading it); keeps the failure count.
-  void Defer(std::string_view key, absl::Time until);
+  void Defer(std::string_view key, absl::Time now, absl::Time until);
 
   // A loaded value could not be stored: it answers callers for `hold`.
   void Unstored(std::string_view key, Bytes value, absl::Time now,
@@ -79,6 +79,11 @@ class LoadMemo {
     absl::Time until;    // the memo answers (or defers loads) until then
     int failures = 0;    // in a row
   };
+
+  // The memo of `key` with any held value dropped, added if need be; null if there is no room for
+  // it and `bytes` more held bytes.
+  Memo* ValuelessMemoLocked(std::string_view key, std::size_t bytes, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Makes room for one more key and `bytes` more held bytes, dropping the memos that expire
   // soonest (expired ones first). False if `bytes` alone is over the bound.
