@@ -968,6 +968,12 @@ class ChunkedCache::Impl {
     internal::MutexLock lock(&refresh_mu_);
     AdoptRefreshesAfterForkLocked();
     if (stopping_ || refreshing_.contains(absl::string_view(key.data(), key.size()))) return;
+    // Again under the lock: a refresh that ended since the check above backed off before it
+    // unmarked the key (a stale read racing it must not queue another one at once).
+    if (refresh_memo_.Deferred(key, Now())) {
+      Add(counters_.refreshes_deferred);
+      return;
+    }
     if (refresh_queue_.size() >= options_.max_queued_refreshes) {
       Add(counters_.refreshes_dropped);
       return;
