@@ -35,9 +35,9 @@
 #include "absl/strings/str_format.h"
 #include "catalogue.h"
 #include "chunkcache/chunkcache.h"
-#include "codec.h"
-#include "keys.h"
-#include "manifest.h"
+#include "format/codec.h"
+#include "format/keys.h"
+#include "format/manifest.h"
 #include "ratio_reporter.h"
 
 namespace {

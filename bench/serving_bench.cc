@@ -19,7 +19,7 @@
 #include "catalogue.h"
 #include "chunkcache/chunkcache.h"
 #include "fixtures/redis_server.h"
-#include "near_cache.h"
+#include "cache/near_cache.h"
 #include "ratio_reporter.h"
 
 namespace {

@@ -24,7 +24,7 @@
 #include "chunkcache/options.h"
 #include "chunkcache/redis_backend.h"
 #include "fuzz_util.h"
-#include "keys.h"
+#include "format/keys.h"
 
 namespace chunkcache::fuzz {
 namespace keys_target {

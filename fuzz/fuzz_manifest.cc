@@ -29,9 +29,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "chunkcache/options.h"
-#include "codec.h"
+#include "format/codec.h"
 #include "fuzz_util.h"
-#include "manifest.h"
+#include "format/manifest.h"
 #include "zstd.h"
 
 namespace chunkcache::fuzz {

@@ -65,10 +65,10 @@
 #include "chunkcache/backend.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/options.h"
-#include "codec.h"
+#include "format/codec.h"
 #include "fuzz_util.h"
-#include "keys.h"
-#include "manifest.h"
+#include "format/keys.h"
+#include "format/manifest.h"
 #include "zstd.h"
 
 namespace chunkcache::fuzz {

@@ -25,10 +25,10 @@
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/memory_backend.h"
 #include "chunkcache/redis_backend.h"
-#include "codec.h"
+#include "format/codec.h"
 #include "fuzz_util.h"
-#include "keys.h"
-#include "manifest.h"
+#include "format/keys.h"
+#include "format/manifest.h"
 #include "test_util.h"
 #include "zstd.h"
 

@@ -14,9 +14,9 @@
 #include "absl/strings/match.h"
 #include "catalogue.h"
 #include "chunkcache/memory_backend.h"
-#include "codec.h"
-#include "keys.h"
-#include "manifest.h"
+#include "format/codec.h"
+#include "format/keys.h"
+#include "format/manifest.h"
 #include "test_util.h"
 
 // Tracks the largest single allocation, so tests can show that no read allocates what stored

@@ -37,7 +37,7 @@
 #include "chunkcache/memory_backend.h"
 #include "chunkcache/redis_backend.h"
 #include "fixtures/redis_server.h"
-#include "manifest.h"
+#include "format/manifest.h"
 
 namespace chunkcache {
 namespace {

@@ -39,7 +39,7 @@
 #include "chunkcache/backend.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/redis_backend.h"
-#include "keys.h"
+#include "format/keys.h"
 
 namespace chunkcache {
 namespace {

@@ -1,4 +1,4 @@
-#include "keys.h"
+#include "format/keys.h"
 
 #include <catch2/catch.hpp>
 #include <cstdint>

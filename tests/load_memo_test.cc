@@ -1,4 +1,4 @@
-#include "load_memo.h"
+#include "cache/load_memo.h"
 
 #include <catch2/catch.hpp>
 #include <memory>

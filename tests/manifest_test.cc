@@ -1,4 +1,4 @@
-#include "manifest.h"
+#include "format/manifest.h"
 
 #include <catch2/catch.hpp>
 #include <cstdint>
@@ -7,7 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "chunkcache/options.h"
-#include "codec.h"
+#include "format/codec.h"
 #include "zstd.h"
 
 #define XXH_INLINE_ALL  // header-only: the test needs no link dependency on libxxhash

@@ -54,7 +54,7 @@
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/fault_injection_backend.h"
 #include "chunkcache/memory_backend.h"
-#include "keys.h"
+#include "format/keys.h"
 
 // Issue 15 item 7: std::bad_alloc on the refresh thread outside the loader. The loader arms
 // `fail_next_allocation` on its own thread; the next operator new there (the cache storing what

@@ -23,7 +23,7 @@
 #include "chunkcache/chunked_cache.h"
 #include "fixtures/hostile_redis.h"
 #include "fixtures/redis_server.h"
-#include "keys.h"
+#include "format/keys.h"
 #include "test_util.h"
 
 namespace chunkcache {

@@ -50,7 +50,7 @@
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/memory_backend.h"
 #include "fixtures/pausing_backend.h"
-#include "keys.h"
+#include "format/keys.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define CHUNKCACHE_TSAN 1

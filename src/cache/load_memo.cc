@@ -1,4 +1,4 @@
-#include "load_memo.h"
+#include "cache/load_memo.h"
 
 #include <algorithm>
 #include <utility>

@@ -6,8 +6,8 @@
 // Thread safety: safe for concurrent use. The byte bound holds between calls; concurrent inserts
 // may exceed it briefly by the entries being inserted.
 
-#ifndef CHUNKCACHE_SRC_NEAR_CACHE_H_
-#define CHUNKCACHE_SRC_NEAR_CACHE_H_
+#ifndef CHUNKCACHE_SRC_CACHE_NEAR_CACHE_H_
+#define CHUNKCACHE_SRC_CACHE_NEAR_CACHE_H_
 
 #include <array>
 #include <atomic>
@@ -112,4 +112,4 @@ class NearCache {
 
 }  // namespace chunkcache::internal
 
-#endif  // CHUNKCACHE_SRC_NEAR_CACHE_H_
+#endif  // CHUNKCACHE_SRC_CACHE_NEAR_CACHE_H_

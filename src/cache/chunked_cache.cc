@@ -20,14 +20,14 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "codec.h"
+#include "format/codec.h"
 #include "internal/striped_counter.h"
-#include "keys.h"
-#include "latency_histogram.h"
-#include "load_memo.h"
-#include "manifest.h"
-#include "near_cache.h"
-#include "single_flight.h"
+#include "format/keys.h"
+#include "metrics/latency_histogram.h"
+#include "cache/load_memo.h"
+#include "format/manifest.h"
+#include "cache/near_cache.h"
+#include "cache/single_flight.h"
 
 namespace chunkcache {
 namespace {

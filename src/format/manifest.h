@@ -1,8 +1,8 @@
 // The manifest: the small item that describes one stored version of a logical key and commits it.
 // The one module that reads or writes manifest bytes; the layout is docs/FORMAT.md's.
 
-#ifndef CHUNKCACHE_SRC_MANIFEST_H_
-#define CHUNKCACHE_SRC_MANIFEST_H_
+#ifndef CHUNKCACHE_SRC_FORMAT_MANIFEST_H_
+#define CHUNKCACHE_SRC_FORMAT_MANIFEST_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -72,4 +72,4 @@ absl::StatusOr<DecodedManifest> DecodeManifest(std::string_view bytes, std::stri
 
 }  // namespace chunkcache::internal
 
-#endif  // CHUNKCACHE_SRC_MANIFEST_H_
+#endif  // CHUNKCACHE_SRC_FORMAT_MANIFEST_H_

@@ -1,4 +1,4 @@
-#include "near_cache.h"
+#include "cache/near_cache.h"
 
 #include <utility>
 

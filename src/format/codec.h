@@ -1,8 +1,8 @@
 // The payload codec: JSON validation (simdjson), zstd compression and decompression, and the
 // checksum of stored bytes. Contexts and parsers are pooled and reused across calls.
 
-#ifndef CHUNKCACHE_SRC_CODEC_H_
-#define CHUNKCACHE_SRC_CODEC_H_
+#ifndef CHUNKCACHE_SRC_FORMAT_CODEC_H_
+#define CHUNKCACHE_SRC_FORMAT_CODEC_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -71,4 +71,4 @@ class Codec {
 
 }  // namespace chunkcache::internal
 
-#endif  // CHUNKCACHE_SRC_CODEC_H_
+#endif  // CHUNKCACHE_SRC_FORMAT_CODEC_H_

@@ -1,8 +1,8 @@
 // A lock-free latency histogram: log-linear buckets (8 per power of two, so a reported
 // percentile is at most 12.5 % above the true value) over nanoseconds. Safe for concurrent use.
 
-#ifndef CHUNKCACHE_SRC_LATENCY_HISTOGRAM_H_
-#define CHUNKCACHE_SRC_LATENCY_HISTOGRAM_H_
+#ifndef CHUNKCACHE_SRC_METRICS_LATENCY_HISTOGRAM_H_
+#define CHUNKCACHE_SRC_METRICS_LATENCY_HISTOGRAM_H_
 
 #include <array>
 #include <atomic>
@@ -36,4 +36,4 @@ class LatencyHistogram {
 
 }  // namespace chunkcache::internal
 
-#endif  // CHUNKCACHE_SRC_LATENCY_HISTOGRAM_H_
+#endif  // CHUNKCACHE_SRC_METRICS_LATENCY_HISTOGRAM_H_

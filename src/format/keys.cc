@@ -1,4 +1,4 @@
-#include "keys.h"
+#include "format/keys.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"

@@ -6,8 +6,8 @@
 // Memory: at most kMaxKeys keys and `max_bytes` of held values; beyond that the memos that expire
 // soonest are dropped (which costs at most an earlier load, never a wrong answer).
 
-#ifndef CHUNKCACHE_SRC_LOAD_MEMO_H_
-#define CHUNKCACHE_SRC_LOAD_MEMO_H_
+#ifndef CHUNKCACHE_SRC_CACHE_LOAD_MEMO_H_
+#define CHUNKCACHE_SRC_CACHE_LOAD_MEMO_H_
 
 #include <array>
 #include <cstddef>
@@ -108,4 +108,4 @@ class LoadMemo {
 
 }  // namespace chunkcache::internal
 
-#endif  // CHUNKCACHE_SRC_LOAD_MEMO_H_
+#endif  // CHUNKCACHE_SRC_CACHE_LOAD_MEMO_H_

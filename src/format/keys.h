@@ -1,8 +1,8 @@
 // Stored-key derivation: how a logical key becomes the backend keys of its manifest and chunks.
 // The one place that knows the key layout of docs/FORMAT.md.
 
-#ifndef CHUNKCACHE_SRC_KEYS_H_
-#define CHUNKCACHE_SRC_KEYS_H_
+#ifndef CHUNKCACHE_SRC_FORMAT_KEYS_H_
+#define CHUNKCACHE_SRC_FORMAT_KEYS_H_
 
 #include <cstdint>
 #include <string>
@@ -41,4 +41,4 @@ class StoredKeys {
 
 }  // namespace chunkcache::internal
 
-#endif  // CHUNKCACHE_SRC_KEYS_H_
+#endif  // CHUNKCACHE_SRC_FORMAT_KEYS_H_

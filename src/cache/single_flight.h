@@ -2,8 +2,8 @@
 // caller (the leader) runs it in its own thread; the others wait for its result, each up to its
 // own deadline. Safe for concurrent use.
 
-#ifndef CHUNKCACHE_SRC_SINGLE_FLIGHT_H_
-#define CHUNKCACHE_SRC_SINGLE_FLIGHT_H_
+#ifndef CHUNKCACHE_SRC_CACHE_SINGLE_FLIGHT_H_
+#define CHUNKCACHE_SRC_CACHE_SINGLE_FLIGHT_H_
 
 #include <cstddef>
 #include <memory>
@@ -56,4 +56,4 @@ class SingleFlight {
 
 }  // namespace chunkcache::internal
 
-#endif  // CHUNKCACHE_SRC_SINGLE_FLIGHT_H_
+#endif  // CHUNKCACHE_SRC_CACHE_SINGLE_FLIGHT_H_

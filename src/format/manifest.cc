@@ -1,4 +1,4 @@
-#include "manifest.h"
+#include "format/manifest.h"
 
 #include <cstring>
 #include <limits>

@@ -1,4 +1,4 @@
-#include "single_flight.h"
+#include "cache/single_flight.h"
 
 #include <exception>
 #include <utility>
