@@ -1,6 +1,6 @@
 // chunkcache_bench: the library's micro-benchmarks, each beside its physical limit in one run.
 //
-//   chunkcache_bench [--catalogue_mb=10] [FILE.json ...] [google benchmark flags]
+//   chunkcache_bench [--catalogue_mb=10] [FILE.json ...] [google benchmark flags]   (--help)
 //
 // For the generated catalogue and every JSON file given (e.g. ../shared/corpus/*.json), at zstd
 // levels 1, 3 and 9:
@@ -33,6 +33,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench_flags.h"
 #include "catalogue.h"
 #include "chunkcache/chunkcache.h"
 #include "format/codec.h"
@@ -313,22 +314,24 @@ std::optional<CliFigures> ZstdCli(const std::string& json, int level) {
 
 }  // namespace
 
+constexpr char kUsage[] =
+    "the library's micro-benchmarks, each beside its physical limit (one-shot zstd, the zstd "
+    "command line's own benchmark) in one run, on the generated catalogue and on every JSON FILE "
+    "given.\n\n"
+    "usage: chunkcache_bench [--flag=value ...] [FILE.json ...] [--benchmark_filter=REGEX ...]";
+
 int main(int argc, char** argv) {
-  std::string megabytes = "10";
-  std::vector<char*> args = chunkcache::bench::TakeFlag(argc, argv, "--catalogue_mb=", &megabytes);
-  int count = static_cast<int>(args.size());
-  benchmark::Initialize(&count, args.data());
-  Inputs().push_back(
-      {"catalogue", chunkcache::catalogue::GenerateCatalogue({.megabytes = std::stod(megabytes)})});
-  for (int i = 1; i < count; ++i) {  // what Google Benchmark left: JSON files
-    std::ifstream in(args[i], std::ios::binary);
+  const std::vector<char*> files = chunkcache::bench::InitBenchmarkAndFlags(argc, argv, kUsage);
+  Inputs().push_back({"catalogue", chunkcache::bench::FlagSizedCatalogue()});
+  for (std::size_t i = 1; i < files.size(); ++i) {
+    std::ifstream in(files[i], std::ios::binary);
     if (!in) {
-      std::fprintf(stderr, "chunkcache_bench: cannot read %s\n", args[i]);
+      std::fprintf(stderr, "chunkcache_bench: cannot read %s\n", files[i]);
       return 2;
     }
     std::ostringstream text;
     text << in.rdbuf();
-    Inputs().push_back({std::filesystem::path(args[i]).filename().string(), text.str()});
+    Inputs().push_back({std::filesystem::path(files[i]).filename().string(), text.str()});
   }
 
   // Names of the pairs compared at the end; the strings outlive the comparisons.

@@ -7,11 +7,11 @@
 // worker picked it up, so a stall shows as latency (no coordinated omission); a full queue drops
 // requests and counts them. --mode=both runs the same load against what one would write without
 // the library — the uncompressed JSON as one value per key, no single-flight — and prints the two
-// side by side. --rate-sweep finds the highest rate whose p99 stays under a bound.
+// side by side. --rate_sweep finds the highest rate whose p99 stays under a bound.
 //
 // Run with --help for the flags. Output: a table on stdout, --json=FILE with everything, and
-// --plot=FILE.png (latency percentiles and throughput per second; with a sweep, also latency
-// against offered rate).
+// --plot=FILE.png, drawn from that JSON by bench/plot_loadgen.py (matplotlib): latency percentiles
+// and throughput per second, and with a sweep, latency against offered rate.
 
 #include <hiredis/hiredis.h>
 #include <sys/resource.h>
@@ -28,6 +28,7 @@
 #include <deque>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -40,6 +41,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/flags/flag.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
@@ -49,96 +51,154 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
-#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "backends/redis/url.h"
+#include "bench_flags.h"
 #include "catalogue.h"
 #include "chunkcache/chunkcache.h"
 #include "fixtures/momento_emulator.h"
+#include "fixtures/process.h"
 #include "fixtures/redis_server.h"
-#include "loadgen_histogram.h"
-#include "loadgen_plot.h"
+#include "internal/json.h"
+#include "metrics/latency_histogram.h"
 
 namespace {
 
-using chunkcache::bench::LatencyHistogram;
-using Clock = std::chrono::steady_clock;
+// How requests arrive: independent users (exponential gaps) or a constant interval.
+enum class Arrival { kUniform, kPoisson };
 
-constexpr char kUsage[] = R"(chunkcache_loadgen: the launch night, reproduced.
+bool AbslParseFlag(absl::string_view text, Arrival* arrival, std::string* error) {
+  if (text != "uniform" && text != "poisson") {
+    *error = "not poisson or uniform";
+    return false;
+  }
+  *arrival = text == "uniform" ? Arrival::kUniform : Arrival::kPoisson;
+  return true;
+}
+
+std::string AbslUnparseFlag(Arrival arrival) {
+  return arrival == Arrival::kUniform ? "uniform" : "poisson";
+}
+
+// --rate_sweep=FROM:TO:STEP, in requests per second; empty (step 0) when not given.
+struct RateSweep {
+  double from = 0, to = 0, step = 0;
+};
+
+bool AbslParseFlag(absl::string_view text, RateSweep* sweep, std::string* error) {
+  if (text.empty()) {
+    *sweep = {};
+    return true;
+  }
+  std::vector<absl::string_view> parts = absl::StrSplit(text, ':');
+  RateSweep s;
+  if (parts.size() != 3 || !absl::SimpleAtod(parts[0], &s.from) ||
+      !absl::SimpleAtod(parts[1], &s.to) || !absl::SimpleAtod(parts[2], &s.step) || !(s.from > 0) ||
+      !(s.to >= s.from) || !(s.step > 0)) {
+    *error = "not FROM:TO:STEP with 0 < FROM <= TO and STEP > 0";
+    return false;
+  }
+  *sweep = s;
+  return true;
+}
+
+std::string AbslUnparseFlag(const RateSweep& sweep) {
+  if (sweep.step == 0) return "";
+  return absl::StrCat(sweep.from, ":", sweep.to, ":", sweep.step);
+}
+
+}  // namespace
+
+// Load
+ABSL_FLAG(double, rate, 5000, "Offered requests per second.");
+ABSL_FLAG(absl::Duration, duration, absl::Seconds(20), "Measured duration.");
+ABSL_FLAG(absl::Duration, warmup, absl::Seconds(2),
+          "Load at the same rate before the measurement, excluded from the stats.");
+ABSL_FLAG(int, users, 25000, "Users; each request comes from a uniformly random one.");
+ABSL_FLAG(int, keys, 1,
+          "Distinct keys: user u asks for \"catalogue\" (1) or \"catalogue-<u mod N>\".");
+ABSL_FLAG(bool, per_user_keys, false,
+          "One key per user (--keys=<users>; each key holds a whole catalogue).");
+ABSL_FLAG(Arrival, arrival, Arrival::kPoisson,
+          "poisson (independent users) or uniform (a constant interval).");
+ABSL_FLAG(int, workers, 0, "Request threads; 0: max(8, 4 x cores).");
+ABSL_FLAG(std::uint64_t, max_queue, 0,
+          "Requests waiting for a worker, at most; more are counted as \"dropped\". 0: 2 s of "
+          "--rate, at least 1000.");
+ABSL_FLAG(absl::Duration, request_timeout, absl::Seconds(10),
+          "A request still queued this long is not served (\"timeout\").");
+ABSL_FLAG(absl::Duration, drain, absl::Seconds(5),
+          "Time after the schedule ends to finish queued requests; the rest are counted as "
+          "\"abandoned\".");
+ABSL_FLAG(std::uint64_t, seed, 1, "Seed of the arrival times and users.");
+// Scenario
+ABSL_FLAG(bool, cold, true,
+          "The entry is absent when the measurement starts (invalidated at t=0), so the first "
+          "requests stampede; --nocold: stored beforehand.");
+ABSL_FLAG(absl::Duration, invalidate_at, absl::InfiniteDuration(),
+          "Also invalidate the entry this long into the measurement; inf: never.");
+ABSL_FLAG(absl::Duration, origin_delay, absl::Milliseconds(300),
+          "How long one origin load takes (then it copies the JSON).");
+// Target
+ABSL_FLAG(std::string, backend, "memory://",
+          "A chunkcache::NewBackendFromUrl URL (memory://, redis://HOST:PORT, "
+          "momento+https://HOST/CACHE, ...), or \"redis\" (a private redis-server on a loopback "
+          "port) or \"momento-emulator\" (the loopback Momento HTTP emulator, Python).");
+ABSL_FLAG(absl::Duration, backend_timeout, absl::ZeroDuration(),
+          "One backend call's timeout; 0 keeps the backend's default.");
+ABSL_FLAG(std::string, mode, "chunkcache",
+          "chunkcache, baseline (the uncompressed JSON as one value per key: a raw hiredis GET/SET "
+          "on Redis, a mutex-protected map in memory; no single-flight; not possible on Momento), "
+          "or both (side by side).");
+ABSL_FLAG(bool, l1, false, "Near cache (L1): 256 MiB, l1_fresh_for 1 s.");
+ABSL_FLAG(bool, passthrough, false, "GetCompressed (serve the zstd bytes); GetOrLoad on a miss.");
+ABSL_FLAG(absl::Duration, lease_ttl, absl::Seconds(10),
+          "CacheOptions::lease_ttl (the cross-process lease); 0 turns it off.");
+// Rate sweep
+ABSL_FLAG(RateSweep, rate_sweep, RateSweep(),
+          "FROM:TO:STEP: instead of one run, steps of --step_duration at increasing offered "
+          "rates, warm (no cold start, no invalidation; only the first step has a warm-up).");
+ABSL_FLAG(absl::Duration, step_duration, absl::Seconds(5), "Duration of one sweep step.");
+ABSL_FLAG(absl::Duration, p99_bound, absl::Milliseconds(50),
+          "A sweep step holds if p99 <= this bound, failures <= 0.1% of the requests and the "
+          "served rate >= 95% of the scheduled one.");
+ABSL_FLAG(int, sweep_stop_after, 2,
+          "Stop a sweep after this many saturated steps in a row (failures > 1% or served rate < "
+          "90% of the scheduled one); 0: run every step.");
+// Output
+ABSL_FLAG(std::string, json, "",
+          "Write the configuration, results, histograms, per-second series and sweep here.");
+ABSL_FLAG(std::string, plot, "",
+          "Draw the JSON into this PNG with bench/plot_loadgen.py (matplotlib): latency "
+          "p50/p99/max per second (log scale), requests served per second against the offered "
+          "rate, and with a sweep, p50/p99 against offered rate.");
+ABSL_FLAG(bool, quiet, false, "No per-second progress on stderr.");
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using chunkcache::internal::JsonString;
+using LatencyHistogram = chunkcache::internal::PreciseLatencyHistogram;
+
+constexpr char kUsage[] = R"(the launch night, reproduced.
 
 Open-loop load: requests from --users users arrive by the clock at --rate per second, wait in a
 bounded queue for --workers threads, and get the catalogue through ChunkedCache::GetOrLoad (or
 GetCompressed with --passthrough). Latency runs from each request's scheduled time, so a stall
 shows as latency. --mode=both also runs the same load against plain storage of the uncompressed
-JSON as one value (no single-flight) and prints both side by side.
+JSON as one value (no single-flight) and prints both side by side. --rate_sweep finds the highest
+rate whose p99 stays under --p99_bound.
 
-usage: chunkcache_loadgen [--name=value ...]
-  '-' and '_' are the same in names; booleans take on/off, true/false, 1/0, or nothing (= on).
+Output: a table on stdout, --json and --plot. Latency percentiles are of the served requests;
+failures are counted by kind: dropped, timeout, abandoned, or the status code.
 
-Load
-  --rate=5000                offered requests per second
-  --seconds=20               measured duration
-  --warmup_seconds=2         load at the same rate before the measurement, excluded from stats
-  --users=25000              users; each request comes from a uniformly random one
-  --keys=1                   distinct keys: user u asks "catalogue" (1) or "catalogue-<u mod N>"
-  --per_user_keys            one key per user (--keys=<users>; each key holds a whole catalogue)
-  --arrival=poisson          poisson (independent users) or uniform (a constant interval)
-  --workers=N                request threads; default max(8, 4 x cores)
-  --max_queue=N              requests waiting for a worker, at most; more are counted as
-                             "dropped". Default: 2 s of --rate, at least 1000
-  --request_timeout_ms=10000 a request still queued this long is not served ("timeout")
-  --drain_seconds=5          time after the schedule ends to finish queued requests; the rest
-                             are counted as "abandoned"
-  --seed=1                   of the arrival times and users
-
-Scenario
-  --cold=on                  the entry is absent when the measurement starts (invalidated at
-                             t=0), so the first requests stampede; off: stored beforehand
-  --invalidate_at=S          also invalidate it S seconds into the measurement
-  --catalogue_mb=10          size of the generated catalogue JSON (tools/catalogue.h)
-  --origin_delay_ms=300      how long one origin load takes (then it copies the JSON)
-
-Target
-  --backend=memory://        a chunkcache::NewBackendFromUrl URL (memory://,
-                             redis://HOST:PORT, momento+https://HOST/CACHE, ...), or
-                               redis             a private redis-server on a loopback port
-                               momento-emulator  the loopback Momento HTTP emulator (Python)
-  --backend_timeout_ms=0     one backend call's timeout; 0 keeps the backend's default
-  --mode=chunkcache          chunkcache, baseline (uncompressed JSON as one value per key: a
-                             raw hiredis GET/SET on Redis, a mutex-protected map in memory; no
-                             single-flight; not possible on Momento), or both
-  --l1=off                   near cache (L1): 256 MiB, l1_fresh_for 1 s
-  --passthrough=off          GetCompressed (serve the zstd bytes); GetOrLoad on a miss
-  --lease_seconds=10         CacheOptions::lease_ttl (cross-process lease); 0 turns it off
-
-Rate sweep (instead of one run)
-  --rate_sweep=FROM:TO:STEP  steps of --step_seconds at increasing offered rates, warm (no
-                             cold start, no invalidation; only the first step has a warm-up)
-  --step_seconds=5
-  --p99_bound_ms=50          a step holds if p99 <= bound, failures <= 0.1 % of the requests
-                             and the served rate >= 95 % of the scheduled one
-  --sweep_stop_after=2       stop after this many saturated steps in a row (failures > 1 % or
-                             served rate < 90 % of the scheduled one); 0: run every step
-
-Output (latency percentiles are of the served requests; failures are counted by kind:
-dropped, timeout, abandoned, or the status code)
-  --json=FILE                configuration, results, histograms, per-second series, sweep
-  --plot=FILE.png            panel 1: latency p50/p99/max per second (log scale); panel 2:
-                             requests completed per second against the offered rate; with a
-                             sweep, panel 3: p50/p99 against offered rate
-  --quiet                    no per-second progress on stderr
-  --help
-)";
+usage: chunkcache_loadgen [--flag=value ...]   (durations: 300ms, 2s, 1m; booleans: --l1, --nol1))";
 
 // ---- Flags --------------------------------------------------------------------------------------
 
-enum class Arrival { kUniform, kPoisson };
-
-struct Sweep {
-  double from = 0, to = 0, step = 0;
-};
-
+// The flags, checked, in the units the run uses.
 struct Flags {
   double rate = 5000;
   double seconds = 20;
@@ -147,8 +207,8 @@ struct Flags {
   int keys = 1;
   bool per_user_keys = false;
   Arrival arrival = Arrival::kPoisson;
-  int workers = 0;            // 0: default
-  std::size_t max_queue = 0;  // 0: default
+  int workers = 0;
+  std::size_t max_queue = 0;  // 0: QueueBound's default
   double request_timeout_ms = 10000;
   double drain_seconds = 5;
   std::uint64_t seed = 1;
@@ -162,129 +222,70 @@ struct Flags {
   bool l1 = false;
   bool passthrough = false;
   double lease_seconds = 10;
-  std::optional<Sweep> sweep;
+  std::optional<RateSweep> sweep;
   double step_seconds = 5;
   double p99_bound_ms = 50;
   int sweep_stop_after = 2;
   std::string json_path;
   std::string plot_path;
   bool quiet = false;
-  bool help = false;
 };
 
-bool ParseBool(absl::string_view text, bool* out) {
-  if (text.empty() || text == "on" || text == "true" || text == "1" || text == "yes") {
-    *out = true;
-  } else if (text == "off" || text == "false" || text == "0" || text == "no") {
-    *out = false;
-  } else {
-    return false;
-  }
-  return true;
-}
-
-absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
+absl::StatusOr<Flags> ReadFlags() {
+  const auto seconds = [](const absl::Flag<absl::Duration>& flag) {
+    return absl::ToDoubleSeconds(absl::GetFlag(flag));
+  };
+  const auto milliseconds = [](const absl::Flag<absl::Duration>& flag) {
+    return absl::ToDoubleMilliseconds(absl::GetFlag(flag));
+  };
   Flags f;
-  const auto number = [](double* out) {
-    return [out](absl::string_view v) { return absl::SimpleAtod(v, out) && std::isfinite(*out); };
-  };
-  const auto integer = [](auto* out) {
-    return [out](absl::string_view v) { return absl::SimpleAtoi(v, out); };
-  };
-  const auto boolean = [](bool* out) {
-    return [out](absl::string_view v) { return ParseBool(v, out); };
-  };
-  const auto text = [](std::string* out) {
-    return [out](absl::string_view v) {
-      *out = std::string(v);
-      return !v.empty();
-    };
-  };
-  const std::map<std::string, std::function<bool(absl::string_view)>, std::less<>> setters = {
-      {"rate", number(&f.rate)},
-      {"seconds", number(&f.seconds)},
-      {"warmup_seconds", number(&f.warmup_seconds)},
-      {"users", integer(&f.users)},
-      {"keys", integer(&f.keys)},
-      {"per_user_keys", boolean(&f.per_user_keys)},
-      {"arrival",
-       [&f](absl::string_view v) {
-         if (v != "uniform" && v != "poisson") return false;
-         f.arrival = v == "uniform" ? Arrival::kUniform : Arrival::kPoisson;
-         return true;
-       }},
-      {"workers", integer(&f.workers)},
-      {"max_queue", integer(&f.max_queue)},
-      {"request_timeout_ms", number(&f.request_timeout_ms)},
-      {"drain_seconds", number(&f.drain_seconds)},
-      {"seed", integer(&f.seed)},
-      {"cold", boolean(&f.cold)},
-      {"invalidate_at",
-       [&f](absl::string_view v) {
-         double s = 0;
-         if (!absl::SimpleAtod(v, &s) || !(s >= 0)) return false;
-         f.invalidate_at = s;
-         return true;
-       }},
-      {"catalogue_mb", number(&f.catalogue_mb)},
-      {"origin_delay_ms", number(&f.origin_delay_ms)},
-      {"backend", text(&f.backend)},
-      {"backend_timeout_ms", number(&f.backend_timeout_ms)},
-      {"mode",
-       [&f](absl::string_view v) {
-         f.mode = std::string(v);
-         return v == "chunkcache" || v == "baseline" || v == "both";
-       }},
-      {"l1", boolean(&f.l1)},
-      {"passthrough", boolean(&f.passthrough)},
-      {"lease_seconds", number(&f.lease_seconds)},
-      {"rate_sweep",
-       [&f](absl::string_view v) {
-         std::vector<absl::string_view> parts = absl::StrSplit(v, ':');
-         Sweep s;
-         if (parts.size() != 3 || !absl::SimpleAtod(parts[0], &s.from) ||
-             !absl::SimpleAtod(parts[1], &s.to) || !absl::SimpleAtod(parts[2], &s.step) ||
-             !(s.from > 0) || !(s.to >= s.from) || !(s.step > 0)) {
-           return false;
-         }
-         f.sweep = s;
-         return true;
-       }},
-      {"step_seconds", number(&f.step_seconds)},
-      {"p99_bound_ms", number(&f.p99_bound_ms)},
-      {"sweep_stop_after", integer(&f.sweep_stop_after)},
-      {"json", text(&f.json_path)},
-      {"plot", text(&f.plot_path)},
-      {"quiet", boolean(&f.quiet)},
-      {"help", boolean(&f.help)},
-  };
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "-h") arg = "--help";
-    if (!absl::ConsumePrefix(&arg, "--")) {
-      return absl::InvalidArgumentError(absl::StrCat("not a flag: ", argv[i]));
-    }
-    const std::size_t eq = arg.find('=');
-    std::string name(arg.substr(0, eq));
-    std::replace(name.begin(), name.end(), '-', '_');
-    const absl::string_view value = eq == absl::string_view::npos ? "" : arg.substr(eq + 1);
-    const auto setter = setters.find(name);
-    if (setter == setters.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
-    }
-    if (!setter->second(value)) {
-      return absl::InvalidArgumentError(absl::StrCat("bad value for --", name, ": '", value, "'"));
-    }
+  f.rate = absl::GetFlag(FLAGS_rate);
+  f.seconds = seconds(FLAGS_duration);
+  f.warmup_seconds = seconds(FLAGS_warmup);
+  f.users = absl::GetFlag(FLAGS_users);
+  f.keys = absl::GetFlag(FLAGS_keys);
+  f.per_user_keys = absl::GetFlag(FLAGS_per_user_keys);
+  f.arrival = absl::GetFlag(FLAGS_arrival);
+  f.workers = absl::GetFlag(FLAGS_workers);
+  f.max_queue = absl::GetFlag(FLAGS_max_queue);
+  f.request_timeout_ms = milliseconds(FLAGS_request_timeout);
+  f.drain_seconds = seconds(FLAGS_drain);
+  f.seed = absl::GetFlag(FLAGS_seed);
+  f.cold = absl::GetFlag(FLAGS_cold);
+  if (const double at = seconds(FLAGS_invalidate_at); std::isfinite(at)) f.invalidate_at = at;
+  f.catalogue_mb = absl::GetFlag(FLAGS_catalogue_mb);
+  f.origin_delay_ms = milliseconds(FLAGS_origin_delay);
+  f.backend = absl::GetFlag(FLAGS_backend);
+  f.backend_timeout_ms = milliseconds(FLAGS_backend_timeout);
+  f.mode = absl::GetFlag(FLAGS_mode);
+  f.l1 = absl::GetFlag(FLAGS_l1);
+  f.passthrough = absl::GetFlag(FLAGS_passthrough);
+  f.lease_seconds = seconds(FLAGS_lease_ttl);
+  if (const RateSweep sweep = absl::GetFlag(FLAGS_rate_sweep); sweep.step > 0) f.sweep = sweep;
+  f.step_seconds = seconds(FLAGS_step_duration);
+  f.p99_bound_ms = milliseconds(FLAGS_p99_bound);
+  f.sweep_stop_after = absl::GetFlag(FLAGS_sweep_stop_after);
+  f.json_path = absl::GetFlag(FLAGS_json);
+  f.plot_path = absl::GetFlag(FLAGS_plot);
+  f.quiet = absl::GetFlag(FLAGS_quiet);
+
+  if (f.mode != "chunkcache" && f.mode != "baseline" && f.mode != "both") {
+    return absl::InvalidArgumentError("--mode is chunkcache, baseline or both");
   }
-  if (f.help) return f;
-  if (!(f.rate > 0) || !(f.seconds > 0) || f.warmup_seconds < 0 || f.users < 1 || f.keys < 1 ||
-      f.drain_seconds < 0 || !(f.request_timeout_ms > 0) || f.catalogue_mb <= 0 ||
-      f.origin_delay_ms < 0 || f.lease_seconds < 0 || !(f.step_seconds > 0) ||
-      !(f.p99_bound_ms > 0) || f.workers < 0) {
+  const std::initializer_list<double> numbers = {
+      f.rate,          f.seconds,      f.warmup_seconds,  f.request_timeout_ms,
+      f.drain_seconds, f.catalogue_mb, f.origin_delay_ms, f.backend_timeout_ms,
+      f.lease_seconds, f.step_seconds, f.p99_bound_ms};
+  if (!std::all_of(numbers.begin(), numbers.end(), [](double v) { return std::isfinite(v); }) ||
+      !(f.rate > 0) || !(f.seconds > 0) || f.warmup_seconds < 0 || f.users < 1 || f.keys < 1 ||
+      f.drain_seconds < 0 || !(f.request_timeout_ms > 0) || !(f.catalogue_mb > 0) ||
+      f.origin_delay_ms < 0 || f.lease_seconds < 0 || f.backend_timeout_ms < 0 ||
+      !(f.step_seconds > 0) || !(f.p99_bound_ms > 0) || f.workers < 0 || f.backend.empty()) {
     return absl::InvalidArgumentError("a flag is out of range (see --help)");
   }
-  if (f.invalidate_at && *f.invalidate_at >= f.seconds) {
-    return absl::InvalidArgumentError("--invalidate_at must be less than --seconds");
+  if (f.invalidate_at && !(*f.invalidate_at >= 0 && *f.invalidate_at < f.seconds)) {
+    return absl::InvalidArgumentError(
+        "--invalidate_at must be at least 0 and less than --duration");
   }
   if (f.per_user_keys) f.keys = f.users;
   if (f.workers == 0) {
@@ -432,7 +433,7 @@ class Target {
 class ChunkcacheTarget final : public Target {
  public:
   ChunkcacheTarget(std::shared_ptr<chunkcache::Backend> backend, chunkcache::CacheOptions options,
-                   std::shared_ptr<Origin> origin, bool passthrough)
+                   const std::shared_ptr<Origin>& origin, bool passthrough)
       : log_(std::make_shared<Log>()),
         cache_(std::move(backend), WithLog(std::move(options), log_)),
         origin_(origin),
@@ -498,7 +499,7 @@ class ChunkcacheTarget final : public Target {
   };
 
   static chunkcache::CacheOptions WithLog(chunkcache::CacheOptions options,
-                                          std::shared_ptr<Log> log) {
+                                          const std::shared_ptr<Log>& log) {
     options.log = [log](chunkcache::LogLevel, std::string_view message) {
       log->count.fetch_add(1);
       absl::MutexLock lock(&log->mu);
@@ -567,46 +568,11 @@ class MemoryStore final : public BaselineStore {
   std::unordered_map<std::string, std::shared_ptr<const std::string>> map_ ABSL_GUARDED_BY(mu_);
 };
 
-struct RedisAddress {
-  std::string host = "127.0.0.1";
-  int port = 6379;
-  std::string user, password;
-  int db = 0;
-};
-
-absl::StatusOr<RedisAddress> ParseRedisUrl(absl::string_view url) {
-  if (!absl::ConsumePrefix(&url, "redis://")) {
-    return absl::InvalidArgumentError("the baseline speaks redis://HOST:PORT[/DB] only");
-  }
-  RedisAddress a;
-  if (const std::size_t at = url.rfind('@'); at != absl::string_view::npos) {
-    const absl::string_view userinfo = url.substr(0, at);
-    const std::size_t colon = userinfo.find(':');
-    a.user = std::string(userinfo.substr(0, colon));
-    if (colon != absl::string_view::npos) a.password = std::string(userinfo.substr(colon + 1));
-    url.remove_prefix(at + 1);
-  }
-  if (const std::size_t slash = url.find('/'); slash != absl::string_view::npos) {
-    if (slash + 1 < url.size() && !absl::SimpleAtoi(url.substr(slash + 1), &a.db)) {
-      return absl::InvalidArgumentError("bad Redis database number");
-    }
-    url = url.substr(0, slash);
-  }
-  if (const std::size_t colon = url.rfind(':'); colon != absl::string_view::npos) {
-    if (!absl::SimpleAtoi(url.substr(colon + 1), &a.port)) {
-      return absl::InvalidArgumentError("bad Redis port");
-    }
-    url = url.substr(0, colon);
-  }
-  if (!url.empty()) a.host = std::string(url);
-  return a;
-}
-
 // What one writes with hiredis and no library: GET and SET of the whole JSON under one key, one
 // connection per worker (and one for the control thread).
 class RedisStore final : public BaselineStore {
  public:
-  RedisStore(RedisAddress address, int workers)
+  RedisStore(chunkcache::redis::ServerUrl address, int workers)
       : address_(std::move(address)), connections_(static_cast<std::size_t>(workers) + 1) {}
 
   absl::StatusOr<std::shared_ptr<const std::string>> Get(int worker,
@@ -655,7 +621,7 @@ class RedisStore final : public BaselineStore {
 
   absl::Status Connect(Context& c) {
     const timeval timeout{10, 0};
-    c.reset(redisConnectWithTimeout(address_.host.c_str(), address_.port, timeout));
+    c.reset(redisConnectWithTimeout(address_.seed.host.c_str(), address_.seed.port, timeout));
     if (c == nullptr || c->err) {
       const std::string error = c == nullptr ? "out of memory" : c->errstr;
       c.reset();
@@ -697,7 +663,7 @@ class RedisStore final : public BaselineStore {
     return reply;
   }
 
-  const RedisAddress address_;
+  const chunkcache::redis::ServerUrl address_;
   std::vector<Context> connections_;  // [worker], and the last for Delete
   absl::Mutex control_mu_;
 };
@@ -878,6 +844,19 @@ bool Saturated(const RunResult& r) {
          r.achieved_rate < 0.9 * ScheduledRate(r);
 }
 
+// The run measures latencies from 1 us to 60 s; one outside counts as the nearest bound.
+void RecordNanos(LatencyHistogram& histogram, std::int64_t nanos) {
+  histogram.Record(absl::Nanoseconds(std::clamp<std::int64_t>(nanos, 1'000, 60'000'000'000)));
+}
+
+std::int64_t Percentile(const LatencyHistogram& histogram, double quantile) {
+  return absl::ToInt64Nanoseconds(histogram.Percentile(quantile));
+}
+
+std::int64_t MaxNanos(const LatencyHistogram& histogram) {
+  return absl::ToInt64Nanoseconds(histogram.Max());
+}
+
 RunResult RunLoad(Target& target, Origin& origin, const std::vector<std::string>& keys,
                   const RunSpec& spec) {
   using std::chrono::duration;
@@ -979,7 +958,7 @@ RunResult RunLoad(Target& target, Origin& origin, const std::vector<std::string>
           continue;
         }
         if (Clock::now() - r->scheduled > timeout) {
-          record_error(r->scheduled, "timeout: queued past --request_timeout_ms", "");
+          record_error(r->scheduled, "timeout: queued past --request_timeout", "");
           continue;
         }
         const Clock::time_point begun = Clock::now();
@@ -999,10 +978,10 @@ RunResult RunLoad(Target& target, Origin& origin, const std::vector<std::string>
           continue;
         }
         const std::int64_t ns = duration_cast<nanoseconds>(done - r->scheduled).count();
-        total->Record(ns);
-        service->Record(duration_cast<nanoseconds>(done - begun).count());
+        RecordNanos(*total, ns);
+        RecordNanos(*service, duration_cast<nanoseconds>(done - begun).count());
         SecondBin& bin = *bins[second_of(r->scheduled)];
-        bin.latency.Record(ns);
+        RecordNanos(bin.latency, ns);
         bin.ok.fetch_add(1, std::memory_order_relaxed);
         ok.fetch_add(1, std::memory_order_relaxed);
         bytes_served.fetch_add(*served, std::memory_order_relaxed);
@@ -1037,7 +1016,7 @@ RunResult RunLoad(Target& target, Origin& origin, const std::vector<std::string>
     const int user = user_of(rng);
     const bool measured = at >= measured_start;
     if (measured) {
-      dispatch_lag->Record(duration_cast<nanoseconds>(now - at).count());
+      RecordNanos(*dispatch_lag, duration_cast<nanoseconds>(now - at).count());
       ++scheduled;
       bins[second_of(at)]->scheduled.fetch_add(1, std::memory_order_relaxed);
       seen_users[user] = true;
@@ -1058,7 +1037,7 @@ RunResult RunLoad(Target& target, Origin& origin, const std::vector<std::string>
                     static_cast<unsigned long long>(bin.scheduled.load()),
                     static_cast<unsigned long long>(bin.completed.load()),
                     static_cast<unsigned long long>(bin.errors.load()),
-                    static_cast<double>(bin.latency.ValueAtQuantile(0.99)) / 1e6, queue.size());
+                    static_cast<double>(Percentile(bin.latency, 0.99)) / 1e6, queue.size());
       ++progress_second;
     }
   }
@@ -1095,18 +1074,20 @@ RunResult RunLoad(Target& target, Origin& origin, const std::vector<std::string>
   result.error_samples = samples;
   result.window_seconds = std::max(spec.seconds, static_cast<double>(last_done_ns.load()) / 1e9);
   result.achieved_rate = static_cast<double>(result.ok) / result.window_seconds;
-  result.p50 = total->ValueAtQuantile(0.5);
-  result.p90 = total->ValueAtQuantile(0.9);
-  result.p99 = total->ValueAtQuantile(0.99);
-  result.p999 = total->ValueAtQuantile(0.999);
-  result.max = total->max_nanos();
+  result.p50 = Percentile(*total, 0.5);
+  result.p90 = Percentile(*total, 0.9);
+  result.p99 = Percentile(*total, 0.99);
+  result.p999 = Percentile(*total, 0.999);
+  result.max = MaxNanos(*total);
   result.mean_ns = result.ok > 0 ? sum_ns.load() / static_cast<double>(result.ok) : 0;
-  result.dispatch_lag_p99 = dispatch_lag->ValueAtQuantile(0.99);
-  result.dispatch_lag_max = dispatch_lag->max_nanos();
-  result.service_p50 = service->ValueAtQuantile(0.5);
-  result.service_p99 = service->ValueAtQuantile(0.99);
-  result.service_max = service->max_nanos();
-  result.buckets = total->Buckets();
+  result.dispatch_lag_p99 = Percentile(*dispatch_lag, 0.99);
+  result.dispatch_lag_max = MaxNanos(*dispatch_lag);
+  result.service_p50 = Percentile(*service, 0.5);
+  result.service_p99 = Percentile(*service, 0.99);
+  result.service_max = MaxNanos(*service);
+  for (const LatencyHistogram::Bucket& bucket : total->NonEmptyBuckets()) {
+    result.buckets.emplace_back(absl::ToInt64Nanoseconds(bucket.upper_bound), bucket.count);
+  }
   result.bytes_served = bytes_served.load();
   const int series_seconds = static_cast<int>(std::ceil(spec.seconds));
   for (int s = 0; s < slots; ++s) {
@@ -1117,9 +1098,9 @@ RunResult RunLoad(Target& target, Origin& origin, const std::vector<std::string>
                              .ok = bin.ok.load(),
                              .errors = bin.errors.load(),
                              .completed = bin.completed.load(),
-                             .p50 = bin.latency.ValueAtQuantile(0.5),
-                             .p99 = bin.latency.ValueAtQuantile(0.99),
-                             .max = bin.latency.max_nanos()});
+                             .p50 = Percentile(bin.latency, 0.5),
+                             .p99 = Percentile(bin.latency, 0.99),
+                             .max = MaxNanos(bin.latency)});
   }
   return result;
 }
@@ -1277,8 +1258,7 @@ void PrintHeader(const Context& c) {
   for (const auto& [mode, what] : c.stored) absl::PrintF("  %s stores: %s\n", mode, what);
   absl::PrintF(
       "  %s arrivals, %d workers, L1 %s, passthrough %s, lease %s; %d cores, load average %s\n",
-      f.arrival == Arrival::kUniform ? "uniform" : "poisson", f.workers, f.l1 ? "on" : "off",
-      f.passthrough ? "on" : "off",
+      AbslUnparseFlag(f.arrival), f.workers, f.l1 ? "on" : "off", f.passthrough ? "on" : "off",
       f.lease_seconds > 0 ? absl::StrFormat("%.0f s", f.lease_seconds) : std::string("off"),
       c.cores, LoadAverage());
 }
@@ -1356,33 +1336,6 @@ void PrintSweep(const Context& c, const std::vector<SweepResult>& sweeps) {
 
 // ---- JSON ---------------------------------------------------------------------------------------
 
-std::string JsonString(absl::string_view s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += absl::StrFormat("\\u%04x", c);
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
-
 std::string JsonNumber(double v) {
   return std::isfinite(v) ? absl::StrFormat("%.6g", v) : std::string("null");
 }
@@ -1390,14 +1343,14 @@ std::string JsonNumber(double v) {
 // Builds one JSON object, field by field.
 class JsonObject {
  public:
-  JsonObject& Raw(absl::string_view key, absl::string_view json) {
+  JsonObject& Raw(std::string_view key, absl::string_view json) {
     fields_.push_back(absl::StrCat(JsonString(key), ":", json));
     return *this;
   }
-  JsonObject& Str(absl::string_view key, absl::string_view v) { return Raw(key, JsonString(v)); }
-  JsonObject& Num(absl::string_view key, double v) { return Raw(key, JsonNumber(v)); }
-  JsonObject& Int(absl::string_view key, std::uint64_t v) { return Raw(key, absl::StrCat(v)); }
-  JsonObject& Bool(absl::string_view key, bool v) { return Raw(key, v ? "true" : "false"); }
+  JsonObject& Str(std::string_view key, std::string_view v) { return Raw(key, JsonString(v)); }
+  JsonObject& Num(std::string_view key, double v) { return Raw(key, JsonNumber(v)); }
+  JsonObject& Int(std::string_view key, std::uint64_t v) { return Raw(key, absl::StrCat(v)); }
+  JsonObject& Bool(std::string_view key, bool v) { return Raw(key, v ? "true" : "false"); }
   std::string Build(absl::string_view separator = ",") const {
     return absl::StrCat("{", absl::StrJoin(fields_, separator), "}");
   }
@@ -1528,7 +1481,7 @@ std::string ConfigJson(const Context& c) {
       .Num("warmup_seconds", f.warmup_seconds)
       .Int("users", f.users)
       .Int("keys", f.keys)
-      .Str("arrival", f.arrival == Arrival::kUniform ? "uniform" : "poisson")
+      .Str("arrival", AbslUnparseFlag(f.arrival))
       .Int("workers", f.workers)
       .Num("request_timeout_ms", f.request_timeout_ms)
       .Num("drain_seconds", f.drain_seconds)
@@ -1556,132 +1509,35 @@ std::string ConfigJson(const Context& c) {
   return o.Build();
 }
 
-// ---- Plot ---------------------------------------------------------------------------------------
-
-struct Palette {
-  std::uint8_t mode[2][3];  // [chunkcache, baseline][p50, p99, max]
-  std::uint8_t offered, rule, bound, step;
-};
-
-Palette MakePalette(chunkcache::bench::plot::Canvas& canvas) {
-  Palette p;
-  p.mode[0][0] = canvas.AddColor({31, 119, 180});
-  p.mode[0][1] = canvas.AddColor({14, 56, 120});
-  p.mode[0][2] = canvas.AddColor({110, 175, 225});
-  p.mode[1][0] = canvas.AddColor({240, 120, 20});
-  p.mode[1][1] = canvas.AddColor({190, 40, 20});
-  p.mode[1][2] = canvas.AddColor({245, 175, 110});
-  p.offered = canvas.AddColor({120, 120, 120});
-  p.rule = canvas.AddColor({110, 60, 160});
-  p.bound = canvas.AddColor({200, 0, 0});
-  p.step = canvas.AddColor({170, 170, 170});
-  return p;
-}
-
-constexpr int kLegendWidth = 270;  // the same for every panel, so their x axes line up
-
-int ModeIndex(absl::string_view mode) { return mode == "baseline" ? 1 : 0; }
-
-// Latency per second and throughput per second; runs of one mode are laid end to end (a sweep).
-void DrawTimePanels(chunkcache::bench::plot::Canvas& canvas, const Palette& palette,
-                    const std::vector<std::vector<const RunResult*>>& by_mode, int top,
-                    const std::string& subtitle) {
-  namespace plot = chunkcache::bench::plot;
-  plot::Chart latency{.title = "Latency per second, by scheduled time" + subtitle,
-                      .x_label = "seconds into the measurement",
-                      .y_label = "latency (ms, log)",
-                      .log_y = true,
-                      .y_headroom = 4,
-                      .min_legend_width = kLegendWidth};
-  plot::Chart rate{.title = "Requests served per second (drain after the end not shown)",
-                   .x_label = "seconds into the measurement",
-                   .y_label = "requests / s",
-                   .y_headroom = 1.4,
-                   .min_legend_width = kLegendWidth};
-  plot::Series offered{.name = "offered", .color = palette.offered, .thickness = 1, .dash = 5};
-  bool first_mode = true;
-  double longest = 0;
-  for (const std::vector<const RunResult*>& runs : by_mode) {
-    if (runs.empty()) continue;
-    const int m = ModeIndex(runs.front()->spec.mode);
-    const std::string& name = runs.front()->spec.mode;
-    plot::Series p50{.name = name + " p50", .color = palette.mode[m][0], .thickness = 2};
-    plot::Series p99{.name = name + " p99", .color = palette.mode[m][1], .thickness = 3};
-    plot::Series max{.name = name + " max", .color = palette.mode[m][2], .thickness = 1, .dash = 4};
-    plot::Series served{.name = name + " served", .color = palette.mode[m][0], .thickness = 2};
-    double t0 = 0;
-    for (const RunResult* r : runs) {
-      const int seconds = static_cast<int>(std::ceil(r->spec.seconds));
-      for (const SeriesPoint& p : r->series) {
-        if (p.second >= seconds) break;  // the drain
-        const double t = t0 + p.second + 0.5;
-        const auto ms = [&](std::int64_t ns) { return p.ok ? ns / 1e6 : NAN; };
-        p50.points.emplace_back(t, ms(p.p50));
-        p99.points.emplace_back(t, ms(p.p99));
-        max.points.emplace_back(t, ms(p.max));
-        served.points.emplace_back(t, static_cast<double>(p.completed));
-        if (first_mode) {
-          offered.points.emplace_back(t0 + p.second, r->spec.rate);
-          offered.points.emplace_back(t0 + p.second + 1, r->spec.rate);
-        }
+// The whole report: the configuration, then the runs or the sweeps.
+std::string DocumentJson(const Context& context, const std::vector<RunResult>& runs,
+                         const std::vector<SweepResult>& sweeps) {
+  const Flags& f = *context.flags;
+  JsonObject doc;
+  doc.Str("tool", "chunkcache_loadgen").Raw("config", ConfigJson(context));
+  if (f.sweep) {
+    std::vector<std::string> items;
+    for (const SweepResult& s : sweeps) {
+      std::vector<std::string> steps;
+      for (const RunResult& r : s.steps) {
+        steps.push_back(RunJson(r, false, Holds(r, f.p99_bound_ms)));
       }
-      if (first_mode && runs.size() > 1) {  // a sweep: mark each step with its rate
-        latency.x_rules.push_back({t0, absl::StrFormat("%.0f", r->spec.rate), palette.step});
-      }
-      if (first_mode) {
-        for (const double at : r->invalidations) {
-          latency.x_rules.push_back(
-              {t0 + at, at == 0 && r->spec.cold ? "cold start" : "invalidate", palette.rule});
-        }
-      }
-      t0 += seconds;
+      JsonObject o;
+      o.Str("mode", s.mode).Bool("available", s.available);
+      if (!s.available) o.Str("reason", s.unavailable_reason);
+      o.Num("best_rate", s.best_rate).Raw("steps", JsonArray(steps, true));
+      items.push_back(o.Build(",\n"));
     }
-    longest = std::max(longest, t0);
-    first_mode = false;
-    latency.series.push_back(std::move(p50));
-    latency.series.push_back(std::move(p99));
-    latency.series.push_back(std::move(max));
-    rate.series.push_back(std::move(served));
+    doc.Raw("sweeps", JsonArray(items, true));
+  } else {
+    std::vector<std::string> items;
+    for (const RunResult& r : runs) items.push_back(RunJson(r, true));
+    doc.Raw("runs", JsonArray(items, true));
   }
-  latency.x_min = rate.x_min = 0;
-  latency.x_max = rate.x_max = longest;
-  rate.series.insert(rate.series.begin(), std::move(offered));
-  plot::DrawChart(canvas, latency, 0, top, canvas.width(), 480);
-  plot::DrawChart(canvas, rate, 0, top + 480, canvas.width(), 300);
+  return doc.Build(",\n") + "\n";
 }
 
-void DrawSweepPanel(chunkcache::bench::plot::Canvas& canvas, const Palette& palette,
-                    const std::vector<SweepResult>& sweeps, double bound_ms, int top) {
-  namespace plot = chunkcache::bench::plot;
-  plot::Chart chart{.title = "Rate sweep: latency against offered rate",
-                    .x_label = "offered rate (requests / s)",
-                    .y_label = "latency (ms, log)",
-                    .log_y = true,
-                    .y_headroom = 4,
-                    .min_legend_width = kLegendWidth};
-  chart.y_rules.push_back(
-      {bound_ms, absl::StrFormat("p99 bound %.0f ms", bound_ms), palette.bound});
-  for (const SweepResult& s : sweeps) {
-    if (!s.available || s.steps.empty()) continue;
-    const int m = ModeIndex(s.mode);
-    plot::Series p50{
-        .name = s.mode + " p50", .color = palette.mode[m][0], .thickness = 2, .markers = true};
-    plot::Series p99{
-        .name = s.mode + " p99", .color = palette.mode[m][1], .thickness = 3, .markers = true};
-    for (const RunResult& r : s.steps) {
-      p50.points.emplace_back(r.spec.rate, r.ok ? r.p50 / 1e6 : NAN);
-      p99.points.emplace_back(r.spec.rate, r.ok ? r.p99 / 1e6 : NAN);
-    }
-    chart.series.push_back(std::move(p50));
-    chart.series.push_back(std::move(p99));
-    if (s.best_rate > 0) {
-      chart.x_rules.push_back({s.best_rate,
-                               absl::StrFormat("%s holds to %.0f/s", s.mode, s.best_rate),
-                               palette.mode[m][1]});
-    }
-  }
-  plot::DrawChart(canvas, chart, 0, top, canvas.width(), 480);
-}
+// ---- Output files -------------------------------------------------------------------------------
 
 absl::Status WriteFile(const std::string& path, absl::string_view bytes) {
   std::ofstream out(path, std::ios::binary);
@@ -1689,6 +1545,24 @@ absl::Status WriteFile(const std::string& path, absl::string_view bytes) {
   out.close();
   if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
   return absl::OkStatus();
+}
+
+// Draws the loadgen JSON at `json_path` into `png_path` with bench/plot_loadgen.py (matplotlib),
+// which reports its own errors on stderr.
+absl::Status Plot(const std::string& json_path, const std::string& png_path) {
+  namespace fixture = chunkcache::testing::fixture_internal;
+  std::fflush(stdout);  // what we printed comes before what the script prints
+  try {
+    fixture::ChildProcess script(
+        {CHUNKCACHE_PLOT_PYTHON, CHUNKCACHE_PLOT_SCRIPT, "-o", png_path, json_path}, STDOUT_FILENO,
+        STDERR_FILENO);
+    const int status = script.Wait();
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat(CHUNKCACHE_PLOT_PYTHON " " CHUNKCACHE_PLOT_SCRIPT " ",
+                                            fixture::DescribeWaitStatus(status)));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("cannot run " CHUNKCACHE_PLOT_SCRIPT ": ", e.what()));
+  }
 }
 
 // ---- Main ---------------------------------------------------------------------------------------
@@ -1723,7 +1597,7 @@ absl::StatusOr<std::unique_ptr<Target>> MakeTarget(const std::string& mode, cons
   if (absl::StartsWith(url, "memory://")) {
     store = std::make_unique<MemoryStore>();
   } else if (absl::StartsWith(url, "redis://")) {
-    absl::StatusOr<RedisAddress> address = ParseRedisUrl(url);
+    absl::StatusOr<chunkcache::redis::ServerUrl> address = chunkcache::redis::ParseServerUrl(url);
     if (!address.ok()) return address.status();
     store = std::make_unique<RedisStore>(*address, f.workers);
   } else if (absl::StartsWith(url, "momento")) {
@@ -1755,17 +1629,15 @@ RunSpec BaseSpec(const Flags& f, const std::string& mode, pid_t server_pid) {
 }
 
 int Main(int argc, char** argv) {
-  absl::StatusOr<Flags> parsed = ParseFlags(argc, argv);
+  const std::vector<char*> args = chunkcache::bench::ParseFlags(argc, argv, kUsage);
+  absl::StatusOr<Flags> parsed = ReadFlags();
+  if (args.size() > 1) parsed = absl::InvalidArgumentError(absl::StrCat("not a flag: ", args[1]));
   if (!parsed.ok()) {
     absl::FPrintF(stderr, "chunkcache_loadgen: %s\n(--help for the flags)\n",
                   parsed.status().message());
     return 2;
   }
   const Flags& f = *parsed;
-  if (f.help) {
-    absl::PrintF("%s", kUsage);
-    return 0;
-  }
 
   // The backend, and the server behind it if we start one.
   std::optional<chunkcache::testing::RedisServer> redis;
@@ -1877,57 +1749,26 @@ int Main(int argc, char** argv) {
     PrintRun(context, runs);
   }
 
-  if (!f.json_path.empty()) {
-    JsonObject doc;
-    doc.Str("tool", "chunkcache_loadgen").Raw("config", ConfigJson(context));
-    if (f.sweep) {
-      std::vector<std::string> items;
-      for (const SweepResult& s : sweeps) {
-        std::vector<std::string> steps;
-        for (const RunResult& r : s.steps) {
-          steps.push_back(RunJson(r, false, Holds(r, f.p99_bound_ms)));
-        }
-        JsonObject o;
-        o.Str("mode", s.mode).Bool("available", s.available);
-        if (!s.available) o.Str("reason", s.unavailable_reason);
-        o.Num("best_rate", s.best_rate).Raw("steps", JsonArray(steps, true));
-        items.push_back(o.Build(",\n"));
-      }
-      doc.Raw("sweeps", JsonArray(items, true));
-    } else {
-      std::vector<std::string> items;
-      for (const RunResult& r : runs) items.push_back(RunJson(r, true));
-      doc.Raw("runs", JsonArray(items, true));
-    }
-    if (absl::Status s = WriteFile(f.json_path, doc.Build(",\n") + "\n"); !s.ok()) {
-      absl::FPrintF(stderr, "chunkcache_loadgen: %s\n", s.message());
+  if (f.json_path.empty() && f.plot_path.empty()) return 0;
+  // --plot draws from the JSON: the --json file, or a temporary one.
+  namespace fixture = chunkcache::testing::fixture_internal;
+  std::optional<fixture::TempDir> temp;
+  std::string json_path = f.json_path;
+  if (json_path.empty()) {
+    try {
+      json_path = temp.emplace("chunkcache_loadgen_").path() + "/run.json";
+    } catch (const std::exception& e) {
+      absl::FPrintF(stderr, "chunkcache_loadgen: %s\n", e.what());
       return 1;
     }
-    absl::PrintF("\nwrote %s\n", f.json_path);
   }
-
+  if (absl::Status s = WriteFile(json_path, DocumentJson(context, runs, sweeps)); !s.ok()) {
+    absl::FPrintF(stderr, "chunkcache_loadgen: %s\n", s.message());
+    return 1;
+  }
+  if (!f.json_path.empty()) absl::PrintF("\nwrote %s\n", f.json_path);
   if (!f.plot_path.empty()) {
-    namespace plot = chunkcache::bench::plot;
-    plot::Canvas canvas(1200, f.sweep ? 1260 : 780);
-    const Palette palette = MakePalette(canvas);
-    std::vector<std::vector<const RunResult*>> by_mode;
-    if (f.sweep) {
-      for (const SweepResult& s : sweeps) {
-        by_mode.emplace_back();
-        for (const RunResult& r : s.steps) by_mode.back().push_back(&r);
-      }
-    } else {
-      for (const RunResult& r : runs) {
-        if (r.available) by_mode.push_back({&r});
-      }
-    }
-    const std::string subtitle =
-        f.sweep ? " (sweep steps end to end)"
-                : absl::StrFormat(" (%.0f req/s offered, L1 %s, passthrough %s)", f.rate,
-                                  f.l1 ? "on" : "off", f.passthrough ? "on" : "off");
-    DrawTimePanels(canvas, palette, by_mode, 0, subtitle);
-    if (f.sweep) DrawSweepPanel(canvas, palette, sweeps, f.p99_bound_ms, 780);
-    if (absl::Status s = WriteFile(f.plot_path, canvas.EncodePng()); !s.ok()) {
+    if (absl::Status s = Plot(json_path, f.plot_path); !s.ok()) {
       absl::FPrintF(stderr, "chunkcache_loadgen: %s\n", s.message());
       return 1;
     }

@@ -3,7 +3,9 @@
 // same Get fetching them one at a time. The emulator adds a fixed delay to every request to stand
 // in for the distance to a Momento cell (loopback alone has none). Prints the ratio.
 //
-//   momento_bench [--latency_ms=5] [--catalogue_mb=10] [--chunk_kb=1024] [benchmark flags]
+//   momento_bench [--latency=5ms] [--catalogue_mb=10] [--chunk_kb=1024] [benchmark flags]
+//
+// --help lists the flags.
 //
 // A plain single-key baseline is impossible here: Momento refuses items above 5 MB, and the
 // uncompressed catalogue is 10 MB — which is the point of chunking.
@@ -14,10 +16,18 @@
 #include <string>
 #include <vector>
 
-#include "catalogue.h"
+#include "absl/flags/flag.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "bench_flags.h"
 #include "chunkcache/chunkcache.h"
 #include "fixtures/momento_emulator.h"
 #include "ratio_reporter.h"
+
+ABSL_FLAG(absl::Duration, latency, absl::Milliseconds(5),
+          "Delay the emulator adds to every request, standing in for the distance to a Momento "
+          "cell (whole milliseconds).");
+ABSL_FLAG(std::size_t, chunk_kb, 1024, "Chunk size in KiB (CacheOptions::chunk_size).");
 
 namespace {
 
@@ -33,14 +43,14 @@ Setup& TheSetup() {
 }
 
 std::shared_ptr<chunkcache::MomentoBackend> Backend(int concurrency) {
-  auto backend = std::make_shared<chunkcache::MomentoBackend>(
-      chunkcache::MomentoBackendOptions{.endpoint = TheSetup().endpoint,
-                                        .cache_name = "test-cache",
-                                        .api_key = "test-api-key",
-                                        .deadline = absl::Seconds(30),
-                                        .max_concurrent_requests = concurrency});
-  if (!backend->Init().ok()) std::abort();
-  return backend;
+  absl::StatusOr<std::shared_ptr<chunkcache::MomentoBackend>> backend =
+      chunkcache::NewMomentoBackend({.endpoint = TheSetup().endpoint,
+                                     .cache_name = "test-cache",
+                                     .api_key = "test-api-key",
+                                     .deadline = absl::Seconds(30),
+                                     .max_concurrent_requests = concurrency});
+  if (!backend.ok()) std::abort();
+  return *std::move(backend);
 }
 
 chunkcache::CacheOptions CacheOptions() { return {.chunk_size = TheSetup().chunk_size}; }
@@ -69,12 +79,11 @@ void BM_Get(benchmark::State& state) {
   }
   SetCounters(state, before, backend->Stats());
 }
-BENCHMARK(BM_Get)
-    ->Arg(1)
-    ->Arg(16)
-    ->ArgName("parallel")
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
+// Runs a benchmark with one request in flight at a time, and with up to 16.
+void OneAndSixteenInFlight(benchmark::internal::Benchmark* b) {
+  b->Arg(1)->Arg(16)->ArgName("parallel")->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(BM_Get)->Apply(OneAndSixteenInFlight);
 
 void BM_Put(benchmark::State& state) {
   auto backend = Backend(static_cast<int>(state.range(0)));
@@ -85,37 +94,28 @@ void BM_Put(benchmark::State& state) {
   }
   SetCounters(state, before, backend->Stats());
 }
-BENCHMARK(BM_Put)
-    ->Arg(1)
-    ->Arg(16)
-    ->ArgName("parallel")
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Put)->Apply(OneAndSixteenInFlight);
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  std::string megabytes = "10", latency_ms = "5", chunk_kb = "1024";
-  std::vector<char*> args = chunkcache::bench::TakeFlag(argc, argv, "--catalogue_mb=", &megabytes);
-  args = chunkcache::bench::TakeFlag(static_cast<int>(args.size()), args.data(),
-                                     "--latency_ms=", &latency_ms);
-  args = chunkcache::bench::TakeFlag(static_cast<int>(args.size()), args.data(),
-                                     "--chunk_kb=", &chunk_kb);
-  int count = static_cast<int>(args.size());
-  benchmark::Initialize(&count, args.data());
-  chunkcache::testing::MomentoEmulator emulator({.latency_ms = std::stoi(latency_ms)});
-  TheSetup().endpoint = emulator.endpoint();
-  TheSetup().chunk_size = std::stoul(chunk_kb) << 10;
-  TheSetup().json = chunkcache::catalogue::GenerateCatalogue({.megabytes = std::stod(megabytes)});
-  std::printf("Momento emulator at %s, %s ms per request, chunks of %s KiB\n",
-              emulator.endpoint().c_str(), latency_ms.c_str(), chunk_kb.c_str());
+constexpr char kUsage[] =
+    "the catalogue through ChunkedCache on the loopback Momento HTTP emulator, a Get's chunks "
+    "fetched 16 at a time against one at a time.\n\n"
+    "usage: momento_bench [--flag=value ...] [--benchmark_filter=REGEX ...]";
 
-  chunkcache::bench::RatioReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  reporter.PrintSpeedups(
+int main(int argc, char** argv) {
+  chunkcache::bench::InitBenchmarkAndFlags(argc, argv, kUsage);
+  const absl::Duration latency = absl::GetFlag(FLAGS_latency);
+  chunkcache::testing::MomentoEmulator emulator(
+      {.latency_ms = static_cast<int>(absl::ToInt64Milliseconds(latency))});
+  TheSetup().endpoint = emulator.endpoint();
+  TheSetup().chunk_size = absl::GetFlag(FLAGS_chunk_kb) << 10;
+  TheSetup().json = chunkcache::bench::FlagSizedCatalogue();
+  absl::PrintF("Momento emulator at %s, %s per request, chunks of %d KiB\n", emulator.endpoint(),
+               absl::FormatDuration(latency), absl::GetFlag(FLAGS_chunk_kb));
+
+  return chunkcache::bench::RunAndPrintSpeedups(
       "chunks in parallel against one at a time",
       {{"Get, 16 in flight vs 1", "BM_Get/parallel:16/real_time", "BM_Get/parallel:1/real_time"},
        {"Put, 16 in flight vs 1", "BM_Put/parallel:16/real_time", "BM_Put/parallel:1/real_time"}});
-  benchmark::Shutdown();
-  return 0;
 }

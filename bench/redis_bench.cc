@@ -4,24 +4,28 @@
 //
 //   redis_bench [--redis_url=redis://127.0.0.1:PORT] [--catalogue_mb=10] [benchmark flags]
 //
-// Without --redis_url it starts its own redis-server on a free loopback port.
+// Without --redis_url it starts its own redis-server on a free loopback port. --help lists the
+// flags.
 
 #include <benchmark/benchmark.h>
 #include <hiredis/hiredis.h>
 
+#include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <map>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_format.h"
-#include "catalogue.h"
+#include "absl/flags/flag.h"
+#include "backends/redis/url.h"
+#include "bench_flags.h"
+#include "bench_redis.h"
 #include "chunkcache/chunkcache.h"
-#include "fixtures/redis_server.h"
 #include "ratio_reporter.h"
+
+ABSL_FLAG(std::string, redis_url, "",
+          "The Redis server to measure (redis://HOST:PORT); empty: a private redis-server on a "
+          "free loopback port.");
 
 namespace {
 
@@ -81,10 +85,10 @@ void BM_RawGet(benchmark::State& state) {
 BENCHMARK(BM_RawGet)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 std::shared_ptr<chunkcache::RedisBackend> Backend() {
-  auto backend = std::make_shared<chunkcache::RedisBackend>(
-      chunkcache::RedisBackendOptions{.url = TheSetup().url, .command_timeout = absl::Seconds(5)});
-  if (!backend->Init().ok()) std::abort();
-  return backend;
+  absl::StatusOr<std::shared_ptr<chunkcache::RedisBackend>> backend =
+      chunkcache::NewRedisBackend({.url = TheSetup().url, .command_timeout = absl::Seconds(5)});
+  if (!backend.ok()) std::abort();
+  return *std::move(backend);
 }
 
 void BM_Put(benchmark::State& state) {
@@ -116,32 +120,30 @@ BENCHMARK(BM_Get)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  std::string megabytes = "10";
-  std::vector<char*> args = chunkcache::bench::TakeFlag(argc, argv, "--catalogue_mb=", &megabytes);
-  args = chunkcache::bench::TakeFlag(static_cast<int>(args.size()), args.data(),
-                                     "--redis_url=", &TheSetup().url);
-  int count = static_cast<int>(args.size());
-  benchmark::Initialize(&count, args.data());
-  std::optional<chunkcache::testing::RedisServer> server;
-  if (TheSetup().url.empty()) {
-    server.emplace();
-    TheSetup().url = server->url();
-  }
-  // The raw baseline speaks host:port; take them from the URL.
-  const std::string& url = TheSetup().url;
-  const std::size_t colon = url.rfind(':');
-  TheSetup().host = url.substr(8, colon - 8);
-  TheSetup().port = std::atoi(url.c_str() + colon + 1);
-  TheSetup().json = chunkcache::catalogue::GenerateCatalogue({.megabytes = std::stod(megabytes)});
+constexpr char kUsage[] =
+    "the catalogue through ChunkedCache on Redis, against a raw hiredis GET/SET of the same JSON "
+    "stored uncompressed as one value.\n\n"
+    "usage: redis_bench [--flag=value ...] [--benchmark_filter=REGEX ...]";
 
-  chunkcache::bench::RatioReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  reporter.PrintSpeedups(
+int main(int argc, char** argv) {
+  chunkcache::bench::InitBenchmarkAndFlags(argc, argv, kUsage);
+  const chunkcache::bench::BenchRedis redis(absl::GetFlag(FLAGS_redis_url));
+  TheSetup().url = redis.url();
+  // The raw baseline speaks host:port.
+  const absl::StatusOr<chunkcache::redis::ServerUrl> server =
+      chunkcache::redis::ParseServerUrl(redis.url());
+  if (!server.ok() || server->seed.host.empty()) {
+    std::fprintf(stderr, "redis_bench: --redis_url: %s\n",
+                 server.ok() ? "not a TCP address" : server.status().ToString().c_str());
+    return 2;
+  }
+  TheSetup().host = server->seed.host;
+  TheSetup().port = server->seed.port;
+  TheSetup().json = chunkcache::bench::FlagSizedCatalogue();
+
+  return chunkcache::bench::RunAndPrintSpeedups(
       "speed against plain uncompressed Redis storage of the same JSON",
       {{"Get vs raw GET of the uncompressed JSON", "BM_Get/real_time", "BM_RawGet/real_time"},
        {"Put vs raw SET (1 core)", "BM_Put/workers:0/real_time", "BM_RawSet/real_time"},
        {"Put, 2 workers vs raw SET", "BM_Put/workers:2/real_time", "BM_RawSet/real_time"}});
-  benchmark::Shutdown();
-  return 0;
 }

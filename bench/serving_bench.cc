@@ -7,6 +7,9 @@
 //     the whole entry, on the memory backend and on Redis (a loopback redis-server it starts).
 //
 //   serving_bench [--catalogue_mb=10] [--redis_url=redis://127.0.0.1:PORT] [benchmark flags]
+//
+// Without --redis_url it starts its own redis-server on a free loopback port. --help lists the
+// flags.
 
 #include <benchmark/benchmark.h>
 
@@ -16,11 +19,16 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "catalogue.h"
-#include "chunkcache/chunkcache.h"
-#include "fixtures/redis_server.h"
+#include "absl/flags/flag.h"
+#include "bench_flags.h"
+#include "bench_redis.h"
 #include "cache/near_cache.h"
+#include "chunkcache/chunkcache.h"
 #include "ratio_reporter.h"
+
+ABSL_FLAG(std::string, redis_url, "",
+          "The Redis server of the Redis benchmarks (redis://HOST:PORT); empty: a private "
+          "redis-server on a free loopback port.");
 
 namespace {
 
@@ -102,6 +110,18 @@ std::shared_ptr<chunkcache::Backend> MakeBackend(int which) {
   return *redis;
 }
 
+// The timed loop of the Get benchmarks: Get("catalogue"), then the backend bytes read per Get.
+void TimeGets(benchmark::State& state, ChunkedCache& cache) {
+  for (auto _ : state) {
+    absl::StatusOr<Bytes> got = cache.Get("catalogue");
+    if (!got.ok()) state.SkipWithError("Get failed");
+    benchmark::DoNotOptimize(got);
+  }
+  const chunkcache::CacheStats stats = cache.Stats();
+  state.counters["bytes_read"] =
+      static_cast<double>(stats.bytes_read) / static_cast<double>(stats.gets);
+}
+
 // A Get whose L1 copy is always due for revalidation (l1_fresh_for = 0): one manifest read.
 void BM_GetRevalidate(benchmark::State& state) {
   ChunkedCache cache(
@@ -109,59 +129,36 @@ void BM_GetRevalidate(benchmark::State& state) {
       {.l1_capacity_bytes = std::size_t{256} << 20, .l1_fresh_for = absl::ZeroDuration()});
   if (!cache.Put("catalogue", TheSetup().json).ok()) state.SkipWithError("Put failed");
   if (!cache.Get("catalogue").ok()) state.SkipWithError("Get failed");
-  for (auto _ : state) {
-    absl::StatusOr<Bytes> got = cache.Get("catalogue");
-    if (!got.ok()) state.SkipWithError("Get failed");
-    benchmark::DoNotOptimize(got);
-  }
-  const chunkcache::CacheStats stats = cache.Stats();
-  state.counters["bytes_read"] =
-      static_cast<double>(stats.bytes_read) / static_cast<double>(stats.gets);
+  TimeGets(state, cache);
   state.counters["revalidated"] =
-      static_cast<double>(stats.l1_revalidations) / static_cast<double>(state.iterations());
+      static_cast<double>(cache.Stats().l1_revalidations) / static_cast<double>(state.iterations());
 }
-BENCHMARK(BM_GetRevalidate)
-    ->Arg(0)
-    ->Arg(1)
-    ->ArgName("redis")
-    ->UseRealTime()
-    ->Unit(benchmark::kMicrosecond);
+// Runs a benchmark on the memory backend (redis:0) and on Redis (redis:1).
+void OnMemoryAndRedis(benchmark::internal::Benchmark* b) {
+  b->Arg(0)->Arg(1)->ArgName("redis")->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+BENCHMARK(BM_GetRevalidate)->Apply(OnMemoryAndRedis);
 
 // The same Get without a near cache: manifest, every chunk, checksum, decode.
 void BM_GetFull(benchmark::State& state) {
   ChunkedCache cache(MakeBackend(static_cast<int>(state.range(0))));
   if (!cache.Put("catalogue", TheSetup().json).ok()) state.SkipWithError("Put failed");
-  for (auto _ : state) {
-    absl::StatusOr<Bytes> got = cache.Get("catalogue");
-    if (!got.ok()) state.SkipWithError("Get failed");
-    benchmark::DoNotOptimize(got);
-  }
-  const chunkcache::CacheStats stats = cache.Stats();
-  state.counters["bytes_read"] =
-      static_cast<double>(stats.bytes_read) / static_cast<double>(stats.gets);
+  TimeGets(state, cache);
 }
-BENCHMARK(BM_GetFull)
-    ->Arg(0)
-    ->Arg(1)
-    ->ArgName("redis")
-    ->UseRealTime()
-    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_GetFull)->Apply(OnMemoryAndRedis);
 
 }  // namespace
 
+constexpr char kUsage[] =
+    "what the near cache (L1) buys on the hot path: L1 hits against a bare map lookup, and a Get "
+    "revalidating its L1 copy against a full download, on the memory backend and on Redis.\n\n"
+    "usage: serving_bench [--flag=value ...] [--benchmark_filter=REGEX ...]";
+
 int main(int argc, char** argv) {
-  std::string megabytes = "10";
-  std::vector<char*> args = chunkcache::bench::TakeFlag(argc, argv, "--catalogue_mb=", &megabytes);
-  args = chunkcache::bench::TakeFlag(static_cast<int>(args.size()), args.data(),
-                                     "--redis_url=", &TheSetup().redis_url);
-  int count = static_cast<int>(args.size());
-  benchmark::Initialize(&count, args.data());
-  std::optional<chunkcache::testing::RedisServer> server;
-  if (TheSetup().redis_url.empty()) {
-    server.emplace();
-    TheSetup().redis_url = server->url();
-  }
-  TheSetup().json = chunkcache::catalogue::GenerateCatalogue({.megabytes = std::stod(megabytes)});
+  chunkcache::bench::InitBenchmarkAndFlags(argc, argv, kUsage);
+  const chunkcache::bench::BenchRedis redis(absl::GetFlag(FLAGS_redis_url));
+  TheSetup().redis_url = redis.url();
+  TheSetup().json = chunkcache::bench::FlagSizedCatalogue();
   TheSetup().hot = std::make_unique<ChunkedCache>(
       chunkcache::NewMemoryBackend(),
       chunkcache::CacheOptions{.l1_capacity_bytes = std::size_t{256} << 20,
@@ -171,9 +168,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  chunkcache::bench::RatioReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  reporter.PrintSpeedups(
+  return chunkcache::bench::RunAndPrintSpeedups(
       "the near cache against its baselines",
       {{"L1 hit vs bare map lookup + shared_ptr copy (1 thread)", "BM_L1Hit/real_time/threads:1",
         "BM_MapLookupBaseline/real_time/threads:1"},
@@ -183,6 +178,4 @@ int main(int argc, char** argv) {
         "BM_GetFull/redis:0/real_time"},
        {"Get revalidating L1 vs full download, Redis", "BM_GetRevalidate/redis:1/real_time",
         "BM_GetFull/redis:1/real_time"}});
-  benchmark::Shutdown();
-  return 0;
 }

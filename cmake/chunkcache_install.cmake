@@ -21,3 +21,34 @@ install(FILES
   ${PROJECT_BINARY_DIR}/chunkcacheConfigVersion.cmake
   cmake/chunkcache_dependencies.cmake
   DESTINATION ${CHUNKCACHE_CMAKE_DIR})
+
+# chunkcache.pc, for builds that use pkg-config (Make, Meson): `pkg-config --cflags --libs
+# chunkcache`. The public headers use these abseil libraries, so a consumer links them too.
+set(public_modules absl_status absl_statusor absl_time absl_span absl_strings)
+set(private_modules absl_flat_hash_map absl_hash absl_str_format absl_base absl_random_random
+    libzstd simdjson libcurl hiredis libxxhash)
+list(JOIN public_modules " " CHUNKCACHE_PC_REQUIRES)
+if(BUILD_SHARED_LIBS)
+  list(JOIN private_modules " " CHUNKCACHE_PC_REQUIRES_PRIVATE)
+  set(CHUNKCACHE_PC_LIBS "")
+  set(CHUNKCACHE_PC_LIBS_PRIVATE "-pthread")
+else()
+  # A static archive needs its dependencies on every link, not only with `pkg-config --static`.
+  list(JOIN private_modules " " private)
+  string(APPEND CHUNKCACHE_PC_REQUIRES " ${private}")
+  set(CHUNKCACHE_PC_REQUIRES_PRIVATE "")
+  set(CHUNKCACHE_PC_LIBS "-pthread")
+  set(CHUNKCACHE_PC_LIBS_PRIVATE "")
+endif()
+# The prefix is found from the .pc file's own place (${pcfiledir}), so that a tree installed with
+# `cmake --install --prefix ELSEWHERE` or moved still works.
+file(RELATIVE_PATH CHUNKCACHE_PC_UP "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
+foreach(dir LIBDIR INCLUDEDIR)
+  if(IS_ABSOLUTE "${CMAKE_INSTALL_${dir}}")
+    set(CHUNKCACHE_PC_${dir} "${CMAKE_INSTALL_${dir}}")
+  else()
+    set(CHUNKCACHE_PC_${dir} "\${prefix}/${CMAKE_INSTALL_${dir}}")
+  endif()
+endforeach()
+configure_file(cmake/chunkcache.pc.in ${PROJECT_BINARY_DIR}/chunkcache.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/chunkcache.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

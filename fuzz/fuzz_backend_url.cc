@@ -7,18 +7,23 @@
 //     schemes create a backend without connecting (redis:// and unix:// would connect: never
 //     passed here);
 //   - NewMomentoBackend({.endpoint = text, .cache_name = "c", .api_key = kApiKey}): checks the
-//     options and parses the endpoint with libcurl's URL parser; it does not contact the server.
+//     options and parses the endpoint with libcurl's URL parser; it does not contact the server;
+//   - redis::ParseServerUrl(text), the Redis URL parser behind NewRedisBackend and the redis://,
+//     redis+cluster:// and unix:// URLs of NewBackendFromUrl (it connects to nothing).
 // MOMENTO_API_KEY is kApiKey (set in LLVMFuzzerInitialize, or by the regression test).
 // Properties:
 //   - the status is OK or InvalidArgument; memory:// and memory: (only) give a memory backend;
 //     a backend made has the default max_item_size (1 MiB);
 //   - no message holds the API key, unless the text itself did;
+//   - a ParseServerUrl message holds no kUrlSecret (src/backends/redis/url.h: errors quote nothing
+//     of the URL); a URL it accepts has a port in 1..65535 or a unix socket path starting with
+//     '/', and a database number of at least 0;
 //   - a NewMomentoBackend message holds no kUrlSecret: it quotes nothing of the endpoint, whose
 //     user info or host may hold a secret (include/chunkcache/momento_backend.h);
 //   - a NewBackendFromUrl message holds kUrlSecret no more often than the URL's scheme (the part
 //     before "://") does: "errors name the scheme, never the rest of the URL (it may hold a
-//     password)" (include/chunkcache/backend_url.h). (Fuzzing found a momento+ URL whose host
-//     libcurl rejects quoted back, user info included; fixed.)
+//     password)" (include/chunkcache/backend_url.h), not even for a momento+ URL whose host
+//     libcurl rejects (its user info included).
 
 #include <cstdint>
 #include <cstdlib>
@@ -28,6 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "backends/redis/url.h"
 #include "chunkcache/backend_url.h"
 #include "chunkcache/momento_backend.h"
 #include "fuzz_util.h"
@@ -82,6 +88,18 @@ int FuzzBackendUrl(const std::uint8_t* data, std::size_t size) {
       FUZZ_CHECK(*backend != nullptr && (*backend)->max_item_size() == (std::size_t{1} << 20),
                  "a backend without the default max_item_size");
     }
+  }
+
+  absl::StatusOr<redis::ServerUrl> server = redis::ParseServerUrl(text);
+  CheckStatus(server.status(), text, "ParseServerUrl");
+  FUZZ_CHECK(std::string(server.status().message()).find(kUrlSecret) == std::string::npos,
+             "ParseServerUrl quoted its URL: " + server.status().ToString());
+  if (server.ok()) {
+    const redis::Endpoint& seed = server->seed;
+    FUZZ_CHECK(seed.unix_path.empty() ? !seed.host.empty() && seed.port >= 1 && seed.port <= 65535
+                                      : seed.unix_path.front() == '/' && seed.host.empty(),
+               "ParseServerUrl accepted an endpoint without a host and port or a socket path");
+    FUZZ_CHECK(server->db >= 0, "ParseServerUrl accepted a negative database number");
   }
 
   absl::StatusOr<std::shared_ptr<Backend>> momento =

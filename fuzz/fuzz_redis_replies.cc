@@ -1,6 +1,6 @@
 // fuzz_redis_replies — RedisBackend's own handling of what a server answers: reply types and
 // counts (MGET, SET, DEL, PTTL, SET NX), error codes, MOVED/ASK redirects, TRYAGAIN, and the
-// CLUSTER SLOTS map (src/backends/redis_backend.cc). hiredis parses the RESP bytes; everything
+// CLUSTER SLOTS map (src/backends/redis/). hiredis parses the RESP bytes; everything
 // built on its reply objects is ours, and is what this target exercises.
 //
 // A fake server thread listens on a unix socket in a fresh temporary directory, named ".../redis:0"
@@ -28,9 +28,9 @@
 // or TimeToLive has one entry per key; no value is longer than the reply bound of its call; and
 // (sanitizer builds) no call allocates more than kLargestAllocation at once, whatever the server
 // claims ("max_item_size ... the bound on the bytes one reply may hold, whatever the server
-// sends", redis_backend.h). This caught hiredis allocating an array reply's element pointers as
-// soon as it reads the header: "*666666663\r\n" (12 bytes) made a 5.3 GB calloc. Fixed:
-// RedisBackend checks every array header against the command before hiredis allocates.
+// sends", redis_backend.h). hiredis allocates an array reply's element pointers as soon as it
+// reads the header ("*666666663\r\n", 12 bytes, would cost a 5.3 GB calloc): RedisBackend checks
+// every array header against the command before hiredis allocates.
 
 #include <dlfcn.h>
 #include <netdb.h>
@@ -94,7 +94,7 @@ namespace redis_target {
 
 constexpr std::size_t kMaxItemSize = 512;
 // What one MultiGet of kKeys may legitimately receive: kReplyOverhead (256) per command plus
-// max_item_size + kReplyOverhead per key (redis_backend.cc).
+// max_item_size + kReplyOverhead per key (src/backends/redis/backend.cc).
 constexpr std::size_t kReplyBound = 4 * 256 + 4 * (kMaxItemSize + 256);
 // The largest single allocation a call may make: the element pointers of a CLUSTER SLOTS reply of
 // 16384 ranges (one per slot, the most RedisBackend admits in one array: 128 KiB), well above any
@@ -250,7 +250,7 @@ int FuzzRedisReplies(const std::uint8_t* data, std::size_t size) {
   }
   server.Start(&script);
   {
-    absl::StatusOr<std::shared_ptr<Backend>> made = Metered("NewRedisBackend", [&] {
+    absl::StatusOr<std::shared_ptr<RedisBackend>> made = Metered("NewRedisBackend", [&] {
       return NewRedisBackend({.url = "unix://" + server.path(),
                               .connect_timeout = absl::Seconds(1),
                               .command_timeout = absl::Seconds(2),
@@ -259,7 +259,7 @@ int FuzzRedisReplies(const std::uint8_t* data, std::size_t size) {
     });
     CheckStatus(made.status(), "NewRedisBackend");
     if (made.ok()) {
-      auto* redis = static_cast<RedisBackend*>(made->get());
+      RedisBackend* redis = made->get();
       const std::string_view keys[] = {"{k}a", "{k}b", "other", "{x}y"};
       const auto check_values = [&](const auto& values, const char* what) {
         CheckStatus(values.status(), what);

@@ -26,9 +26,9 @@
 #include "chunkcache/memory_backend.h"
 #include "chunkcache/redis_backend.h"
 #include "format/codec.h"
-#include "fuzz_util.h"
 #include "format/keys.h"
 #include "format/manifest.h"
+#include "fuzz_util.h"
 #include "test_util.h"
 #include "zstd.h"
 
@@ -331,6 +331,11 @@ void AddBackendUrls(Seeds& seeds) {
            "http://127.1/x",
            "https://host/?q=1#f",
            "https://u:p@host",
+           "redis://:%S@127.0.0.1:6379/2",
+           "redis://user:p%25%S@[::1]:7000",
+           "redis+cluster://%S@10.0.0.1:7001",
+           "unix:///tmp/redis.sock?db=3",
+           "redis://:%S@h:99999/x?y#z",
        }) {
     seeds["backend_url"].push_back(url);
   }
@@ -383,22 +388,6 @@ void AddRedis(Seeds& seeds) {
                                 "*3\r\n:8001\r\n:16383\r\n*3\r\n$1\r\n?\r\n:0\r\n$2\r\nid\r\n"}));
 }
 
-void AddHttpHeads(Seeds& seeds) {
-  for (const char* request : {
-           "GET /catalogue HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip, zstd;q=0.9\r\n\r\n",
-           "GET /catalogue?x=1 HTTP/1.1\r\nAccept-Encoding: zstd;q=0, br\r\n\r\n",
-           "GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
-           "GET /healthz HTTP/1.1\r\nConnection: Upgrade, close\r\n\r\n",
-           "POST /x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\nhello",
-           "GET / HTTP/2\r\n\r\n",
-           "GET / HTTP/1.1\r\n folded: header\r\n\r\n",
-           "GET / HTTP/1.1\r\n: no name\r\n\r\n",
-           "BAD\r\n\r\n",
-       }) {
-    seeds["http_head"].push_back(request);
-  }
-}
-
 }  // namespace seeds
 
 // Every target's seeds, by target name ("manifest" for fuzz_manifest, ...).
@@ -410,7 +399,6 @@ Seeds GenerateSeeds() {
   seeds::AddExporters(all);
   seeds::AddBackendUrls(all);
   seeds::AddRedis(all);
-  seeds::AddHttpHeads(all);
   return all;
 }
 

@@ -25,6 +25,15 @@ TEST_CASE("a backend URL picks the backend and its options") {
   CHECK(dynamic_cast<RedisBackend*>(redis->get()) != nullptr);
   CHECK((*redis)->MultiSet({{"k", "v"}}, absl::Seconds(5)).ok());
 
+  // redis+cluster:// asks for the slot map (CLUSTER SLOTS), which a server outside a cluster
+  // refuses; a cluster has only database 0.
+  const std::string cluster_url = "redis+cluster://" + server.url().substr(8);
+  absl::StatusOr<std::shared_ptr<Backend>> cluster = NewBackendFromUrl(cluster_url);
+  INFO(cluster.status().ToString());
+  CHECK(absl::IsInternal(cluster.status()));
+  CHECK(absl::StrContains(cluster.status().message(), "cluster support disabled"));
+  CHECK(absl::IsInvalidArgument(NewBackendFromUrl(cluster_url + "/1").status()));
+
   setenv("MOMENTO_API_KEY", "key", 1);
   absl::StatusOr<std::shared_ptr<Backend>> momento =
       NewBackendFromUrl("momento+https://api.cache.cell-1.prod.a.momentohq.com/catalogue");

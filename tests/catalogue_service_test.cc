@@ -45,17 +45,19 @@ namespace {
 
 #ifndef CHUNKCACHE_CATALOGUE_SERVICE
 
-TEST_CASE("the catalogue_service example is not built (CHUNKCACHE_BUILD_EXAMPLES=OFF): skipped") {
+TEST_CASE("the catalogue_service example is not built (no examples, or no cpp-httplib): skipped") {
   WARN(
       "catalogue_service_test needs the catalogue_service example, built with "
-      "CHUNKCACHE_BUILD_EXAMPLES=ON");
+      "CHUNKCACHE_BUILD_EXAMPLES=ON where pkg-config finds cpp-httplib");
 }
 
 #else
 
+using redis_fixture_internal::CapturedRun;
 using redis_fixture_internal::ChildProcess;
 using redis_fixture_internal::DescribeWaitStatus;
 using redis_fixture_internal::Pipe;
+using redis_fixture_internal::RunAndCapture;
 using redis_fixture_internal::UniqueFd;
 using Clock = std::chrono::steady_clock;
 
@@ -84,7 +86,7 @@ class Service {
   explicit Service(const ServiceOptions& options = ServiceOptions()) {
     std::vector<std::string> argv = {CHUNKCACHE_CATALOGUE_SERVICE,
                                      absl::StrCat("--catalogue_mb=", kCatalogueMb),
-                                     "--origin_delay_ms=300"};
+                                     "--origin_delay=300ms"};
     if (options.stdout_closed) {
       port_ = redis_fixture_internal::PickFreePort(false);
       argv.push_back(absl::StrCat("--port=", port_));
@@ -693,6 +695,77 @@ TEST_CASE("with standard output closed the service serves, and writes nothing in
   INFO(stats);
   CHECK(absl::StrContains(stats, "total_error_replies:0\r\n"));
   CHECK(service.process().running());
+}
+
+TEST_CASE("--help prints the usage and every flag of the service with its default, exit 0") {
+  const CapturedRun help = RunAndCapture({CHUNKCACHE_CATALOGUE_SERVICE, "--help"});
+  INFO(help.err);
+  CHECK(help.succeeded());
+  CHECK(absl::StartsWith(help.out, "catalogue_service: "));
+  for (const char* flag :
+       {"--backend (default: memory://)", "--bind (default: 127.0.0.1)",
+        "--catalogue_mb (default: 10)", "--header_timeout (default: 10s)",
+        "--idle_timeout (default: 5s)", "--linger (default: 1s)",
+        "--max_connection_age (default: 5m)", "--max_connections (default: 1024)",
+        "--origin_delay (default: 200ms)", "--port (default: 8080)",
+        "--send_timeout (default: 10s)", "--threads (default: 32)"}) {
+    CHECK(absl::StrContains(help.out, flag));
+  }
+  CHECK_FALSE(absl::StrContains(help.out, "--flagfile"));  // absl's own flags are not listed
+  for (absl::string_view line : absl::StrSplit(help.out, '\n')) {
+    INFO(line);
+    CHECK(line.size() <= 96);  // help text folded at 90 columns after a 6-space indent
+  }
+}
+
+TEST_CASE("a bad flag or argument stops the service at start-up: a message, exit code 1") {
+  for (const char* arg : {"--threads=0", "--max_connections=-1", "--port=70000", "--catalogue_mb=0",
+                          "--linger=-1s", "--idle_timeout=0s", "--header_timeout=200h",
+                          "--origin_delay=soon", "--bind=localhost", "--no_such_flag=1", "stray"}) {
+    const CapturedRun run =
+        RunAndCapture({CHUNKCACHE_CATALOGUE_SERVICE, "--port=0", arg}, std::chrono::seconds(10));
+    INFO(arg << ": " << run.err);
+    CHECK(WIFEXITED(run.wait_status));
+    CHECK(WEXITSTATUS(run.wait_status) == 1);
+    CHECK(run.out.empty());  // it never listened
+    CHECK_FALSE(run.err.empty());
+  }
+}
+
+TEST_CASE("pipelined requests are answered in order, each whole (Range is ignored)") {
+  Service service;
+  HttpConnection connection(service.port());
+  connection.Send(
+      "GET /healthz HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\n\r\n"
+      "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  const HttpResponse first = connection.ReadResponse();
+  CHECK(first.status == 200);
+  CHECK(first.body == "ok");
+  CHECK(first.Header("content-range").empty());
+  CHECK(first.Header("connection").empty());
+  CHECK(connection.ReadResponse().status == 404);
+  CHECK(connection.ReadResponse().body == "ok");
+}
+
+TEST_CASE("a request head over 16 KiB gets 431 and the connection closes, however it is split") {
+  Service service;
+  std::string many_headers = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+  for (int i = 0; many_headers.size() <= (17 << 10); ++i) {
+    absl::StrAppend(&many_headers, "X-Header-", i, ": ", std::string(100, 'a'), "\r\n");
+  }
+  const std::string one_long_header =
+      absl::StrCat("GET /healthz HTTP/1.1\r\nX-Big: ", std::string(17 << 10, 'a'), "\r\n");
+  for (const std::string& head : {many_headers, one_long_header}) {
+    HttpConnection connection(service.port());
+    connection.Send(head + "\r\n");
+    const HttpResponse response = connection.ReadResponse();
+    CHECK(response.status == 431);
+    CHECK(response.Header("connection") == "close");
+    CHECK(connection.ClosedByServer(std::chrono::seconds(5)));
+  }
+  HttpConnection after(service.port());
+  CHECK(after.Get("/healthz").status == 200);
 }
 
 #endif  // CHUNKCACHE_CATALOGUE_SERVICE

@@ -106,30 +106,11 @@ CliResult RunCliWithStdio(const std::vector<std::string>& args, const Stdio& std
   err.write_end.Reset();
 
   CliResult result;
-  std::vector<pollfd> fds = {{out.read_end.get(), POLLIN, 0}, {err.read_end.get(), POLLIN, 0}};
-  std::string* sinks[] = {&result.out, &result.err};
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  int open_fds = 2;
-  while (open_fds > 0 && !result.timed_out) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      result.timed_out = true;
-      ::kill(pid, SIGKILL);
-      break;
-    }
-    if (::poll(fds.data(), fds.size(), static_cast<int>(left.count())) < 0) continue;  // EINTR
-    for (std::size_t i = 0; i < fds.size(); ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      char buffer[4096];
-      const ssize_t n = ::read(fds[i].fd, buffer, sizeof(buffer));
-      if (n > 0) {
-        sinks[i]->append(buffer, static_cast<std::size_t>(n));
-      } else if (n == 0 || errno != EINTR) {
-        fds[i].fd = -1;
-        --open_fds;
-      }
-    }
+  if (!redis_fixture_internal::ReadUntilClosed(out.read_end.get(), err.read_end.get(), &result.out,
+                                               &result.err,
+                                               std::chrono::steady_clock::now() + timeout)) {
+    result.timed_out = true;
+    ::kill(pid, SIGKILL);
   }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {

@@ -805,7 +805,7 @@ absl::StatusOr<BackendStack> MakeBackends(const Flags& flags) {
   BackendStack stack;
   std::shared_ptr<chunkcache::Backend> base;
   if (flags.backend == "memory") {
-    stack.memory = std::make_shared<chunkcache::MemoryBackend>(
+    stack.memory = chunkcache::NewMemoryBackend(
         chunkcache::MemoryBackendOptions{.capacity_bytes = std::size_t{64} << 20});
     base = stack.memory;
   } else {
@@ -818,13 +818,16 @@ absl::StatusOr<BackendStack> MakeBackends(const Flags& flags) {
       }
       url = stack.server->url();
     }
-    absl::StatusOr<std::shared_ptr<chunkcache::Backend>> redis =
+    absl::StatusOr<std::shared_ptr<chunkcache::RedisBackend>> redis =
         chunkcache::NewRedisBackend({.url = url});
     if (!redis.ok()) return redis.status();
-    stack.redis = std::dynamic_pointer_cast<chunkcache::RedisBackend>(*redis);
+    stack.redis = *redis;
     base = *std::move(redis);
   }
-  stack.faulty = std::make_shared<FaultInjectionBackend>(base, flags.faults);
+  absl::StatusOr<std::shared_ptr<FaultInjectionBackend>> faulty =
+      chunkcache::NewFaultInjectionBackend(base, flags.faults);
+  if (!faulty.ok()) return faulty.status();
+  stack.faulty = *std::move(faulty);
   stack.top = stack.faulty;
   if (flags.retry_attempts > 1) {
     absl::StatusOr<std::shared_ptr<chunkcache::RetryingBackend>> retrying =

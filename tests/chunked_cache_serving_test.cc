@@ -26,20 +26,8 @@
 namespace chunkcache {
 namespace {
 
+using testing::FakeClock;
 using testing::RecordingBackend;
-
-// A clock tests move by hand; safe to read from the cache's background threads.
-class FakeClock {
- public:
-  absl::Time Now() const { return absl::FromUnixNanos(nanos_.load()); }
-  void Advance(absl::Duration d) { nanos_ += absl::ToInt64Nanoseconds(d); }
-  std::function<absl::Time()> AsFunction() const {
-    return [this] { return Now(); };
-  }
-
- private:
-  std::atomic<std::int64_t> nanos_{absl::ToUnixNanos(absl::FromUnixSeconds(1'800'000'000))};
-};
 
 std::string Json(std::string_view name, std::size_t kilobytes = 64) {
   return catalogue::GenerateCatalogue({.megabytes = static_cast<double>(kilobytes) / 1024,
@@ -214,7 +202,7 @@ TEST_CASE("the near cache stays within its byte bound, least recently used out f
 
 TEST_CASE("with the backend failing, the near copy is served until ttl") {
   Fixture f;
-  auto faulty = std::make_shared<FaultInjectionBackend>(f.memory);
+  auto faulty = NewFaultInjectionBackend(f.memory).value();
   ChunkedCache cache(faulty, f.Options({.ttl = absl::Minutes(1),
                                         .l1_capacity_bytes = 64 << 20,
                                         .l1_fresh_for = absl::Seconds(1)}));
@@ -583,7 +571,7 @@ TEST_CASE("refreshes beyond the queue bound are dropped and counted", "[concurre
 
 TEST_CASE("the circuit breaker skips a failing backend for its cool-down") {
   Fixture f;
-  auto faulty = std::make_shared<FaultInjectionBackend>(f.memory);
+  auto faulty = NewFaultInjectionBackend(f.memory).value();
   ChunkedCache cache(
       faulty, f.Options({.breaker_failure_threshold = 3, .breaker_cooldown = absl::Seconds(5)}));
   const std::string json = Json("a");
@@ -671,7 +659,7 @@ TEST_CASE("GetCompressed returns the stored zstd frame, verified, without decodi
 
 TEST_CASE("GetCompressed of a corrupt entry is a miss, never wrong bytes") {
   Fixture f;
-  auto faulty = std::make_shared<FaultInjectionBackend>(f.memory);
+  auto faulty = NewFaultInjectionBackend(f.memory).value();
   ChunkedCache cache(faulty, f.Options());
   REQUIRE(cache.Put("k", Json("a", 128)).ok());
   faulty->SetOptions({.flip_byte_rate = 1});

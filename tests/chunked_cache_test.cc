@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "allocation_hooks.h"
 #include "catalogue.h"
 #include "chunkcache/memory_backend.h"
 #include "format/codec.h"
@@ -19,37 +20,15 @@
 #include "format/manifest.h"
 #include "test_util.h"
 
-// Tracks the largest single allocation, so tests can show that no read allocates what stored
-// bytes merely claim. Replaces the global operator new/delete of this test binary only, except
-// under AddressSanitizer, which must own the allocator (and reports huge allocations itself).
-namespace {
-std::atomic<std::size_t> largest_allocation{0};
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kCountsAllocations = false;
-#else
-constexpr bool kCountsAllocations = true;
-#endif
-}  // namespace
-
-#if !defined(__SANITIZE_ADDRESS__)
-void* operator new(std::size_t size) {
-  std::size_t seen = largest_allocation.load(std::memory_order_relaxed);
-  while (size > seen && !largest_allocation.compare_exchange_weak(seen, size)) {
-  }
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t size) { return operator new(size); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-#endif
-
 namespace chunkcache {
 namespace {
 
 using testing::RecordingBackend;
+
+// The largest single allocation (allocation_hooks.h), so tests can show that no read allocates
+// what stored bytes merely claim; not under AddressSanitizer, which reports huge ones itself.
+using testing::largest_allocation;
+constexpr bool kCountsAllocations = testing::kHooked;
 
 constexpr std::size_t kSmallChunk = 4096;
 
@@ -96,8 +75,8 @@ std::string JsonCompressingTo(std::size_t target) {
 }
 
 std::shared_ptr<MemoryBackend> NewMemory(std::size_t max_item_size = std::size_t{1} << 20) {
-  return std::make_shared<MemoryBackend>(MemoryBackendOptions{
-      .capacity_bytes = std::size_t{512} << 20, .max_item_size = max_item_size});
+  return NewMemoryBackend(MemoryBackendOptions{.capacity_bytes = std::size_t{512} << 20,
+                                               .max_item_size = max_item_size});
 }
 
 // The manifest currently stored for `key`, decoded.
@@ -573,6 +552,57 @@ TEST_CASE("invalid options make every operation InvalidArgument") {
   }
   ChunkedCache null_backend(nullptr);
   CHECK(absl::IsInvalidArgument(null_backend.Put("k", "{}")));
+}
+
+TEST_CASE("ValidateCacheOptions accepts the defaults and names each option out of range") {
+  CHECK(ValidateCacheOptions(CacheOptions{}).ok());
+  const absl::Duration zero = absl::ZeroDuration();
+  const absl::Duration minus = -absl::Milliseconds(1);
+  struct Bad {
+    CacheOptions options;
+    std::string named;  // the option the message must name
+  };
+  const Bad bad[] = {
+      {{.chunk_size = kMinChunkSize - 1}, "chunk_size"},
+      {{.compression_level = 0}, "compression_level"},
+      {{.compression_level = 99}, "compression_level"},
+      {{.compression_workers = -1}, "compression_workers"},
+      {{.ttl = zero}, "ttl"},
+      {{.chunk_ttl_grace = minus}, "chunk_ttl_grace"},
+      {{.max_payload_size = 0}, "max_payload_size"},
+      {{.load_wait_timeout = zero}, "load_wait_timeout"},
+      {{.load_retry_initial = zero}, "load_retry_initial"},
+      {{.load_retry_initial = absl::Seconds(2), .load_retry_max = absl::Seconds(1)},
+       "load_retry_max"},
+      {{.unstored_hold = minus}, "unstored_hold"},
+      {{.l1_fresh_for = minus}, "l1_fresh_for"},
+      {{.l1_capacity_bytes = 1 << 20, .l1_fresh_for = absl::Hours(1)}, "l1_fresh_for"},
+      {{.soft_ttl = minus}, "soft_ttl"},
+      {{.soft_ttl = absl::Hours(1)}, "soft_ttl"},
+      {{.refresh_threads = 0}, "refresh_threads"},
+      {{.lease_ttl = minus}, "lease_ttl"},
+      {{.lease_ttl = absl::Seconds(1), .lease_poll_initial = zero}, "lease_poll_initial"},
+      {{.lease_ttl = absl::Seconds(1),
+        .lease_poll_initial = absl::Milliseconds(50),
+        .lease_poll_max = absl::Milliseconds(10)},
+       "lease_poll_max"},
+      {{.breaker_failure_threshold = -1}, "breaker_failure_threshold"},
+      {{.breaker_failure_threshold = 3, .breaker_cooldown = zero}, "breaker_cooldown"},
+  };
+  for (const Bad& b : bad) {
+    INFO(b.named);
+    const absl::Status status = ValidateCacheOptions(b.options);
+    CHECK(absl::IsInvalidArgument(status));
+    CHECK(absl::StrContains(status.message(), b.named));
+    // A cache built with them answers with the same check.
+    ChunkedCache cache(NewMemory(), b.options);
+    CHECK(cache.Get("k").status() == status);
+  }
+  // Options that are fine on their own still need a backend that can hold a manifest.
+  ChunkedCache tiny_items(NewMemory(kMinChunkSize - 1));
+  const absl::Status tiny = tiny_items.Put("k", "{}");
+  CHECK(absl::IsInvalidArgument(tiny));
+  CHECK(absl::StrContains(tiny.message(), "max_item_size"));
 }
 
 TEST_CASE("a backend outage is served through the loader") {

@@ -332,9 +332,8 @@ TEST_CASE("a payload with a part dropped is data loss") {
   CHECK(DecompressCode(codec, swapped, raw.size()) == absl::StatusCode::kDataLoss);
 }
 
-TEST_CASE("a frame without a declared content size is data loss") {
-  Codec codec(3, 0);
-  const std::string raw = MakeJson(20'000, 17);
+// `raw` as one zstd frame whose header does not declare its content size.
+std::string FrameWithoutContentSize(const std::string& raw) {
   ZSTD_CCtx* const cctx = ZSTD_createCCtx();
   REQUIRE(cctx != nullptr);
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 0);
@@ -343,6 +342,13 @@ TEST_CASE("a frame without a declared content size is data loss") {
   ZSTD_freeCCtx(cctx);
   REQUIRE_FALSE(ZSTD_isError(size));
   frame.resize(size);
+  return frame;
+}
+
+TEST_CASE("a frame without a declared content size is data loss") {
+  Codec codec(3, 0);
+  const std::string raw = MakeJson(20'000, 17);
+  const std::string frame = FrameWithoutContentSize(raw);
   REQUIRE(ZSTD_getFrameContentSize(frame.data(), frame.size()) == ZSTD_CONTENTSIZE_UNKNOWN);
 
   const std::vector<std::string_view> one_part = {frame};
@@ -355,14 +361,7 @@ TEST_CASE("a frame without a declared content size is data loss") {
 TEST_CASE("a raw size equal to a zstd sentinel never makes Decompress allocate it") {
   Codec codec(3, 0);
   const std::string raw = MakeJson(1'000, 18);
-  ZSTD_CCtx* const cctx = ZSTD_createCCtx();
-  REQUIRE(cctx != nullptr);
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 0);
-  std::string frame(ZSTD_compressBound(raw.size()), '\0');
-  const std::size_t size = ZSTD_compress2(cctx, frame.data(), frame.size(), raw.data(), raw.size());
-  ZSTD_freeCCtx(cctx);
-  REQUIRE_FALSE(ZSTD_isError(size));
-  frame.resize(size);
+  const std::string frame = FrameWithoutContentSize(raw);
 
   const std::string garbage = "not a zstd frame at all";
   const std::vector<std::string_view> unknown_size = {frame};

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "backend_calls.h"
 #include "catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/memory_backend.h"
@@ -26,26 +27,24 @@
 namespace chunkcache {
 namespace {
 
+using testing::Get;
 using testing::RecordingBackend;
+using testing::Set;
 
 constexpr absl::Duration kForever = absl::InfiniteDuration();
-
-std::optional<std::string> Get(Backend& backend, std::string_view key) {
-  absl::StatusOr<std::vector<std::optional<std::string>>> values = backend.MultiGet({&key, 1});
-  REQUIRE(values.ok());
-  REQUIRE(values->size() == 1);
-  return (*values)[0];
-}
-
-absl::Status Set(Backend& backend, std::string_view key, std::string_view value) {
-  const KeyValue item{key, value};
-  return backend.MultiSet({&item, 1}, kForever);
-}
 
 std::vector<std::string> Keys(int count, std::string_view prefix = "key-") {
   std::vector<std::string> keys;
   for (int i = 0; i < count; ++i) keys.push_back(absl::StrCat(std::string(prefix), i));
   return keys;
+}
+
+std::shared_ptr<FaultInjectionBackend> Faulty(std::shared_ptr<Backend> inner,
+                                              FaultInjectionOptions options = {}) {
+  absl::StatusOr<std::shared_ptr<FaultInjectionBackend>> faulty =
+      NewFaultInjectionBackend(std::move(inner), options);
+  REQUIRE(faulty.ok());
+  return *std::move(faulty);
 }
 
 // Stores `value_of(key)` under each key directly in `backend`.
@@ -57,49 +56,49 @@ void Fill(Backend& backend, const std::vector<std::string>& keys, ValueOf value_
 TEST_CASE("with rates of zero every call is forwarded unchanged") {
   auto memory = NewMemoryBackend({.max_item_size = 4096});
   auto recorder = std::make_shared<RecordingBackend>(memory);
-  FaultInjectionBackend faulty(recorder);
+  const std::shared_ptr<FaultInjectionBackend> faulty = Faulty(recorder);
 
-  CHECK(faulty.max_item_size() == 4096);
+  CHECK(faulty->max_item_size() == 4096);
   const std::vector<KeyValue> items = {{"a", "alpha"}, {"b", ""}, {"c", "gamma"}};
-  REQUIRE(faulty.MultiSet(items, kForever).ok());
+  REQUIRE(faulty->MultiSet(items, kForever).ok());
   const std::vector<std::string_view> keys = {"c", "missing", "a", "b"};
-  absl::StatusOr<std::vector<std::optional<std::string>>> values = faulty.MultiGet(keys);
+  absl::StatusOr<std::vector<std::optional<std::string>>> values = faulty->MultiGet(keys);
   REQUIRE(values.ok());
   CHECK(*values == std::vector<std::optional<std::string>>{"gamma", std::nullopt, "alpha", ""});
-  CHECK(faulty.SetIfAbsent("a", "other", kForever).value() == false);
-  CHECK(faulty.SetIfAbsent("d", "delta", kForever).value() == true);
-  REQUIRE(faulty.Delete(std::vector<std::string_view>{"a"}).ok());
+  CHECK(faulty->SetIfAbsent("a", "other", kForever).value() == false);
+  CHECK(faulty->SetIfAbsent("d", "delta", kForever).value() == true);
+  REQUIRE(faulty->Delete(std::vector<std::string_view>{"a"}).ok());
   CHECK(Get(*memory, "a") == std::nullopt);
   CHECK(Get(*memory, "d") == "delta");
 
   // The inner backend's own errors come through untouched.
-  const absl::Status too_big = Set(faulty, "big", std::string(4097, 'x'));
+  const absl::Status too_big = Set(*faulty, "big", std::string(4097, 'x'));
   CHECK(too_big.code() == absl::StatusCode::kInvalidArgument);
   CHECK_THAT(std::string(too_big.message()), !Catch::Contains("fault injected"));
 
   CHECK(recorder->multi_gets == 1);
   CHECK(recorder->multi_sets == 2);
   CHECK(recorder->deletes == 1);
-  const FaultInjectionStats stats = faulty.Stats();
+  const FaultInjectionStats stats = faulty->Stats();
   CHECK(stats.calls == 6);
   CHECK(stats.total() == 0);
 }
 
 TEST_CASE("read_error_rate 1 fails every MultiGet with error_code without reading") {
   auto recorder = std::make_shared<RecordingBackend>(NewMemoryBackend());
-  FaultInjectionBackend faulty(
-      recorder, {.read_error_rate = 1, .error_code = absl::StatusCode::kResourceExhausted});
-  REQUIRE(Set(faulty, "k", "v").ok());  // Writes are not affected.
+  const std::shared_ptr<FaultInjectionBackend> faulty =
+      Faulty(recorder, {.read_error_rate = 1, .error_code = absl::StatusCode::kResourceExhausted});
+  REQUIRE(Set(*faulty, "k", "v").ok());  // Writes are not affected.
 
   for (int i = 0; i < 3; ++i) {
     const std::vector<std::string_view> keys = {"k"};
-    absl::StatusOr<std::vector<std::optional<std::string>>> values = faulty.MultiGet(keys);
+    absl::StatusOr<std::vector<std::optional<std::string>>> values = faulty->MultiGet(keys);
     CHECK(values.status().code() == absl::StatusCode::kResourceExhausted);
     CHECK_THAT(std::string(values.status().message()),
                Catch::StartsWith("fault injected: MultiGet"));
   }
   CHECK(recorder->multi_gets == 0);
-  const FaultInjectionStats stats = faulty.Stats();
+  const FaultInjectionStats stats = faulty->Stats();
   CHECK(stats.calls == 4);
   CHECK(stats.read_errors == 3);
   CHECK(stats.total() == 3);
@@ -108,21 +107,21 @@ TEST_CASE("read_error_rate 1 fails every MultiGet with error_code without readin
 TEST_CASE("write_error_rate 1 fails MultiSet, Delete and SetIfAbsent and applies nothing") {
   auto memory = NewMemoryBackend();
   REQUIRE(Set(*memory, "kept", "old").ok());
-  FaultInjectionBackend faulty(memory, {.write_error_rate = 1});
+  const std::shared_ptr<FaultInjectionBackend> faulty = Faulty(memory, {.write_error_rate = 1});
 
-  const absl::Status set = Set(faulty, "kept", "new");
+  const absl::Status set = Set(*faulty, "kept", "new");
   CHECK(set.code() == absl::StatusCode::kUnavailable);
   CHECK_THAT(std::string(set.message()), Catch::Contains("fault injected: MultiSet"));
-  const absl::Status deleted = faulty.Delete(std::vector<std::string_view>{"kept"});
+  const absl::Status deleted = faulty->Delete(std::vector<std::string_view>{"kept"});
   CHECK(deleted.code() == absl::StatusCode::kUnavailable);
   CHECK_THAT(std::string(deleted.message()), Catch::Contains("fault injected: Delete"));
-  const absl::StatusOr<bool> won = faulty.SetIfAbsent("fresh", "f", kForever);
+  const absl::StatusOr<bool> won = faulty->SetIfAbsent("fresh", "f", kForever);
   CHECK(won.status().code() == absl::StatusCode::kUnavailable);
   CHECK_THAT(std::string(won.status().message()), Catch::Contains("fault injected: SetIfAbsent"));
 
-  CHECK(Get(faulty, "kept") == "old");  // Reads are not affected.
+  CHECK(Get(*faulty, "kept") == "old");  // Reads are not affected.
   CHECK(Get(*memory, "fresh") == std::nullopt);
-  const FaultInjectionStats stats = faulty.Stats();
+  const FaultInjectionStats stats = faulty->Stats();
   CHECK(stats.write_errors == 3);
   CHECK(stats.read_errors == 0);
   CHECK(stats.total() == 3);
@@ -130,29 +129,30 @@ TEST_CASE("write_error_rate 1 fails MultiSet, Delete and SetIfAbsent and applies
 
 TEST_CASE("drop_write_rate 1 reports a MultiSet stored while storing nothing") {
   auto memory = NewMemoryBackend();
-  FaultInjectionBackend faulty(memory, {.drop_write_rate = 1});
+  const std::shared_ptr<FaultInjectionBackend> faulty = Faulty(memory, {.drop_write_rate = 1});
   const std::vector<KeyValue> items = {{"a", "1"}, {"b", "2"}, {"c", "3"}};
-  REQUIRE(faulty.MultiSet(items, kForever).ok());
+  REQUIRE(faulty->MultiSet(items, kForever).ok());
   for (const char* key : {"a", "b", "c"}) CHECK(Get(*memory, key) == std::nullopt);
-  CHECK(faulty.Stats().dropped_writes == 3);
+  CHECK(faulty->Stats().dropped_writes == 3);
 
   // SetIfAbsent is never dropped.
-  CHECK(faulty.SetIfAbsent("d", "4", kForever).value());
+  CHECK(faulty->SetIfAbsent("d", "4", kForever).value());
   CHECK(Get(*memory, "d") == "4");
 
   // The inner backend still checks the (now empty) batch: a bad ttl is reported, not dropped.
-  CHECK(faulty.MultiSet(items, absl::ZeroDuration()).code() == absl::StatusCode::kInvalidArgument);
-  CHECK(faulty.Stats().dropped_writes == 3);
+  CHECK(faulty->MultiSet(items, absl::ZeroDuration()).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(faulty->Stats().dropped_writes == 3);
 }
 
 TEST_CASE("drop_write_rate drops about that fraction of items, exactly as counted") {
   auto memory = NewMemoryBackend();
-  FaultInjectionBackend faulty(memory, {.drop_write_rate = 0.25, .seed = 7});
+  const std::shared_ptr<FaultInjectionBackend> faulty =
+      Faulty(memory, {.drop_write_rate = 0.25, .seed = 7});
   const std::vector<std::string> keys = Keys(1000);
   std::vector<KeyValue> items;
   for (const std::string& key : keys) items.push_back({key, key});
   for (std::size_t i = 0; i < items.size(); i += 100) {
-    REQUIRE(faulty.MultiSet(absl::MakeConstSpan(items).subspan(i, 100), kForever).ok());
+    REQUIRE(faulty->MultiSet(absl::MakeConstSpan(items).subspan(i, 100), kForever).ok());
   }
 
   std::size_t absent = 0;
@@ -164,7 +164,7 @@ TEST_CASE("drop_write_rate drops about that fraction of items, exactly as counte
       CHECK(*value == key);
     }
   }
-  CHECK(absent == faulty.Stats().dropped_writes);
+  CHECK(absent == faulty->Stats().dropped_writes);
   CHECK(absent > 150);
   CHECK(absent < 350);
 }
@@ -172,14 +172,14 @@ TEST_CASE("drop_write_rate drops about that fraction of items, exactly as counte
 TEST_CASE("lose_item_rate 1 reports every present key absent and keeps it in the store") {
   auto memory = NewMemoryBackend();
   Fill(*memory, {"a", "b", "c"}, [](const std::string& key) { return key + "-value"; });
-  FaultInjectionBackend faulty(memory, {.lose_item_rate = 1});
+  const std::shared_ptr<FaultInjectionBackend> faulty = Faulty(memory, {.lose_item_rate = 1});
 
   const std::vector<std::string_view> keys = {"a", "missing", "b", "c", "gone"};
-  absl::StatusOr<std::vector<std::optional<std::string>>> values = faulty.MultiGet(keys);
+  absl::StatusOr<std::vector<std::optional<std::string>>> values = faulty->MultiGet(keys);
   REQUIRE(values.ok());
   REQUIRE(values->size() == keys.size());
   for (const std::optional<std::string>& value : *values) CHECK(value == std::nullopt);
-  CHECK(faulty.Stats().lost_items == 3);  // Absent keys are not counted as lost.
+  CHECK(faulty->Stats().lost_items == 3);  // Absent keys are not counted as lost.
   CHECK(Get(*memory, "a") == "a-value");
 }
 
@@ -192,13 +192,13 @@ TEST_CASE("flip_byte_rate 1 changes exactly one byte of every non-empty value") 
   Fill(*memory, keys, value_of);
   REQUIRE(Set(*memory, "empty", "").ok());
   REQUIRE(Set(*memory, "one", "1").ok());
-  FaultInjectionBackend faulty(memory, {.flip_byte_rate = 1});
+  const std::shared_ptr<FaultInjectionBackend> faulty = Faulty(memory, {.flip_byte_rate = 1});
 
   std::vector<std::string_view> wanted(keys.begin(), keys.end());
   wanted.push_back("empty");
   wanted.push_back("one");
   wanted.push_back("missing");
-  absl::StatusOr<std::vector<std::optional<std::string>>> values = faulty.MultiGet(wanted);
+  absl::StatusOr<std::vector<std::optional<std::string>>> values = faulty->MultiGet(wanted);
   REQUIRE(values.ok());
   REQUIRE(values->size() == wanted.size());
   for (std::size_t i = 0; i < keys.size(); ++i) {
@@ -214,7 +214,7 @@ TEST_CASE("flip_byte_rate 1 changes exactly one byte of every non-empty value") 
   REQUIRE((*values)[keys.size() + 1].has_value());
   CHECK(*(*values)[keys.size() + 1] != "1");
   CHECK((*values)[keys.size() + 2] == std::nullopt);
-  CHECK(faulty.Stats().flipped_bytes == keys.size() + 1);
+  CHECK(faulty->Stats().flipped_bytes == keys.size() + 1);
 
   CHECK(Get(*memory, keys[0]) == value_of(keys[0]));  // The stored bytes are untouched.
 }
@@ -222,31 +222,32 @@ TEST_CASE("flip_byte_rate 1 changes exactly one byte of every non-empty value") 
 TEST_CASE("delay_rate 1 delays every call by at least delay") {
   constexpr absl::Duration kDelay = absl::Milliseconds(20);
   auto memory = NewMemoryBackend();
-  FaultInjectionBackend faulty(memory, {.delay_rate = 1, .delay = kDelay});
+  const std::shared_ptr<FaultInjectionBackend> faulty =
+      Faulty(memory, {.delay_rate = 1, .delay = kDelay});
 
   const absl::Time start = absl::Now();
-  REQUIRE(Set(faulty, "k", "v").ok());
+  REQUIRE(Set(*faulty, "k", "v").ok());
   const absl::Time set_done = absl::Now();
-  CHECK(Get(faulty, "k") == "v");
+  CHECK(Get(*faulty, "k") == "v");
   const absl::Time get_done = absl::Now();
   CHECK(set_done - start >= kDelay);
   CHECK(get_done - set_done >= kDelay);
-  CHECK(faulty.Stats().delays == 2);
+  CHECK(faulty->Stats().delays == 2);
 
   // A rate of 1 with no delay sleeps for nothing and counts nothing.
-  faulty.SetOptions({.delay_rate = 1});
-  CHECK(Get(faulty, "k") == "v");
-  CHECK(faulty.Stats().delays == 2);
+  faulty->SetOptions({.delay_rate = 1});
+  CHECK(Get(*faulty, "k") == "v");
+  CHECK(faulty->Stats().delays == 2);
 }
 
 TEST_CASE("a delayed call may also fail") {
-  FaultInjectionBackend faulty(
+  const std::shared_ptr<FaultInjectionBackend> faulty = Faulty(
       NewMemoryBackend(), {.read_error_rate = 1, .delay_rate = 1, .delay = absl::Milliseconds(5)});
   const std::vector<std::string_view> keys = {"k"};
   const absl::Time start = absl::Now();
-  CHECK(faulty.MultiGet(keys).status().code() == absl::StatusCode::kUnavailable);
+  CHECK(faulty->MultiGet(keys).status().code() == absl::StatusCode::kUnavailable);
   CHECK(absl::Now() - start >= absl::Milliseconds(5));
-  const FaultInjectionStats stats = faulty.Stats();
+  const FaultInjectionStats stats = faulty->Stats();
   CHECK(stats.delays == 1);
   CHECK(stats.read_errors == 1);
   CHECK(stats.total() == 2);
@@ -288,15 +289,18 @@ FaultInjectionOptions EverythingAtRandom(std::uint64_t seed) {
 }
 
 TEST_CASE("the same seed and calls make the same decisions; another seed makes others") {
-  FaultInjectionBackend first(NewMemoryBackend(), EverythingAtRandom(42));
-  FaultInjectionBackend second(NewMemoryBackend(), EverythingAtRandom(42));
-  FaultInjectionBackend other(NewMemoryBackend(), EverythingAtRandom(43));
-  const std::vector<std::string> transcript = Transcript(first);
-  CHECK(Transcript(second) == transcript);
-  CHECK(Transcript(other) != transcript);
+  const std::shared_ptr<FaultInjectionBackend> first =
+      Faulty(NewMemoryBackend(), EverythingAtRandom(42));
+  const std::shared_ptr<FaultInjectionBackend> second =
+      Faulty(NewMemoryBackend(), EverythingAtRandom(42));
+  const std::shared_ptr<FaultInjectionBackend> other =
+      Faulty(NewMemoryBackend(), EverythingAtRandom(43));
+  const std::vector<std::string> transcript = Transcript(*first);
+  CHECK(Transcript(*second) == transcript);
+  CHECK(Transcript(*other) != transcript);
 
-  const FaultInjectionStats a = first.Stats();
-  const FaultInjectionStats b = second.Stats();
+  const FaultInjectionStats a = first->Stats();
+  const FaultInjectionStats b = second->Stats();
   CHECK(a.read_errors == b.read_errors);
   CHECK(a.write_errors == b.write_errors);
   CHECK(a.dropped_writes == b.dropped_writes);
@@ -310,30 +314,31 @@ TEST_CASE("the same seed and calls make the same decisions; another seed makes o
   CHECK(a.flipped_bytes > 0);
 
   // SetOptions re-seeds: the sequence starts over on a fresh store.
-  FaultInjectionBackend reseeded(NewMemoryBackend(), EverythingAtRandom(42));
-  const std::vector<std::string> ignored = Transcript(reseeded);
-  reseeded.SetOptions(EverythingAtRandom(42));
+  const std::shared_ptr<FaultInjectionBackend> reseeded =
+      Faulty(NewMemoryBackend(), EverythingAtRandom(42));
+  const std::vector<std::string> ignored = Transcript(*reseeded);
+  reseeded->SetOptions(EverythingAtRandom(42));
   const std::vector<std::string> keys = Keys(20);
-  REQUIRE(reseeded.inner()->Delete(std::vector<std::string_view>(keys.begin(), keys.end())).ok());
-  CHECK(Transcript(reseeded) == transcript);
+  REQUIRE(reseeded->inner()->Delete(std::vector<std::string_view>(keys.begin(), keys.end())).ok());
+  CHECK(Transcript(*reseeded) == transcript);
 }
 
 TEST_CASE("SetOptions takes effect for the next call and options() reports it") {
-  FaultInjectionBackend faulty(NewMemoryBackend());
-  REQUIRE(Set(faulty, "k", "v").ok());
-  faulty.SetOptions({.read_error_rate = 1, .error_code = absl::StatusCode::kDeadlineExceeded});
-  CHECK(faulty.options().read_error_rate == 1);
-  CHECK(faulty.options().error_code == absl::StatusCode::kDeadlineExceeded);
+  const std::shared_ptr<FaultInjectionBackend> faulty = Faulty(NewMemoryBackend());
+  REQUIRE(Set(*faulty, "k", "v").ok());
+  faulty->SetOptions({.read_error_rate = 1, .error_code = absl::StatusCode::kDeadlineExceeded});
+  CHECK(faulty->options().read_error_rate == 1);
+  CHECK(faulty->options().error_code == absl::StatusCode::kDeadlineExceeded);
   const std::vector<std::string_view> keys = {"k"};
-  CHECK(faulty.MultiGet(keys).status().code() == absl::StatusCode::kDeadlineExceeded);
-  faulty.SetOptions({});
-  CHECK(Get(faulty, "k") == "v");
-  CHECK(faulty.Stats().read_errors == 1);
+  CHECK(faulty->MultiGet(keys).status().code() == absl::StatusCode::kDeadlineExceeded);
+  faulty->SetOptions({});
+  CHECK(Get(*faulty, "k") == "v");
+  CHECK(faulty->Stats().read_errors == 1);
 }
 
 TEST_CASE("ChunkedCache over a backend that flips bytes never returns wrong bytes") {
   const std::string json = catalogue::GenerateCatalogue({.megabytes = 0.25, .seed = 3});
-  auto faulty = std::make_shared<FaultInjectionBackend>(NewMemoryBackend());
+  auto faulty = Faulty(NewMemoryBackend());
   ChunkedCache cache(faulty, {.chunk_size = 4096});
   REQUIRE(cache.Put("catalogue", json).ok());
   REQUIRE(**cache.Get("catalogue") == json);  // Several chunks, stored intact.
@@ -354,7 +359,7 @@ TEST_CASE(
     "ChunkedCache over a backend that loses and flips at random returns the payload or a "
     "miss, never wrong bytes") {
   const std::string json = catalogue::GenerateCatalogue({.megabytes = 0.1, .seed = 5});
-  auto faulty = std::make_shared<FaultInjectionBackend>(NewMemoryBackend());
+  auto faulty = Faulty(NewMemoryBackend());
   ChunkedCache cache(faulty, {.chunk_size = 2048});
   REQUIRE(cache.Put("catalogue", json).ok());
 
@@ -380,7 +385,7 @@ TEST_CASE("SetOptions may change the faults while threads call", "[concurrency]"
   constexpr int kThreads = 4;
   constexpr int kRounds = 20;                     // Times every setting is put in force.
   constexpr std::uint64_t kCallsPerSetting = 50;  // Calls made under a setting before the next.
-  auto faulty = std::make_shared<FaultInjectionBackend>(NewMemoryBackend());
+  auto faulty = Faulty(NewMemoryBackend());
   const std::vector<std::string> keys = Keys(32);
   const std::vector<FaultInjectionOptions> settings = {
       {},
@@ -460,6 +465,21 @@ TEST_CASE("SetOptions may change the faults while threads call", "[concurrency]"
   CHECK(stats.write_errors > 0);
   CHECK(stats.flipped_bytes > 0);
   CHECK(stats.lost_items + stats.dropped_writes > 0);
+}
+
+TEST_CASE("NewFaultInjectionBackend refuses a null inner backend and takes any options") {
+  const absl::StatusOr<std::shared_ptr<FaultInjectionBackend>> none =
+      NewFaultInjectionBackend(nullptr);
+  CHECK(none.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(none.status().message()), Catch::Contains("inner backend is null"));
+
+  // Rates outside [0, 1] and kOk are usable: never, always, and Unavailable.
+  const std::shared_ptr<FaultInjectionBackend> faulty =
+      Faulty(NewMemoryBackend(),
+             {.read_error_rate = 2, .write_error_rate = -1, .error_code = absl::StatusCode::kOk});
+  REQUIRE(Set(*faulty, "k", "v").ok());
+  const std::vector<std::string_view> keys = {"k"};
+  CHECK(faulty->MultiGet(keys).status().code() == absl::StatusCode::kUnavailable);
 }
 
 }  // namespace

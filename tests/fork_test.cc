@@ -36,102 +36,14 @@
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/memory_backend.h"
 #include "chunkcache/redis_backend.h"
+#include "fixtures/forked_child.h"
 #include "fixtures/redis_server.h"
 #include "format/manifest.h"
 
 namespace chunkcache {
 namespace {
 
-// A child process running `body` once the parent says Go(). It reports through `report` and
-// exits with body's return value (3 if body threw).
-class ForkedChild {
- public:
-  explicit ForkedChild(const std::function<int(std::string* report)>& body) {
-    int go[2], out[2];
-    if (::pipe(go) != 0 || ::pipe(out) != 0) throw std::runtime_error("pipe failed");
-    std::cout.flush();
-    std::cerr.flush();
-    std::fflush(nullptr);  // or the child would print the parent's buffered output again
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      // Catch2's handlers would report a crash here as a failure of the parent's run.
-      for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTERM, SIGINT}) {
-        std::signal(sig, SIG_DFL);
-      }
-      ::close(go[1]);
-      ::close(out[0]);
-      char byte;
-      int code = 4;  // the parent went away without Go()
-      std::string report;
-      if (::read(go[0], &byte, 1) == 1) {
-        try {
-          code = body(&report);
-        } catch (...) {
-          report += " (the child threw)";
-          code = 3;
-        }
-      }
-      for (std::size_t sent = 0; sent < report.size();) {
-        const ssize_t n = ::write(out[1], report.data() + sent, report.size() - sent);
-        if (n <= 0) break;
-        sent += static_cast<std::size_t>(n);
-      }
-      ::_exit(code);
-    }
-    ::close(go[0]);
-    ::close(out[1]);
-    go_ = go[1];
-    out_ = out[0];
-  }
-  ForkedChild(const ForkedChild&) = delete;
-  ForkedChild& operator=(const ForkedChild&) = delete;
-  ~ForkedChild() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      Finish();
-    }
-  }
-
-  void Go() {
-    const char byte = 'g';
-    if (::write(go_, &byte, 1) != 1) throw std::runtime_error("could not signal the child");
-  }
-
-  // Waits for the child to exit; its report.
-  std::string Finish() {
-    if (go_ >= 0) ::close(go_);
-    go_ = -1;
-    char buffer[512];
-    for (ssize_t n; (n = ::read(out_, buffer, sizeof(buffer))) != 0;) {
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) break;
-      report_.append(buffer, static_cast<std::size_t>(n));
-    }
-    ::close(out_);
-    while (::waitpid(pid_, &wait_status_, 0) < 0 && errno == EINTR) {
-    }
-    pid_ = -1;
-    return report_;
-  }
-
-  bool exited_cleanly() const { return WIFEXITED(wait_status_) && WEXITSTATUS(wait_status_) == 0; }
-  std::string Describe() const {
-    return absl::StrCat(
-        "child wait status ", wait_status_, " (",
-        WIFEXITED(wait_status_)
-            ? absl::StrCat("exited ", WEXITSTATUS(wait_status_))
-            : absl::StrCat("signal ", WIFSIGNALED(wait_status_) ? WTERMSIG(wait_status_) : 0),
-        "); report: ", report_);
-  }
-
- private:
-  pid_t pid_ = -1;
-  int go_ = -1;
-  int out_ = -1;
-  int wait_status_ = 0;
-  std::string report_;
-};
+using testing::ForkedChild;
 
 std::set<std::uint64_t> ParseGenerations(absl::string_view report) {
   std::set<std::uint64_t> generations;

@@ -20,7 +20,6 @@
 
 #include "../fuzz/fuzz_backend_url.cc"
 #include "../fuzz/fuzz_exporters.cc"
-#include "../fuzz/fuzz_http_head.cc"
 #include "../fuzz/fuzz_keys.cc"
 #include "../fuzz/fuzz_manifest.cc"
 #include "../fuzz/fuzz_read_path.cc"
@@ -417,15 +416,6 @@ TEST_CASE(
   // In a slot map, after a MOVED turned the backend into a cluster client.
   CHECK_NOTHROW(Run(FuzzRedisReplies,
                     seeds::RedisInput(0x01, {"+PONG\r\n", "-MOVED 1 @S\r\n", "*666666663\r\n"})));
-}
-
-TEST_CASE("fuzz_http_head replays every seed shape") {
-  SetUp();
-  ReplaySeeds("http_head", FuzzHttpHead);
-  for (const char* head : {"", " ", "\r\n", "GET  HTTP/1.1", "GET / HTTP/1.1\r\n\r\n",
-                           "GET / HTTP/1.1\r\nA:\r\nB", "G / HTTP/\r\nx:y"}) {
-    CHECK_NOTHROW(Run(FuzzHttpHead, head));
-  }
 }
 
 }  // namespace

@@ -24,17 +24,7 @@
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/momento_backend.h"
 #include "fixtures/hostile_http.h"
-
-// Sanitizers pad and quarantine every block, so resident memory says little about the backend's
-// buffering under them: the memory bound is checked only without.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define CHUNKCACHE_UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define CHUNKCACHE_UNDER_SANITIZER 1
-#endif
-#endif
+#include "test_util.h"  // CHUNKCACHE_UNDER_SANITIZER: the memory bound is checked only without
 
 namespace chunkcache {
 namespace {
@@ -213,7 +203,7 @@ TEST_CASE("every hostile Momento scenario gives a clear status in time, in bound
   for (Scenario& scenario : Scenarios(elsewhere.endpoint())) {
     CAPTURE(scenario.name);
     HostileHttpServer server(std::move(scenario.script));
-    absl::StatusOr<std::shared_ptr<Backend>> backend = NewMomentoBackend(Options(server));
+    absl::StatusOr<std::shared_ptr<MomentoBackend>> backend = NewMomentoBackend(Options(server));
     REQUIRE(backend.ok());
 
     const std::string value(1000, 'v');
@@ -262,7 +252,7 @@ TEST_CASE("a smuggled second reply on a kept connection never answers the next r
                                .Send(HttpResponse(200, "first") + HttpResponse(200, "smuggled"))
                                .ReadRequest()
                                .Send(HttpResponse(200, "second-on-same-connection")));
-  absl::StatusOr<std::shared_ptr<Backend>> backend = NewMomentoBackend(Options(server));
+  absl::StatusOr<std::shared_ptr<MomentoBackend>> backend = NewMomentoBackend(Options(server));
   REQUIRE(backend.ok());
   for (int i = 0; i < 5; ++i) {
     CAPTURE(i);
@@ -291,7 +281,7 @@ TEST_CASE("GetOrLoad on a hostile Momento server ends by its deadline with a cle
   for (Case& c : cases) {
     CAPTURE(c.name);
     HostileHttpServer server(std::move(c.script));
-    absl::StatusOr<std::shared_ptr<Backend>> backend =
+    absl::StatusOr<std::shared_ptr<MomentoBackend>> backend =
         NewMomentoBackend({.endpoint = server.endpoint(), .cache_name = "c", .api_key = kApiKey});
     REQUIRE(backend.ok());
     ChunkedCache cache(*backend);

@@ -2,7 +2,7 @@
 // truncations, error replies, huge length claims, redirect loops, slow and silent servers, and
 // replies the client never asked for. Whatever the server does, a call must end with a clear
 // status within its timeout, with bounded memory, and the backend must serve the next good
-// command; no reply may ever be taken for another command's (issue 16).
+// command; no reply may ever be taken for another command's.
 //
 // The status each fault maps to (include/chunkcache/redis_backend.h):
 //   wrong reply type, unknown -ERR/-WRONGTYPE            → Internal
@@ -376,7 +376,7 @@ TEST_CASE(
   CHECK(server.open_connections() == 1);
 }
 
-// ---- Replies nobody asked for (issue 16, item 1) ------------------------------------------------
+// ---- Replies nobody asked for -------------------------------------------------------------------
 
 // Faults that leave one reply more on a connection than commands were sent on it.
 struct ExtraReply {
@@ -464,16 +464,29 @@ TEST_CASE("a connection holding an unasked-for reply is never reused: no value f
   CHECK(right >= 5);  // one error at most, on the call that found the connection out of step
 }
 
-TEST_CASE("after an extra reply, Get(\"b\") never returns a's document") {
+// A ChunkedCache on a hostile server that holds the documents a and b.
+struct TwoDocuments {
+  TwoDocuments() {
+    absl::StatusOr<std::shared_ptr<RedisBackend>> backend =
+        NewRedisBackend({.url = server.url(), .command_timeout = kCommandTimeout});
+    REQUIRE(backend.ok());
+    cache = std::make_unique<ChunkedCache>(*std::move(backend));
+    REQUIRE(cache->Put("a", a).ok());
+    REQUIRE(cache->Put("b", b).ok());
+  }
+
   HostileRedisServer server;
-  absl::StatusOr<std::shared_ptr<Backend>> backend =
-      NewRedisBackend({.url = server.url(), .command_timeout = kCommandTimeout});
-  REQUIRE(backend.ok());
-  ChunkedCache cache(*backend);
+  std::unique_ptr<ChunkedCache> cache;
   const std::string a = R"({"name":"a","items":[1,2,3]})";
   const std::string b = R"({"name":"b","items":[4,5,6]})";
-  REQUIRE(cache.Put("a", a).ok());
-  REQUIRE(cache.Put("b", b).ok());
+};
+
+TEST_CASE("after an extra reply, Get(\"b\") never returns a's document") {
+  TwoDocuments docs;
+  HostileRedisServer& server = docs.server;
+  ChunkedCache& cache = *docs.cache;
+  const std::string& a = docs.a;
+  const std::string& b = docs.b;
 
   // The server answers the next MGET (Get("a")'s manifest read) twice.
   server.Inject(
@@ -499,19 +512,15 @@ TEST_CASE("after an extra reply, Get(\"b\") never returns a's document") {
   CHECK(served >= 3);
 }
 
-// The second defence of item 1: an entry binds to its key, so a manifest that reaches a reader
-// of another key (a server or proxy that mixes replies up, whatever the connection does) is
-// refused, not served.
+// The second defence against replies nobody asked for: an entry binds to its key, so a manifest
+// that reaches a reader of another key (a server or proxy that mixes replies up, whatever the
+// connection does) is refused, not served.
 TEST_CASE("a manifest served for another key is refused, not served") {
-  HostileRedisServer server;
-  absl::StatusOr<std::shared_ptr<Backend>> backend =
-      NewRedisBackend({.url = server.url(), .command_timeout = kCommandTimeout});
-  REQUIRE(backend.ok());
-  ChunkedCache cache(*backend);
-  const std::string a = R"({"name":"a","items":[1,2,3]})";
-  const std::string b = R"({"name":"b","items":[4,5,6]})";
-  REQUIRE(cache.Put("a", a).ok());
-  REQUIRE(cache.Put("b", b).ok());
+  TwoDocuments docs;
+  HostileRedisServer& server = docs.server;
+  ChunkedCache& cache = *docs.cache;
+  const std::string& a = docs.a;
+  const std::string& b = docs.b;
   const std::string a_manifest_key =
       internal::StoredKeys(cache.options().key_prefix, "a").manifest();
   const std::optional<std::string> a_manifest = server.Get(a_manifest_key);
@@ -537,9 +546,10 @@ TEST_CASE("a manifest served for another key is refused, not served") {
 
 TEST_CASE("the hostile Redis fixture plays a real Redis until told otherwise") {
   HostileRedisServer server;
-  auto backend = std::make_shared<RedisBackend>(
-      RedisBackendOptions{.url = server.url(), .command_timeout = absl::Seconds(2)});
-  REQUIRE(backend->Init().ok());
+  absl::StatusOr<std::shared_ptr<RedisBackend>> made =
+      NewRedisBackend({.url = server.url(), .command_timeout = absl::Seconds(2)});
+  REQUIRE(made.ok());
+  const std::shared_ptr<RedisBackend> backend = *made;
 
   // A multi-chunk document through a ChunkedCache: SET PX, MGET, DEL of replaced chunks.
   ChunkedCache cache(backend, {.chunk_size = 4096});
@@ -591,9 +601,9 @@ TEST_CASE("the hostile Redis fixture checks passwords like Redis") {
   CHECK(absl::IsPermissionDenied((*anonymous)->MultiSet({{"k", "v"}}, absl::Minutes(1))));
 }
 
-// ---- What the fixture shows of other items of issue 16 ------------------------------------------
+// ---- Credentials in server text, call deadlines -------------------------------------------------
 
-// Item 3: a server that echoes an unknown command's arguments must not put the password in a
+// A server that echoes an unknown command's arguments must not put the password in a
 // status (AUTH renamed on the server).
 TEST_CASE("server text echoing the AUTH arguments never carries the password into a status") {
   HostileRedisServer server({.password = "pa55-w0rd-xyz"});
@@ -612,7 +622,7 @@ TEST_CASE("server text echoing the AUTH arguments never carries the password int
   }
 }
 
-// Item 5: a backend call made for a chunkcache call with a deadline ends by that deadline, even
+// A backend call made for a chunkcache call with a deadline ends by that deadline, even
 // when command_timeout is longer.
 TEST_CASE("a call's deadline bounds a Redis command shorter than command_timeout") {
   HostileRedisServer server;

@@ -10,13 +10,16 @@
 #include "catch2/catch.hpp"
 #include "internal/backoff.h"
 #include "internal/json.h"
+#include "internal/object_pool.h"
+#include "internal/percent_encode.h"
 #include "internal/unique_fd.h"
 #include "simdjson.h"
 
 namespace chunkcache::internal {
 namespace {
 
-TEST_CASE("JsonString quotes what JSON needs quoted and round-trips through a parser", "[internal]") {
+TEST_CASE("JsonString quotes what JSON needs quoted and round-trips through a parser",
+          "[internal]") {
   CHECK(JsonString("") == "\"\"");
   CHECK(JsonString("a\"b\\c") == R"("a\"b\\c")");
   CHECK(JsonString(std::string("\x01\n\x1f", 3)) == R"("\u0001\u000a\u001f")");
@@ -89,6 +92,81 @@ TEST_CASE("Backoff ceilings double up to the cap and draws stay in their ranges"
   CHECK(equal_min < absl::Milliseconds(55));
   CHECK(FullJitter(absl::ZeroDuration(), gen) == absl::ZeroDuration());
   CHECK(EqualJitter(-absl::Seconds(1), gen) == absl::ZeroDuration());
+}
+
+// An object that counts its destructions, and whether it may be reused.
+struct Pooled {
+  explicit Pooled(int* destroyed, int id = 0) : destroyed(destroyed), id(id) {}
+  ~Pooled() { ++*destroyed; }
+  int* destroyed;
+  int id;
+  bool fit = true;
+};
+
+TEST_CASE("ObjectPool makes objects only when none is idle and keeps max_idle", "[internal]") {
+  int made = 0, destroyed = 0;
+  ObjectPool<Pooled> pool([&] { return std::make_unique<Pooled>(&destroyed, ++made); }, 1);
+  {
+    ObjectPool<Pooled>::Handle first = pool.Acquire();
+    ObjectPool<Pooled>::Handle second = pool.Acquire();
+    CHECK(made == 2);
+  }  // given back: `second` first, kept; then `first`, destroyed at once
+  CHECK(destroyed == 1);
+  CHECK(pool.Acquire()->id == 2);
+  CHECK(made == 2);
+  pool.Clear();
+  CHECK(destroyed == 2);
+  CHECK(pool.TakeIdle() == nullptr);
+}
+
+TEST_CASE("ObjectPool drops unfit objects and surplus idle past surplus_ttl", "[internal]") {
+  int destroyed = 0;
+  std::size_t discarded = 0;
+  ObjectPool<Pooled>::Options options;
+  options.max_idle = 1;
+  options.surplus_ttl = absl::Milliseconds(30);
+  options.reusable = [](const Pooled& object) { return object.fit; };
+  options.on_discard = [&](std::size_t n) { discarded += n; };
+  ObjectPool<Pooled> pool(options);
+
+  auto unfit = std::make_unique<Pooled>(&destroyed);
+  unfit->fit = false;
+  pool.Put(std::move(unfit));
+  CHECK(destroyed == 1);
+  CHECK(discarded == 1);
+
+  // Three given back while max_idle is 1: the surplus stays for surplus_ttl, then goes.
+  for (int id = 1; id <= 3; ++id) pool.Put(std::make_unique<Pooled>(&destroyed, id));
+  CHECK(destroyed == 1);
+  absl::SleepFor(absl::Milliseconds(40));
+  std::unique_ptr<Pooled> taken = pool.TakeIdle();
+  REQUIRE(taken != nullptr);
+  CHECK(taken->id == 3);
+  CHECK(destroyed == 3);  // ids 1 and 2, aged out
+  CHECK(discarded == 3);
+
+  // An idle object that became unfit is dropped on the way to a fit one.
+  Pooled* watched = taken.get();
+  pool.Put(std::make_unique<Pooled>(&destroyed, 4));
+  pool.Put(std::move(taken));
+  watched->fit = false;
+  CHECK(pool.TakeIdle()->id == 4);
+  CHECK(destroyed == 5);  // id 3 dropped; id 4 destroyed with the returned pointer
+  CHECK(discarded == 4);
+}
+
+TEST_CASE("PercentEncode keeps what the predicate allows and writes the rest as %XX",
+          "[internal]") {
+  CHECK(PercentEncode("a-b.c_d~e", IsUrlUnreserved) == "a-b.c_d~e");
+  CHECK(PercentEncode("a b/c?d", IsUrlUnreserved) == "a%20b%2Fc%3Fd");
+  CHECK(PercentEncode(std::string("\x00\xff", 2), IsUrlUnreserved) == "%00%FF");
+  CHECK(PercentEncode("", IsUrlUnreserved).empty());
+  CHECK(PercentEncode("abc", [](unsigned char c) { return c != 'b'; }) == "a%62c");
+  for (int c = 0; c < 256; ++c) {
+    const bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    const bool mark = c == '-' || c == '.' || c == '_' || c == '~';
+    REQUIRE(IsUrlUnreserved(static_cast<unsigned char>(c)) == (alnum || mark));
+  }
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "catalogue.h"
 #include "fixtures/lambda_runtime_api.h"
+#include "fixtures/redis_server.h"
 #include "simdjson.h"
 #include "zstd.h"
 

@@ -41,6 +41,7 @@
 #include "catalogue.h"
 #include "fixtures/lambda_runtime_api.h"
 #include "fixtures/momento_emulator.h"
+#include "fixtures/redis_server.h"
 #include "simdjson.h"
 #include "zstd.h"
 

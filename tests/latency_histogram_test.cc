@@ -7,6 +7,7 @@
 #include <limits>
 #include <random>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace chunkcache::internal {
@@ -213,6 +214,75 @@ TEST_CASE("records from 4 threads at once are all counted", "[concurrency]") {
   CHECK(stats.mean == absl::Nanoseconds(sum / (std::uint64_t{kThreads} * kPerThread)));
   CheckClose(stats.p50, absl::Microseconds(kPerThread / 2));
   CheckClose(stats.p99, absl::Microseconds(kPerThread * 99 / 100));
+}
+
+TEST_CASE("a precise histogram's bucket bound is less than 0.8 % above any value in it") {
+  for (const std::uint64_t v : SampleValues()) {
+    CAPTURE(v);
+    const std::size_t bucket = PreciseLatencyHistogram::BucketOf(v);
+    const std::uint64_t upper = PreciseLatencyHistogram::BucketUpperBound(bucket);
+    REQUIRE(upper >= v);
+    CHECK(upper - v < v / 128 + 1);
+    if (bucket > 0) CHECK(v > PreciseLatencyHistogram::BucketUpperBound(bucket - 1));
+  }
+  CHECK(PreciseLatencyHistogram::BucketUpperBound(PreciseLatencyHistogram::BucketOf(kMaxNanos)) ==
+        kMaxNanos);
+  // Values below 128 ns are exact; 1 us lies in (999, 1003].
+  CHECK(PreciseLatencyHistogram::BucketUpperBound(PreciseLatencyHistogram::BucketOf(127)) == 127);
+  CHECK(PreciseLatencyHistogram::BucketUpperBound(PreciseLatencyHistogram::BucketOf(1000)) == 1003);
+}
+
+TEST_CASE("a precise histogram's percentiles are within 0.8 % of the truth") {
+  PreciseLatencyHistogram histogram;
+  for (int i = 1; i <= 10'000; ++i) histogram.Record(absl::Microseconds(i));
+  const LatencyStats stats = histogram.Summary();
+  CHECK(stats.count == 10'000);
+  CHECK(stats.max == absl::Milliseconds(10));
+  for (const auto& [quantile, truth] :
+       {std::pair{0.5, absl::Milliseconds(5)}, std::pair{0.99, absl::Microseconds(9900)},
+        std::pair{0.999, absl::Microseconds(9990)}}) {
+    CAPTURE(quantile);
+    const absl::Duration reported = histogram.Percentile(quantile);
+    CHECK(reported >= truth);
+    CHECK(reported <= truth * (1 + 1.0 / 128));
+  }
+  CHECK(histogram.Percentile(0.5) == stats.p50);
+  CHECK(histogram.Percentile(0.99) == stats.p99);
+}
+
+TEST_CASE(
+    "Percentile takes any quantile by nearest rank, clamped to [0, 1] and capped at the max") {
+  LatencyHistogram histogram;
+  CHECK(histogram.Percentile(0.5) == absl::ZeroDuration());
+  for (int i = 0; i < 999; ++i) histogram.Record(absl::Nanoseconds(5));
+  histogram.Record(absl::Nanoseconds(1000));
+  CHECK(histogram.Percentile(0.0) == absl::Nanoseconds(5));        // rank 1
+  CHECK(histogram.Percentile(0.999) == absl::Nanoseconds(5));      // rank 999
+  CHECK(histogram.Percentile(0.9995) == absl::Nanoseconds(1000));  // rank 1000: the max
+  CHECK(histogram.Percentile(1.0) == absl::Nanoseconds(1000));
+  CHECK(histogram.Percentile(7.0) == absl::Nanoseconds(1000));
+  CHECK(histogram.Percentile(-1.0) == absl::Nanoseconds(5));
+}
+
+TEST_CASE("Count, Max and NonEmptyBuckets describe what was recorded") {
+  PreciseLatencyHistogram histogram;
+  CHECK(histogram.Count() == 0);
+  CHECK(histogram.Max() == absl::ZeroDuration());
+  CHECK(histogram.NonEmptyBuckets().empty());
+  for (const std::int64_t nanos : {1000, 50, 1001, 50, 50, 2'000'000}) {
+    histogram.Record(absl::Nanoseconds(nanos));
+  }
+  CHECK(histogram.Count() == 6);
+  CHECK(histogram.Max() == absl::Milliseconds(2));
+  const std::vector<PreciseLatencyHistogram::Bucket> buckets = histogram.NonEmptyBuckets();
+  REQUIRE(buckets.size() == 3);
+  CHECK(buckets[0].upper_bound == absl::Nanoseconds(50));  // exact below 128 ns
+  CHECK(buckets[0].count == 3);
+  CHECK(buckets[1].upper_bound == absl::Nanoseconds(1003));  // 1000 and 1001 share a bucket
+  CHECK(buckets[1].count == 2);
+  CHECK(buckets[2].upper_bound >= absl::Milliseconds(2));
+  CHECK(buckets[2].upper_bound <= absl::Milliseconds(2) * (1 + 1.0 / 128));
+  CHECK(buckets[2].count == 1);
 }
 
 }  // namespace

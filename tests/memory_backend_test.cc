@@ -20,53 +20,22 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "backend_calls.h"
+#include "test_util.h"
 
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
 #include <unistd.h>
 
-// Sanitizers pad and quarantine every block, so resident memory says nothing about the backend's
-// accounting under them.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define CHUNKCACHE_UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define CHUNKCACHE_UNDER_SANITIZER 1
-#endif
-#endif
-
 namespace chunkcache {
 namespace {
 
 constexpr absl::Duration kForever = absl::InfiniteDuration();
 
-// A clock that moves only when told to; safe to read from many threads.
-class FakeClock {
- public:
-  absl::Time Now() const { return absl::FromUnixNanos(nanos_.load()); }
-  void Advance(absl::Duration d) { nanos_ += absl::ToInt64Nanoseconds(d); }
-  std::function<absl::Time()> AsFunction() const {
-    return [this] { return Now(); };
-  }
-
- private:
-  std::atomic<std::int64_t> nanos_{absl::ToUnixNanos(absl::FromUnixSeconds(1'700'000'000))};
-};
-
-std::optional<std::string> Get(Backend& backend, std::string_view key) {
-  absl::StatusOr<std::vector<std::optional<std::string>>> values = backend.MultiGet({&key, 1});
-  REQUIRE(values.ok());
-  REQUIRE(values->size() == 1);
-  return (*values)[0];
-}
-
-absl::Status Set(Backend& backend, std::string_view key, std::string_view value,
-                 absl::Duration ttl = kForever) {
-  const KeyValue item{key, value};
-  return backend.MultiSet({&item, 1}, ttl);
-}
+using testing::FakeClock;
+using testing::Get;
+using testing::Set;
 
 // What the items of `backend` are charged, without its index tables.
 std::uint64_t ItemBytes(const MemoryBackend& backend) {
@@ -76,9 +45,9 @@ std::uint64_t ItemBytes(const MemoryBackend& backend) {
 
 // What one item with this key and value is charged, measured in a backend of its own.
 std::uint64_t ChargeOf(std::string_view key, std::string_view value) {
-  MemoryBackend backend({.shards = 1});
-  REQUIRE(Set(backend, key, value).ok());
-  return ItemBytes(backend);
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend({.shards = 1});
+  REQUIRE(Set(*backend, key, value).ok());
+  return ItemBytes(*backend);
 }
 
 // Whether `actual` is the charge `expected` of `items` items. Charges are measured, and malloc
@@ -93,23 +62,24 @@ bool SameCharge(std::uint64_t actual, std::uint64_t expected, std::uint64_t item
 // index they need: measured by storing them in a larger one, plus half an item for the slack of
 // SameCharge.
 MemoryBackendOptions SingleShardFor(int items, std::size_t value_size) {
-  MemoryBackend probe({.max_item_size = value_size, .shards = 1});
+  const std::shared_ptr<MemoryBackend> probe =
+      NewMemoryBackend({.max_item_size = value_size, .shards = 1});
   for (int i = 0; i < items; ++i) {
     REQUIRE(
-        Set(probe, std::string(1, static_cast<char>('a' + i)), std::string(value_size, 'v')).ok());
+        Set(*probe, std::string(1, static_cast<char>('a' + i)), std::string(value_size, 'v')).ok());
   }
-  return {.capacity_bytes = probe.Stats().bytes + ItemBytes(probe) / items / 2,
+  return {.capacity_bytes = probe->Stats().bytes + ItemBytes(*probe) / items / 2,
           .max_item_size = value_size,
           .shards = 1};
 }
 
 TEST_CASE("MultiGet returns one entry per key, in order, with nullopt where absent") {
-  MemoryBackend backend;
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend();
   const std::vector<KeyValue> items = {{"a", "alpha"}, {"b", ""}, {"c", "gamma"}};
-  REQUIRE(backend.MultiSet(items, kForever).ok());
+  REQUIRE(backend->MultiSet(items, kForever).ok());
 
   const std::vector<std::string_view> keys = {"c", "missing", "a", "b", "a", ""};
-  absl::StatusOr<std::vector<std::optional<std::string>>> values = backend.MultiGet(keys);
+  absl::StatusOr<std::vector<std::optional<std::string>>> values = backend->MultiGet(keys);
   REQUIRE(values.ok());
   REQUIRE(values->size() == keys.size());
   CHECK((*values)[0] == "gamma");
@@ -119,103 +89,103 @@ TEST_CASE("MultiGet returns one entry per key, in order, with nullopt where abse
   CHECK((*values)[4] == "alpha");
   CHECK((*values)[5] == std::nullopt);
 
-  CHECK(backend.MultiGet({})->empty());
+  CHECK(backend->MultiGet({})->empty());
 }
 
 TEST_CASE("binary keys and values round-trip byte for byte") {
-  MemoryBackend backend;
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend();
   const std::string key("k\0\xff", 3);
   const std::string value("\0\x01\x02\xfe\xff", 5);
-  REQUIRE(Set(backend, key, value).ok());
-  CHECK(Get(backend, key) == value);
-  CHECK(Get(backend, std::string_view("k", 1)) == std::nullopt);
+  REQUIRE(Set(*backend, key, value).ok());
+  CHECK(Get(*backend, key) == value);
+  CHECK(Get(*backend, std::string_view("k", 1)) == std::nullopt);
 }
 
 TEST_CASE("an empty key is InvalidArgument for MultiSet and SetIfAbsent") {
-  MemoryBackend backend;
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend();
   const std::vector<KeyValue> items = {{"good", "1"}, {"", "2"}};
-  const absl::Status status = backend.MultiSet(items, kForever);
+  const absl::Status status = backend->MultiSet(items, kForever);
   CHECK(status.code() == absl::StatusCode::kInvalidArgument);
   CHECK_THAT(std::string(status.message()), Catch::Contains("empty"));
-  CHECK(Get(backend, "good") == std::nullopt);
+  CHECK(Get(*backend, "good") == std::nullopt);
 
-  CHECK(backend.SetIfAbsent("", "v", kForever).status().code() ==
+  CHECK(backend->SetIfAbsent("", "v", kForever).status().code() ==
         absl::StatusCode::kInvalidArgument);
-  CHECK(backend.Stats().items == 0);
+  CHECK(backend->Stats().items == 0);
 }
 
 TEST_CASE("storing an existing key replaces its value and its byte charge") {
-  MemoryBackend backend;
-  REQUIRE(Set(backend, "k", "short").ok());
-  REQUIRE(Set(backend, "k", "a much longer value").ok());
-  CHECK(Get(backend, "k") == "a much longer value");
-  const MemoryBackendStats stats = backend.Stats();
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend();
+  REQUIRE(Set(*backend, "k", "short").ok());
+  REQUIRE(Set(*backend, "k", "a much longer value").ok());
+  CHECK(Get(*backend, "k") == "a much longer value");
+  const MemoryBackendStats stats = backend->Stats();
   CHECK(stats.items == 1);
-  CHECK(SameCharge(ItemBytes(backend), ChargeOf("k", "a much longer value")));
+  CHECK(SameCharge(ItemBytes(*backend), ChargeOf("k", "a much longer value")));
   CHECK(ChargeOf("k", "a much longer value") > ChargeOf("k", "short"));
   CHECK(stats.evictions == 0);
 }
 
 TEST_CASE("when a key appears twice in one batch the later value wins") {
-  MemoryBackend backend;
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend();
   const std::vector<KeyValue> items = {{"k", "first"}, {"other", "x"}, {"k", "second"}};
-  REQUIRE(backend.MultiSet(items, kForever).ok());
-  CHECK(Get(backend, "k") == "second");
-  CHECK(backend.Stats().items == 2);
+  REQUIRE(backend->MultiSet(items, kForever).ok());
+  CHECK(Get(*backend, "k") == "second");
+  CHECK(backend->Stats().items == 2);
 }
 
 TEST_CASE("with one shard the least recently stored item is evicted first") {
-  MemoryBackend backend(SingleShardFor(3, 100));
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend(SingleShardFor(3, 100));
   const std::string value(100, 'v');
-  for (const char* key : {"a", "b", "c", "d"}) REQUIRE(Set(backend, key, value).ok());
+  for (const char* key : {"a", "b", "c", "d"}) REQUIRE(Set(*backend, key, value).ok());
 
-  CHECK(backend.Stats().evictions == 1);
-  CHECK(backend.Stats().items == 3);
-  CHECK(Get(backend, "a") == std::nullopt);
-  CHECK(Get(backend, "b") == value);
-  CHECK(Get(backend, "c") == value);
-  CHECK(Get(backend, "d") == value);
+  CHECK(backend->Stats().evictions == 1);
+  CHECK(backend->Stats().items == 3);
+  CHECK(Get(*backend, "a") == std::nullopt);
+  CHECK(Get(*backend, "b") == value);
+  CHECK(Get(*backend, "c") == value);
+  CHECK(Get(*backend, "d") == value);
 }
 
 TEST_CASE("reading an item protects it from eviction") {
-  MemoryBackend backend(SingleShardFor(3, 100));
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend(SingleShardFor(3, 100));
   const std::string value(100, 'v');
-  for (const char* key : {"a", "b", "c"}) REQUIRE(Set(backend, key, value).ok());
-  REQUIRE(Get(backend, "a") == value);  // Order, most recent first: a c b.
+  for (const char* key : {"a", "b", "c"}) REQUIRE(Set(*backend, key, value).ok());
+  REQUIRE(Get(*backend, "a") == value);  // Order, most recent first: a c b.
 
-  REQUIRE(Set(backend, "d", value).ok());  // Evicts b.
-  CHECK(Get(backend, "b") == std::nullopt);
-  REQUIRE(Set(backend, "e", value).ok());  // Order was d a c (the miss on b touched nothing).
-  CHECK(Get(backend, "c") == std::nullopt);
-  CHECK(Get(backend, "a") == value);
-  CHECK(Get(backend, "d") == value);
-  CHECK(Get(backend, "e") == value);
-  CHECK(backend.Stats().evictions == 2);
+  REQUIRE(Set(*backend, "d", value).ok());  // Evicts b.
+  CHECK(Get(*backend, "b") == std::nullopt);
+  REQUIRE(Set(*backend, "e", value).ok());  // Order was d a c (the miss on b touched nothing).
+  CHECK(Get(*backend, "c") == std::nullopt);
+  CHECK(Get(*backend, "a") == value);
+  CHECK(Get(*backend, "d") == value);
+  CHECK(Get(*backend, "e") == value);
+  CHECK(backend->Stats().evictions == 2);
 }
 
 TEST_CASE("replacing an item makes it the most recently used") {
-  MemoryBackend backend(SingleShardFor(2, 10));
-  REQUIRE(Set(backend, "a", "0123456789").ok());
-  REQUIRE(Set(backend, "b", "0123456789").ok());
-  REQUIRE(Set(backend, "a", "9876543210").ok());
-  REQUIRE(Set(backend, "c", "0123456789").ok());  // Evicts b, not a.
-  CHECK(Get(backend, "a") == "9876543210");
-  CHECK(Get(backend, "b") == std::nullopt);
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend(SingleShardFor(2, 10));
+  REQUIRE(Set(*backend, "a", "0123456789").ok());
+  REQUIRE(Set(*backend, "b", "0123456789").ok());
+  REQUIRE(Set(*backend, "a", "9876543210").ok());
+  REQUIRE(Set(*backend, "c", "0123456789").ok());  // Evicts b, not a.
+  CHECK(Get(*backend, "a") == "9876543210");
+  CHECK(Get(*backend, "b") == std::nullopt);
 }
 
 TEST_CASE("stored bytes never exceed capacity_bytes, whatever the item sizes") {
   const MemoryBackendOptions options = {
       .capacity_bytes = 64 << 10, .max_item_size = 4 << 10, .shards = 4};
-  MemoryBackend backend(options);
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend(options);
   std::mt19937 rng(42);
   std::vector<std::string> keys;
   for (int i = 0; i < 2000; ++i) {
     keys.push_back(absl::StrCat("key-", rng() % 500, std::string(rng() % 40, 'k')));
     const std::string value(rng() % (options.max_item_size + 1), 'v');
-    REQUIRE(Set(backend, keys.back(), value).ok());
-    REQUIRE(backend.Stats().bytes <= options.capacity_bytes);
+    REQUIRE(Set(*backend, keys.back(), value).ok());
+    REQUIRE(backend->Stats().bytes <= options.capacity_bytes);
   }
-  const MemoryBackendStats stats = backend.Stats();
+  const MemoryBackendStats stats = backend->Stats();
   CHECK(stats.evictions > 0);
   CHECK(stats.items > 0);
 
@@ -223,7 +193,7 @@ TEST_CASE("stored bytes never exceed capacity_bytes, whatever the item sizes") {
   std::vector<std::string_view> key_views(keys.begin(), keys.end());
   std::sort(key_views.begin(), key_views.end());
   key_views.erase(std::unique(key_views.begin(), key_views.end()), key_views.end());
-  absl::StatusOr<std::vector<std::optional<std::string>>> values = backend.MultiGet(key_views);
+  absl::StatusOr<std::vector<std::optional<std::string>>> values = backend->MultiGet(key_views);
   REQUIRE(values.ok());
   std::uint64_t held_items = 0;
   std::uint64_t held_bytes = 0;
@@ -236,26 +206,26 @@ TEST_CASE("stored bytes never exceed capacity_bytes, whatever the item sizes") {
   CHECK(SameCharge(stats.bytes - stats.index_bytes, held_bytes, held_items));
 
   // Every charge added is taken away again.
-  REQUIRE(backend.Delete(key_views).ok());
-  CHECK(backend.Stats().items == 0);
-  CHECK(ItemBytes(backend) == 0);
+  REQUIRE(backend->Delete(key_views).ok());
+  CHECK(backend->Stats().items == 0);
+  CHECK(ItemBytes(*backend) == 0);
 }
 
 TEST_CASE("an item expires once its ttl has passed") {
   FakeClock clock;
-  MemoryBackend backend({.clock = clock.AsFunction()});
-  REQUIRE(Set(backend, "short", "s", absl::Seconds(10)).ok());
-  REQUIRE(Set(backend, "long", "l", absl::Seconds(60)).ok());
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend({.clock = clock.AsFunction()});
+  REQUIRE(Set(*backend, "short", "s", absl::Seconds(10)).ok());
+  REQUIRE(Set(*backend, "long", "l", absl::Seconds(60)).ok());
 
   clock.Advance(absl::Seconds(9));
-  CHECK(Get(backend, "short") == "s");
+  CHECK(Get(*backend, "short") == "s");
   clock.Advance(absl::Seconds(1));
-  CHECK(Get(backend, "short") == std::nullopt);
-  CHECK(Get(backend, "long") == "l");
+  CHECK(Get(*backend, "short") == std::nullopt);
+  CHECK(Get(*backend, "long") == "l");
   clock.Advance(absl::Seconds(50));
-  CHECK(Get(backend, "long") == std::nullopt);
+  CHECK(Get(*backend, "long") == std::nullopt);
 
-  const MemoryBackendStats stats = backend.Stats();
+  const MemoryBackendStats stats = backend->Stats();
   CHECK(stats.expirations == 2);
   CHECK(stats.items == 0);
   CHECK(stats.bytes == stats.index_bytes);
@@ -263,166 +233,169 @@ TEST_CASE("an item expires once its ttl has passed") {
 
 TEST_CASE("storing again restarts the ttl") {
   FakeClock clock;
-  MemoryBackend backend({.clock = clock.AsFunction()});
-  REQUIRE(Set(backend, "k", "1", absl::Seconds(10)).ok());
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend({.clock = clock.AsFunction()});
+  REQUIRE(Set(*backend, "k", "1", absl::Seconds(10)).ok());
   clock.Advance(absl::Seconds(8));
-  REQUIRE(Set(backend, "k", "2", absl::Seconds(10)).ok());
+  REQUIRE(Set(*backend, "k", "2", absl::Seconds(10)).ok());
   clock.Advance(absl::Seconds(8));
-  CHECK(Get(backend, "k") == "2");
+  CHECK(Get(*backend, "k") == "2");
 }
 
 TEST_CASE("an item stored with an infinite ttl never expires") {
   FakeClock clock;
-  MemoryBackend backend({.clock = clock.AsFunction()});
-  REQUIRE(Set(backend, "k", "v", absl::InfiniteDuration()).ok());
-  REQUIRE(backend.SetIfAbsent("j", "w", absl::InfiniteDuration()).value());
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend({.clock = clock.AsFunction()});
+  REQUIRE(Set(*backend, "k", "v", absl::InfiniteDuration()).ok());
+  REQUIRE(backend->SetIfAbsent("j", "w", absl::InfiniteDuration()).value());
   clock.Advance(absl::Hours(24 * 365 * 100));
-  CHECK(Get(backend, "k") == "v");
-  CHECK(Get(backend, "j") == "w");
-  CHECK(backend.Stats().expirations == 0);
+  CHECK(Get(*backend, "k") == "v");
+  CHECK(Get(*backend, "j") == "w");
+  CHECK(backend->Stats().expirations == 0);
 }
 
 TEST_CASE("an expired item met while making room counts as an expiration, not an eviction") {
   FakeClock clock;
   MemoryBackendOptions options = SingleShardFor(2, 10);
   options.clock = clock.AsFunction();
-  MemoryBackend backend(options);
-  REQUIRE(Set(backend, "a", "0123456789", absl::Seconds(1)).ok());
-  REQUIRE(Set(backend, "b", "0123456789").ok());
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend(options);
+  REQUIRE(Set(*backend, "a", "0123456789", absl::Seconds(1)).ok());
+  REQUIRE(Set(*backend, "b", "0123456789").ok());
   clock.Advance(absl::Seconds(2));
-  REQUIRE(Set(backend, "c", "0123456789").ok());  // Drops the expired a.
+  REQUIRE(Set(*backend, "c", "0123456789").ok());  // Drops the expired a.
 
-  const MemoryBackendStats stats = backend.Stats();
+  const MemoryBackendStats stats = backend->Stats();
   CHECK(stats.expirations == 1);
   CHECK(stats.evictions == 0);
-  CHECK(Get(backend, "b") == "0123456789");
+  CHECK(Get(*backend, "b") == "0123456789");
 }
 
 TEST_CASE("a value over max_item_size is InvalidArgument and the batch stores nothing") {
-  MemoryBackend backend({.max_item_size = 1000});
-  REQUIRE(Set(backend, "kept", "old").ok());
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend({.max_item_size = 1000});
+  REQUIRE(Set(*backend, "kept", "old").ok());
 
   const std::string big(1001, 'x');
   const std::vector<KeyValue> items = {{"kept", "new"}, {"fresh", "f"}, {"big", big}};
-  const absl::Status status = backend.MultiSet(items, kForever);
+  const absl::Status status = backend->MultiSet(items, kForever);
   CHECK(status.code() == absl::StatusCode::kInvalidArgument);
   CHECK_THAT(std::string(status.message()), Catch::Contains("1001") && Catch::Contains("1000"));
-  CHECK(Get(backend, "kept") == "old");
-  CHECK(Get(backend, "fresh") == std::nullopt);
-  CHECK(Get(backend, "big") == std::nullopt);
+  CHECK(Get(*backend, "kept") == "old");
+  CHECK(Get(*backend, "fresh") == std::nullopt);
+  CHECK(Get(*backend, "big") == std::nullopt);
 
-  CHECK(backend.SetIfAbsent("big", big, kForever).status().code() ==
+  CHECK(backend->SetIfAbsent("big", big, kForever).status().code() ==
         absl::StatusCode::kInvalidArgument);
-  CHECK(backend.Stats().sets == 1);
+  CHECK(backend->Stats().sets == 1);
 }
 
 TEST_CASE("a value of exactly max_item_size is accepted") {
-  MemoryBackend backend({.max_item_size = 1000});
-  CHECK(backend.max_item_size() == 1000);
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend({.max_item_size = 1000});
+  CHECK(backend->max_item_size() == 1000);
   const std::string value(1000, 'x');
-  REQUIRE(Set(backend, "k", value).ok());
-  CHECK(Get(backend, "k") == value);
+  REQUIRE(Set(*backend, "k", value).ok());
+  CHECK(Get(*backend, "k") == value);
 }
 
 TEST_CASE("a non-positive ttl is InvalidArgument and stores nothing") {
-  MemoryBackend backend;
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend();
   for (const absl::Duration ttl :
        {absl::ZeroDuration(), absl::Seconds(-1), -absl::InfiniteDuration()}) {
-    CHECK(Set(backend, "k", "v", ttl).code() == absl::StatusCode::kInvalidArgument);
-    CHECK(backend.SetIfAbsent("k", "v", ttl).status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(Set(*backend, "k", "v", ttl).code() == absl::StatusCode::kInvalidArgument);
+    CHECK(backend->SetIfAbsent("k", "v", ttl).status().code() ==
+          absl::StatusCode::kInvalidArgument);
   }
-  CHECK(Get(backend, "k") == std::nullopt);
-  CHECK(backend.Stats().sets == 0);
+  CHECK(Get(*backend, "k") == std::nullopt);
+  CHECK(backend->Stats().sets == 0);
 }
 
 TEST_CASE("an item too large for any shard is ResourceExhausted and the batch stores nothing") {
-  MemoryBackend backend({.capacity_bytes = 4096, .max_item_size = 1024, .shards = 1});
+  const std::shared_ptr<MemoryBackend> backend =
+      NewMemoryBackend({.capacity_bytes = 4096, .max_item_size = 1024, .shards = 1});
   const std::string long_key(4096, 'k');  // Fits no 4096-byte shard with its overhead.
   const std::vector<KeyValue> items = {{"small", "s"}, {long_key, "v"}};
-  const absl::Status status = backend.MultiSet(items, kForever);
+  const absl::Status status = backend->MultiSet(items, kForever);
   CHECK(status.code() == absl::StatusCode::kResourceExhausted);
-  CHECK(Get(backend, "small") == std::nullopt);
-  CHECK(backend.SetIfAbsent(long_key, "v", kForever).status().code() ==
+  CHECK(Get(*backend, "small") == std::nullopt);
+  CHECK(backend->SetIfAbsent(long_key, "v", kForever).status().code() ==
         absl::StatusCode::kResourceExhausted);
 }
 
 TEST_CASE("shards are reduced so that a max-size item always fits") {
   // 16 shards of 256 KiB could not hold a 1 MiB item; fewer, larger shards can.
-  MemoryBackend backend({.capacity_bytes = 4 << 20, .max_item_size = 1 << 20, .shards = 16});
+  const std::shared_ptr<MemoryBackend> backend =
+      NewMemoryBackend({.capacity_bytes = 4 << 20, .max_item_size = 1 << 20, .shards = 16});
   const std::string value(1 << 20, 'x');
   for (int i = 0; i < 8; ++i) {
-    REQUIRE(Set(backend, absl::StrCat("key-", i), value).ok());
-    CHECK(backend.Stats().bytes <= std::size_t{4} << 20);
+    REQUIRE(Set(*backend, absl::StrCat("key-", i), value).ok());
+    CHECK(backend->Stats().bytes <= std::size_t{4} << 20);
   }
-  CHECK(backend.Stats().items >= 1);
+  CHECK(backend->Stats().items >= 1);
 }
 
 TEST_CASE("SetIfAbsent stores only when the key is absent or expired") {
   FakeClock clock;
-  MemoryBackend backend({.clock = clock.AsFunction()});
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend({.clock = clock.AsFunction()});
 
-  absl::StatusOr<bool> stored = backend.SetIfAbsent("k", "first", absl::Seconds(10));
+  absl::StatusOr<bool> stored = backend->SetIfAbsent("k", "first", absl::Seconds(10));
   REQUIRE(stored.ok());
   CHECK(*stored);
-  CHECK(Get(backend, "k") == "first");
+  CHECK(Get(*backend, "k") == "first");
 
-  stored = backend.SetIfAbsent("k", "second", absl::Seconds(10));
+  stored = backend->SetIfAbsent("k", "second", absl::Seconds(10));
   REQUIRE(stored.ok());
   CHECK_FALSE(*stored);
-  CHECK(Get(backend, "k") == "first");
+  CHECK(Get(*backend, "k") == "first");
 
   clock.Advance(absl::Seconds(10));
-  stored = backend.SetIfAbsent("k", "third", absl::Seconds(10));
+  stored = backend->SetIfAbsent("k", "third", absl::Seconds(10));
   REQUIRE(stored.ok());
   CHECK(*stored);
-  CHECK(Get(backend, "k") == "third");
+  CHECK(Get(*backend, "k") == "third");
 
-  REQUIRE(backend.Delete(std::vector<std::string_view>{"k"}).ok());
-  CHECK(*backend.SetIfAbsent("k", "fourth", kForever));
-  CHECK(Get(backend, "k") == "fourth");
+  REQUIRE(backend->Delete(std::vector<std::string_view>{"k"}).ok());
+  CHECK(*backend->SetIfAbsent("k", "fourth", kForever));
+  CHECK(Get(*backend, "k") == "fourth");
 
-  const MemoryBackendStats stats = backend.Stats();
+  const MemoryBackendStats stats = backend->Stats();
   CHECK(stats.sets == 3);
   CHECK(stats.expirations == 1);
 }
 
 TEST_CASE("Delete removes present keys and ignores absent ones") {
-  MemoryBackend backend;
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend();
   const std::vector<KeyValue> items = {{"a", "1"}, {"b", "2"}, {"c", "3"}};
-  REQUIRE(backend.MultiSet(items, kForever).ok());
+  REQUIRE(backend->MultiSet(items, kForever).ok());
 
   const std::vector<std::string_view> doomed = {"a", "missing", "c", "a", ""};
-  REQUIRE(backend.Delete(doomed).ok());
-  CHECK(Get(backend, "a") == std::nullopt);
-  CHECK(Get(backend, "b") == "2");
-  CHECK(Get(backend, "c") == std::nullopt);
-  REQUIRE(backend.Delete({}).ok());
+  REQUIRE(backend->Delete(doomed).ok());
+  CHECK(Get(*backend, "a") == std::nullopt);
+  CHECK(Get(*backend, "b") == "2");
+  CHECK(Get(*backend, "c") == std::nullopt);
+  REQUIRE(backend->Delete({}).ok());
 
-  const MemoryBackendStats stats = backend.Stats();
+  const MemoryBackendStats stats = backend->Stats();
   CHECK(stats.deletes == 2);
   CHECK(stats.items == 1);
-  CHECK(SameCharge(ItemBytes(backend), ChargeOf("b", "2")));
+  CHECK(SameCharge(ItemBytes(*backend), ChargeOf("b", "2")));
 }
 
 TEST_CASE("Stats counts hits, misses, sets, deletes, evictions and expirations") {
   FakeClock clock;
   MemoryBackendOptions options = SingleShardFor(3, 10);
   options.clock = clock.AsFunction();
-  MemoryBackend backend(options);
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend(options);
 
   const std::vector<KeyValue> items = {
       {"a", "0123456789"}, {"b", "0123456789"}, {"c", "0123456789"}};
-  REQUIRE(backend.MultiSet(items, kForever).ok());                  // 3 sets.
-  REQUIRE(Set(backend, "d", "0123456789").ok());                    // 1 set, evicts a.
-  REQUIRE(Set(backend, "e", "0123456789", absl::Seconds(1)).ok());  // 1 set, evicts b.
+  REQUIRE(backend->MultiSet(items, kForever).ok());                  // 3 sets.
+  REQUIRE(Set(*backend, "d", "0123456789").ok());                    // 1 set, evicts a.
+  REQUIRE(Set(*backend, "e", "0123456789", absl::Seconds(1)).ok());  // 1 set, evicts b.
   const std::vector<std::string_view> keys = {"a", "b", "c", "d", "e", "z"};
-  REQUIRE(backend.MultiGet(keys).ok());  // 3 hits, 3 misses.
+  REQUIRE(backend->MultiGet(keys).ok());  // 3 hits, 3 misses.
   clock.Advance(absl::Seconds(1));
-  CHECK(Get(backend, "e") == std::nullopt);                               // 1 miss, 1 expiration.
-  REQUIRE(backend.Delete(std::vector<std::string_view>{"c", "z"}).ok());  // 1 delete.
-  CHECK_FALSE(*backend.SetIfAbsent("d", "x", kForever));                  // No set.
+  CHECK(Get(*backend, "e") == std::nullopt);                               // 1 miss, 1 expiration.
+  REQUIRE(backend->Delete(std::vector<std::string_view>{"c", "z"}).ok());  // 1 delete.
+  CHECK_FALSE(*backend->SetIfAbsent("d", "x", kForever));                  // No set.
 
-  const MemoryBackendStats stats = backend.Stats();
+  const MemoryBackendStats stats = backend->Stats();
   CHECK(stats.sets == 5);
   CHECK(stats.evictions == 2);
   CHECK(stats.hits == 3);
@@ -430,15 +403,16 @@ TEST_CASE("Stats counts hits, misses, sets, deletes, evictions and expirations")
   CHECK(stats.expirations == 1);
   CHECK(stats.deletes == 1);
   CHECK(stats.items == 1);
-  CHECK(SameCharge(ItemBytes(backend), ChargeOf("d", "0123456789")));
+  CHECK(SameCharge(ItemBytes(*backend), ChargeOf("d", "0123456789")));
 }
 
 TEST_CASE("NewMemoryBackend returns a working Backend with the given options") {
-  std::shared_ptr<Backend> backend = NewMemoryBackend({.max_item_size = 123});
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend({.max_item_size = 123});
   REQUIRE(backend != nullptr);
   CHECK(backend->max_item_size() == 123);
   REQUIRE(Set(*backend, "k", "v").ok());
   CHECK(Get(*backend, "k") == "v");
+  CHECK(backend->Stats().sets == 1);  // The concrete type: its Stats need no cast.
   CHECK(Set(*backend, "big", std::string(124, 'x')).code() == absl::StatusCode::kInvalidArgument);
 }
 
@@ -461,38 +435,41 @@ TEST_CASE("an item is stored if its measured charge fits a shard, and refused if
         std::size_t{100}, std::size_t{4096}, std::size_t{100} << 10}) {
     INFO("value of " << size << " bytes");
     const std::string value(size, 'v');
-    MemoryBackend probe({.shards = 1});
-    REQUIRE(Set(probe, "a-key-of-20-bytes...", value).ok());
-    const std::size_t needed = probe.Stats().bytes;
+    const std::shared_ptr<MemoryBackend> probe = NewMemoryBackend({.shards = 1});
+    REQUIRE(Set(*probe, "a-key-of-20-bytes...", value).ok());
+    const std::size_t needed = probe->Stats().bytes;
 
     // The check before storing agrees with the measured charge within SameCharge's slack.
     const std::size_t slack = 4 * 31;
-    MemoryBackend roomy({.capacity_bytes = needed + slack, .shards = 1});
-    CHECK(Set(roomy, "a-key-of-20-bytes...", value).ok());
-    CHECK(Get(roomy, "a-key-of-20-bytes...") == value);
-    CHECK(SameCharge(roomy.Stats().bytes, needed));
+    const std::shared_ptr<MemoryBackend> roomy =
+        NewMemoryBackend({.capacity_bytes = needed + slack, .shards = 1});
+    CHECK(Set(*roomy, "a-key-of-20-bytes...", value).ok());
+    CHECK(Get(*roomy, "a-key-of-20-bytes...") == value);
+    CHECK(SameCharge(roomy->Stats().bytes, needed));
 
-    MemoryBackend tight({.capacity_bytes = needed - slack, .shards = 1});
-    CHECK(Set(tight, "a-key-of-20-bytes...", value).code() == absl::StatusCode::kResourceExhausted);
-    CHECK(tight.SetIfAbsent("a-key-of-20-bytes...", value, kForever).status().code() ==
+    const std::shared_ptr<MemoryBackend> tight =
+        NewMemoryBackend({.capacity_bytes = needed - slack, .shards = 1});
+    CHECK(Set(*tight, "a-key-of-20-bytes...", value).code() ==
           absl::StatusCode::kResourceExhausted);
-    CHECK(tight.Stats().items == 0);
+    CHECK(tight->SetIfAbsent("a-key-of-20-bytes...", value, kForever).status().code() ==
+          absl::StatusCode::kResourceExhausted);
+    CHECK(tight->Stats().items == 0);
   }
 }
 
 TEST_CASE("a shard's index is charged at its size and given back once most items are gone") {
   const MemoryBackendOptions options = {
       .capacity_bytes = 4 << 20, .max_item_size = 64 << 10, .shards = 1};
-  MemoryBackend backend(options);
-  for (int i = 0; i < 30'000; ++i) REQUIRE(Set(backend, absl::StrCat("tiny-", i), "v").ok());
-  const MemoryBackendStats tiny = backend.Stats();
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend(options);
+  for (int i = 0; i < 30'000; ++i) REQUIRE(Set(*backend, absl::StrCat("tiny-", i), "v").ok());
+  const MemoryBackendStats tiny = backend->Stats();
   CHECK(tiny.bytes <= options.capacity_bytes);
   CHECK(tiny.index_bytes > 25 * tiny.items);  // A slot and a control byte per item at least.
 
   // Large values push every tiny item out; the index they grew must not keep its size.
   const std::string large(60 << 10, 'L');
-  for (int i = 0; i < 100; ++i) REQUIRE(Set(backend, absl::StrCat("large-", i), large).ok());
-  const MemoryBackendStats stats = backend.Stats();
+  for (int i = 0; i < 100; ++i) REQUIRE(Set(*backend, absl::StrCat("large-", i), large).ok());
+  const MemoryBackendStats stats = backend->Stats();
   CHECK(stats.items < 70);
   CHECK(stats.bytes <= options.capacity_bytes);
   CHECK(stats.index_bytes < 8 << 10);
@@ -502,9 +479,9 @@ TEST_CASE("a shard's index is charged at its size and given back once most items
   // Deleting everything leaves nothing charged but the (small) index.
   std::vector<std::string> keys;
   for (int i = 0; i < 100; ++i) keys.push_back(absl::StrCat("large-", i));
-  REQUIRE(backend.Delete(std::vector<std::string_view>(keys.begin(), keys.end())).ok());
-  CHECK(backend.Stats().items == 0);
-  CHECK(ItemBytes(backend) == 0);
+  REQUIRE(backend->Delete(std::vector<std::string_view>(keys.begin(), keys.end())).ok());
+  CHECK(backend->Stats().items == 0);
+  CHECK(ItemBytes(*backend) == 0);
 }
 
 // This process's resident memory in bytes, after handing free heap memory back to the system so
@@ -531,15 +508,15 @@ std::int64_t ResidentBytes() {
 // it. The backend is built on this thread, so its memory comes from the main arena.
 void CheckResidentMemoryBound(std::size_t capacity, int count, const std::string& value) {
   const std::int64_t before = ResidentBytes();
-  MemoryBackend backend({.capacity_bytes = capacity});
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend({.capacity_bytes = capacity});
   int failed_sets = 0;
   char key[17];
   for (int i = 0; i < count; ++i) {
     std::snprintf(key, sizeof key, "key-%012d", i);
-    if (!Set(backend, std::string_view(key, 16), value).ok()) ++failed_sets;
+    if (!Set(*backend, std::string_view(key, 16), value).ok()) ++failed_sets;
   }
   const std::int64_t growth = ResidentBytes() - before;
-  const MemoryBackendStats stats = backend.Stats();
+  const MemoryBackendStats stats = backend->Stats();
   INFO("resident growth " << growth << " bytes for " << stats.items << " items charged "
                           << stats.bytes << " bytes; capacity_bytes " << capacity);
   REQUIRE(failed_sets == 0);
@@ -580,7 +557,7 @@ TEST_CASE("concurrent mixed operations never return another key's value or excee
   constexpr int kKeys = 64;
   const MemoryBackendOptions options = {
       .capacity_bytes = 16 << 10, .max_item_size = 2 << 10, .shards = 4};
-  MemoryBackend backend(options);
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend(options);
   std::vector<std::string> keys;
   for (int i = 0; i < kKeys; ++i) keys.push_back(absl::StrCat("key-", i));
 
@@ -607,14 +584,14 @@ TEST_CASE("concurrent mixed operations never return another key's value or excee
             std::vector<KeyValue> items;
             for (int i = 0; i < count; ++i) items.push_back({batch_keys[i], values[i]});
             const absl::Duration ttl = rng() % 4 == 0 ? absl::Milliseconds(1) : kForever;
-            if (!backend.MultiSet(items, ttl).ok()) ++errors;
+            if (!backend->MultiSet(items, ttl).ok()) ++errors;
             break;
           }
           case 1:
           case 2: {
             std::vector<std::string_view> wanted;
             for (int i = 1 + rng() % 8; i > 0; --i) wanted.push_back(random_key());
-            auto got = backend.MultiGet(wanted);
+            auto got = backend->MultiGet(wanted);
             if (!got.ok() || got->size() != wanted.size()) {
               ++errors;
               break;
@@ -626,18 +603,18 @@ TEST_CASE("concurrent mixed operations never return another key's value or excee
           }
           case 3: {
             const std::string_view key = random_key();
-            if (!backend.Delete({&key, 1}).ok()) ++errors;
+            if (!backend->Delete({&key, 1}).ok()) ++errors;
             break;
           }
           case 4: {
             const std::string_view key = random_key();
-            if (!backend.SetIfAbsent(key, ValueFor(key, t, rng() % 100), kForever).ok()) {
+            if (!backend->SetIfAbsent(key, ValueFor(key, t, rng() % 100), kForever).ok()) {
               ++errors;
             }
             break;
           }
         }
-        if (op % 100 == 0 && backend.Stats().bytes > options.capacity_bytes) ++over_capacity;
+        if (op % 100 == 0 && backend->Stats().bytes > options.capacity_bytes) ++over_capacity;
       }
     });
   }
@@ -646,14 +623,14 @@ TEST_CASE("concurrent mixed operations never return another key's value or excee
   CHECK(wrong_values == 0);
   CHECK(errors == 0);
   CHECK(over_capacity == 0);
-  const MemoryBackendStats stats = backend.Stats();
+  const MemoryBackendStats stats = backend->Stats();
   CHECK(stats.bytes <= options.capacity_bytes);
   CHECK(stats.hits > 0);
   CHECK(stats.evictions > 0);
 
   // Whatever survived still belongs to its key.
   std::vector<std::string_view> all(keys.begin(), keys.end());
-  auto values = backend.MultiGet(all);
+  auto values = backend->MultiGet(all);
   REQUIRE(values.ok());
   for (std::size_t i = 0; i < all.size(); ++i) {
     if ((*values)[i].has_value()) CHECK(BelongsTo(*(*values)[i], all[i]));
@@ -663,7 +640,7 @@ TEST_CASE("concurrent mixed operations never return another key's value or excee
 TEST_CASE("exactly one of many racing SetIfAbsent calls wins each key", "[concurrency]") {
   constexpr int kThreads = 8;
   constexpr int kKeys = 500;
-  MemoryBackend backend;
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend();
   std::vector<std::atomic<int>> wins(kKeys);
   std::vector<std::atomic<int>> winner(kKeys);
   std::atomic<int> errors{0};
@@ -674,7 +651,7 @@ TEST_CASE("exactly one of many racing SetIfAbsent calls wins each key", "[concur
       start.arrive_and_wait();
       for (int k = 0; k < kKeys; ++k) {
         absl::StatusOr<bool> stored =
-            backend.SetIfAbsent(absl::StrCat("key-", k), absl::StrCat("thread-", t), kForever);
+            backend->SetIfAbsent(absl::StrCat("key-", k), absl::StrCat("thread-", t), kForever);
         if (!stored.ok()) {
           ++errors;
         } else if (*stored) {
@@ -691,10 +668,10 @@ TEST_CASE("exactly one of many racing SetIfAbsent calls wins each key", "[concur
   for (int k = 0; k < kKeys; ++k) {
     if (wins[k] != 1) continue;
     ++keys_with_one_winner;
-    CHECK(Get(backend, absl::StrCat("key-", k)) == absl::StrCat("thread-", winner[k].load()));
+    CHECK(Get(*backend, absl::StrCat("key-", k)) == absl::StrCat("thread-", winner[k].load()));
   }
   CHECK(keys_with_one_winner == kKeys);
-  CHECK(backend.Stats().sets == kKeys);
+  CHECK(backend->Stats().sets == kKeys);
 }
 
 }  // namespace

@@ -27,7 +27,7 @@ namespace {
 
 // Stats with something in every section: hits, misses, loads, corrupt reads, backend errors.
 CacheStats BusyStats() {
-  auto faulty = std::make_shared<FaultInjectionBackend>(NewMemoryBackend());
+  auto faulty = NewFaultInjectionBackend(NewMemoryBackend()).value();
   ChunkedCache cache(faulty, {.chunk_size = 4096, .l1_capacity_bytes = 1 << 20});
   const std::string json = catalogue::GenerateCatalogue({.megabytes = 0.05});
   REQUIRE(cache.Put("a", json).ok());
@@ -213,6 +213,21 @@ TEST_CASE("ToCloudWatchEmf writes one valid EMF line within CloudWatch's limits"
   CHECK(names.count("BackendErrorsUnavailable") == 1);
 }
 
+TEST_CASE("ToCloudWatchEmf escapes quotes, backslashes and control characters") {
+  const std::string value = std::string("a\\b\"c\x01\n", 7);
+  absl::StatusOr<std::string> line =
+      ToCloudWatchEmf(CacheStats{}, {.metric_namespace = "N\\s", .dimensions = {{"Stage", value}}});
+  REQUIRE(line.ok());
+  CHECK_THAT(*line, Catch::Contains(R"("Namespace":"N\\s")"));
+  CHECK_THAT(*line, Catch::Contains(R"("Stage":"a\\b\"c\u0001\u000a")"));
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  REQUIRE(parser.parse(*line).get(root) == simdjson::SUCCESS);
+  std::string_view parsed;
+  REQUIRE(root["Stage"].get(parsed) == simdjson::SUCCESS);
+  CHECK(parsed == value);
+}
+
 TEST_CASE("ToCloudWatchEmf refuses what CloudWatch would reject") {
   const CacheStats stats;
   std::vector<std::pair<std::string, std::string>> too_many;
@@ -267,7 +282,7 @@ struct Captured {
 
 TEST_CASE("the log hook gets corrupt reads, at most one message per second per kind") {
   Captured captured;
-  auto faulty = std::make_shared<FaultInjectionBackend>(NewMemoryBackend());
+  auto faulty = NewFaultInjectionBackend(NewMemoryBackend()).value();
   ChunkedCache cache(faulty, {.chunk_size = 4096, .log = captured.Sink()});
   REQUIRE(cache.Put("k", catalogue::GenerateCatalogue({.megabytes = 0.05})).ok());
   faulty->SetOptions({.flip_byte_rate = 1});
@@ -280,8 +295,9 @@ TEST_CASE("the log hook gets corrupt reads, at most one message per second per k
 
 TEST_CASE("no log hook means no output, and the hook never sees a password") {
   {
-    auto faulty = std::make_shared<FaultInjectionBackend>(
-        NewMemoryBackend(), FaultInjectionOptions{.read_error_rate = 1});
+    auto faulty =
+        NewFaultInjectionBackend(NewMemoryBackend(), FaultInjectionOptions{.read_error_rate = 1})
+            .value();
     ChunkedCache quiet(faulty);  // nothing to assert but that it does not crash or print
     CHECK_FALSE(quiet.Get("k").ok());
   }

@@ -41,11 +41,10 @@ MomentoBackendOptions OptionsFor(const MomentoEmulator& emulator) {
 }
 
 std::shared_ptr<MomentoBackend> Connect(MomentoBackendOptions options) {
-  auto backend = std::make_shared<MomentoBackend>(std::move(options));
-  const absl::Status status = backend->Init();
-  INFO(status.ToString());
-  REQUIRE(status.ok());
-  return backend;
+  absl::StatusOr<std::shared_ptr<MomentoBackend>> backend = NewMomentoBackend(std::move(options));
+  INFO(backend.status().ToString());
+  REQUIRE(backend.ok());
+  return *std::move(backend);
 }
 
 std::string Catalogue(double megabytes, std::uint64_t seed = 1) {

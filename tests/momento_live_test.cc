@@ -22,7 +22,7 @@ std::string Env(const char* name) {
 }
 
 TEST_CASE("the catalogue round-trips through a real Momento cache") {
-  absl::StatusOr<std::shared_ptr<Backend>> backend =
+  absl::StatusOr<std::shared_ptr<MomentoBackend>> backend =
       NewMomentoBackend({.endpoint = Env("MOMENTO_ENDPOINT"), .cache_name = Env("MOMENTO_CACHE")});
   INFO(backend.status().ToString());
   REQUIRE(backend.ok());

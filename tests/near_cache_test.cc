@@ -22,8 +22,8 @@ std::size_t Charge(std::string_view key, std::size_t payload) {
 
 TEST_CASE("an erase holds back inserts of its own key only, not of every key") {
   NearCache cache(1 << 20);
-  // Under one global epoch, any erase dropped every insert whose read began before it: under
-  // write churn the near cache barely filled.
+  // An erase advances the epoch of its key's slot only: inserts of other keys whose reads began
+  // before it still go in, so the near cache fills under write churn.
   constexpr int kKeys = 200;
   std::vector<std::uint64_t> epochs;
   for (int i = 0; i < kKeys; ++i) epochs.push_back(cache.Epoch(absl::StrCat("key", i)));

@@ -51,38 +51,13 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "allocation_hooks.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/fault_injection_backend.h"
 #include "chunkcache/memory_backend.h"
+#include "fixtures/forked_child.h"
 #include "format/keys.h"
-
-// Issue 15 item 7: std::bad_alloc on the refresh thread outside the loader. The loader arms
-// `fail_next_allocation` on its own thread; the next operator new there (the cache storing what
-// the loader returned) throws. Not under AddressSanitizer, which must own the allocator.
-namespace {
-thread_local bool fail_next_allocation = false;
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kCanFailAllocations = false;
-#else
-constexpr bool kCanFailAllocations = true;
-#endif
-}  // namespace
-
-#if !defined(__SANITIZE_ADDRESS__)
-void* operator new(std::size_t size) {
-  if (fail_next_allocation) {
-    fail_next_allocation = false;
-    throw std::bad_alloc();
-  }
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t size) { return operator new(size); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-#endif
+#include "test_util.h"
 
 namespace chunkcache {
 namespace {
@@ -94,38 +69,16 @@ constexpr char kNew[] = R"({"version":"new"})";
 // ChunkedCache reads CLOCK_REALTIME_COARSE: a wait it measures may end this much early.
 constexpr absl::Duration kClockSlack = absl::Milliseconds(10);
 
-// Forwards to an inner backend and counts the calls of each kind.
-class CountingBackend final : public Backend {
- public:
-  explicit CountingBackend(std::shared_ptr<Backend> inner) : inner_(std::move(inner)) {}
+using testing::ChildOutcome;
+using testing::CountingBackend;
+using testing::RunInChild;
 
-  std::size_t max_item_size() const override { return inner_->max_item_size(); }
-  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
-      absl::Span<const std::string_view> keys) override {
-    multi_gets.fetch_add(1);
-    return inner_->MultiGet(keys);
-  }
-  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override {
-    multi_sets.fetch_add(1);
-    return inner_->MultiSet(items, ttl);
-  }
-  absl::Status Delete(absl::Span<const std::string_view> keys) override {
-    deletes.fetch_add(1);
-    return inner_->Delete(keys);
-  }
-  absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
-                                   absl::Duration ttl) override {
-    set_if_absents.fetch_add(1);
-    return inner_->SetIfAbsent(key, value, ttl);
-  }
-
-  int calls() const { return multi_gets + multi_sets + deletes + set_if_absents; }
-
-  std::atomic<int> multi_gets{0}, multi_sets{0}, deletes{0}, set_if_absents{0};
-
- private:
-  const std::shared_ptr<Backend> inner_;
-};
+// Issue 15 item 7: std::bad_alloc on the refresh thread outside the loader. The loader arms
+// `fail_next_allocation` (allocation_hooks.h) on its own thread; the next operator new there (the
+// cache storing what the loader returned) throws. Not under AddressSanitizer, which must own the
+// allocator.
+using testing::fail_next_allocation;
+constexpr bool kCanFailAllocations = testing::kHooked;
 
 // The origin as one process sees it: its loader calls, and how many ran at once at most.
 struct Origin {
@@ -467,7 +420,7 @@ TEST_CASE("origin protection: an unwell backend costs one load per unstored_hold
     faults.write_error_rate = 1;
     faults.error_code = absl::StatusCode::kResourceExhausted;
   }
-  auto backend = std::make_shared<FaultInjectionBackend>(NewMemoryBackend(), faults);
+  auto backend = NewFaultInjectionBackend(NewMemoryBackend(), faults).value();
   Fleet fleet(backend, options, kProcesses);
   const Drive drive =
       DriveHotKey(fleet, fleet.Loaders(LoadNew), kThreads, absl::Milliseconds(1500), {kNew});
@@ -487,10 +440,11 @@ TEST_CASE("origin protection: an unwell backend costs one load per unstored_hold
 TEST_CASE("origin protection: a value the backend refused is still checked before it is served") {
   CacheOptions options = SmallBackoffs();
   options.max_payload_size = 64;
-  auto backend = std::make_shared<FaultInjectionBackend>(
-      NewMemoryBackend(),
-      FaultInjectionOptions{.write_error_rate = 1,
-                            .error_code = absl::StatusCode::kResourceExhausted});
+  auto backend = NewFaultInjectionBackend(
+                     NewMemoryBackend(),
+                     FaultInjectionOptions{.write_error_rate = 1,
+                                           .error_code = absl::StatusCode::kResourceExhausted})
+                     .value();
   ChunkedCache cache(backend, options);
   // Only the local checks fail the call; what they refuse is never held for later callers.
   for (int i = 0; i < 3; ++i) {
@@ -694,66 +648,6 @@ TEST_CASE(
 
 // ---- Issue 15, item 7: exceptions on the refresh thread -------------------------------------
 
-// Runs `body` in a forked child, which reports through `report` and exits with body's return
-// value; the child never returns into Catch2. Returns the child's wait status and its report.
-struct ChildOutcome {
-  int wait_status = 0;
-  std::string report;
-
-  bool exited_cleanly() const { return WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0; }
-  std::string Describe() const {
-    std::string how = WIFEXITED(wait_status) ? absl::StrCat("exited ", WEXITSTATUS(wait_status))
-                      : WIFSIGNALED(wait_status)
-                          ? absl::StrCat("killed by signal ", WTERMSIG(wait_status), " (",
-                                         strsignal(WTERMSIG(wait_status)), ")")
-                          : absl::StrCat("wait status ", wait_status);
-    return absl::StrCat("child ", how, "; reported: ", report.empty() ? "(nothing)" : report);
-  }
-};
-
-ChildOutcome RunInChild(const std::function<int(std::string* report)>& body) {
-  int fds[2];
-  if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");
-  std::cout.flush();
-  std::cerr.flush();
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    ::close(fds[0]);
-    // Catch2's handlers would report a crash here as a failure of the parent's run.
-    for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTERM, SIGINT}) {
-      std::signal(sig, SIG_DFL);
-    }
-    int code = 0;
-    std::string report;
-    try {
-      code = body(&report);
-    } catch (...) {
-      report += " (the scenario threw)";
-      code = 3;
-    }
-    for (std::size_t sent = 0; sent < report.size();) {
-      const ssize_t n = ::write(fds[1], report.data() + sent, report.size() - sent);
-      if (n <= 0) break;
-      sent += static_cast<std::size_t>(n);
-    }
-    ::_exit(code);
-  }
-  ::close(fds[1]);
-  ChildOutcome outcome;
-  char buffer[512];
-  for (ssize_t n; (n = ::read(fds[0], buffer, sizeof(buffer))) != 0;) {
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) break;
-    outcome.report.append(buffer, static_cast<std::size_t>(n));
-  }
-  ::close(fds[0]);
-  while (::waitpid(pid, &outcome.wait_status, 0) < 0 && errno == EINTR) {
-  }
-  return outcome;
-}
-
 enum class Thrower { kLoaderBadAlloc, kLogSink, kBadAllocAfterLoad };
 
 // In the child: a stale entry whose refresh throws `thrower`'s way; then the loader heals and a
@@ -836,7 +730,7 @@ TEST_CASE("issue 15 10: after the cool-down exactly one caller probes the backen
   constexpr absl::Duration kSlow = absl::Milliseconds(600);
   const FaultInjectionOptions slow_and_failing{
       .read_error_rate = 1, .write_error_rate = 1, .delay_rate = 1, .delay = kSlow};
-  auto faulty = std::make_shared<FaultInjectionBackend>(NewMemoryBackend(), slow_and_failing);
+  auto faulty = NewFaultInjectionBackend(NewMemoryBackend(), slow_and_failing).value();
   auto backend = std::make_shared<CountingBackend>(faulty);
   CacheOptions options;
   options.breaker_failure_threshold = 1;

@@ -38,11 +38,10 @@ using testing::RedisCluster;
 using testing::RedisServer;
 
 std::shared_ptr<RedisBackend> Connect(RedisBackendOptions options) {
-  auto backend = std::make_shared<RedisBackend>(std::move(options));
-  const absl::Status status = backend->Init();
-  INFO(status.ToString());
-  REQUIRE(status.ok());
-  return backend;
+  absl::StatusOr<std::shared_ptr<RedisBackend>> backend = NewRedisBackend(std::move(options));
+  INFO(backend.status().ToString());
+  REQUIRE(backend.ok());
+  return *std::move(backend);
 }
 
 std::string Catalogue(double megabytes, std::uint64_t seed = 1) {
@@ -404,8 +403,7 @@ namespace {
 TEST_CASE("a server out of memory is ResourceExhausted") {
   testing::RedisServer server(
       {.extra_args = {"--maxmemory", "1mb", "--maxmemory-policy", "noeviction"}});
-  auto backend = std::make_shared<RedisBackend>(RedisBackendOptions{.url = server.url()});
-  REQUIRE(backend->Init().ok());
+  auto backend = Connect({.url = server.url()});
   const std::string value(512 << 10, 'v');
   absl::Status status;
   for (int i = 0; i < 8 && status.ok(); ++i) {
@@ -418,9 +416,7 @@ TEST_CASE("a server out of memory is ResourceExhausted") {
 
 TEST_CASE("an ASK redirect during a slot migration is followed") {
   testing::RedisCluster cluster;
-  auto backend = std::make_shared<RedisBackend>(
-      RedisBackendOptions{.url = cluster.urls()[0], .cluster = true});
-  REQUIRE(backend->Init().ok());
+  auto backend = Connect({.url = cluster.urls()[0], .cluster = true});
   const std::string key = "{ask}new-key";
   const int slot = testing::RedisCluster::SlotOf(key);
   const int from = cluster.NodeOwning(slot), to = (from + 1) % 3;
@@ -567,7 +563,7 @@ TEST_CASE("a server that dies under a large write is an error, not a SIGPIPE") {
   }
 }
 
-// ---- Broken and hostile peers (issue 16) ------------------------------------------------------
+// ---- Broken and hostile peers -------------------------------------------------------------------
 
 using std::chrono::milliseconds;
 using testing::HostileRedisOptions;

@@ -88,6 +88,15 @@ struct LoadThreads {
   }
 };
 
+// A backend in cluster mode, seeded with `url`.
+std::shared_ptr<RedisBackend> ClusterBackend(const std::string& url) {
+  absl::StatusOr<std::shared_ptr<RedisBackend>> backend =
+      NewRedisBackend({.url = url, .cluster = true});
+  INFO(backend.status().ToString());
+  REQUIRE(backend.ok());
+  return *std::move(backend);
+}
+
 // Kills master `victim` while two threads write and read its keys straight on `backend` and two
 // more Put and Get documents of every master through a ChunkedCache on it, waits for the cluster
 // to fail over and for the backend to serve the victim's slots again (or the bound to pass), and
@@ -251,16 +260,12 @@ TEST_CASE(
   REQUIRE(masters.size() == 3);
   // The victim is also the backend's only seed: the refresh must find the other nodes by itself.
   const int victim = masters[0];
-  auto backend = std::make_shared<RedisBackend>(
-      RedisBackendOptions{.url = cluster.node(victim).url(), .cluster = true});
-  REQUIRE(backend->Init().ok());
+  const std::shared_ptr<RedisBackend> backend = ClusterBackend(cluster.node(victim).url());
 
   // A second backend, idle from before the kill until after the failover, with a pooled
   // connection to the victim: its first call must find the new owner by itself (one refresh, one
   // retry).
-  auto idle = std::make_shared<RedisBackend>(
-      RedisBackendOptions{.url = cluster.node(victim).url(), .cluster = true});
-  REQUIRE(idle->Init().ok());
+  const std::shared_ptr<RedisBackend> idle = ClusterBackend(cluster.node(victim).url());
   std::string idle_key;
   for (int n = 0; idle_key.empty(); ++n) {
     const std::string key = "idle" + std::to_string(n);
@@ -285,9 +290,7 @@ TEST_CASE(
 // node that took over, and the next round kills another master.
 TEST_CASE("one backend follows repeated failovers", "[.soak]") {
   RedisCluster cluster(ClusterWithReplicas());
-  auto backend = std::make_shared<RedisBackend>(
-      RedisBackendOptions{.url = cluster.urls()[0], .cluster = true});
-  REQUIRE(backend->Init().ok());
+  const std::shared_ptr<RedisBackend> backend = ClusterBackend(cluster.urls()[0]);
   std::vector<double> lags;
   for (int round = 0; round < 6; ++round) {
     const std::vector<int> masters = cluster.Masters();

@@ -51,6 +51,7 @@
 #include "chunkcache/memory_backend.h"
 #include "fixtures/pausing_backend.h"
 #include "format/keys.h"
+#include "test_util.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define CHUNKCACHE_TSAN 1
@@ -370,15 +371,7 @@ class LoaderToken {
   std::vector<std::size_t> writes_;
 };
 
-// A clock tests move by hand; safe to read from the cache's background threads.
-class FakeClock {
- public:
-  absl::Time Now() const { return absl::FromUnixNanos(nanos_.load()); }
-  void Advance(absl::Duration d) { nanos_ += absl::ToInt64Nanoseconds(d); }
-
- private:
-  std::atomic<std::int64_t> nanos_{absl::ToUnixNanos(absl::FromUnixSeconds(1'800'000'000))};
-};
+using testing::FakeClock;
 
 struct Config {
   bool l1 = false;

@@ -22,23 +22,17 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "backend_calls.h"
 #include "chunkcache/fault_injection_backend.h"
 #include "chunkcache/memory_backend.h"
+#include "test_util.h"
 
 namespace chunkcache {
 namespace {
 
 constexpr absl::Duration kForever = absl::InfiniteDuration();
 
-// A clock that moves only when told to; safe to use from many threads.
-class FakeClock {
- public:
-  absl::Time Now() const { return absl::FromUnixNanos(nanos_.load()); }
-  void Advance(absl::Duration d) { nanos_ += absl::ToInt64Nanoseconds(d); }
-
- private:
-  std::atomic<std::int64_t> nanos_{absl::ToUnixNanos(absl::FromUnixSeconds(1'700'000'000))};
-};
+using testing::FakeClock;
 
 // A sleep that returns at once: it records each backoff and advances the fake clock by it.
 class FakeSleep {
@@ -146,17 +140,8 @@ std::shared_ptr<RetryingBackend> MakeRetrying(std::shared_ptr<Backend> inner,
   return *retrying;
 }
 
-std::optional<std::string> Get(Backend& backend, std::string_view key) {
-  absl::StatusOr<std::vector<std::optional<std::string>>> values = backend.MultiGet({&key, 1});
-  REQUIRE(values.ok());
-  REQUIRE(values->size() == 1);
-  return (*values)[0];
-}
-
-absl::Status Set(Backend& backend, std::string_view key, std::string_view value) {
-  const KeyValue item{key, value};
-  return backend.MultiSet({&item, 1}, kForever);
-}
+using testing::Get;
+using testing::Set;
 
 std::string Message(const absl::Status& status) { return std::string(status.message()); }
 
@@ -164,8 +149,10 @@ TEST_CASE("transient errors are retried until every call succeeds") {
   FakeClock clock;
   FakeSleep sleep(&clock);
   auto memory = NewMemoryBackend();
-  auto faulty = std::make_shared<FaultInjectionBackend>(
-      memory, FaultInjectionOptions{.read_error_rate = 0.3, .write_error_rate = 0.3, .seed = 9});
+  auto faulty =
+      NewFaultInjectionBackend(
+          memory, FaultInjectionOptions{.read_error_rate = 0.3, .write_error_rate = 0.3, .seed = 9})
+          .value();
   auto retrying = MakeRetrying(faulty, FakeTimeOptions(&clock, &sleep, {.max_attempts = 8}));
 
   for (int i = 0; i < 100; ++i) {
@@ -188,11 +175,12 @@ TEST_CASE("transient errors are retried until every call succeeds") {
 TEST_CASE("an error that persists is returned, code kept, after exactly max_attempts attempts") {
   FakeClock clock;
   FakeSleep sleep(&clock);
-  auto faulty = std::make_shared<FaultInjectionBackend>(
-      NewMemoryBackend(),
-      FaultInjectionOptions{.read_error_rate = 1,
-                            .write_error_rate = 1,
-                            .error_code = absl::StatusCode::kResourceExhausted});
+  auto faulty = NewFaultInjectionBackend(
+                    NewMemoryBackend(),
+                    FaultInjectionOptions{.read_error_rate = 1,
+                                          .write_error_rate = 1,
+                                          .error_code = absl::StatusCode::kResourceExhausted})
+                    .value();
   auto retrying = MakeRetrying(faulty, FakeTimeOptions(&clock, &sleep, {.max_attempts = 4}));
 
   const std::vector<std::string_view> keys = {"k"};
@@ -452,24 +440,24 @@ TEST_CASE("NewRetryingBackend rejects a null inner backend and bad options") {
   CHECK(Get(*memory, "k") == "v");
 }
 
-TEST_CASE("the constructor brings bad options to the nearest valid ones") {
+TEST_CASE("options() reports the options given, with sleep and clock filled in") {
   auto inner = std::make_shared<ScriptedBackend>();
-  RetryingBackend retrying(inner, {.max_attempts = 0,
-                                   .backoff_base = absl::Milliseconds(-5),
-                                   .backoff_cap = absl::Milliseconds(-1),
-                                   .deadline = absl::Seconds(-1),
-                                   .retry_on = {absl::StatusCode::kOk}});
-  const RetryingBackendOptions& options = retrying.options();
-  CHECK(options.max_attempts == 1);
-  CHECK(options.backoff_base == absl::ZeroDuration());
-  CHECK(options.backoff_cap == absl::ZeroDuration());
-  CHECK(options.deadline == absl::ZeroDuration());
-  CHECK(options.retry_on.empty());
+  auto retrying = MakeRetrying(inner, {.max_attempts = 2,
+                                       .backoff_base = absl::Milliseconds(5),
+                                       .backoff_cap = absl::Milliseconds(7),
+                                       .deadline = absl::Seconds(3),
+                                       .retry_on = {absl::StatusCode::kAborted}});
+  const RetryingBackendOptions& options = retrying->options();
+  CHECK(options.max_attempts == 2);
+  CHECK(options.backoff_base == absl::Milliseconds(5));
+  CHECK(options.backoff_cap == absl::Milliseconds(7));
+  CHECK(options.deadline == absl::Seconds(3));
+  CHECK(options.retry_on == std::vector<absl::StatusCode>{absl::StatusCode::kAborted});
   CHECK(options.sleep);
   CHECK(options.clock);
-  CHECK(retrying.max_item_size() == 777);
-  REQUIRE(Set(retrying, "k", "v").ok());
-  CHECK(Get(retrying, "k") == "v");
+  CHECK(retrying->max_item_size() == 777);
+  REQUIRE(Set(*retrying, "k", "v").ok());
+  CHECK(Get(*retrying, "k") == "v");
 }
 
 TEST_CASE("the default options retry the transient codes and really sleep") {
@@ -498,8 +486,9 @@ TEST_CASE("concurrent callers through retries over injected faults all succeed",
   constexpr int kThreads = 4;
   constexpr int kOpsPerThread = 500;
   auto memory = NewMemoryBackend();
-  auto faulty = std::make_shared<FaultInjectionBackend>(
-      memory, FaultInjectionOptions{.read_error_rate = 0.3, .write_error_rate = 0.3});
+  auto faulty = NewFaultInjectionBackend(
+                    memory, FaultInjectionOptions{.read_error_rate = 0.3, .write_error_rate = 0.3})
+                    .value();
   // 16 attempts at a 30 % failure rate: a call gives up with probability 0.3^16, about 4e-9.
   auto retrying =
       MakeRetrying(faulty, {.max_attempts = 16,

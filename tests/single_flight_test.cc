@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "fixtures/process.h"
 
 namespace chunkcache::internal {
 namespace {
@@ -30,12 +31,7 @@ constexpr auto kQueueUpTime = std::chrono::milliseconds(50);
 
 // Polls `done` until it holds or kPatience runs out; true if it holds.
 bool WaitUntil(const std::function<bool()>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + kPatience;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
+  return testing::fixture_internal::WaitFor(kPatience, done, std::chrono::milliseconds(1));
 }
 
 Bytes MakeBytes(std::string text) { return std::make_shared<const std::string>(std::move(text)); }
@@ -275,36 +271,46 @@ TEST_CASE("a waiter past its deadline times out while the leader carries on and 
   CHECK(flight.InFlight() == 0);
 }
 
-TEST_CASE("flights of different keys run independently and at the same time", "[concurrency]") {
-  SingleFlight flight;
+// Runs one flight per key, each on its own thread; every work waits until both are under way.
+struct TwoFlights {
+  bool both_running = false;  // both works were under way at once
+  std::size_t in_flight = 0;  // keys in flight meanwhile
+  std::optional<Outcome> outcomes[2];
+};
+TwoFlights RunTwoFlightsAtOnce(SingleFlight& flight, const std::string (&keys)[2]) {
+  TwoFlights run;
   std::atomic<int> running{0};
   std::latch release(1);
-  std::optional<Outcome> outcomes[2];
   std::vector<std::thread> threads;
-  const std::string keys[2] = {"alpha", "beta"};
   for (int i = 0; i < 2; ++i) {
     threads.emplace_back([&, i] {
-      outcomes[i] = flight.Do(keys[i], absl::InfiniteFuture(), [&]() -> absl::StatusOr<Bytes> {
+      run.outcomes[i] = flight.Do(keys[i], absl::InfiniteFuture(), [&]() -> absl::StatusOr<Bytes> {
         running.fetch_add(1);
         release.wait();
         return MakeBytes(keys[i]);
       });
     });
   }
-  // Both works are under way at once: neither key's flight waits for the other's.
-  const bool both_running = WaitUntil([&] { return running.load() == 2; });
-  const std::size_t in_flight = flight.InFlight();
+  run.both_running = WaitUntil([&] { return running.load() == 2; });
+  run.in_flight = flight.InFlight();
   release.count_down();
   for (std::thread& thread : threads) thread.join();
+  return run;
+}
 
-  REQUIRE(both_running);
-  CHECK(in_flight == 2);
+TEST_CASE("flights of different keys run independently and at the same time", "[concurrency]") {
+  SingleFlight flight;
+  const std::string keys[2] = {"alpha", "beta"};
+  const TwoFlights run = RunTwoFlightsAtOnce(flight, keys);
+  // Both works are under way at once: neither key's flight waits for the other's.
+  REQUIRE(run.both_running);
+  CHECK(run.in_flight == 2);
   for (int i = 0; i < 2; ++i) {
     CAPTURE(i);
-    REQUIRE(outcomes[i].has_value());
-    CHECK(outcomes[i]->role == Role::kLeader);
-    REQUIRE(outcomes[i]->result.ok());
-    CHECK(**outcomes[i]->result == keys[i]);
+    REQUIRE(run.outcomes[i].has_value());
+    CHECK(run.outcomes[i]->role == Role::kLeader);
+    REQUIRE(run.outcomes[i]->result.ok());
+    CHECK(**run.outcomes[i]->result == keys[i]);
   }
   CHECK(flight.InFlight() == 0);
 }
@@ -312,27 +318,13 @@ TEST_CASE("flights of different keys run independently and at the same time", "[
 TEST_CASE("keys are compared by their bytes, NUL and all", "[concurrency]") {
   // "k\0a" and "k\0b" must be separate flights even though they agree up to the NUL.
   SingleFlight flight;
-  std::atomic<int> running{0};
-  std::latch release(1);
-  std::optional<Outcome> outcomes[2];
   const std::string keys[2] = {std::string("k\0a", 3), std::string("k\0b", 3)};
-  std::vector<std::thread> threads;
+  const TwoFlights run = RunTwoFlightsAtOnce(flight, keys);
+  REQUIRE(run.both_running);
+  CHECK(run.in_flight == 2);
   for (int i = 0; i < 2; ++i) {
-    threads.emplace_back([&, i] {
-      outcomes[i] = flight.Do(keys[i], absl::InfiniteFuture(), [&]() -> absl::StatusOr<Bytes> {
-        running.fetch_add(1);
-        release.wait();
-        return MakeBytes(keys[i]);
-      });
-    });
-  }
-  const bool both_running = WaitUntil([&] { return running.load() == 2; });
-  release.count_down();
-  for (std::thread& thread : threads) thread.join();
-  REQUIRE(both_running);
-  for (int i = 0; i < 2; ++i) {
-    REQUIRE(outcomes[i].has_value());
-    CHECK(outcomes[i]->role == Role::kLeader);
+    REQUIRE(run.outcomes[i].has_value());
+    CHECK(run.outcomes[i]->role == Role::kLeader);
   }
   CHECK(flight.InFlight() == 0);
 }

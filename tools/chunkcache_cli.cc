@@ -31,21 +31,18 @@
 #include <utility>
 #include <vector>
 
+#include "../examples/common/flags_help.h"
 #include "../examples/common/standard_fds.h"
 #include "absl/cleanup/cleanup.h"
-#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -716,43 +713,6 @@ int Stats(Context& context, const Settings& settings, const std::vector<std::str
 
 // ---- Command line -----------------------------------------------------------------------------
 
-// `text` folded at spaces into lines of at most `width` characters, each after `indent`.
-std::string Wrap(absl::string_view text, std::size_t width, absl::string_view indent) {
-  std::string out;
-  std::size_t line = 0;
-  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
-    if (line > 0 && line + 1 + word.size() > width) {
-      out += "\n";
-      line = 0;
-    }
-    if (line == 0) {
-      absl::StrAppend(&out, indent, word);
-    } else {
-      absl::StrAppend(&out, " ", word);
-      ++line;
-    }
-    line += word.size();
-  }
-  return out + "\n";
-}
-
-// --help: the usage message and this tool's flags (absl's own --help would exit with status 1).
-void PrintHelp(Stdout& out) {
-  std::vector<const absl::CommandLineFlag*> flags;
-  for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (absl::StrContains(flag->Filename(), "chunkcache_cli")) flags.push_back(flag);
-  }
-  std::sort(flags.begin(), flags.end(),
-            [](const auto* a, const auto* b) { return a->Name() < b->Name(); });
-  std::string help = absl::StrCat("chunkcache: ", absl::ProgramUsageMessage(), "\n\nflags:\n");
-  for (const absl::CommandLineFlag* flag : flags) {
-    absl::StrAppend(&help, "  --", flag->Name(),
-                    " (default: ", flag->DefaultValue().empty() ? "none" : flag->DefaultValue(),
-                    ")\n", Wrap(flag->Help(), 90, "      "));
-  }
-  out.Print("%s", help);
-}
-
 // Rewrites the short options absl flags cannot take, `-o FILE` and `-n N`, into --output=FILE and
 // --count=N, and -h into --help. Stops at "--", after which everything is an argument.
 std::vector<char*> ExpandShortOptions(int argc, char** argv, std::vector<std::string>& storage) {
@@ -776,16 +736,6 @@ std::vector<char*> ExpandShortOptions(int argc, char** argv, std::vector<std::st
     }
   }
   return expanded;
-}
-
-// True if --help (or -help) comes before any "--".
-bool WantsHelp(const std::vector<char*>& args) {
-  for (const char* arg : args) {
-    const absl::string_view flag = arg;
-    if (flag == "--") return false;
-    if (flag == "--help" || flag == "-help") return true;
-  }
-  return false;
 }
 
 Settings ReadSettings() {
@@ -885,24 +835,16 @@ int main(int argc, char** argv) {
     return chunkcache::cli::kExitError;
   }
   absl::SetProgramUsageMessage(chunkcache::cli::kUsage);
-  absl::FlagsUsageConfig usage_config;
   // --help lists the flags of this file (absl's default wants the file named after the binary).
-  usage_config.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "chunkcache_cli");
-  };
-  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
-  usage_config.version_string = [] {
-    return std::string("chunkcache " CHUNKCACHE_VERSION_STRING "\n");
-  };
-  absl::SetFlagsUsageConfig(usage_config);
+  chunkcache::examples::ConfigureFlagsUsage("chunkcache", "chunkcache_cli");
 
   std::vector<std::string> storage;
   std::vector<char*> expanded = chunkcache::cli::ExpandShortOptions(argc, argv, storage);
   chunkcache::cli::Stdout out;
   std::string command = "--help";
   int code = chunkcache::cli::kExitOk;
-  if (chunkcache::cli::WantsHelp(expanded)) {
-    chunkcache::cli::PrintHelp(out);
+  if (chunkcache::examples::WantsHelp(expanded)) {
+    out.Print("%s", chunkcache::examples::FlagsHelp("chunkcache", "chunkcache_cli"));
   } else {
     const std::vector<char*> positional =
         absl::ParseCommandLine(static_cast<int>(expanded.size()), expanded.data());

@@ -22,6 +22,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "internal/json.h"
+#include "internal/percent_encode.h"
 
 namespace lambda {
 namespace {
@@ -32,23 +34,9 @@ constexpr long kConnectTimeoutMs = 5000;  // NOLINT(runtime/int): libcurl's type
 // Most bytes of a failed /next's body quoted in its error.
 constexpr std::size_t kQuotedBody = 256;
 
-std::string_view StdView(absl::string_view s) { return std::string_view(s.data(), s.size()); }
+using ::chunkcache::internal::JsonString;
 
-std::string JsonString(std::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (u < 0x20) {
-      absl::StrAppendFormat(&out, "\\u%04x", u);
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out + "\"";
-}
+std::string_view StdView(absl::string_view s) { return std::string_view(s.data(), s.size()); }
 
 // `text` for a log line: bytes outside printable ASCII as \xNN.
 std::string Printable(std::string_view text) {
@@ -194,20 +182,9 @@ class StreamSource {
 }  // namespace
 
 std::string EscapePathSegment(std::string_view request_id) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(request_id.size());
-  for (const char c : request_id) {
-    const auto u = static_cast<unsigned char>(c);
-    if (absl::ascii_isalnum(u) || c == '-' || c == '_' || c == '~') {
-      out.push_back(c);
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[u >> 4]);
-      out.push_back(kHex[u & 15]);
-    }
-  }
-  return out;
+  return chunkcache::internal::PercentEncode(request_id, [](unsigned char c) {
+    return c != '.' && chunkcache::internal::IsUrlUnreserved(c);
+  });
 }
 
 std::string ErrorType(const absl::Status& status) {

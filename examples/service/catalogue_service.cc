@@ -1,10 +1,11 @@
-// catalogue_service: chunkcache used from a service — a small HTTP/1.1 server that answers
-// GET /catalogue from a ChunkedCache in front of a slow origin.
+// catalogue_service: chunkcache used from a service — an HTTP/1.1 server (cpp-httplib) that
+// answers GET /catalogue from a ChunkedCache in front of a slow origin.
 //
 //   catalogue_service [--port=8080] [--bind=127.0.0.1] [--backend=memory://|redis://host:port]
-//                     [--catalogue_mb=10] [--origin_delay_ms=200] [--threads=32]
+//                     [--catalogue_mb=10] [--origin_delay=200ms] [--threads=32]
 //                     [--max_connections=1024] [--idle_timeout=5s] [--header_timeout=10s]
 //                     [--send_timeout=10s] [--linger=1s] [--max_connection_age=5m]
+//   catalogue_service --help      every flag with its default
 //
 //   GET /catalogue   the catalogue JSON; zstd as stored in the cache if Accept-Encoding has zstd
 //   GET /metrics     Prometheus text: the cache's counters and latencies, plus the origin loads
@@ -12,42 +13,42 @@
 //
 // What to copy into your own service is marked "Service pattern:" below: the cache is created once
 // at start-up, the loader owns what it uses, a client that accepts zstd gets the stored frame
-// without a decode, and /metrics renders cache.Stats(). The rest is a deliberately plain HTTP
-// server over POSIX sockets (one epoll thread reading requests and writing responses for every
-// connection, a fixed pool of threads running the handler, keep-alive, request headers bounded to
-// 16 KiB, GET only) so that the example needs no HTTP library. Every stage of a connection has a
-// time bound (see ServerLimits), so slow or idle clients cost a descriptor each, never a thread.
+// without a decode, the cached bytes go to the socket without a copy, and /metrics renders
+// cache.Stats().
+//
+// HTTP is cpp-httplib's: parsing, routing, writing replies. httplib serves each connection on a
+// thread of its pool, and its timeouts bound each read and write, not a stage of a connection: a
+// client that sends its headers a byte at a time keeps a thread for ever, and an idle keep-alive
+// connection is closed neither to make room for a new one nor at shutdown (stop() waits out its
+// keep-alive timeout). So BoundedServer below takes over httplib's loop over a connection's
+// requests and bounds every stage (see ServerLimits). A connection still holds a thread while it
+// is open, so the pool has max_connections threads.
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <httplib.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <climits>
-#include <condition_variable>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
-#include <optional>
+#include <semaphore>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -55,10 +56,15 @@
 #include <utility>
 #include <vector>
 
+#include "../common/flags_help.h"
 #include "../common/standard_fds.h"
+#include "absl/base/thread_annotations.h"
+#include "absl/cleanup/cleanup.h"
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -68,20 +74,60 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "catalogue.h"
 #include "chunkcache/chunkcache.h"
+#include "internal/mutex.h"
+#include "internal/unique_fd.h"
+
+ABSL_FLAG(std::string, bind, "127.0.0.1", "IPv4 or IPv6 address to listen on.");
+ABSL_FLAG(int, port, 8080, "TCP port to listen on; 0 picks a free one (printed at start-up).");
+ABSL_FLAG(
+    std::string, backend, "memory://",
+    "Where the cache keeps its entries: memory://, redis://[[user]:password@]host[:port][/db], "
+    "redis+cluster://host:port or unix:///path/to/redis.sock[?db=N].");
+ABSL_FLAG(double, catalogue_mb, 10, "Size of the catalogue the origin produces, in MiB (> 0).");
+ABSL_FLAG(absl::Duration, origin_delay, absl::Milliseconds(200),
+          "How long one origin load takes (the database and GraphQL layer it stands in for).");
+ABSL_FLAG(int, threads, 32, "Requests handled at once; more wait for a turn.");
+ABSL_FLAG(int, max_connections, 1024,
+          "Connections open at once, each served by a thread of its own. At the limit an idle "
+          "keep-alive connection is closed to make room, else new ones wait in the listen "
+          "backlog. Lowered to fit RLIMIT_NOFILE.");
+ABSL_FLAG(absl::Duration, idle_timeout, absl::Seconds(5),
+          "How long a connection may wait before a request's first byte.");
+ABSL_FLAG(absl::Duration, header_timeout, absl::Seconds(10),
+          "From a request's first byte to the end of its headers; then 408.");
+ABSL_FLAG(absl::Duration, send_timeout, absl::Seconds(10),
+          "How long writing a response may go without progress.");
+ABSL_FLAG(absl::Duration, linger, absl::Seconds(1),
+          "After a reply that closes the connection, how long what the client still sends is read "
+          "and discarded, so that the reply is not lost to a reset (0: close at once).");
+ABSL_FLAG(absl::Duration, max_connection_age, absl::Minutes(5),
+          "No request is read on a connection older than this: the reply before it gets "
+          "Connection: close.");
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+using chunkcache::internal::CondVar;
+using chunkcache::internal::Mutex;
+using chunkcache::internal::MutexLock;
+using chunkcache::internal::UniqueFd;
+
 constexpr std::string_view kCatalogueKey = "catalogue";
+
+constexpr char kUsage[] =
+    "an HTTP server answering GET /catalogue, /metrics and /healthz\n"
+    "from a chunkcache ChunkedCache in front of a slow origin.\n\n"
+    "usage: catalogue_service [flags]   (durations as in 500ms, 10s, 5m; at most 168h)";
 
 // ---- Flags ------------------------------------------------------------------------------------
 
-// What one connection may take, so that slow, idle or hostile clients cannot hold the server. A
-// connection costs a handler thread only while its request is handled; in every other stage it
-// costs a descriptor and a buffer, for a bounded time.
+// What one connection may take, so that slow, idle or hostile clients cannot hold the server: each
+// connection is served by a thread of its own (httplib's model), for a bounded time.
 struct ServerLimits {
-  int threads = 32;            // handler threads: requests handled at once
+  int threads = 32;            // requests handled at once
   int max_connections = 1024;  // open at once; at the limit an idle keep-alive connection is
                                // closed to make room, else new ones wait in the listen backlog
   absl::Duration idle_timeout = absl::Seconds(5);     // before a request's first byte (keep-alive)
@@ -95,71 +141,70 @@ struct ServerLimits {
   absl::Duration max_connection_age = absl::Minutes(5);
 };
 
-struct Flags {
-  std::string bind = "127.0.0.1";
-  int port = 8080;  // 0: any free port
-  std::string backend = "memory://";
-  double catalogue_mb = 10;
-  int origin_delay_ms = 200;
+// What the flags say, checked by ReadFlags().
+struct Settings {
+  std::string bind;
+  int port = 0;
+  std::string backend;
+  double catalogue_mb = 0;
+  absl::Duration origin_delay;
   ServerLimits limits;
 };
 
-constexpr char kUsage[] =
-    "usage: catalogue_service [--port=8080] [--bind=127.0.0.1] "
-    "[--backend=memory://|redis://host:port[/db]|unix:///path] [--catalogue_mb=10] "
-    "[--origin_delay_ms=200] [--threads=32] [--max_connections=1024] [--idle_timeout=5s] "
-    "[--header_timeout=10s] [--send_timeout=10s] [--linger=1s] [--max_connection_age=5m]\n"
-    "durations as in 500ms, 10s, 5m (at most 168h)\n";
-
-// A duration flag ("10s", "500ms"): positive (or also zero if `zero_ok`) and at most a week, so
-// that deadlines computed from it cannot overflow.
-bool ParseDurationFlag(absl::string_view value, bool zero_ok, absl::Duration& duration) {
-  return absl::ParseDuration(value, &duration) && duration <= absl::Hours(7 * 24) &&
-         (duration > absl::ZeroDuration() || (zero_ok && duration == absl::ZeroDuration()));
+// A duration flag: positive (or also zero if `zero_ok`) and at most a week, so that deadlines
+// computed from it cannot overflow.
+absl::Status CheckDuration(absl::string_view name, absl::Duration value, bool zero_ok) {
+  if (value <= absl::Hours(7 * 24) &&
+      (value > absl::ZeroDuration() || (zero_ok && value == absl::ZeroDuration()))) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("--", name, "=", absl::FormatDuration(value),
+                                                 ": must be ", zero_ok ? "0 or more" : "above 0",
+                                                 " and at most 168h"));
 }
 
-absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
-  Flags flags;
-  ServerLimits& limits = flags.limits;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (!absl::ConsumePrefix(&arg, "--")) {
-      return absl::InvalidArgumentError(absl::StrCat("unexpected argument ", arg));
-    }
-    const std::pair<absl::string_view, absl::string_view> name_value =
-        absl::StrSplit(arg, absl::MaxSplits('=', 1));
-    const auto [name, value] = name_value;
-    bool ok = true;
-    if (name == "bind") {
-      flags.bind = std::string(value);
-    } else if (name == "port") {
-      ok = absl::SimpleAtoi(value, &flags.port) && flags.port >= 0 && flags.port < 65536;
-    } else if (name == "backend") {
-      flags.backend = std::string(value);
-    } else if (name == "catalogue_mb") {
-      ok = absl::SimpleAtod(value, &flags.catalogue_mb) && flags.catalogue_mb > 0;
-    } else if (name == "origin_delay_ms") {
-      ok = absl::SimpleAtoi(value, &flags.origin_delay_ms) && flags.origin_delay_ms >= 0;
-    } else if (name == "threads") {
-      ok = absl::SimpleAtoi(value, &limits.threads) && limits.threads > 0;
-    } else if (name == "max_connections") {
-      ok = absl::SimpleAtoi(value, &limits.max_connections) && limits.max_connections > 0;
-    } else if (name == "idle_timeout") {
-      ok = ParseDurationFlag(value, false, limits.idle_timeout);
-    } else if (name == "header_timeout") {
-      ok = ParseDurationFlag(value, false, limits.header_timeout);
-    } else if (name == "send_timeout") {
-      ok = ParseDurationFlag(value, false, limits.send_timeout);
-    } else if (name == "linger") {
-      ok = ParseDurationFlag(value, true, limits.linger);
-    } else if (name == "max_connection_age") {
-      ok = ParseDurationFlag(value, false, limits.max_connection_age);
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
-    }
-    if (!ok) return absl::InvalidArgumentError(absl::StrCat("bad value for --", name));
+absl::StatusOr<Settings> ReadFlags() {
+  Settings settings{.bind = absl::GetFlag(FLAGS_bind),
+                    .port = absl::GetFlag(FLAGS_port),
+                    .backend = absl::GetFlag(FLAGS_backend),
+                    .catalogue_mb = absl::GetFlag(FLAGS_catalogue_mb),
+                    .origin_delay = absl::GetFlag(FLAGS_origin_delay),
+                    .limits = {.threads = absl::GetFlag(FLAGS_threads),
+                               .max_connections = absl::GetFlag(FLAGS_max_connections),
+                               .idle_timeout = absl::GetFlag(FLAGS_idle_timeout),
+                               .header_timeout = absl::GetFlag(FLAGS_header_timeout),
+                               .send_timeout = absl::GetFlag(FLAGS_send_timeout),
+                               .linger = absl::GetFlag(FLAGS_linger),
+                               .max_connection_age = absl::GetFlag(FLAGS_max_connection_age)}};
+  const ServerLimits& limits = settings.limits;
+  in6_addr address;
+  if (::inet_pton(AF_INET, settings.bind.c_str(), &address) != 1 &&
+      ::inet_pton(AF_INET6, settings.bind.c_str(), &address) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--bind=", settings.bind, ": not an IPv4 or IPv6 address"));
   }
-  return flags;
+  if (settings.port < 0 || settings.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--port=", settings.port, ": 0 to 65535"));
+  }
+  if (!(settings.catalogue_mb > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--catalogue_mb=", settings.catalogue_mb, ": must be above 0"));
+  }
+  if (limits.threads < 1 || limits.max_connections < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--threads=", limits.threads,
+                                                   ", --max_connections=", limits.max_connections,
+                                                   ": each must be at least 1"));
+  }
+  for (const absl::Status& status :
+       {CheckDuration("origin_delay", settings.origin_delay, true),
+        CheckDuration("idle_timeout", limits.idle_timeout, false),
+        CheckDuration("header_timeout", limits.header_timeout, false),
+        CheckDuration("send_timeout", limits.send_timeout, false),
+        CheckDuration("linger", limits.linger, true),
+        CheckDuration("max_connection_age", limits.max_connection_age, false)}) {
+    if (!status.ok()) return status;
+  }
+  return settings;
 }
 
 // ---- The origin -------------------------------------------------------------------------------
@@ -184,8 +229,6 @@ class Origin {
   std::atomic<std::uint64_t> loads_{0};
 };
 
-// Service pattern: the backend comes from configuration; a Redis URL may hold a password, so
-// errors print the status, never the URL.
 // Service pattern: the launch-night serving options (README "Serving through a spike").
 chunkcache::CacheOptions ServingOptions() {
   return {
@@ -203,97 +246,440 @@ chunkcache::CacheOptions ServingOptions() {
   };
 }
 
-// ---- HTTP -------------------------------------------------------------------------------------
+// ---- Replies ----------------------------------------------------------------------------------
 
-constexpr std::size_t kMaxHeaderBytes = 16 << 10;  // request line and headers
-
-struct Request {
-  std::string method;
-  std::string path;                                          // the target without its query string
-  std::vector<std::pair<std::string, std::string>> headers;  // names in lower case
-  bool keep_alive = true;
-  bool has_body = false;  // we never read bodies, so such a connection is closed after the reply
-
-  absl::string_view Header(absl::string_view lower_case_name) const {
-    for (const auto& [name, value] : headers) {
-      if (name == lower_case_name) return value;
-    }
-    return {};
-  }
-};
-
-struct Response {
-  int status = 200;
-  std::vector<std::pair<std::string, std::string>> headers;
-  // Shared, so that a cached payload goes to the socket without a copy.
-  std::shared_ptr<const std::string> body;
-};
-
-Response TextResponse(int status, std::string text) {
-  return {.status = status,
-          .headers = {{"Content-Type", "text/plain; charset=utf-8"}},
-          .body = std::make_shared<const std::string>(std::move(text))};
+// Service pattern: the reply body is the cache's shared bytes, handed to httplib through a content
+// provider that holds them, so that even a 10 MB payload goes to the socket without a copy (and as
+// it is: httplib compresses no provider's body). The status stays httplib's default, 200.
+void Reply(httplib::Response& response, const char* content_type, chunkcache::Bytes body) {
+  const std::size_t size = body->size();
+  response.set_content_provider(
+      size, content_type,
+      [body = std::move(body)](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+        return sink.write(body->data() + offset, length);
+      });
 }
 
-absl::string_view ReasonPhrase(int status) {
-  switch (status) {
-    case 200:
-      return "OK";
-    case 400:
-      return "Bad Request";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 408:
-      return "Request Timeout";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 500:
-      return "Internal Server Error";
-    case 503:
-      return "Service Unavailable";
-    case 505:
-      return "HTTP Version Not Supported";
-    default:
-      return "Unknown";
-  }
+void ReplyText(httplib::Response& response, int status, std::string text) {
+  response.status = status;
+  Reply(response, "text/plain; charset=utf-8",
+        std::make_shared<const std::string>(std::move(text)));
 }
 
-// Parses the request line and headers (`head` without its final blank line); the HTTP status to
-// answer if they are malformed.
-std::optional<int> ParseRequestHead(absl::string_view head, Request& request) {
-  std::vector<absl::string_view> lines = absl::StrSplit(head, "\r\n");
-  const std::vector<absl::string_view> request_line = absl::StrSplit(lines[0], ' ');
-  if (request_line.size() != 3 || request_line[0].empty() || request_line[1].empty()) return 400;
-  const absl::string_view version = request_line[2];
-  if (version != "HTTP/1.1" && version != "HTTP/1.0") {
-    return absl::StartsWith(version, "HTTP/") ? 505 : 400;
+// ---- Connections ------------------------------------------------------------------------------
+
+constexpr std::size_t kMaxHeadBytes = 16 << 10;  // request line and headers
+
+Clock::duration ToClock(absl::Duration duration) {
+  return std::chrono::duration_cast<Clock::duration>(absl::ToChronoNanoseconds(duration));
+}
+
+// One accepted connection, as httplib reads requests from it and writes replies to it. Reads are
+// buffered and bounded by the current stage's deadline (waiting for a request, then reading its
+// head) and by kMaxHeadBytes; a write may go send_timeout without progress. Used by the thread
+// serving the connection only, except fd(), which ConnectionTable shuts down from others.
+class Connection final : public httplib::Stream {
+ public:
+  Connection(int fd, const ServerLimits& limits)
+      : fd_(fd),
+        opened_(Clock::now()),
+        idle_timeout_(ToClock(limits.idle_timeout)),
+        header_timeout_(ToClock(limits.header_timeout)),
+        send_timeout_(ToClock(limits.send_timeout)),
+        linger_(ToClock(limits.linger)),
+        max_age_(ToClock(limits.max_connection_age)) {
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);  // every wait is a poll with a bound
   }
-  request.method = std::string(request_line[0]);
-  request.path = std::string(request_line[1].substr(0, request_line[1].find('?')));
-  request.keep_alive = version == "HTTP/1.1";
-  for (std::size_t i = 1; i < lines.size(); ++i) {
-    const std::size_t colon = lines[i].find(':');
-    // No colon, an empty name, or obsolete line folding (a line starting with white space).
-    if (colon == absl::string_view::npos || colon == 0 || absl::ascii_isspace(lines[i][0])) {
-      return 400;
+
+  int fd() const { return fd_.get(); }
+  int requests() const { return requests_; }
+  bool timed_out() const { return timed_out_; }
+  bool head_too_large() const { return head_too_large_; }
+
+  // Waits for the next request's first byte, for idle_timeout at most (or until max_connection_age
+  // or a shutdown of the socket). True if it came.
+  bool AwaitRequest() {
+    if (begin_ < end_) return true;  // pipelined behind the last one
+    return Receive(std::min(Clock::now() + idle_timeout_, opened_ + max_age_)) > 0;
+  }
+
+  // Starts reading a request whose first byte is here: its head must be complete within
+  // header_timeout and kMaxHeadBytes.
+  void StartRequest() {
+    ++requests_;
+    head_bytes_ = 0;
+    timed_out_ = head_too_large_ = false;
+    read_deadline_ = std::min(Clock::now() + header_timeout_, opened_ + max_age_);
+  }
+
+  // No request is read after this one.
+  bool TooOld() const { return Clock::now() >= opened_ + max_age_; }
+
+  // After a reply that closes the connection: stops writing, and discards what the client still
+  // sends until it closes its end, for `linger` at most. Closing a socket with unread input makes
+  // the kernel send a reset, which can destroy the reply before the client reads it.
+  void Linger() {
+    ::shutdown(fd(), SHUT_WR);
+    const Clock::time_point deadline = Clock::now() + linger_;
+    while (Receive(deadline) > 0) begin_ = end_;
+  }
+
+  // httplib::Stream
+  bool is_readable() const override { return begin_ < end_ || Wait(POLLIN, read_deadline_); }
+  bool is_writable() const override { return Wait(POLLOUT, WriteDeadline()); }
+
+  ssize_t read(char* out, std::size_t size) override {
+    if (head_bytes_ >= kMaxHeadBytes) {
+      head_too_large_ = true;
+      return -1;
     }
-    std::string name = absl::AsciiStrToLower(lines[i].substr(0, colon));
-    const absl::string_view value = absl::StripAsciiWhitespace(lines[i].substr(colon + 1));
-    if (name == "connection") {
-      for (absl::string_view option : absl::StrSplit(value, ',')) {
-        option = absl::StripAsciiWhitespace(option);
-        if (absl::EqualsIgnoreCase(option, "close")) request.keep_alive = false;
-        if (absl::EqualsIgnoreCase(option, "keep-alive")) request.keep_alive = true;
+    if (begin_ == end_) {
+      const ssize_t received = Receive(read_deadline_);
+      if (received <= 0) {
+        timed_out_ = received < 0 && Clock::now() >= read_deadline_;
+        return received;
       }
-    } else if ((name == "content-length" && value != "0") || name == "transfer-encoding") {
-      request.has_body = true;
     }
-    request.headers.emplace_back(std::move(name), std::string(value));
+    size = std::min({size, end_ - begin_, kMaxHeadBytes - head_bytes_});
+    std::memcpy(out, buffer_ + begin_, size);
+    begin_ += size;
+    head_bytes_ += size;
+    return static_cast<ssize_t>(size);
   }
-  return std::nullopt;
-}
+
+  ssize_t write(const char* data, std::size_t size) override {
+    const Clock::time_point deadline = WriteDeadline();
+    while (true) {
+      const ssize_t sent = ::send(fd(), data, size, MSG_NOSIGNAL);
+      if (sent >= 0) return sent;
+      if (errno == EINTR) continue;
+      if ((errno != EAGAIN && errno != EWOULDBLOCK) || !Wait(POLLOUT, deadline)) return -1;
+    }
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    Address(::getpeername, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    Address(::getsockname, ip, port);
+  }
+  socket_t socket() const override { return fd(); }
+
+ private:
+  // No progress for send_timeout, or past max_connection_age + send_timeout: the client is gone
+  // or not reading.
+  Clock::time_point WriteDeadline() const {
+    return std::min(Clock::now() + send_timeout_, opened_ + max_age_ + send_timeout_);
+  }
+
+  // True if the socket has `events` (or an error or hang-up to report) before `deadline`.
+  bool Wait(short events, Clock::time_point deadline) const {
+    while (true) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return false;
+      pollfd socket = {fd(), events, 0};
+      const int ready =
+          ::poll(&socket, 1, static_cast<int>(std::min<std::int64_t>(left.count(), INT_MAX)));
+      if (ready > 0) return true;
+      if (ready < 0 && errno != EINTR) return false;
+    }
+  }
+
+  // Refills the (consumed) buffer: the bytes received, 0 at end of input, -1 on an error or at
+  // `deadline`.
+  ssize_t Receive(Clock::time_point deadline) {
+    begin_ = end_ = 0;
+    while (true) {
+      const ssize_t received = ::recv(fd(), buffer_, sizeof(buffer_), 0);
+      if (received >= 0) {
+        end_ = static_cast<std::size_t>(received);
+        return received;
+      }
+      if (errno == EINTR) continue;
+      if ((errno != EAGAIN && errno != EWOULDBLOCK) || !Wait(POLLIN, deadline)) return -1;
+    }
+  }
+
+  using AddressFunction = int (*)(int, sockaddr*, socklen_t*);
+  void Address(AddressFunction function, std::string& ip, int& port) const {
+    sockaddr_storage address{};
+    socklen_t length = sizeof(address);
+    char host[NI_MAXHOST];
+    char service[NI_MAXSERV];
+    if (function(fd(), reinterpret_cast<sockaddr*>(&address), &length) == 0 &&
+        ::getnameinfo(reinterpret_cast<sockaddr*>(&address), length, host, sizeof(host), service,
+                      sizeof(service), NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+      ip = host;
+      port = std::atoi(service);
+    }
+  }
+
+  const UniqueFd fd_;
+  const Clock::time_point opened_;
+  const Clock::duration idle_timeout_, header_timeout_, send_timeout_, linger_, max_age_;
+  Clock::time_point read_deadline_ = Clock::time_point::min();
+  int requests_ = 0;            // started so far
+  std::size_t head_bytes_ = 0;  // of the current request, handed to httplib
+  bool timed_out_ = false;      // the current request's head did not come within its deadline
+  bool head_too_large_ = false;
+  char buffer_[16 << 10];
+  std::size_t begin_ = 0, end_ = 0;  // what of buffer_ is received and not yet read
+};
+
+// The open connections, so that one thread can close others: at max_connections an idle
+// keep-alive connection makes room for a new one, and Stop() closes every idle one. A connection
+// is closed from outside by shutting its socket down, which wakes its thread. Thread-safe.
+class ConnectionTable {
+ public:
+  explicit ConnectionTable(int max_connections)
+      : max_connections_(static_cast<std::size_t>(max_connections)) {}
+
+  // For each accepted connection, before a thread takes it: waits while max_connections are
+  // open, closing an idle one to make room if there is one. Returns at once after Stop().
+  void Admit() {
+    MutexLock lock(&mutex_);
+    while (open_ + admitted_ >= max_connections_ && !stopping_) {
+      const auto idle = std::find_if(entries_.begin(), entries_.end(), [](const auto& item) {
+        return item.second.evictable && !item.second.closed;
+      });
+      if (idle == entries_.end()) {
+        changed_.Wait(&mutex_);
+      } else {
+        Close(*idle->first, idle->second);
+      }
+    }
+    ++admitted_;
+  }
+
+  // The admitted `connection` is served by the calling thread until Remove().
+  void Add(Connection* connection) {
+    MutexLock lock(&mutex_);
+    --admitted_;
+    ++open_;
+    entries_[connection] = Entry{};
+  }
+
+  void Remove(Connection* connection) {
+    MutexLock lock(&mutex_);
+    if (!entries_[connection].closed) --open_;
+    entries_.erase(connection);
+    changed_.SignalAll();
+  }
+
+  // Marks `connection` as waiting for its next request (idle: Stop() closes it, and so does
+  // Admit() once it has served one) or as busy again. False if it must close instead: stopping,
+  // or closed by the table while it waited.
+  bool SetIdle(Connection* connection, bool idle) {
+    MutexLock lock(&mutex_);
+    Entry& entry = entries_[connection];
+    entry.idle = idle;
+    entry.evictable = idle && connection->requests() > 0;
+    if (entry.evictable) changed_.SignalAll();
+    return !entry.closed && !(idle && stopping_);
+  }
+
+  // Closes every idle connection, and ends the reading on the others (they see the end of
+  // input); their replies are still written, with Connection: close (stopping() is true).
+  void Stop() {
+    MutexLock lock(&mutex_);
+    stopping_ = true;
+    for (auto& [connection, entry] : entries_) {
+      if (entry.idle && !entry.closed) {
+        Close(*connection, entry);
+      } else {
+        ::shutdown(connection->fd(), SHUT_RD);
+      }
+    }
+    changed_.SignalAll();
+  }
+
+  bool stopping() {
+    MutexLock lock(&mutex_);
+    return stopping_;
+  }
+
+ private:
+  struct Entry {
+    bool idle = false;       // waiting for a request
+    bool evictable = false;  // idle, and has served a request (a new one may yet send its first)
+    bool closed = false;     // shut down by the table: no longer counted in open_
+  };
+
+  // Shuts `connection` down: its thread sees the end of input and closes it.
+  void Close(const Connection& connection, Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) {
+    ::shutdown(connection.fd(), SHUT_RDWR);
+    entry.closed = true;
+    --open_;
+  }
+
+  const std::size_t max_connections_;
+  Mutex mutex_;
+  CondVar changed_;  // a connection closed or became evictable, or Stop()
+  std::unordered_map<Connection*, Entry> entries_ ABSL_GUARDED_BY(mutex_);
+  std::size_t open_ ABSL_GUARDED_BY(mutex_) = 0;      // not closed by the table
+  std::size_t admitted_ ABSL_GUARDED_BY(mutex_) = 0;  // waiting for a thread
+  bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
+};
+
+// httplib's thread pool, with ConnectionTable::Admit() before each connection is queued: the
+// accept loop pauses at max_connections, and new connections wait in the listen backlog.
+class AdmittingThreadPool final : public httplib::TaskQueue {
+ public:
+  AdmittingThreadPool(ConnectionTable& table, std::size_t threads)
+      : table_(table), pool_(threads) {}
+
+  void enqueue(std::function<void()> task) override {
+    table_.Admit();
+    pool_.enqueue(std::move(task));
+  }
+  void shutdown() override { pool_.shutdown(); }
+
+ private:
+  ConnectionTable& table_;
+  httplib::ThreadPool pool_;
+};
+
+// An httplib::Server for GET endpoints whose connections are bounded by ServerLimits: register
+// handlers with Get() and Bind() on one thread, then run listen_after_bind() on a thread and call
+// Shutdown() from another. Other methods get 405, an unknown path 404; a request body is never read
+// (the connection closes after the reply); Range is ignored (every reply is whole). A request
+// httplib cannot parse gets 400 (505 for an HTTP version other than 1.0 and 1.1, 408 if its head is
+// not in within header_timeout, 431 if it is over 16 KiB), and the connection closes.
+//
+// It replaces httplib's per-connection loop, process_and_close_socket (the virtual function
+// httplib's own SSLServer overrides), with one that waits for each request within the limits and
+// hands it to httplib's process_request. One thread per connection (httplib's pool, as large as
+// max_connections); handlers run on it, `threads` of them at once.
+class BoundedServer final : public httplib::Server {
+ public:
+  explicit BoundedServer(const ServerLimits& limits)
+      : limits_(limits), table_(limits.max_connections), handler_slots_(limits.threads) {
+    new_task_queue = [this] {
+      return new AdmittingThreadPool(table_, static_cast<std::size_t>(limits_.max_connections));
+    };
+    set_payload_max_length(0);  // no body is read
+    set_socket_options([this](socket_t fd) {
+      const int one = 1;  // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, with which a
+                          // second server on the same port would start and share the traffic
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+      listener_ = fd;
+    });
+    set_pre_routing_handler([](const httplib::Request& request, httplib::Response& response) {
+      const std::string length = request.get_header_value("Content-Length");
+      if ((!length.empty() && length != "0") || request.has_header("Transfer-Encoding")) {
+        close_after_reply_ = true;  // its body is not read
+      }
+      if (request.method == "GET") return HandlerResponse::Unhandled;
+      ReplyText(response, 405, "only GET\n");
+      response.set_header("Allow", "GET");
+      close_after_reply_ = true;
+      return HandlerResponse::Handled;
+    });
+    set_error_handler([](const httplib::Request& request, httplib::Response& response) {
+      if (response.status == 404) {
+        ReplyText(response, 404, "not found\n");
+      } else if (response.status == 400 || response.status == 414) {
+        UnparsedRequest(request, response);
+      }
+    });
+    // Every reply: whether the connection closes after it, said once as Connection: close
+    // (httplib's "Keep-Alive: timeout=5, max=5" would not state the bounds here).
+    set_post_routing_handler([this](const httplib::Request&, httplib::Response& response) {
+      close_after_reply_ = close_after_reply_ || table_.stopping() || current_->TooOld() ||
+                           response.get_header_value("Connection") == "close";
+      response.headers.erase("Keep-Alive");
+      response.headers.erase("Connection");
+      response.headers.erase("Accept-Ranges");  // httplib's, for HEAD: Range is ignored here
+      if (close_after_reply_) response.set_header("Connection", "close");
+    });
+  }
+
+  // Registers `handler` for GET `path`; at most `threads` handlers run at once.
+  void Get(const std::string& path, Handler handler) {
+    httplib::Server::Get(path, [this, handler = std::move(handler)](const httplib::Request& request,
+                                                                    httplib::Response& response) {
+      handler_slots_.acquire();
+      absl::Cleanup release = [this] { handler_slots_.release(); };
+      handler(request, response);
+    });
+  }
+
+  // Binds `address`:`port` (0: any free port); the port, or an error.
+  absl::StatusOr<int> Bind(const std::string& address, int port) {
+    const int bound =
+        port == 0 ? bind_to_any_port(address) : (bind_to_port(address, port) ? port : -1);
+    if (bound < 0) {
+      return absl::UnavailableError(
+          absl::StrFormat("cannot listen on %s:%d: %s", address, port, std::strerror(errno)));
+    }
+    // httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed when the library was
+    // built), which a burst of connections overflows, each one dropped costing its client a
+    // second: listening again sets the usual 128.
+    ::listen(listener_, 128);
+    return bound;
+  }
+
+  // Stops accepting, closes idle connections at once and ends the reading of requests in
+  // progress; those being handled are answered with Connection: close. Then
+  // listen_after_bind() returns, once every connection's thread is done.
+  void Shutdown() {
+    table_.Stop();
+    stop();
+  }
+
+ private:
+  // A request httplib could not parse: the status that says why.
+  static void UnparsedRequest(const httplib::Request& request, httplib::Response& response) {
+    if (current_->timed_out()) {
+      response.status = 408;
+    } else if (current_->head_too_large()) {
+      response.status = 431;
+    } else if (absl::StartsWith(request.version, "HTTP/") && request.version != "HTTP/1.0" &&
+               request.version != "HTTP/1.1") {
+      response.status = 505;
+    }
+    close_after_reply_ = true;  // what follows on the connection cannot be trusted
+  }
+
+  bool process_and_close_socket(socket_t fd) override {
+    Connection connection(fd, limits_);
+    current_ = &connection;
+    table_.Add(&connection);
+    while (table_.SetIdle(&connection, true) && connection.AwaitRequest() &&
+           table_.SetIdle(&connection, false)) {
+      connection.StartRequest();
+      close_after_reply_ = false;
+      bool closed_by_client = false;  // Connection: close, or HTTP/1.0 without keep-alive
+      const bool answered =
+          process_request(connection, /*close_connection=*/false, closed_by_client,
+                          [](httplib::Request& request) { request.ranges.clear(); });
+      if (!answered || closed_by_client || close_after_reply_) {
+        connection.Linger();
+        break;
+      }
+    }
+    table_.Remove(&connection);
+    current_ = nullptr;
+    return true;
+  }
+
+  // The connection the calling thread serves, and whether it closes after the reply being made:
+  // httplib runs the handlers of a connection's requests on the thread that serves it.
+  static thread_local Connection* current_;
+  static thread_local bool close_after_reply_;
+
+  const ServerLimits limits_;
+  ConnectionTable table_;
+  std::counting_semaphore<> handler_slots_;
+  socket_t listener_ = -1;
+};
+
+thread_local Connection* BoundedServer::current_ = nullptr;
+thread_local bool BoundedServer::close_after_reply_ = false;
+
+// ---- The service ------------------------------------------------------------------------------
 
 // True if an Accept-Encoding value lists zstd with a non-zero q ("gzip, zstd;q=0.9").
 bool AcceptsZstd(absl::string_view accept_encoding) {
@@ -312,523 +698,27 @@ bool AcceptsZstd(absl::string_view accept_encoding) {
   return false;
 }
 
-// Owns a file descriptor.
-class UniqueFd {
- public:
-  explicit UniqueFd(int fd = -1) : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    std::swap(fd_, other.fd_);
-    return *this;
-  }
-  ~UniqueFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
-// Binds and listens on address:port (non-blocking: the event loop accepts until EAGAIN).
-absl::StatusOr<UniqueFd> Listen(const std::string& address, int port) {
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  if (::inet_pton(AF_INET, address.c_str(), &addr.sin_addr) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--bind: not an IPv4 address: ", address));
-  }
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  const int one = 1;
-  if (fd.get() < 0 || ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-      ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::listen(fd.get(), 128) != 0) {
-    return absl::UnavailableError(
-        absl::StrFormat("cannot listen on %s:%d: %s", address, port, std::strerror(errno)));
-  }
-  return fd;
-}
-
-int BoundPort(int fd) {
-  sockaddr_in addr{};
-  socklen_t length = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
-  return ntohs(addr.sin_port);
-}
-
-// One thread (the event loop) accepts connections, reads request heads and writes responses for
-// every connection, with non-blocking sockets and epoll; a fixed pool of threads runs the handler.
-// So a connection holds a thread only while its request is handled: a client that sends or reads
-// slowly, or idles, holds a descriptor and a buffer, for a time bounded by ServerLimits, and
-// cannot keep others (such as a health check) waiting. Requests on one connection are handled one
-// at a time and answered in order (pipelining works).
-//
-// Why not a thread per connection: the threads are then the limit, and a few dozen slow clients
-// (slowloris) take all of them however short the timeouts. Why not answer 503 when all threads are
-// busy: a health check would fail exactly when the process is fine and only its clients are slow.
-class HttpServer {
- public:
-  using Handler = std::function<Response(const Request&)>;
-
-  HttpServer(UniqueFd listener, const ServerLimits& limits, Handler handler)
-      : listener_(std::move(listener)),
-        limits_(limits),
-        idle_timeout_(ToClock(limits.idle_timeout)),
-        header_timeout_(ToClock(limits.header_timeout)),
-        send_timeout_(ToClock(limits.send_timeout)),
-        linger_(ToClock(limits.linger)),
-        max_age_(ToClock(limits.max_connection_age)),
-        handler_(std::move(handler)),
-        epoll_(::epoll_create1(EPOLL_CLOEXEC)),
-        wake_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
-    if (epoll_.get() < 0 || wake_.get() < 0) std::abort();
-    epoll_event event{.events = EPOLLIN, .data = {.fd = wake_.get()}};
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &event) != 0) std::abort();
-    SetAccepting(true);
-    for (int i = 0; i < limits.threads; ++i) workers_.emplace_back([this] { Work(); });
-    loop_ = std::thread([this] { Loop(); });
-  }
-
-  // Stops accepting and closes idle connections at once; the requests in progress are handled and
-  // answered (with Connection: close) within the usual bounds; then the threads are joined.
-  void Stop() {
-    if (!loop_.joinable()) return;
-    stopping_ = true;
-    Wake();
-    loop_.join();
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      workers_exit_ = true;
-    }
-    jobs_ready_.notify_all();
-    for (std::thread& worker : workers_) worker.join();
-    workers_.clear();
-  }
-
-  ~HttpServer() { Stop(); }
-
- private:
-  using Clock = std::chrono::steady_clock;
-
-  enum class State {
-    kReading,    // waiting for (the rest of) a request head
-    kHandling,   // a worker has the request; the socket is not watched
-    kWriting,    // sending the response
-    kLingering,  // response sent, write side shut: discarding input until the client closes
-  };
-
-  // Touched by the event loop only.
-  struct Connection {
-    Connection(UniqueFd socket, Clock::time_point now) : fd(std::move(socket)), opened(now) {}
-
-    UniqueFd fd;
-    const Clock::time_point opened;
-    State state = State::kReading;
-    Clock::time_point deadline;  // of the current state: when it passes, the loop acts
-    std::uint32_t events = 0;    // what epoll watches for (0: not registered)
-    std::string input;           // received and not yet parsed
-    int requests = 0;            // read so far
-    bool keep_alive = false;     // the request being handled lets the connection stay open
-    // The response being written: status line and headers, then the body.
-    std::string head;
-    std::shared_ptr<const std::string> body;
-    std::size_t sent = 0;      // bytes of head and body written
-    bool close_after = false;  // linger and close once it is written
-  };
-
-  struct Job {
-    int fd;
-    Request request;
-  };
-  struct Done {
-    int fd;
-    Response response;
-  };
-
-  static Clock::duration ToClock(absl::Duration duration) {
-    return std::chrono::duration_cast<Clock::duration>(absl::ToChronoNanoseconds(duration));
-  }
-
-  void Wake() {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] ssize_t ignored = ::write(wake_.get(), &one, sizeof(one));
-  }
-
-  // ---- Handler threads
-
-  void Work() {
-    while (true) {
-      std::optional<Job> job;
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        jobs_ready_.wait(lock, [this] { return !jobs_.empty() || workers_exit_; });
-        if (jobs_.empty()) return;
-        job.emplace(std::move(jobs_.front()));
-        jobs_.pop_front();
-      }
-      Response response = handler_(job->request);
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        done_.push_back({job->fd, std::move(response)});
-      }
-      Wake();
-    }
-  }
-
-  // ---- The event loop
-
-  void Loop() {
-    epoll_event events[64];
-    while (true) {
-      Clock::time_point now = Clock::now();
-      if (stopping_ && !stop_seen_) BeginStop();
-      if (stop_seen_ && connections_.empty()) return;
-      if (!accepting_ && !stop_seen_ && now >= accept_resume_ &&
-          connections_.size() < static_cast<std::size_t>(limits_.max_connections)) {
-        SetAccepting(true);
-      }
-      Clock::time_point wake_at = next_deadline_;
-      if (!accepting_ && !stop_seen_ && accept_resume_ > now) {
-        wake_at = std::min(wake_at, accept_resume_);
-      }
-      int timeout = -1;
-      if (wake_at != Clock::time_point::max()) {
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(wake_at - now).count();
-        timeout = static_cast<int>(std::clamp<std::int64_t>(left, 0, INT_MAX));
-      }
-      const int n =
-          ::epoll_wait(epoll_.get(), events, static_cast<int>(std::size(events)), timeout);
-      if (n < 0 && errno != EINTR) {
-        absl::FPrintF(stderr, "catalogue_service: epoll_wait: %s\n", std::strerror(errno));
-        std::abort();
-      }
-      now = Clock::now();
-      for (int i = 0; i < n; ++i) {
-        const int fd = events[i].data.fd;
-        if (fd == wake_.get()) {
-          std::uint64_t count;
-          [[maybe_unused]] ssize_t ignored = ::read(wake_.get(), &count, sizeof(count));
-          CompleteRequests(now);
-        } else if (fd == listener_.get()) {
-          if (accepting_) Accept(now);
-        } else if (const auto it = connections_.find(fd); it != connections_.end()) {
-          // An event that came with the batch may belong to a descriptor closed and reused since:
-          // every handler below copes with a socket that has nothing to read or no room to write.
-          Ready(*it->second, now);
-        }
-      }
-      if (now >= next_deadline_) Sweep(now);
-    }
-  }
-
-  void SetAccepting(bool on) {
-    if (on == accepting_) return;
-    epoll_event event{.events = EPOLLIN, .data = {.fd = listener_.get()}};
-    if (::epoll_ctl(epoll_.get(), on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, listener_.get(), &event) ==
-        0) {
-      accepting_ = on;
-    }
-  }
-
-  void BeginStop() {
-    stop_seen_ = true;
-    SetAccepting(false);
-    std::vector<int> idle;
-    for (const auto& [fd, connection] : connections_) {
-      if (connection->state == State::kReading || connection->state == State::kLingering) {
-        idle.push_back(fd);
-      }
-      connection->keep_alive = false;
-      connection->close_after = true;
-    }
-    for (const int fd : idle) connections_.erase(fd);
-  }
-
-  void Accept(Clock::time_point now) {
-    const auto full = [this] {
-      return connections_.size() >= static_cast<std::size_t>(limits_.max_connections);
-    };
-    for (int i = 0; i < 64; ++i) {  // then the other connections get a turn
-      if (full() && IdleConnection() == connections_.end()) {
-        SetAccepting(false);  // until a connection closes; new ones wait in the listen backlog
-        return;
-      }
-      UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-      if (fd.get() < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-          absl::FPrintF(stderr, "catalogue_service: accept: %s\n", std::strerror(errno));
-          SetAccepting(false);
-          accept_resume_ = now + std::chrono::milliseconds(100);
-        }
-        return;  // EAGAIN: none left
-      }
-      if (full()) connections_.erase(IdleConnection());  // makes room (checked above)
-      const int one = 1;
-      ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      const int number = fd.get();
-      Connection& added =
-          *connections_.emplace(number, std::make_unique<Connection>(std::move(fd), now))
-               .first->second;
-      SetDeadline(added, std::min(now + idle_timeout_, added.opened + max_age_));
-      Watch(added, EPOLLIN);
-    }
-  }
-
-  // What makes room at max_connections: a keep-alive connection waiting for its next request
-  // (never one yet to send its first, which may be a client just accepted); end() if none.
-  std::unordered_map<int, std::unique_ptr<Connection>>::iterator IdleConnection() {
-    return std::find_if(connections_.begin(), connections_.end(), [](const auto& entry) {
-      const Connection& connection = *entry.second;
-      return connection.state == State::kReading && connection.input.empty() &&
-             connection.requests > 0;
-    });
-  }
-
-  void Ready(Connection& connection, Clock::time_point now) {
-    switch (connection.state) {
-      case State::kReading:
-        return Read(connection, now);
-      case State::kWriting:
-        return Write(connection, now);
-      case State::kLingering:
-        return Discard(connection);
-      case State::kHandling:
-        return;
-    }
-  }
-
-  void Read(Connection& connection, Clock::time_point now) {
-    // One read per wake-up: a head followed by end of input is answered before the close is seen.
-    char chunk[16 << 10];
-    const ssize_t n = ::recv(connection.fd.get(), chunk, sizeof(chunk), 0);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-    if (n <= 0) return Close(connection);
-    if (connection.input.empty()) {  // a request's first byte starts its header deadline
-      SetDeadline(connection, std::min(now + header_timeout_, connection.opened + max_age_));
-    }
-    connection.input.append(chunk, static_cast<std::size_t>(n));
-    NextRequest(connection, now);
-  }
-
-  // Hands a complete request head in `input` to the handler threads, or answers a bad one.
-  void NextRequest(Connection& connection, Clock::time_point now) {
-    std::string& input = connection.input;
-    const std::size_t end = input.find("\r\n\r\n");
-    if (end == std::string::npos && input.size() < kMaxHeaderBytes) return;  // wait for more
-    if (end == std::string::npos || end + 4 > kMaxHeaderBytes) return Fail(connection, 431, now);
-    Request request;
-    const std::optional<int> error =
-        ParseRequestHead(absl::string_view(input).substr(0, end), request);
-    input.erase(0, end + 4);
-    // The stream cannot be trusted after a malformed request: answer, then close.
-    if (error) return Fail(connection, *error, now);
-    ++connection.requests;
-    connection.keep_alive = request.keep_alive && !request.has_body;
-    connection.state = State::kHandling;
-    connection.deadline = Clock::time_point::max();  // the handler is the service's own time
-    Watch(connection, 0);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      jobs_.push_back({connection.fd.get(), std::move(request)});
-    }
-    jobs_ready_.notify_one();
-  }
-
-  void CompleteRequests(Clock::time_point now) {
-    std::vector<Done> done;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      done.swap(done_);
-    }
-    for (Done& completed : done) {
-      const auto it = connections_.find(completed.fd);  // kept open while handled
-      if (it != connections_.end()) {
-        Respond(*it->second, completed.response, it->second->keep_alive, now);
-      }
-    }
-  }
-
-  void Fail(Connection& connection, int status, Clock::time_point now) {
-    Respond(connection, TextResponse(status, absl::StrCat(ReasonPhrase(status), "\n")), false, now);
-  }
-
-  void Respond(Connection& connection, const Response& response, bool keep_alive,
-               Clock::time_point now) {
-    keep_alive = keep_alive && !stop_seen_ && now < connection.opened + max_age_;
-    const std::size_t body_size = response.body ? response.body->size() : 0;
-    connection.head =
-        absl::StrFormat("HTTP/1.1 %d %s\r\n", response.status, ReasonPhrase(response.status));
-    for (const auto& [name, value] : response.headers) {
-      absl::StrAppend(&connection.head, name, ": ", value, "\r\n");
-    }
-    absl::StrAppend(&connection.head, "Content-Length: ", body_size, "\r\n",
-                    keep_alive ? "" : "Connection: close\r\n", "\r\n");
-    connection.body = response.body;  // shared: a cached payload is sent without a copy
-    connection.sent = 0;
-    connection.close_after = !keep_alive;
-    connection.state = State::kWriting;
-    SetDeadline(connection, WriteDeadline(connection, now));
-    Write(connection, now);
-  }
-
-  // No progress for send_timeout, or past max_connection_age + send_timeout: the client is gone
-  // or not reading.
-  Clock::time_point WriteDeadline(const Connection& connection, Clock::time_point now) const {
-    return std::min(now + send_timeout_, connection.opened + max_age_ + send_timeout_);
-  }
-
-  void Write(Connection& connection, Clock::time_point now) {
-    std::size_t budget = std::size_t{4} << 20;  // per wake-up, so that one big body cannot starve
-    while (true) {
-      const std::size_t head_size = connection.head.size();
-      const absl::string_view body =
-          connection.body ? absl::string_view(*connection.body) : absl::string_view();
-      iovec parts[2];
-      int count = 0;
-      if (connection.sent < head_size) {
-        parts[count++] = {connection.head.data() + connection.sent, head_size - connection.sent};
-      }
-      const std::size_t body_sent = connection.sent > head_size ? connection.sent - head_size : 0;
-      if (body_sent < body.size()) {
-        parts[count++] = {const_cast<char*>(body.data()) + body_sent, body.size() - body_sent};
-      }
-      if (count == 0) return FinishResponse(connection, now);
-      if (budget == 0) return Watch(connection, EPOLLOUT);
-      // One gather write for head and body, so the head never waits for an ACK alone.
-      msghdr message{};
-      message.msg_iov = parts;
-      message.msg_iovlen = static_cast<std::size_t>(count);
-      const ssize_t n = ::sendmsg(connection.fd.get(), &message, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Watch(connection, EPOLLOUT);
-      if (n <= 0) return Close(connection);
-      connection.sent += static_cast<std::size_t>(n);
-      budget -= std::min(budget, static_cast<std::size_t>(n));
-      SetDeadline(connection, WriteDeadline(connection, now));
-    }
-  }
-
-  void FinishResponse(Connection& connection, Clock::time_point now) {
-    connection.head.clear();
-    connection.body.reset();
-    if (connection.close_after) return Linger(connection, now);
-    connection.state = State::kReading;
-    // Paused at max_connections, a connection going idle can now make room for a waiting one.
-    if (!accepting_ && !stop_seen_ && now >= accept_resume_ && connection.input.empty()) {
-      SetAccepting(true);
-    }
-    const Clock::duration timeout = connection.input.empty() ? idle_timeout_ : header_timeout_;
-    SetDeadline(connection, std::min(now + timeout, connection.opened + max_age_));
-    Watch(connection, EPOLLIN);
-    NextRequest(connection, now);  // a pipelined request may be waiting
-  }
-
-  // Closing a socket with unread input makes the kernel send a reset, which can destroy the
-  // response before the client reads it (an oversized header, an unread body). So: stop writing,
-  // and discard what the client still sends until it closes its end — for `linger` at most.
-  void Linger(Connection& connection, Clock::time_point now) {
-    ::shutdown(connection.fd.get(), SHUT_WR);
-    connection.input.clear();
-    if (linger_ <= Clock::duration::zero()) return Close(connection);
-    connection.state = State::kLingering;
-    SetDeadline(connection, now + linger_);
-    Watch(connection, EPOLLIN);
-  }
-
-  void Discard(Connection& connection) {
-    char discard[16 << 10];
-    const ssize_t n = ::recv(connection.fd.get(), discard, sizeof(discard), 0);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-    if (n <= 0) Close(connection);
-  }
-
-  // Acts on every connection whose deadline has passed.
-  void Sweep(Clock::time_point now) {
-    next_deadline_ = Clock::time_point::max();
-    std::vector<int> expired;
-    for (const auto& [fd, connection] : connections_) {
-      if (connection->deadline <= now) {
-        expired.push_back(fd);
-      } else {
-        next_deadline_ = std::min(next_deadline_, connection->deadline);
-      }
-    }
-    for (const int fd : expired) {
-      Connection& connection = *connections_.at(fd);
-      if (connection.state == State::kReading && !connection.input.empty() && !stop_seen_) {
-        Fail(connection, 408, now);  // then it lingers, and closes within `linger`
-      } else {
-        Close(connection);  // idle, not reading our response, or done lingering
-      }
-    }
-  }
-
-  void SetDeadline(Connection& connection, Clock::time_point deadline) {
-    connection.deadline = deadline;
-    next_deadline_ = std::min(next_deadline_, deadline);
-  }
-
-  void Watch(Connection& connection, std::uint32_t events) {
-    if (events == connection.events) return;
-    epoll_event event{.events = events, .data = {.fd = connection.fd.get()}};
-    const int op = connection.events == 0 ? EPOLL_CTL_ADD
-                   : events == 0          ? EPOLL_CTL_DEL
-                                          : EPOLL_CTL_MOD;
-    if (::epoll_ctl(epoll_.get(), op, connection.fd.get(), &event) == 0) {
-      connection.events = events;
-    }  // else its deadline closes it
-  }
-
-  // Closes the socket (which also takes it out of epoll) and forgets the connection.
-  void Close(Connection& connection) { connections_.erase(connection.fd.get()); }
-
-  const UniqueFd listener_;
-  const ServerLimits limits_;
-  const Clock::duration idle_timeout_, header_timeout_, send_timeout_, linger_, max_age_;
-  const Handler handler_;
-  const UniqueFd epoll_;
-  const UniqueFd wake_;  // an eventfd: a response is ready, or Stop() was called
-  std::atomic<bool> stopping_{false};
-
-  // The event loop's own.
-  std::unordered_map<int, std::unique_ptr<Connection>> connections_;  // by descriptor
-  Clock::time_point next_deadline_ = Clock::time_point::max();        // no connection's is earlier
-  bool accepting_ = false;           // the listening socket is watched
-  Clock::time_point accept_resume_;  // after running out of descriptors
-  bool stop_seen_ = false;
-
-  std::mutex mutex_;
-  std::condition_variable jobs_ready_;
-  std::deque<Job> jobs_;       // guarded by mutex_
-  std::vector<Done> done_;     // guarded by mutex_
-  bool workers_exit_ = false;  // guarded by mutex_
-
-  std::vector<std::thread> workers_;
-  std::thread loop_;
-};
-
-// ---- The service ------------------------------------------------------------------------------
-
+// GET /catalogue, /metrics and /healthz over one ChunkedCache and its origin. Safe for concurrent
+// use (the cache is); `cache` must outlive it.
 class CatalogueService {
  public:
   CatalogueService(chunkcache::ChunkedCache& cache, std::shared_ptr<Origin> origin)
       : cache_(cache), origin_(std::move(origin)) {}
 
-  Response Handle(const Request& request) {
-    if (request.method != "GET") {
-      Response response = TextResponse(405, "only GET\n");
-      response.headers.emplace_back("Allow", "GET");
-      return response;
-    }
-    if (request.path == "/catalogue") return Catalogue(request);
-    if (request.path == "/metrics") return Metrics();
-    if (request.path == "/healthz") return TextResponse(200, "ok");
-    return TextResponse(404, "not found\n");
+  // Registers the endpoints on `server`, which must not outlive this.
+  void Register(BoundedServer& server) {
+    server.Get("/catalogue", [this](const httplib::Request& request, httplib::Response& response) {
+      Catalogue(request, response);
+    });
+    server.Get("/metrics",
+               [this](const httplib::Request&, httplib::Response& response) { Metrics(response); });
+    server.Get("/healthz", [](const httplib::Request&, httplib::Response& response) {
+      ReplyText(response, 200, "ok");
+    });
   }
 
  private:
-  Response Catalogue(const Request& request) {
+  void Catalogue(const httplib::Request& request, httplib::Response& response) {
     // Service pattern: the loader owns what it uses — here a copy of the shared_ptr to the origin,
     // never `this` or a reference to a local. With soft_ttl the cache keeps the loader and runs it
     // later, in a background refresh, after this request has been answered.
@@ -836,47 +726,44 @@ class CatalogueService {
         cache_.GetOrLoad(kCatalogueKey, [origin = origin_] { return origin->Load(); });
     if (!json.ok()) {
       absl::FPrintF(stderr, "catalogue_service: GET /catalogue: %s\n", json.status().ToString());
-      return {.status = 503,
-              .headers = {{"Content-Type", "application/json"}, {"Retry-After", "1"}},
-              .body = std::make_shared<const std::string>(
-                  absl::StrFormat(R"({"error":"catalogue unavailable","code":"%s"})",
-                                  absl::StatusCodeToString(json.status().code())))};
+      response.status = 503;
+      response.set_header("Retry-After", "1");
+      Reply(response, "application/json",
+            std::make_shared<const std::string>(
+                absl::StrFormat(R"({"error":"catalogue unavailable","code":"%s"})",
+                                absl::StatusCodeToString(json.status().code()))));
+      return;
     }
-    Response response;
-    response.headers = {{"Content-Type", "application/json"},
-                        {"Vary", "Accept-Encoding"},
-                        {"X-Origin-Loads", absl::StrCat(origin_->loads())}};
+    response.set_header("Vary", "Accept-Encoding");
+    response.set_header("X-Origin-Loads", absl::StrCat(origin_->loads()));
     // Service pattern: zstd pass-through. The cache stores the catalogue as one zstd frame, so a
     // client that accepts zstd gets the stored bytes (~3.7x smaller) with no decode and no
     // re-compression. If they cannot be read (the backend is down, the entry was just replaced),
     // the JSON in hand is still a good answer.
-    if (AcceptsZstd(request.Header("accept-encoding"))) {
+    if (AcceptsZstd(request.get_header_value("Accept-Encoding"))) {
       absl::StatusOr<chunkcache::CompressedPayload> compressed =
           cache_.GetCompressed(kCatalogueKey);
       if (compressed.ok()) {
-        response.headers.emplace_back("Content-Encoding", "zstd");
-        response.body = compressed->zstd;
-        return response;
+        response.set_header("Content-Encoding", "zstd");
+        return Reply(response, "application/json", compressed->zstd);
       }
     }
-    response.body = *std::move(json);  // the cached bytes themselves, not a copy
-    return response;
+    Reply(response, "application/json", *std::move(json));  // the cached bytes themselves
   }
 
   // Service pattern: /metrics is the cache's Stats() in Prometheus text, with the service's own
   // families appended in the same format.
-  Response Metrics() {
+  void Metrics(httplib::Response& response) {
     absl::StatusOr<std::string> text =
         chunkcache::ToPrometheusText(cache_.Stats(), {.labels = {{"cache", "catalogue"}}});
-    if (!text.ok()) return TextResponse(500, text.status().ToString());
+    if (!text.ok()) return ReplyText(response, 500, text.status().ToString());
     absl::StrAppend(&*text,
                     "# HELP catalogue_origin_loads_total Catalogue loads from the origin.\n"
                     "# TYPE catalogue_origin_loads_total counter\n"
                     "catalogue_origin_loads_total ",
                     origin_->loads(), "\n");
-    return {.status = 200,
-            .headers = {{"Content-Type", "text/plain; version=0.0.4"}},
-            .body = std::make_shared<const std::string>(*std::move(text))};
+    Reply(response, "text/plain; version=0.0.4",
+          std::make_shared<const std::string>(*std::move(text)));
   }
 
   chunkcache::ChunkedCache& cache_;
@@ -902,7 +789,7 @@ void ReserveDescriptors(ServerLimits& limits) {
 }
 
 int Fail(const absl::Status& status) {
-  absl::FPrintF(stderr, "catalogue_service: %s\n", status.ToString());
+  absl::FPrintF(stderr, "catalogue_service: %s\n", status.message());
   return 1;
 }
 
@@ -923,44 +810,50 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  for (int i = 1; i < argc; ++i) {
-    if (absl::string_view(argv[i]) == "--help") {
-      absl::PrintF("%s", kUsage);
-      return std::fflush(stdout) == 0 ? 0 : 1;
-    }
+  absl::SetProgramUsageMessage(kUsage);
+  chunkcache::examples::ConfigureFlagsUsage("catalogue_service", "catalogue_service.cc");
+  if (chunkcache::examples::WantsHelp(absl::MakeConstSpan(argv, argc))) {
+    absl::PrintF("%s",
+                 chunkcache::examples::FlagsHelp("catalogue_service", "catalogue_service.cc"));
+    return std::fflush(stdout) == 0 ? 0 : 1;
   }
-  absl::StatusOr<Flags> flags = ParseFlags(argc, argv);
-  if (!flags.ok()) {
-    absl::FPrintF(stderr, "catalogue_service: %s\n%s", flags.status().message(), kUsage);
-    return 2;
+  const std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() > 1) {
+    return Fail(
+        absl::InvalidArgumentError(absl::StrCat("unexpected argument ", args[1], " (see --help)")));
   }
-  ReserveDescriptors(flags->limits);
+  absl::StatusOr<Settings> settings = ReadFlags();
+  if (!settings.ok()) return Fail(settings.status());
+  ReserveDescriptors(settings->limits);
+
+  // Service pattern: the backend comes from configuration; a Redis URL may hold a password, so
+  // errors print the status, never the URL.
   absl::StatusOr<std::shared_ptr<chunkcache::Backend>> backend =
-      chunkcache::NewBackendFromUrl(std::string_view(flags->backend.data(), flags->backend.size()));
+      chunkcache::NewBackendFromUrl(settings->backend);
   if (!backend.ok()) return Fail(backend.status());
 
   // Service pattern: one ChunkedCache for the life of the process, shared by every request
   // thread. Single-flight, the near cache, stale-while-revalidate and the breaker all live in
   // it: a cache made per request would have none of them.
-  auto origin =
-      std::make_shared<Origin>(flags->catalogue_mb, absl::Milliseconds(flags->origin_delay_ms));
+  auto origin = std::make_shared<Origin>(settings->catalogue_mb, settings->origin_delay);
   chunkcache::ChunkedCache cache(*std::move(backend), ServingOptions());
   CatalogueService service(cache, origin);
 
-  absl::StatusOr<UniqueFd> listener = Listen(flags->bind, flags->port);
-  if (!listener.ok()) return Fail(listener.status());
-  const int port = BoundPort(listener->get());
-  HttpServer server(*std::move(listener), flags->limits,
-                    [&service](const Request& request) { return service.Handle(request); });
-  absl::PrintF("listening on %s:%d\n", flags->bind, port);
+  BoundedServer server(settings->limits);
+  service.Register(server);
+  absl::StatusOr<int> port = server.Bind(settings->bind, settings->port);
+  if (!port.ok()) return Fail(port.status());
+  std::thread listener([&server] { server.listen_after_bind(); });
+  absl::PrintF("listening on %s:%d\n", settings->bind, *port);
   if (std::fflush(stdout) != 0) {  // stdout closed (a placeholder): say it where it can be read
-    absl::FPrintF(stderr, "catalogue_service: listening on %s:%d\n", flags->bind, port);
+    absl::FPrintF(stderr, "catalogue_service: listening on %s:%d\n", settings->bind, *port);
   }
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   absl::FPrintF(stderr, "catalogue_service: %s, shutting down\n", strsignal(signal_number));
-  server.Stop();
-  // Then `service` and `cache` go: the cache's destructor waits for a refresh under way.
+  server.Shutdown();
+  listener.join();
+  // Then `server`, `service` and `cache` go: the cache's destructor waits for a refresh under way.
   return 0;
 }

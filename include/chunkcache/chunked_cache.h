@@ -39,8 +39,8 @@ using Bytes = std::shared_ptr<const std::string>;
 // The stored, compressed form of a payload: one standard zstd frame (`zstd -d` gives the JSON),
 // verified against the entry's checksum. For services that answer with Content-Encoding: zstd.
 struct CompressedPayload {
-  std::shared_ptr<const std::string> zstd;  // the zstd frame
-  std::uint64_t raw_size = 0;               // size of the JSON it decodes to
+  Bytes zstd;                  // the zstd frame
+  std::uint64_t raw_size = 0;  // size of the JSON it decodes to
 };
 
 // What is stored under a key, for operators (`chunkcache inspect`, `chunkcache verify`).
@@ -52,8 +52,8 @@ struct ChunkInfo {
 struct EntryInfo {
   std::string manifest_key;       // the backend key of the manifest
   std::size_t manifest_size = 0;  // bytes of the manifest item (with an inline payload)
-  int format_version = 0;         // the entry's stored format (docs/FORMAT.md): 2 as written
-                                  // by this release, 1 by earlier ones (still read)
+  int format_version = 0;         // the entry's stored format version (docs/FORMAT.md); this
+                                  // library writes 2 and reads 1 and 2
   std::uint64_t generation = 0;   // the version's id; chunk keys carry it
   std::uint64_t raw_size = 0;     // JSON bytes
   std::uint64_t stored_size = 0;  // compressed bytes
@@ -92,7 +92,8 @@ struct CallOptions {
 
 class ChunkedCache {
  public:
-  // `backend` must not be null; it is shared, and may be shared with other caches.
+  // `backend` must not be null; it is shared, and may be shared with other caches. With a null
+  // backend, or options that fail ValidateCacheOptions, every operation returns InvalidArgument.
   explicit ChunkedCache(std::shared_ptr<Backend> backend, CacheOptions options = {});
   ~ChunkedCache();
 

@@ -5,11 +5,13 @@
 // test what your service does when its cache misbehaves: that a RetryingBackend absorbs the errors,
 // that ChunkedCache never returns corrupt bytes, that the origin is called when chunks go missing.
 //
-//   auto faulty = std::make_shared<chunkcache::FaultInjectionBackend>(
-//       chunkcache::NewMemoryBackend(), chunkcache::FaultInjectionOptions{.read_error_rate = 0.1});
-//   chunkcache::ChunkedCache cache(faulty);
+//   absl::StatusOr<std::shared_ptr<chunkcache::FaultInjectionBackend>> faulty =
+//       chunkcache::NewFaultInjectionBackend(chunkcache::NewMemoryBackend(),
+//                                            {.read_error_rate = 0.1});
+//   if (!faulty.ok()) return faulty.status();
+//   chunkcache::ChunkedCache cache(*faulty);
 //   ...
-//   faulty->SetOptions({});  // Heal it: from the next call on, everything is forwarded unchanged.
+//   (*faulty)->SetOptions({});  // Heal it: from the next call on, everything is forwarded as is.
 //
 // Each fault is a random decision with the given probability (rates at or below 0 never happen,
 // rates at or above 1 always do). Decisions come from one generator seeded with `seed`: a
@@ -25,19 +27,12 @@
 #ifndef CHUNKCACHE_FAULT_INJECTION_BACKEND_H_
 #define CHUNKCACHE_FAULT_INJECTION_BACKEND_H_
 
-#include <atomic>
-#include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "absl/types/span.h"
 #include "chunkcache/backend.h"
 
 namespace chunkcache {
@@ -78,16 +73,16 @@ struct FaultInjectionOptions {
   absl::Duration delay = absl::ZeroDuration();
 
   // The code of injected errors. Unavailable looks like a server that is down; ResourceExhausted
-  // like throttling; DeadlineExceeded like a timeout. Must not be kOk (treated as Unavailable).
+  // like throttling; DeadlineExceeded like a timeout. kOk is taken as Unavailable.
   // Default: Unavailable.
   absl::StatusCode error_code = absl::StatusCode::kUnavailable;
 
-  // Seed of the generator behind every decision. The constructor and SetOptions seed it.
+  // Seed of the generator behind every decision. NewFaultInjectionBackend and SetOptions seed it.
   // Default: 1.
   std::uint64_t seed = 1;
 };
 
-// Counters of a FaultInjectionBackend since its construction. Read one by one without a lock, so
+// Counters of a FaultInjectionBackend since its creation. Read one by one without a lock, so
 // a snapshot taken under concurrent use may be off by the calls in flight.
 struct FaultInjectionStats {
   std::uint64_t calls = 0;           // MultiGet/MultiSet/Delete/SetIfAbsent calls received
@@ -104,64 +99,32 @@ struct FaultInjectionStats {
   }
 };
 
-// Injects faults into the calls to an inner Backend; see the top of this file.
+// Injects faults into the calls to an inner Backend; see the top of this file. The faults each
+// call may meet, in the order they are drawn:
+// - MultiGet: delay_rate, read_error_rate, then per item lose_item_rate and flip_byte_rate.
+// - MultiSet: delay_rate, write_error_rate, then per item drop_write_rate. Dropped items are left
+//   out of the batch given to the inner backend (which is called even if none is left, so that it
+//   still checks the ttl); they count as dropped only if that call succeeds.
+// - Delete and SetIfAbsent: delay_rate, write_error_rate.
 //
 // Thread safety: safe for concurrent use, SetOptions included.
-class FaultInjectionBackend final : public Backend {
+class FaultInjectionBackend : public Backend {
  public:
-  // `inner` must not be null. With the default options every call is forwarded unchanged.
-  explicit FaultInjectionBackend(std::shared_ptr<Backend> inner,
-                                 FaultInjectionOptions options = {});
-  ~FaultInjectionBackend() override;
+  // Replaces the options and re-seeds the generator with options.seed. Calls that start
+  // afterwards use the new options, calls in progress finish with the old ones.
+  virtual void SetOptions(FaultInjectionOptions options) = 0;
+  virtual FaultInjectionOptions options() const = 0;
 
-  FaultInjectionBackend(const FaultInjectionBackend&) = delete;
-  FaultInjectionBackend& operator=(const FaultInjectionBackend&) = delete;
+  virtual FaultInjectionStats Stats() const = 0;
 
-  std::size_t max_item_size() const override { return inner_->max_item_size(); }
-
-  // Faults: delay_rate, read_error_rate, then per item lose_item_rate and flip_byte_rate.
-  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
-      absl::Span<const std::string_view> keys) override;
-
-  // Faults: delay_rate, write_error_rate, then per item drop_write_rate. Dropped items are left
-  // out of the batch given to the inner backend (which is called even if none is left, so that it
-  // still checks the ttl); they count as dropped only if that call succeeds.
-  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override;
-
-  // Faults: delay_rate, write_error_rate.
-  absl::Status Delete(absl::Span<const std::string_view> keys) override;
-  absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
-                                   absl::Duration ttl) override;
-
-  // Replaces the options and re-seeds the generator with options.seed. Thread-safe; calls that
-  // start afterwards use the new options, calls in progress finish with the old ones.
-  void SetOptions(FaultInjectionOptions options);
-  FaultInjectionOptions options() const;
-
-  FaultInjectionStats Stats() const;
-
-  const std::shared_ptr<Backend>& inner() const { return inner_; }
-
- private:
-  class Dice;
-
-  // Counts the call, takes a snapshot of the options and draws whether the call is delayed and
-  // whether it fails (with `error_rate`), sleeping outside the lock. The injected error if it
-  // fails, OK otherwise.
-  absl::Status Enter(std::string_view operation, double FaultInjectionOptions::*error_rate,
-                     std::atomic<std::uint64_t>* errors, FaultInjectionOptions* snapshot);
-
-  const std::shared_ptr<Backend> inner_;
-  const std::unique_ptr<Dice> dice_;
-
-  std::atomic<std::uint64_t> calls_{0};
-  std::atomic<std::uint64_t> read_errors_{0};
-  std::atomic<std::uint64_t> write_errors_{0};
-  std::atomic<std::uint64_t> dropped_writes_{0};
-  std::atomic<std::uint64_t> lost_items_{0};
-  std::atomic<std::uint64_t> flipped_bytes_{0};
-  std::atomic<std::uint64_t> delays_{0};
+  virtual const std::shared_ptr<Backend>& inner() const = 0;
 };
+
+// Returns a FaultInjectionBackend over `inner`; with the default options every call is forwarded
+// unchanged. InvalidArgument for a null `inner`. Every value of the options is usable (see each
+// field).
+absl::StatusOr<std::shared_ptr<FaultInjectionBackend>> NewFaultInjectionBackend(
+    std::shared_ptr<Backend> inner, FaultInjectionOptions options = {});
 
 }  // namespace chunkcache
 

@@ -5,8 +5,11 @@
 // be injected, so TTLs are testable without sleeping). Items do not survive the process and are
 // not shared between processes: use a network backend for that.
 //
-//   std::shared_ptr<chunkcache::Backend> backend =
+//   std::shared_ptr<chunkcache::MemoryBackend> backend =
 //       chunkcache::NewMemoryBackend({.capacity_bytes = 512 << 20});
+//   chunkcache::ChunkedCache cache(backend);
+//   ...
+//   std::uint64_t evictions = backend->Stats().evictions;
 //
 // Memory is bounded by capacity_bytes, counted as the heap memory the items really take (see
 // MemoryBackendOptions::capacity_bytes). The bound is split evenly between lock shards; a shard
@@ -23,15 +26,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <vector>
 
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "absl/types/span.h"
 #include "chunkcache/backend.h"
 
 namespace chunkcache {
@@ -57,7 +53,7 @@ struct MemoryBackendOptions {
   std::size_t capacity_bytes = std::size_t{256} << 20;
 
   // Largest value, in bytes, that one item may hold; a larger value is InvalidArgument.
-  // Default: 1 MiB (the item limit of the serverless cache the library was first written for).
+  // Default: 1 MiB.
   std::size_t max_item_size = std::size_t{1} << 20;
 
   // Number of independently locked shards. More shards mean less lock contention; 1 gives an
@@ -73,8 +69,9 @@ struct MemoryBackendOptions {
   std::function<absl::Time()> clock;
 };
 
-// Counters of a MemoryBackend since its construction. Summed shard by shard, so a snapshot taken
-// under concurrent use is consistent within each shard but not across them.
+// What a MemoryBackend holds and has done since its creation. items, bytes and index_bytes are
+// summed shard by shard, each shard's under its lock; the counters are read one by one. A snapshot
+// taken under concurrent use may be off by the operations in flight.
 struct MemoryBackendStats {
   std::uint64_t items = 0;        // Items held now, including expired ones not yet dropped.
   std::uint64_t bytes = 0;        // Heap bytes charged now: items and index tables.
@@ -87,66 +84,31 @@ struct MemoryBackendStats {
   std::uint64_t expirations = 0;  // Expired items dropped, whichever operation found them.
 };
 
-// A sharded, byte-bounded LRU cache with a time to live per item. SetIfAbsent is atomic.
-// MultiSet validates the whole batch before storing anything, so a rejected batch changes
-// nothing; a batch larger than a shard's budget keeps only what fits, as any LRU would.
+// A sharded, byte-bounded LRU cache with a time to live per item.
+//
+// - max_item_size() is MemoryBackendOptions::max_item_size.
+// - MultiGet: a found item becomes the most recently used of its shard. The empty key is always
+//   absent.
+// - MultiSet: InvalidArgument for a non-positive ttl, an empty key or a value larger than
+//   max_item_size; ResourceExhausted for an item that cannot fit in a shard even when it is empty
+//   (a very long key, or a capacity below max_item_size), as estimated for glibc's allocator. In
+//   either case nothing of the batch is stored: the whole batch is checked first. (An item that
+//   passed the estimate but whose blocks measure larger than a shard, because malloc gave them
+//   more than asked, is dropped at once, as if evicted; this takes an item within a few dozen
+//   bytes of a whole shard.) When a key appears twice in a batch, the later value wins. A batch
+//   larger than a shard's budget keeps only what fits, as any LRU would.
+// - SetIfAbsent: atomic; an expired item counts as absent. Errors as for MultiSet, and
+//   ResourceExhausted for an item whose measured size does not fit a shard.
 //
 // Thread safety: safe for concurrent use; every operation on one key is atomic. A batch is not
 // atomic as a whole: a concurrent reader may see part of a MultiSet before the rest.
-class MemoryBackend final : public Backend {
+class MemoryBackend : public Backend {
  public:
-  explicit MemoryBackend(MemoryBackendOptions options = {});
-  ~MemoryBackend() override;
-
-  MemoryBackend(const MemoryBackend&) = delete;
-  MemoryBackend& operator=(const MemoryBackend&) = delete;
-
-  std::size_t max_item_size() const override { return max_item_size_; }
-
-  // A found item becomes the most recently used of its shard. The empty key is always absent.
-  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
-      absl::Span<const std::string_view> keys) override;
-
-  // InvalidArgument for a non-positive ttl, an empty key or a value larger than max_item_size;
-  // ResourceExhausted for an item that cannot fit in a shard even when it is empty (a very long
-  // key, or a capacity below max_item_size), as estimated for glibc's allocator. In either case
-  // nothing of the batch is stored. (An item that passed the estimate but whose blocks measure
-  // larger than a shard, because malloc gave them more than asked, is dropped at once, as if
-  // evicted; this takes an item within a few dozen bytes of a whole shard.)
-  // When a key appears twice in a batch, the later value wins.
-  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override;
-
-  absl::Status Delete(absl::Span<const std::string_view> keys) override;
-
-  // Atomic. An expired item counts as absent. Errors as for MultiSet, and ResourceExhausted for an
-  // item whose measured size does not fit a shard.
-  absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
-                                   absl::Duration ttl) override;
-
-  MemoryBackendStats Stats() const;
-
- private:
-  class Shard;
-
-  Shard& ShardFor(std::string_view key) const;
-  // What an item with a key and a value of these sizes is charged (with glibc's allocator), plus
-  // the smallest index table; computed without allocating. Saturates at SIZE_MAX.
-  std::size_t EstimatedCharge(std::size_t key_size, std::size_t value_size) const;
-  // OK if `key` and `value` may be stored; otherwise the error MultiSet or SetIfAbsent returns.
-  absl::Status ValidateItem(std::string_view key, std::string_view value) const;
-
-  const std::size_t max_item_size_;
-  // Measured at construction: an item's blocks when its key and value need none of their own,
-  // and a shard's index table holding one item.
-  const std::size_t entry_overhead_;
-  const std::size_t min_index_bytes_;
-  const std::size_t shard_capacity_;
-  const std::function<absl::Time()> clock_;
-  std::vector<std::unique_ptr<Shard>> shards_;
+  virtual MemoryBackendStats Stats() const = 0;
 };
 
-// Returns a MemoryBackend as the Backend a ChunkedCache takes.
-std::shared_ptr<Backend> NewMemoryBackend(MemoryBackendOptions options = {});
+// Returns a MemoryBackend with `options`. Every value of the options is usable (see each field).
+std::shared_ptr<MemoryBackend> NewMemoryBackend(MemoryBackendOptions options = {});
 
 }  // namespace chunkcache
 

@@ -5,8 +5,8 @@
 // for a Lambda function or any process whose stdout goes to CloudWatch Logs — CloudWatch turns it
 // into metrics with no API call and no log query. docs/OPERATIONS.md lists every metric.
 //
-//   std::cout << *chunkcache::ToPrometheusText(cache.Stats(), {.labels = {{"cache",
-//   "catalogue"}}});
+//   std::cout << *chunkcache::ToPrometheusText(cache.Stats(),
+//                                              {.labels = {{"cache", "catalogue"}}});
 //
 //   // Once per invocation or minute: what happened since the last line.
 //   chunkcache::CacheStats now = cache.Stats();

@@ -8,9 +8,14 @@
 // jitter, and never past the call's deadline. SetIfAbsent is Unimplemented (the default), so the
 // cross-process lease is not available on this backend.
 //
-//   absl::StatusOr<std::shared_ptr<chunkcache::Backend>> backend = chunkcache::NewMomentoBackend({
-//       .endpoint = "https://api.cache.cell-4-us-west-2-1.prod.a.momentohq.com",
-//       .cache_name = "catalogue"});  // the API key from MOMENTO_API_KEY
+//   absl::StatusOr<std::shared_ptr<chunkcache::MomentoBackend>> backend =
+//       chunkcache::NewMomentoBackend(
+//           {.endpoint = "https://api.cache.cell-4-us-west-2-1.prod.a.momentohq.com",
+//            .cache_name = "catalogue"});  // the API key from MOMENTO_API_KEY
+//   if (!backend.ok()) return backend.status();
+//   chunkcache::ChunkedCache cache(*backend);
+//   ...
+//   std::uint64_t throttled = (*backend)->Stats().throttled;
 //
 // Requests: PUT /cache/{cache}?key=…&ttl_seconds=N, GET and DELETE /cache/{cache}?key=…, with the
 // bare API key in the Authorization header. A key that is not printable UTF-8 is sent as
@@ -144,36 +149,20 @@ struct MomentoBackendStats {
   std::uint64_t errors = 0;              // calls that returned an error
 };
 
-class MomentoBackend final : public Backend {
+// The Backend described at the top of this file; made by NewMomentoBackend only. Safe for
+// concurrent use. MultiSet refuses a non-finite ttl (InvalidArgument): Momento items always expire.
+class MomentoBackend : public Backend {
  public:
-  // Use NewMomentoBackend, which checks the options first.
-  explicit MomentoBackend(MomentoBackendOptions options);
-  ~MomentoBackend() override;
-  MomentoBackend(const MomentoBackend&) = delete;
-  MomentoBackend& operator=(const MomentoBackend&) = delete;
-
-  // Checks the options and resolves the API key. Called by NewMomentoBackend.
-  absl::Status Init();
-
-  std::size_t max_item_size() const override;
-  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
-      absl::Span<const std::string_view> keys) override;
-  // A non-finite ttl is InvalidArgument: Momento items always expire.
-  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override;
-  absl::Status Delete(absl::Span<const std::string_view> keys) override;
-
-  MomentoBackendStats Stats() const;
-
- private:
-  class Impl;
-  std::unique_ptr<Impl> impl_;
+  // Counters since the backend was made.
+  virtual MomentoBackendStats Stats() const = 0;
 };
 
 // Checks the options (InvalidArgument: no endpoint, cache name or API key, plain http to a
 // non-loopback host, max_item_size above kMomentoMaxValueBytes, bad limits; messages never quote
 // the endpoint nor the key). Does not contact the server: a wrong key or cache shows on the
 // first call.
-absl::StatusOr<std::shared_ptr<Backend>> NewMomentoBackend(MomentoBackendOptions options);
+absl::StatusOr<std::shared_ptr<MomentoBackend>> NewMomentoBackend(
+    const MomentoBackendOptions& options);
 
 }  // namespace chunkcache
 

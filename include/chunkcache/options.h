@@ -1,9 +1,17 @@
 // chunkcache/options.h — the knobs of a ChunkedCache.
 //
 // CacheOptions is a plain struct: set the fields you care about and pass it to the ChunkedCache
-// constructor. Every field says what it does and its default. Out-of-range values are reported
-// by each operation as InvalidArgument (the constructor cannot fail), so a bad configuration is
-// visible on the first call.
+// constructor. Every field says what it does and its default. ValidateCacheOptions checks a
+// configuration up front, so that a service can refuse a bad one at start-up:
+//
+//   chunkcache::CacheOptions options;
+//   options.ttl = absl::Minutes(10);
+//   options.soft_ttl = absl::Minutes(5);
+//   if (absl::Status s = chunkcache::ValidateCacheOptions(options); !s.ok()) return s;
+//   chunkcache::ChunkedCache cache(backend, options);
+//
+// The constructor cannot fail: a ChunkedCache built with out-of-range values answers every call
+// with the same InvalidArgument status.
 
 #ifndef CHUNKCACHE_OPTIONS_H_
 #define CHUNKCACHE_OPTIONS_H_
@@ -13,6 +21,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 
 namespace chunkcache {
@@ -175,6 +184,11 @@ struct CacheOptions {
   // Default: empty.
   std::function<absl::Time()> clock;
 };
+
+// OK if every field of `options` is within its range; otherwise InvalidArgument naming the field
+// (or fields) at fault. ChunkedCache applies the same check, plus one of the backend (not null,
+// max_item_size() at least kMinChunkSize).
+absl::Status ValidateCacheOptions(const CacheOptions& options);
 
 }  // namespace chunkcache
 

@@ -25,8 +25,11 @@
 // little later); SetIfAbsent (SET NX) is not, because a second attempt would find the first one's
 // item and report it refused, and returns the error instead.
 //
-//   absl::StatusOr<std::shared_ptr<chunkcache::Backend>> backend =
+//   absl::StatusOr<std::shared_ptr<chunkcache::RedisBackend>> backend =
 //       chunkcache::NewRedisBackend({.url = "redis://:secret@127.0.0.1:6379/0"});
+//   if (!backend.ok()) return backend.status();
+//   chunkcache::ChunkedCache cache(*backend);
+//   std::uint64_t round_trips = (*backend)->Stats().round_trips;
 //
 // Deadlines: every command, connect and failover retry of a call is bounded by command_timeout
 // (connect_timeout) and by the deadline of the ChunkedCache call being made (CallDeadline(),
@@ -65,7 +68,9 @@ namespace chunkcache {
 struct RedisBackendOptions {
   // Where the server is: redis://[[user]:password@]host[:port][/db] (port 6379 and db 0 by
   // default; user and password percent-decoded; an IPv6 host in brackets), or
-  // unix:///path/to/redis.sock[?db=N]. In cluster mode, any one node (a seed).
+  // unix:///path/to/redis.sock[?db=N]. In cluster mode, any one node (a seed);
+  // redis+cluster://[[user]:password@]host[:port] also sets `cluster`. Parsed as RFC 3986 says
+  // (libcurl's URL parser): a '@', '/', '?' or '#' in a password is percent-encoded.
   // Default: "redis://127.0.0.1:6379".
   std::string url = "redis://127.0.0.1:6379";
 
@@ -100,8 +105,7 @@ struct RedisBackendOptions {
   // so any value up to SIZE_MAX is safe), whatever the server sends. An array reply may
   // also claim no more elements than keys asked (ResourceExhausted otherwise, before hiredis
   // allocates for them).
-  // Default: 1 MiB (the item limit of the serverless cache the library was first written for;
-  // Redis itself allows 512 MB).
+  // Default: 1 MiB (Redis itself allows 512 MB).
   std::size_t max_item_size = std::size_t{1} << 20;
 
   // Treat the server as a Redis Cluster from the start (discover the slot map with CLUSTER SLOTS).
@@ -129,41 +133,23 @@ struct RedisBackendStats {
   std::uint64_t node_pools = 0;             // now (not a counter): nodes with a connection pool
 };
 
-class RedisBackend final : public Backend {
+// A Backend on Redis, made by NewRedisBackend. The Backend calls are documented at the top of
+// this file; these are the Redis-only ones.
+class RedisBackend : public Backend {
  public:
-  // Use NewRedisBackend, which checks the options and reaches the server first.
-  explicit RedisBackend(RedisBackendOptions options);
-  ~RedisBackend() override;
-  RedisBackend(const RedisBackend&) = delete;
-  RedisBackend& operator=(const RedisBackend&) = delete;
-
-  // Parses the URL and, in cluster mode, loads the slot map. Called by NewRedisBackend.
-  absl::Status Init();
-
-  std::size_t max_item_size() const override;
-  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
-      absl::Span<const std::string_view> keys) override;
-  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override;
-  absl::Status Delete(absl::Span<const std::string_view> keys) override;
-  absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
-                                   absl::Duration ttl) override;
-
-  RedisBackendStats Stats() const;
+  // Counters since the backend was made.
+  virtual RedisBackendStats Stats() const = 0;
 
   // The remaining time to live of each key (PTTL): absl::InfiniteDuration() for a key without
   // expiry, empty for an absent key. For operators' tools.
-  absl::StatusOr<std::vector<std::optional<absl::Duration>>> TimeToLive(
-      absl::Span<const std::string_view> keys);
-
- private:
-  class Impl;
-  std::unique_ptr<Impl> impl_;
+  virtual absl::StatusOr<std::vector<std::optional<absl::Duration>>> TimeToLive(
+      absl::Span<const std::string_view> keys) = 0;
 };
 
 // Checks the options, connects to the server (PING) and, for a cluster, loads the slot map.
 // InvalidArgument for a bad URL or option; the connection's error if the server cannot be used
 // (Unavailable, DeadlineExceeded, PermissionDenied).
-absl::StatusOr<std::shared_ptr<Backend>> NewRedisBackend(RedisBackendOptions options);
+absl::StatusOr<std::shared_ptr<RedisBackend>> NewRedisBackend(RedisBackendOptions options);
 
 // The Redis Cluster slot of `key` (CRC16-XMODEM of its hash tag, mod 16384).
 int RedisClusterSlot(std::string_view key);

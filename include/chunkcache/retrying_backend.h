@@ -3,10 +3,10 @@
 // RetryingBackend wraps an inner Backend and calls it again, after a randomised exponential
 // backoff ("full jitter"), when a call fails with a transient error: Unavailable (a server down or
 // restarting), DeadlineExceeded (a slow reply) or ResourceExhausted (throttling). Use it in front
-// of a network backend whose failures come in short bursts, as the serverless cache of the
-// library's launch night did; the memory backend never needs it.
+// of a network backend whose failures come in short bursts; the memory backend never needs it.
 //
-//   absl::StatusOr<std::shared_ptr<chunkcache::Backend>> redis = chunkcache::NewRedisBackend({});
+//   absl::StatusOr<std::shared_ptr<chunkcache::RedisBackend>> redis =
+//       chunkcache::NewRedisBackend({});
 //   if (!redis.ok()) return redis.status();
 //   absl::StatusOr<std::shared_ptr<chunkcache::RetryingBackend>> retrying =
 //       chunkcache::NewRetryingBackend(*redis, {.max_attempts = 5});
@@ -27,20 +27,14 @@
 #ifndef CHUNKCACHE_RETRYING_BACKEND_H_
 #define CHUNKCACHE_RETRYING_BACKEND_H_
 
-#include <atomic>
-#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
-#include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "absl/types/span.h"
 #include "chunkcache/backend.h"
 
 namespace chunkcache {
@@ -82,7 +76,7 @@ struct RetryingBackendOptions {
   std::function<absl::Time()> clock;
 };
 
-// Counters of a RetryingBackend since its construction. Read one by one without a lock, so a
+// Counters of a RetryingBackend since its creation. Read one by one without a lock, so a
 // snapshot taken under concurrent use may be off by the calls in flight.
 struct RetryingBackendStats {
   std::uint64_t calls = 0;     // MultiGet/MultiSet/Delete/SetIfAbsent calls
@@ -92,62 +86,19 @@ struct RetryingBackendStats {
   std::uint64_t succeeded_after_retry = 0;  // calls that failed at first and then succeeded
 };
 
-// Retries the idempotent calls of an inner Backend; see the top of this file.
+// Retries the idempotent calls of an inner Backend; see the top of this file. MultiGet, MultiSet
+// and Delete are retried on the codes of retry_on. SetIfAbsent is forwarded once and its result
+// returned unchanged; it counts in calls and attempts only.
 //
-// Thread safety: safe for concurrent use (counters are atomic, the jitter generator is locked).
-class RetryingBackend final : public Backend {
+// Thread safety: safe for concurrent use.
+class RetryingBackend : public Backend {
  public:
-  // Use NewRetryingBackend, which rejects bad options. This constructor takes `options` as given,
-  // brought to the nearest valid value: max_attempts below 1 as 1, negative durations as zero, a
-  // non-positive deadline as no retry at all, backoff_cap below backoff_base as backoff_base, and
-  // kOk dropped from retry_on. `inner` must not be null.
-  explicit RetryingBackend(std::shared_ptr<Backend> inner, RetryingBackendOptions options = {});
-  ~RetryingBackend() override;
+  virtual RetryingBackendStats Stats() const = 0;
 
-  RetryingBackend(const RetryingBackend&) = delete;
-  RetryingBackend& operator=(const RetryingBackend&) = delete;
+  // The options in force: those given, with `sleep` and `clock` filled in when empty.
+  virtual const RetryingBackendOptions& options() const = 0;
 
-  std::size_t max_item_size() const override { return inner_->max_item_size(); }
-
-  // Retried on the codes of retry_on.
-  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
-      absl::Span<const std::string_view> keys) override;
-  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override;
-  absl::Status Delete(absl::Span<const std::string_view> keys) override;
-
-  // Forwarded once, never retried (see the top of this file); its result is returned unchanged.
-  // Counted in calls and attempts only.
-  absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
-                                   absl::Duration ttl) override;
-
-  RetryingBackendStats Stats() const;
-
-  // The options in force, after the adjustments the constructor makes.
-  const RetryingBackendOptions& options() const { return options_; }
-
-  const std::shared_ptr<Backend>& inner() const { return inner_; }
-
- private:
-  class Jitter;
-
-  // Calls `attempt` until it succeeds, fails with a code not in retry_on, runs out of attempts or
-  // would run past the deadline. `operation` names the call in error messages.
-  template <typename Result, typename Attempt>
-  Result Retry(std::string_view operation, const Attempt& attempt);
-
-  bool Retryable(absl::StatusCode code) const;
-  // The backoff before retry `retry` (1-based), drawn with full jitter.
-  absl::Duration Backoff(int retry);
-
-  const std::shared_ptr<Backend> inner_;
-  const RetryingBackendOptions options_;
-  const std::unique_ptr<Jitter> jitter_;
-
-  std::atomic<std::uint64_t> calls_{0};
-  std::atomic<std::uint64_t> attempts_{0};
-  std::atomic<std::uint64_t> retries_{0};
-  std::atomic<std::uint64_t> gave_up_{0};
-  std::atomic<std::uint64_t> succeeded_after_retry_{0};
+  virtual const std::shared_ptr<Backend>& inner() const = 0;
 };
 
 // Returns a RetryingBackend over `inner`. InvalidArgument for a null `inner` or bad options:

@@ -6,6 +6,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "backends/redis/url.h"
 #include "chunkcache/memory_backend.h"
 #include "chunkcache/momento_backend.h"
 #include "chunkcache/redis_backend.h"
@@ -68,11 +69,9 @@ absl::StatusOr<std::shared_ptr<Backend>> NewBackendFromUrl(std::string_view url,
     if (options.max_item_size > 0) memory.max_item_size = options.max_item_size;
     return NewMemoryBackend(memory);
   }
-  const bool cluster = absl::StartsWith(u, "redis+cluster://");
-  if (cluster || absl::StartsWith(u, "redis://") || absl::StartsWith(u, "unix://")) {
+  if (redis::IsServerUrl(url)) {  // redis+cluster:// sets RedisBackendOptions::cluster
     RedisBackendOptions redis;
-    redis.url = cluster ? absl::StrCat("redis://", u.substr(16)) : std::string(url);
-    redis.cluster = cluster;
+    redis.url = std::string(url);
     if (options.timeout > absl::ZeroDuration()) {
       redis.connect_timeout = options.timeout;
       redis.command_timeout = options.timeout;

@@ -36,11 +36,9 @@ struct ReadFault {
   unsigned char mask;
 };
 
-}  // namespace
-
 // The options and the generator behind every decision, under one lock. Only the decisions are
 // taken under it; sleeping, forwarding and damaging values happen outside.
-class FaultInjectionBackend::Dice {
+class Dice {
  public:
   // What a call does before it is forwarded, and the options it runs with.
   struct Entry {
@@ -110,53 +108,96 @@ class FaultInjectionBackend::Dice {
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
 };
 
-FaultInjectionBackend::FaultInjectionBackend(std::shared_ptr<Backend> inner,
-                                             FaultInjectionOptions options)
-    : inner_(std::move(inner)), dice_(std::make_unique<Dice>(options)) {}
+class FaultInjectionBackendImpl final : public FaultInjectionBackend {
+ public:
+  // `inner` must not be null.
+  FaultInjectionBackendImpl(std::shared_ptr<Backend> inner, const FaultInjectionOptions& options)
+      : inner_(std::move(inner)), dice_(options) {}
 
-FaultInjectionBackend::~FaultInjectionBackend() = default;
+  std::size_t max_item_size() const override { return inner_->max_item_size(); }
+  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view> keys) override;
+  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override;
 
-void FaultInjectionBackend::SetOptions(FaultInjectionOptions options) { dice_->Reset(options); }
+  absl::Status Delete(absl::Span<const std::string_view> keys) override {
+    const absl::StatusOr<FaultInjectionOptions> options = Enter("Delete", Access::kWrite);
+    if (!options.ok()) return options.status();
+    return inner_->Delete(keys);
+  }
 
-FaultInjectionOptions FaultInjectionBackend::options() const { return dice_->options(); }
+  absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
+                                   absl::Duration ttl) override {
+    const absl::StatusOr<FaultInjectionOptions> options = Enter("SetIfAbsent", Access::kWrite);
+    if (!options.ok()) return options.status();
+    return inner_->SetIfAbsent(key, value, ttl);
+  }
 
-absl::Status FaultInjectionBackend::Enter(std::string_view operation,
-                                          double FaultInjectionOptions::*error_rate,
-                                          std::atomic<std::uint64_t>* errors,
-                                          FaultInjectionOptions* snapshot) {
+  void SetOptions(FaultInjectionOptions options) override { dice_.Reset(options); }
+  FaultInjectionOptions options() const override { return dice_.options(); }
+
+  FaultInjectionStats Stats() const override {
+    return {.calls = calls_.load(kRelaxed),
+            .read_errors = read_errors_.load(kRelaxed),
+            .write_errors = write_errors_.load(kRelaxed),
+            .dropped_writes = dropped_writes_.load(kRelaxed),
+            .lost_items = lost_items_.load(kRelaxed),
+            .flipped_bytes = flipped_bytes_.load(kRelaxed),
+            .delays = delays_.load(kRelaxed)};
+  }
+
+  const std::shared_ptr<Backend>& inner() const override { return inner_; }
+
+ private:
+  enum class Access { kRead, kWrite };
+
+  // Counts the call, takes a snapshot of the options and draws whether the call is delayed and
+  // whether it fails (with read_error_rate or write_error_rate), sleeping outside the lock. The
+  // injected error if it fails, the snapshot otherwise.
+  absl::StatusOr<FaultInjectionOptions> Enter(std::string_view operation, Access access);
+
+  const std::shared_ptr<Backend> inner_;
+  Dice dice_;
+
+  std::atomic<std::uint64_t> calls_{0};
+  std::atomic<std::uint64_t> read_errors_{0};
+  std::atomic<std::uint64_t> write_errors_{0};
+  std::atomic<std::uint64_t> dropped_writes_{0};
+  std::atomic<std::uint64_t> lost_items_{0};
+  std::atomic<std::uint64_t> flipped_bytes_{0};
+  std::atomic<std::uint64_t> delays_{0};
+};
+
+absl::StatusOr<FaultInjectionOptions> FaultInjectionBackendImpl::Enter(std::string_view operation,
+                                                                       Access access) {
+  const bool write = access == Access::kWrite;
+  double FaultInjectionOptions::*const error_rate =
+      write ? &FaultInjectionOptions::write_error_rate : &FaultInjectionOptions::read_error_rate;
   calls_.fetch_add(1, kRelaxed);
-  const Dice::Entry entry = dice_->Enter(error_rate);
-  *snapshot = entry.options;
+  const Dice::Entry entry = dice_.Enter(error_rate);
   if (entry.delayed) {
     delays_.fetch_add(1, kRelaxed);
     absl::SleepFor(entry.options.delay);
   }
-  if (!entry.failed) return absl::OkStatus();
-  errors->fetch_add(1, kRelaxed);
+  if (!entry.failed) return entry.options;
+  (write ? write_errors_ : read_errors_).fetch_add(1, kRelaxed);
   const absl::StatusCode code = entry.options.error_code == absl::StatusCode::kOk
                                     ? absl::StatusCode::kUnavailable
                                     : entry.options.error_code;
-  const char* rate_name = error_rate == &FaultInjectionOptions::read_error_rate
-                              ? "read_error_rate"
-                              : "write_error_rate";
+  const char* rate_name = write ? "write_error_rate" : "read_error_rate";
   return absl::Status(
       code, absl::StrCat("fault injected: ", absl::string_view(operation.data(), operation.size()),
                          " failed (", rate_name, " ", entry.options.*error_rate,
                          "); the inner backend was not called"));
 }
 
-absl::StatusOr<std::vector<std::optional<std::string>>> FaultInjectionBackend::MultiGet(
+absl::StatusOr<std::vector<std::optional<std::string>>> FaultInjectionBackendImpl::MultiGet(
     absl::Span<const std::string_view> keys) {
-  FaultInjectionOptions options;
-  if (absl::Status status =
-          Enter("MultiGet", &FaultInjectionOptions::read_error_rate, &read_errors_, &options);
-      !status.ok()) {
-    return status;
-  }
+  const absl::StatusOr<FaultInjectionOptions> options = Enter("MultiGet", Access::kRead);
+  if (!options.ok()) return options.status();
   absl::StatusOr<std::vector<std::optional<std::string>>> values = inner_->MultiGet(keys);
-  if (!values.ok() || !(options.lose_item_rate > 0 || options.flip_byte_rate > 0)) return values;
+  if (!values.ok() || !(options->lose_item_rate > 0 || options->flip_byte_rate > 0)) return values;
 
-  for (const ReadFault& fault : dice_->DrawReadFaults(*values, options)) {
+  for (const ReadFault& fault : dice_.DrawReadFaults(*values, *options)) {
     std::optional<std::string>& value = (*values)[fault.index];
     if (fault.lost) {
       value.reset();
@@ -170,16 +211,13 @@ absl::StatusOr<std::vector<std::optional<std::string>>> FaultInjectionBackend::M
   return values;
 }
 
-absl::Status FaultInjectionBackend::MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) {
-  FaultInjectionOptions options;
-  if (absl::Status status =
-          Enter("MultiSet", &FaultInjectionOptions::write_error_rate, &write_errors_, &options);
-      !status.ok()) {
-    return status;
-  }
-  if (!(options.drop_write_rate > 0)) return inner_->MultiSet(items, ttl);
+absl::Status FaultInjectionBackendImpl::MultiSet(absl::Span<const KeyValue> items,
+                                                 absl::Duration ttl) {
+  const absl::StatusOr<FaultInjectionOptions> options = Enter("MultiSet", Access::kWrite);
+  if (!options.ok()) return options.status();
+  if (!(options->drop_write_rate > 0)) return inner_->MultiSet(items, ttl);
 
-  const std::vector<bool> dropped = dice_->DrawDrops(items.size(), options.drop_write_rate);
+  const std::vector<bool> dropped = dice_.DrawDrops(items.size(), options->drop_write_rate);
   std::vector<KeyValue> kept;
   kept.reserve(items.size());
   for (std::size_t i = 0; i < items.size(); ++i) {
@@ -190,36 +228,12 @@ absl::Status FaultInjectionBackend::MultiSet(absl::Span<const KeyValue> items, a
   return status;
 }
 
-absl::Status FaultInjectionBackend::Delete(absl::Span<const std::string_view> keys) {
-  FaultInjectionOptions options;
-  if (absl::Status status =
-          Enter("Delete", &FaultInjectionOptions::write_error_rate, &write_errors_, &options);
-      !status.ok()) {
-    return status;
-  }
-  return inner_->Delete(keys);
-}
+}  // namespace
 
-absl::StatusOr<bool> FaultInjectionBackend::SetIfAbsent(std::string_view key,
-                                                        std::string_view value,
-                                                        absl::Duration ttl) {
-  FaultInjectionOptions options;
-  if (absl::Status status =
-          Enter("SetIfAbsent", &FaultInjectionOptions::write_error_rate, &write_errors_, &options);
-      !status.ok()) {
-    return status;
-  }
-  return inner_->SetIfAbsent(key, value, ttl);
-}
-
-FaultInjectionStats FaultInjectionBackend::Stats() const {
-  return {.calls = calls_.load(kRelaxed),
-          .read_errors = read_errors_.load(kRelaxed),
-          .write_errors = write_errors_.load(kRelaxed),
-          .dropped_writes = dropped_writes_.load(kRelaxed),
-          .lost_items = lost_items_.load(kRelaxed),
-          .flipped_bytes = flipped_bytes_.load(kRelaxed),
-          .delays = delays_.load(kRelaxed)};
+absl::StatusOr<std::shared_ptr<FaultInjectionBackend>> NewFaultInjectionBackend(
+    std::shared_ptr<Backend> inner, FaultInjectionOptions options) {
+  if (inner == nullptr) return absl::InvalidArgumentError("the inner backend is null");
+  return std::make_shared<FaultInjectionBackendImpl>(std::move(inner), options);
 }
 
 }  // namespace chunkcache

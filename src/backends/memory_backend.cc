@@ -5,9 +5,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
-#include <iterator>
 #include <limits>
-#include <list>
 #include <memory>
 #include <new>
 #include <optional>
@@ -20,31 +18,26 @@
 #include <malloc.h>
 #endif
 
-#include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
-#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "internal/mutex.h"
+#include "internal/sharded_lru.h"
+#include "internal/striped_counter.h"
 
 namespace chunkcache {
 namespace {
 
-using internal::Mutex;
-using internal::MutexLock;
+using internal::LruAdmit;
+using internal::LruInserted;
 
 // Key length that the automatic shard reduction leaves room for besides a max-size value.
 constexpr std::size_t kKeyAllowance = 1024;
 
 // Longest key prefix quoted in an error message.
 constexpr std::size_t kMaxQuotedKey = 64;
-
-// A shard's index is rebuilt smaller once it is less than 1/8 full, if it has more slots than this.
-constexpr std::size_t kMinShrinkCapacity = 127;
 
 constexpr std::size_t kMaxSize = std::numeric_limits<std::size_t>::max();
 
@@ -111,36 +104,14 @@ struct ItemAllocator {
   friend bool operator==(ItemAllocator, ItemAllocator) { return true; }
 };
 
-// Allocates a shard's index table with malloc and keeps `*bytes` equal to the heap memory it
-// holds, so that the table is charged at its real size as it grows and shrinks.
-template <typename T>
-class IndexAllocator {
- public:
-  static_assert(alignof(T) <= alignof(std::max_align_t));
-  using value_type = T;
-
-  explicit IndexAllocator(std::size_t* bytes) : bytes_(bytes) {}
-  template <typename U>
-  IndexAllocator(const IndexAllocator<U>& other)  // NOLINT(google-explicit-constructor)
-      : bytes_(other.bytes()) {}
-
-  T* allocate(std::size_t n) {
-    void* block = AllocateBlock(n, sizeof(T));
-    *bytes_ += BlockCost(block, n * sizeof(T));
-    return static_cast<T*>(block);
-  }
-  void deallocate(T* block, std::size_t n) {
-    *bytes_ -= BlockCost(block, n * sizeof(T));
-    std::free(block);
-  }
-
-  std::size_t* bytes() const { return bytes_; }
-  friend bool operator==(const IndexAllocator& a, const IndexAllocator& b) {
-    return a.bytes_ == b.bytes_;
-  }
-
- private:
-  std::size_t* bytes_;
+// The LRU's memory: items through ItemAllocator, index tables from malloc, each block counted at
+// BlockCost, so that both are charged at what they really take.
+struct MallocHeap {
+  template <typename T>
+  using Allocator = ItemAllocator<T>;
+  static void* Allocate(std::size_t bytes) { return AllocateBlock(1, bytes); }
+  static void Free(void* block, std::size_t /*bytes*/) { std::free(block); }
+  static std::size_t Cost(void* block, std::size_t bytes) { return BlockCost(block, bytes); }
 };
 
 using ItemString = std::basic_string<char, std::char_traits<char>, ItemAllocator<char>>;
@@ -176,223 +147,96 @@ absl::Time ExpiryFor(absl::Time now, absl::Duration ttl) {
   return ttl == absl::InfiniteDuration() ? absl::InfiniteFuture() : now + ttl;
 }
 
-}  // namespace
+// What the LRU holds for a key.
+struct Item {
+  Item(std::string_view bytes, absl::Time expiry)
+      : value(std::allocate_shared<ItemString>(ItemAllocator<ItemString>(), bytes.data(),
+                                               bytes.size())),
+        expiry(expiry) {}
 
-// One lock's worth of the cache: an LRU list, an index into it, and the bytes they take.
-// Thread safety: safe for concurrent use; every method that reads or changes the shard takes its
-// mutex.
-class MemoryBackend::Shard {
- public:
-  struct Entry {
-    Entry(std::string_view key, std::string_view value, absl::Time expiry)
-        : key(key.data(), key.size()),
-          value(std::allocate_shared<ItemString>(ItemAllocator<ItemString>(), value.data(),
-                                                 value.size())),
-          expiry(expiry) {}
-
-    ItemString key;
-    // Shared so that readers copy the bytes out after releasing the lock.
-    std::shared_ptr<const ItemString> value;
-    absl::Time expiry;
-    // The heap memory of the entry's blocks: its list node, its value's shared block, and its
-    // key's and value's bytes where they do not fit inside their strings.
-    std::size_t charge = 0;
-  };
-  // Also used to carry entries across the lock: a new entry is built in a one-element list
-  // outside it and spliced in, and removed entries are spliced out and destroyed after it, so
-  // that no large allocation or free happens while other threads wait.
-  using EntryList = std::list<Entry, ItemAllocator<Entry>>;
-
-  enum class Outcome { kStored, kPresent, kTooLarge };
-
-  Shard(std::size_t capacity, std::size_t min_index_bytes)
-      : capacity_(capacity),
-        min_index_bytes_(min_index_bytes),
-        index_(Index::allocator_type(&index_bytes_)) {}
-
-  // A one-entry list holding `key` and `value`, charged what its blocks take.
-  static EntryList MakeEntry(std::string_view key, std::string_view value, absl::Time expiry) {
-    const std::size_t before = item_bytes_allocated_here;
-    EntryList entry;
-    entry.emplace_back(key, value, expiry);
-    entry.front().charge = item_bytes_allocated_here - before;
-    return entry;
-  }
-
-  // What a shard's index takes when it holds one item.
-  static std::size_t MinIndexBytes() {
-    std::size_t bytes = 0;
-    Index index{Index::allocator_type(&bytes)};
-    index.emplace("k", EntryList::iterator());
-    return bytes;  // Copied before `index` frees its table.
-  }
-
-  // The live value under `key`, which becomes the most recently used; null if absent or expired.
-  std::shared_ptr<const ItemString> Lookup(std::string_view key, absl::Time now,
-                                           EntryList* removed) {
-    MutexLock lock(&mu_);
-    const auto found = index_.find(key);
-    if (found == index_.end()) {
-      ++stats_.misses;
-      return nullptr;
-    }
-    const EntryList::iterator entry = found->second;
-    if (Expired(*entry, now)) {
-      ++stats_.expirations;
-      ++stats_.misses;
-      Remove(entry, removed);
-      Fit(now, removed);
-      return nullptr;
-    }
-    lru_.splice(lru_.begin(), lru_, entry);
-    ++stats_.hits;
-    return entry->value;
-  }
-
-  // Stores the single entry of `item`, replacing any entry with its key; kTooLarge, changing
-  // nothing, if the entry cannot fit even in an empty shard.
-  Outcome Insert(EntryList* item, absl::Time now, EntryList* removed) {
-    if (!Fits(item->front().charge)) return Outcome::kTooLarge;
-    MutexLock lock(&mu_);
-    if (const auto found = index_.find(item->front().key); found != index_.end()) {
-      Remove(found->second, removed);
-    }
-    Add(item, now, removed);
-    return Outcome::kStored;
-  }
-
-  // Stores the single entry of `item` unless a live entry has its key (kPresent).
-  Outcome InsertIfAbsent(EntryList* item, absl::Time now, EntryList* removed) {
-    if (!Fits(item->front().charge)) return Outcome::kTooLarge;
-    MutexLock lock(&mu_);
-    if (const auto found = index_.find(item->front().key); found != index_.end()) {
-      if (!Expired(*found->second, now)) return Outcome::kPresent;
-      ++stats_.expirations;
-      Remove(found->second, removed);
-    }
-    Add(item, now, removed);
-    return Outcome::kStored;
-  }
-
-  void Erase(std::string_view key, absl::Time now, EntryList* removed) {
-    MutexLock lock(&mu_);
-    const auto found = index_.find(key);
-    if (found == index_.end()) return;
-    ++(Expired(*found->second, now) ? stats_.expirations : stats_.deletes);
-    Remove(found->second, removed);
-    Fit(now, removed);
-  }
-
-  // Adds this shard's counters to `total`.
-  void AddStatsTo(MemoryBackendStats* total) const {
-    MutexLock lock(&mu_);
-    total->items += index_.size();
-    total->bytes += Bytes();
-    total->index_bytes += index_bytes_;
-    total->hits += stats_.hits;
-    total->misses += stats_.misses;
-    total->sets += stats_.sets;
-    total->deletes += stats_.deletes;
-    total->evictions += stats_.evictions;
-    total->expirations += stats_.expirations;
-  }
-
- private:
-  // Keys view the `key` of the list entries they point to, which stay put while listed.
-  using Index =
-      absl::flat_hash_map<std::string_view, EntryList::iterator, absl::Hash<std::string_view>,
-                          std::equal_to<std::string_view>,
-                          IndexAllocator<std::pair<const std::string_view, EntryList::iterator>>>;
-
-  static bool Expired(const Entry& entry, absl::Time now) { return now >= entry.expiry; }
-
-  // Whether an entry charged `charge` fits in this shard alone, with the smallest index.
-  bool Fits(std::size_t charge) const {
-    return SaturatingAdd(charge, min_index_bytes_) <= capacity_;
-  }
-
-  std::size_t Bytes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return item_bytes_ + index_bytes_;
-  }
-
-  // Makes room for the single entry of `item`, which Fits, and moves it to the front of the LRU
-  // list. Its key must not be in the index.
-  void Add(EntryList* item, absl::Time now, EntryList* removed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const std::size_t charge = item->front().charge;
-    while (Bytes() + charge > capacity_ && !lru_.empty()) EvictLast(now, removed);
-    lru_.splice(lru_.begin(), *item);
-    index_.emplace(std::string_view(lru_.front().key), lru_.begin());
-    item_bytes_ += charge;
-    ++stats_.sets;
-    Fit(now, removed);
-  }
-
-  // Brings the shard back within its capacity when its index grew, and gives back the memory of
-  // an index that is mostly empty: erasing never shrinks a flat_hash_map, only a rehash does.
-  void Fit(absl::Time now, EntryList* removed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    while (Bytes() > capacity_ && lru_.size() > 1) EvictLast(now, removed);
-    const bool sparse =
-        index_.capacity() > kMinShrinkCapacity && index_.size() * 8 < index_.capacity();
-    if (sparse || Bytes() > capacity_) index_.rehash(0);  // Fits: one entry and a small index.
-  }
-
-  void EvictLast(absl::Time now, EntryList* removed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const EntryList::iterator last = std::prev(lru_.end());
-    ++(Expired(*last, now) ? stats_.expirations : stats_.evictions);
-    Remove(last, removed);
-  }
-
-  // Unlinks `entry` and hands it to `removed`, to be destroyed once the lock is released.
-  void Remove(EntryList::iterator entry, EntryList* removed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    index_.erase(std::string_view(entry->key));
-    item_bytes_ -= entry->charge;
-    removed->splice(removed->end(), lru_, entry);
-  }
-
-  const std::size_t capacity_;
-  const std::size_t min_index_bytes_;
-  mutable Mutex mu_;
-  // Most recently used first.
-  EntryList lru_ ABSL_GUARDED_BY(mu_);
-  // The heap memory of index_'s table, kept by its allocator; declared first so it outlives it.
-  std::size_t index_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  Index index_ ABSL_GUARDED_BY(mu_);
-  // The sum of the charges of the entries in lru_.
-  std::size_t item_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  // Only the counters; items and bytes are read from index_, item_bytes_ and index_bytes_.
-  MemoryBackendStats stats_ ABSL_GUARDED_BY(mu_);
+  // Shared so that readers copy the bytes out after releasing the lock.
+  std::shared_ptr<const ItemString> value;
+  absl::Time expiry;
 };
 
-MemoryBackend::MemoryBackend(MemoryBackendOptions options)
-    : max_item_size_(options.max_item_size),
-      entry_overhead_(Shard::MakeEntry({}, {}, absl::InfiniteFuture()).front().charge),
-      min_index_bytes_(Shard::MinIndexBytes()),
-      shard_capacity_(options.capacity_bytes /
-                      ShardCount(options, EstimatedCharge(kKeyAllowance, options.max_item_size))),
-      clock_(options.clock ? std::move(options.clock) : std::function<absl::Time()>(absl::Now)) {
-  const int count = ShardCount(options, EstimatedCharge(kKeyAllowance, options.max_item_size));
-  shards_.reserve(count);
-  for (int i = 0; i < count; ++i) {
-    shards_.push_back(std::make_unique<Shard>(shard_capacity_, min_index_bytes_));
-  }
+using Lru = internal::ShardedLru<Item, MallocHeap, internal::LruLocking::kExclusive>;
+
+bool Expired(const Item& item, absl::Time now) { return now >= item.expiry; }
+
+// A node holding `key` and `value`, charged the heap memory of its blocks: its list node, its
+// value's shared block, and its key's and value's bytes where they do not fit inside their
+// strings. Built before any lock is taken.
+Lru::NodeList NewItem(std::string_view key, std::string_view value, absl::Time expiry) {
+  const std::size_t before = item_bytes_allocated_here;
+  Lru::NodeList node = Lru::NewNode(key, value, expiry);
+  node.front().charge = item_bytes_allocated_here - before;
+  return node;
 }
 
-MemoryBackend::~MemoryBackend() = default;
+class MemoryBackendImpl final : public MemoryBackend {
+ public:
+  explicit MemoryBackendImpl(MemoryBackendOptions options);
 
-std::size_t MemoryBackend::EstimatedCharge(std::size_t key_size, std::size_t value_size) const {
+  std::size_t max_item_size() const override { return max_item_size_; }
+  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view> keys) override;
+  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override;
+  absl::Status Delete(absl::Span<const std::string_view> keys) override;
+  absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
+                                   absl::Duration ttl) override;
+  MemoryBackendStats Stats() const override;
+
+ private:
+  // What an item with a key and a value of these sizes is charged (with glibc's allocator), plus
+  // the smallest index table; computed without allocating. Saturates at SIZE_MAX.
+  std::size_t EstimatedCharge(std::size_t key_size, std::size_t value_size) const;
+  // OK if `key` and `value` may be stored; otherwise the error MultiSet or SetIfAbsent returns.
+  absl::Status ValidateItem(std::string_view key, std::string_view value) const;
+  // Whether an item charged `charge` fits in a shard alone, with the smallest index.
+  bool Fits(std::size_t charge) const {
+    return SaturatingAdd(charge, min_index_bytes_) <= shard_capacity_;
+  }
+  // Lru::Insert and Lru::Erase, counting what they evicted at `now`.
+  template <typename Decide>
+  LruInserted Insert(Lru::NodeList* node, absl::Time now, Decide&& decide);
+  template <typename Decide>
+  bool Erase(std::string_view key, absl::Time now, Decide&& decide);
+  // Expired items count as expirations, live ones as evictions.
+  void CountEvicted(const Lru::NodeList& evicted, absl::Time now);
+
+  const std::size_t max_item_size_;
+  // Measured at construction: an item's blocks when its key and value need none of their own,
+  // and a shard's index table holding one item.
+  const std::size_t entry_overhead_;
+  const std::size_t min_index_bytes_;
+  const int shards_;
+  const std::size_t shard_capacity_;
+  const std::function<absl::Time()> clock_;
+  Lru lru_;
+  internal::StripedCounter hits_;
+  internal::StripedCounter misses_;
+  internal::StripedCounter sets_;
+  internal::StripedCounter deletes_;
+  internal::StripedCounter evictions_;
+  internal::StripedCounter expirations_;
+};
+
+MemoryBackendImpl::MemoryBackendImpl(MemoryBackendOptions options)
+    : max_item_size_(options.max_item_size),
+      entry_overhead_(NewItem({}, {}, absl::InfiniteFuture()).front().charge),
+      min_index_bytes_(Lru::IndexBytesForOneEntry()),
+      shards_(ShardCount(options, EstimatedCharge(kKeyAllowance, options.max_item_size))),
+      shard_capacity_(options.capacity_bytes / shards_),
+      clock_(options.clock ? std::move(options.clock) : std::function<absl::Time()>(absl::Now)),
+      lru_({.shards = static_cast<std::size_t>(shards_), .shard_capacity = shard_capacity_}) {}
+
+std::size_t MemoryBackendImpl::EstimatedCharge(std::size_t key_size, std::size_t value_size) const {
   return SaturatingAdd(
       SaturatingAdd(entry_overhead_, min_index_bytes_),
       SaturatingAdd(StringBytesEstimate(key_size), StringBytesEstimate(value_size)));
 }
 
-MemoryBackend::Shard& MemoryBackend::ShardFor(std::string_view key) const {
-  // The high half of the hash picks the shard: flat_hash_map uses the low bits inside a shard,
-  // and keys sharing them would crowd its probe groups.
-  const std::uint64_t hash = absl::Hash<std::string_view>{}(key);
-  return *shards_[(hash >> 32) % shards_.size()];
-}
-
-absl::Status MemoryBackend::ValidateItem(std::string_view key, std::string_view value) const {
+absl::Status MemoryBackendImpl::ValidateItem(std::string_view key, std::string_view value) const {
   if (key.empty()) {
     return absl::InvalidArgumentError("the key is empty; keys need at least one byte");
   }
@@ -412,24 +256,57 @@ absl::Status MemoryBackend::ValidateItem(std::string_view key, std::string_view 
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::optional<std::string>>> MemoryBackend::MultiGet(
+template <typename Decide>
+LruInserted MemoryBackendImpl::Insert(Lru::NodeList* node, absl::Time now, Decide&& decide) {
+  Lru::Removed removed;
+  const LruInserted inserted = lru_.Insert(node, decide, &removed);
+  if (inserted == LruInserted::kStored) sets_.Add();
+  CountEvicted(removed.evicted, now);
+  return inserted;
+}
+
+template <typename Decide>
+bool MemoryBackendImpl::Erase(std::string_view key, absl::Time now, Decide&& decide) {
+  Lru::Removed removed;
+  const bool erased = lru_.Erase(key, decide, &removed);
+  CountEvicted(removed.evicted, now);
+  return erased;
+}
+
+void MemoryBackendImpl::CountEvicted(const Lru::NodeList& evicted, absl::Time now) {
+  for (const Lru::Node& node : evicted)
+    (Expired(node.value, now) ? expirations_ : evictions_).Add();
+}
+
+absl::StatusOr<std::vector<std::optional<std::string>>> MemoryBackendImpl::MultiGet(
     absl::Span<const std::string_view> keys) {
   const absl::Time now = clock_();
   std::vector<std::optional<std::string>> values;
   values.reserve(keys.size());
   for (const std::string_view key : keys) {
-    Shard::EntryList removed;
-    const std::shared_ptr<const ItemString> value = ShardFor(key).Lookup(key, now, &removed);
+    std::shared_ptr<const ItemString> value;
+    bool expired = false;
+    lru_.Lookup(key, [&](const Item& item) {
+      expired = Expired(item, now);
+      if (!expired) value = item.value;
+      return !expired;
+    });
+    const auto still_expired = [now](const Item* item) {
+      return item != nullptr && Expired(*item, now);
+    };
+    if (expired && Erase(key, now, still_expired)) expirations_.Add();
     if (value == nullptr) {
+      misses_.Add();
       values.emplace_back(std::nullopt);
     } else {
+      hits_.Add();
       values.emplace_back(std::in_place, value->data(), value->size());
     }
   }
   return values;
 }
 
-absl::Status MemoryBackend::MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) {
+absl::Status MemoryBackendImpl::MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) {
   if (absl::Status status = ValidateTtl(ttl); !status.ok()) return status;
   for (std::size_t i = 0; i < items.size(); ++i) {
     if (absl::Status status = ValidateItem(items[i].key, items[i].value); !status.ok()) {
@@ -440,53 +317,64 @@ absl::Status MemoryBackend::MultiSet(absl::Span<const KeyValue> items, absl::Dur
   const absl::Time now = clock_();
   const absl::Time expiry = ExpiryFor(now, ttl);
   for (const KeyValue& item : items) {
-    Shard::EntryList entry = Shard::MakeEntry(item.key, item.value, expiry);
-    Shard::EntryList removed;
-    // kTooLarge: malloc gave the item's blocks more than ValidateItem estimated (an allocator
-    // with coarser size classes, or glibc handing out a free chunk whole), and it no longer fits
-    // a shard. It is dropped at once, as an LRU drops what it cannot hold.
-    ShardFor(item.key).Insert(&entry, now, &removed);
+    Lru::NodeList node = NewItem(item.key, item.value, expiry);
+    // Not Fits: malloc gave the item's blocks more than ValidateItem estimated (an allocator with
+    // coarser size classes, or glibc handing out a free chunk whole), and it no longer fits a
+    // shard. It is dropped at once, as an LRU drops what it cannot hold.
+    if (!Fits(node.front().charge)) continue;
+    Insert(&node, now, [](const Item* /*existing*/) { return LruAdmit::kInsert; });
   }
   return absl::OkStatus();
 }
 
-absl::Status MemoryBackend::Delete(absl::Span<const std::string_view> keys) {
+absl::Status MemoryBackendImpl::Delete(absl::Span<const std::string_view> keys) {
   const absl::Time now = clock_();
   for (const std::string_view key : keys) {
-    Shard::EntryList removed;
-    ShardFor(key).Erase(key, now, &removed);
+    Erase(key, now, [&](const Item* item) {
+      if (item != nullptr) (Expired(*item, now) ? expirations_ : deletes_).Add();
+      return true;
+    });
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<bool> MemoryBackend::SetIfAbsent(std::string_view key, std::string_view value,
-                                                absl::Duration ttl) {
+absl::StatusOr<bool> MemoryBackendImpl::SetIfAbsent(std::string_view key, std::string_view value,
+                                                    absl::Duration ttl) {
   if (absl::Status status = ValidateTtl(ttl); !status.ok()) return status;
   if (absl::Status status = ValidateItem(key, value); !status.ok()) return status;
   const absl::Time now = clock_();
-  Shard::EntryList entry = Shard::MakeEntry(key, value, ExpiryFor(now, ttl));
-  Shard::EntryList removed;
-  switch (ShardFor(key).InsertIfAbsent(&entry, now, &removed)) {
-    case Shard::Outcome::kStored:
-      return true;
-    case Shard::Outcome::kPresent:
-      return false;
-    case Shard::Outcome::kTooLarge:
-      break;
+  Lru::NodeList node = NewItem(key, value, ExpiryFor(now, ttl));
+  if (!Fits(node.front().charge)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "key ", QuoteKey(key), " needs ", node.front().charge,
+        " bytes of memory with its blocks, more than a shard holds (", shard_capacity_, " bytes)"));
   }
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "key ", QuoteKey(key), " needs ", entry.front().charge,
-      " bytes of memory with its blocks, more than a shard holds (", shard_capacity_, " bytes)"));
+  const LruInserted inserted = Insert(&node, now, [&](const Item* existing) {
+    if (existing == nullptr) return LruAdmit::kInsert;
+    if (!Expired(*existing, now)) return LruAdmit::kKeep;
+    expirations_.Add();
+    return LruAdmit::kInsert;
+  });
+  return inserted == LruInserted::kStored;
 }
 
-MemoryBackendStats MemoryBackend::Stats() const {
-  MemoryBackendStats total;
-  for (const std::unique_ptr<Shard>& shard : shards_) shard->AddStatsTo(&total);
-  return total;
+MemoryBackendStats MemoryBackendImpl::Stats() const {
+  const Lru::Usage usage = lru_.usage();
+  return {.items = usage.entries,
+          .bytes = usage.charges + usage.index_bytes,
+          .index_bytes = usage.index_bytes,
+          .hits = hits_.Value(),
+          .misses = misses_.Value(),
+          .sets = sets_.Value(),
+          .deletes = deletes_.Value(),
+          .evictions = evictions_.Value(),
+          .expirations = expirations_.Value()};
 }
 
-std::shared_ptr<Backend> NewMemoryBackend(MemoryBackendOptions options) {
-  return std::make_shared<MemoryBackend>(std::move(options));
+}  // namespace
+
+std::shared_ptr<MemoryBackend> NewMemoryBackend(MemoryBackendOptions options) {
+  return std::make_shared<MemoryBackendImpl>(std::move(options));
 }
 
 }  // namespace chunkcache

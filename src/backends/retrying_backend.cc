@@ -5,19 +5,20 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <random>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "internal/backoff.h"
 #include "internal/mutex.h"
 
 namespace chunkcache {
@@ -50,13 +51,8 @@ std::string Attempts(int attempts) {
   return absl::StrCat(attempts, attempts == 1 ? " attempt" : " attempts");
 }
 
-// The options the constructor runs with: the nearest valid ones, with the defaults filled in.
-RetryingBackendOptions Adjusted(RetryingBackendOptions options) {
-  options.max_attempts = std::max(options.max_attempts, 1);
-  options.backoff_base = std::max(options.backoff_base, absl::ZeroDuration());
-  options.backoff_cap = std::max(options.backoff_cap, options.backoff_base);
-  options.deadline = std::max(options.deadline, absl::ZeroDuration());
-  std::erase(options.retry_on, absl::StatusCode::kOk);
+// `options` with the defaults of `sleep` and `clock` filled in.
+RetryingBackendOptions WithDefaults(RetryingBackendOptions options) {
   if (!options.sleep) options.sleep = [](absl::Duration d) { absl::SleepFor(d); };
   if (!options.clock) options.clock = [] { return absl::Now(); };
   return options;
@@ -91,47 +87,85 @@ absl::Status Validate(const Backend* inner, const RetryingBackendOptions& option
   return absl::OkStatus();
 }
 
-}  // namespace
-
-// Draws backoffs. One generator for the backend, locked: it is used only before a retry.
-class RetryingBackend::Jitter {
+class RetryingBackendImpl final : public RetryingBackend {
  public:
-  Jitter() : rng_(std::random_device{}()) {}
+  // `options` must be valid (NewRetryingBackend checks them) and `inner` not null.
+  RetryingBackendImpl(std::shared_ptr<Backend> inner, RetryingBackendOptions options)
+      : inner_(std::move(inner)), options_(WithDefaults(std::move(options))) {}
 
-  // Uniformly random in [0, bound], to the nanosecond.
-  absl::Duration Draw(absl::Duration bound) {
-    const std::int64_t max_nanos = absl::ToInt64Nanoseconds(bound);  // Saturates if infinite.
-    if (max_nanos <= 0) return absl::ZeroDuration();
-    std::uniform_int_distribution<std::int64_t> nanos(0, max_nanos);
-    MutexLock lock(&mu_);
-    return absl::Nanoseconds(nanos(rng_));
+  std::size_t max_item_size() const override { return inner_->max_item_size(); }
+
+  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view> keys) override {
+    return Retry<absl::StatusOr<std::vector<std::optional<std::string>>>>(
+        "MultiGet", [&] { return inner_->MultiGet(keys); });
   }
 
+  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override {
+    return Retry<absl::Status>("MultiSet", [&] { return inner_->MultiSet(items, ttl); });
+  }
+
+  absl::Status Delete(absl::Span<const std::string_view> keys) override {
+    return Retry<absl::Status>("Delete", [&] { return inner_->Delete(keys); });
+  }
+
+  // Forwarded once: a retry after a lost reply would find the key present and report false.
+  absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
+                                   absl::Duration ttl) override {
+    calls_.fetch_add(1, kRelaxed);
+    attempts_.fetch_add(1, kRelaxed);
+    return inner_->SetIfAbsent(key, value, ttl);
+  }
+
+  RetryingBackendStats Stats() const override {
+    return {.calls = calls_.load(kRelaxed),
+            .attempts = attempts_.load(kRelaxed),
+            .retries = retries_.load(kRelaxed),
+            .gave_up = gave_up_.load(kRelaxed),
+            .succeeded_after_retry = succeeded_after_retry_.load(kRelaxed)};
+  }
+
+  const RetryingBackendOptions& options() const override { return options_; }
+  const std::shared_ptr<Backend>& inner() const override { return inner_; }
+
  private:
-  Mutex mu_;
-  std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
+  // Calls `attempt` until it succeeds, fails with a code not in retry_on, runs out of attempts or
+  // would run past the deadline. `operation` names the call in error messages.
+  template <typename Result, typename Attempt>
+  Result Retry(std::string_view operation, const Attempt& attempt);
+
+  bool Retryable(absl::StatusCode code) const;
+  // The backoff before retry `retry` (1-based), drawn with full jitter.
+  absl::Duration Backoff(int retry);
+
+  const std::shared_ptr<Backend> inner_;
+  const RetryingBackendOptions options_;
+
+  // One generator for the backend, locked: it is used only before a retry.
+  Mutex jitter_mu_;
+  absl::BitGen bitgen_ ABSL_GUARDED_BY(jitter_mu_);
+
+  std::atomic<std::uint64_t> calls_{0};
+  std::atomic<std::uint64_t> attempts_{0};
+  std::atomic<std::uint64_t> retries_{0};
+  std::atomic<std::uint64_t> gave_up_{0};
+  std::atomic<std::uint64_t> succeeded_after_retry_{0};
 };
 
-RetryingBackend::RetryingBackend(std::shared_ptr<Backend> inner, RetryingBackendOptions options)
-    : inner_(std::move(inner)),
-      options_(Adjusted(std::move(options))),
-      jitter_(std::make_unique<Jitter>()) {}
-
-RetryingBackend::~RetryingBackend() = default;
-
-bool RetryingBackend::Retryable(absl::StatusCode code) const {
+bool RetryingBackendImpl::Retryable(absl::StatusCode code) const {
   return std::find(options_.retry_on.begin(), options_.retry_on.end(), code) !=
          options_.retry_on.end();
 }
 
-absl::Duration RetryingBackend::Backoff(int retry) {
-  absl::Duration ceiling = options_.backoff_base;
-  for (int i = 1; i < retry && ceiling < options_.backoff_cap; ++i) ceiling *= 2;
-  return jitter_->Draw(std::min(ceiling, options_.backoff_cap));
+absl::Duration RetryingBackendImpl::Backoff(int retry) {
+  const absl::Duration ceiling =
+      internal::ExponentialCeiling(retry, options_.backoff_base, options_.backoff_cap);
+  MutexLock lock(&jitter_mu_);
+  return internal::FullJitter(ceiling, bitgen_);
 }
 
 template <typename Result, typename Attempt>
-Result RetryingBackend::Retry(std::string_view operation, const Attempt& attempt) {
+Result RetryingBackendImpl::Retry(std::string_view operation, const Attempt& attempt) {
   calls_.fetch_add(1, kRelaxed);
   const absl::Time deadline = options_.clock() + options_.deadline;
   for (int attempts = 1;; ++attempts) {
@@ -173,39 +207,12 @@ Result RetryingBackend::Retry(std::string_view operation, const Attempt& attempt
   }
 }
 
-absl::StatusOr<std::vector<std::optional<std::string>>> RetryingBackend::MultiGet(
-    absl::Span<const std::string_view> keys) {
-  return Retry<absl::StatusOr<std::vector<std::optional<std::string>>>>(
-      "MultiGet", [&] { return inner_->MultiGet(keys); });
-}
-
-absl::Status RetryingBackend::MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) {
-  return Retry<absl::Status>("MultiSet", [&] { return inner_->MultiSet(items, ttl); });
-}
-
-absl::Status RetryingBackend::Delete(absl::Span<const std::string_view> keys) {
-  return Retry<absl::Status>("Delete", [&] { return inner_->Delete(keys); });
-}
-
-absl::StatusOr<bool> RetryingBackend::SetIfAbsent(std::string_view key, std::string_view value,
-                                                  absl::Duration ttl) {
-  calls_.fetch_add(1, kRelaxed);
-  attempts_.fetch_add(1, kRelaxed);
-  return inner_->SetIfAbsent(key, value, ttl);
-}
-
-RetryingBackendStats RetryingBackend::Stats() const {
-  return {.calls = calls_.load(kRelaxed),
-          .attempts = attempts_.load(kRelaxed),
-          .retries = retries_.load(kRelaxed),
-          .gave_up = gave_up_.load(kRelaxed),
-          .succeeded_after_retry = succeeded_after_retry_.load(kRelaxed)};
-}
+}  // namespace
 
 absl::StatusOr<std::shared_ptr<RetryingBackend>> NewRetryingBackend(
     std::shared_ptr<Backend> inner, RetryingBackendOptions options) {
   if (absl::Status status = Validate(inner.get(), options); !status.ok()) return status;
-  return std::make_shared<RetryingBackend>(std::move(inner), std::move(options));
+  return std::make_shared<RetryingBackendImpl>(std::move(inner), std::move(options));
 }
 
 }  // namespace chunkcache

@@ -6,6 +6,7 @@
 
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
+#include "internal/backoff.h"
 
 namespace chunkcache::internal {
 namespace {
@@ -102,10 +103,7 @@ LoadMemo::Memo* LoadMemo::ValuelessMemoLocked(std::string_view key, std::size_t 
 bool LoadMemo::MakeRoomLocked(std::size_t bytes, std::string_view keep, absl::Time now) {
   if (bytes > options_.max_bytes && bytes > 0) return false;
   const bool new_key = !memos_.contains(MapKey(keep));
-  auto full = [&] {
-    return (new_key && memos_.size() >= kMaxKeys) || bytes_ + bytes > options_.max_bytes;
-  };
-  if (!full()) return true;
+  if (!FullLocked(new_key, bytes)) return true;
   // The expired first, then the ones that expire soonest: one sort, rarely (only when full).
   std::vector<std::pair<absl::Time, std::string>> order;
   order.reserve(memos_.size());
@@ -115,12 +113,12 @@ bool LoadMemo::MakeRoomLocked(std::size_t bytes, std::string_view keep, absl::Ti
   }
   std::sort(order.begin(), order.end());
   for (const auto& [until, key] : order) {
-    if (!full()) break;
+    if (!FullLocked(new_key, bytes)) break;
     const auto it = memos_.find(key);
     DropValueLocked(it->second);
     memos_.erase(it);
   }
-  return !full();
+  return !FullLocked(new_key, bytes);
 }
 
 void LoadMemo::DropValueLocked(Memo& memo) {
@@ -130,13 +128,10 @@ void LoadMemo::DropValueLocked(Memo& memo) {
 }
 
 absl::Duration LoadMemo::BackoffLocked(int failures) {
-  absl::Duration backoff = options_.retry_initial;
-  for (int i = 1; i < failures && backoff < options_.retry_max; ++i) backoff *= 2;
-  backoff = std::min(backoff, options_.retry_max);
   // Equal jitter: at least half the backoff, so the bound on loads holds; the rest spread at
   // random, so that many processes do not retry in step.
-  const double spread = std::uniform_real_distribution<double>(0.5, 1.0)(random_);
-  return backoff * spread;
+  return EqualJitter(ExponentialCeiling(failures, options_.retry_initial, options_.retry_max),
+                     bitgen_);
 }
 
 }  // namespace chunkcache::internal

@@ -5,6 +5,14 @@
 // Thread safety: safe for concurrent use (one mutex; used only on the load path, never on a hit).
 // Memory: at most kMaxKeys keys and `max_bytes` of held values; beyond that the memos that expire
 // soonest are dropped (which costs at most an earlier load, never a wrong answer).
+//
+//   internal::LoadMemo memo({.retry_initial = absl::Milliseconds(100),
+//                            .retry_max = absl::Seconds(5), .hold = absl::Seconds(1),
+//                            .max_bytes = 64 << 20});
+//   if (auto held = memo.Answer(key, now)) return *held;  // a recent failure, or unstored bytes
+//   const std::uint64_t epoch = memo.Epoch(key);
+//   ... load ...
+//   memo.Failed(key, status, now, epoch);  // or memo.Unstored(...), or memo.Clear(key)
 
 #ifndef CHUNKCACHE_SRC_CACHE_LOAD_MEMO_H_
 #define CHUNKCACHE_SRC_CACHE_LOAD_MEMO_H_
@@ -13,11 +21,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
-#include <random>
 #include <string>
 #include <string_view>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -89,6 +97,10 @@ class LoadMemo {
   // soonest (expired ones first). False if `bytes` alone is over the bound.
   bool MakeRoomLocked(std::size_t bytes, std::string_view keep, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True if one more key (when `new_key`) and `bytes` more held bytes are over the bounds.
+  bool FullLocked(bool new_key, std::size_t bytes) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return (new_key && memos_.size() >= kMaxKeys) || bytes_ + bytes > options_.max_bytes;
+  }
   void DropValueLocked(Memo& memo) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Duration BackoffLocked(int failures) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -103,7 +115,7 @@ class LoadMemo {
   absl::flat_hash_map<std::string, Memo> memos_ ABSL_GUARDED_BY(mu_);
   std::size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::array<std::uint64_t, kEpochSlots> epochs_ ABSL_GUARDED_BY(mu_){};
-  std::minstd_rand random_ ABSL_GUARDED_BY(mu_){std::random_device{}()};
+  absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace chunkcache::internal

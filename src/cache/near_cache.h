@@ -1,7 +1,17 @@
 // The near cache (L1): decoded payloads kept in process, bounded in bytes, least recently used
-// evicted first. A hit is a shared-pointer copy under a shard's reader lock, a striped one
-// (internal::SharedMutex): concurrent hits, on one key or many, lock different cache lines; only a
-// hit that changes the recency order, and inserts and erases, take the shard's writer lock.
+// evicted first (an internal::ShardedLru of 8 shards under one global bound). A hit is a
+// shared-pointer copy under its shard's striped reader lock: concurrent hits, on one key or many,
+// lock different cache lines; only a hit that changes the recency order, and inserts and erases,
+// take the shard's writer lock. Per-key epochs keep a read that started before a write or an
+// erase from putting back what that write replaced.
+//
+//   NearCache l1(64 << 20);
+//   const std::uint64_t epoch = l1.Epoch(key);  // before reading the backend
+//   ... read the entry from the backend ...
+//   l1.Insert(key, {.bytes = payload, .generation = generation, .created = created,
+//                   .validated = absl::Now(), .size = payload->size(), .checksum = checksum},
+//             epoch);
+//   std::optional<NearCache::Entry> hit = l1.Lookup(key);
 //
 // Thread safety: safe for concurrent use. The byte bound holds between calls; concurrent inserts
 // may exceed it briefly by the entries being inserted.
@@ -13,15 +23,13 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <list>
 #include <optional>
-#include <string>
 #include <string_view>
+#include <utility>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
 #include "chunkcache/chunked_cache.h"
-#include "internal/mutex.h"
+#include "internal/sharded_lru.h"
 
 namespace chunkcache::internal {
 
@@ -41,10 +49,12 @@ class NearCache {
     std::uint64_t checksum = 0;  // of the stored entry: generations alone can repeat (fork)
   };
 
-  explicit NearCache(std::size_t capacity_bytes) : capacity_(capacity_bytes) {}
+  explicit NearCache(std::size_t capacity_bytes)
+      : lru_({.shards = kShards, .capacity = capacity_bytes}) {}
   NearCache(const NearCache&) = delete;
   NearCache& operator=(const NearCache&) = delete;
 
+  // The entry of `key`, which becomes the most recently used; empty if there is none.
   std::optional<Entry> Lookup(std::string_view key);
 
   // Adds or replaces the entry of `key`, evicting others to stay within the bound. An entry
@@ -70,44 +80,37 @@ class NearCache {
   // Removes the entry of `key` (if any) and advances its epoch.
   void Erase(std::string_view key);
 
-  std::size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
+  std::size_t bytes() const { return lru_.bytes(); }
   std::uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
 
  private:
-  struct Node {
-    std::string key;
+  // What the LRU holds for a key: an Entry, with its validation time writable under a reader lock.
+  struct Stored {
+    explicit Stored(Entry&& entry)
+        : bytes(std::move(entry.bytes)),
+          generation(entry.generation),
+          checksum(entry.checksum),
+          created(entry.created),
+          validated_ns(absl::ToUnixNanos(entry.validated)),
+          size(bytes->size()) {}
+
     Bytes bytes;
     std::uint64_t generation;
     std::uint64_t checksum;
     absl::Time created;
-    std::atomic<std::int64_t> validated_ns;  // written under a reader lock
+    mutable std::atomic<std::int64_t> validated_ns;
     std::size_t size;
-    std::size_t charge;
   };
-  using Lru = std::list<Node>;  // front: most recently used
-  struct Shard {
-    SharedMutex mu;
-    Lru lru ABSL_GUARDED_BY(mu);
-    absl::flat_hash_map<std::string_view, Lru::iterator> index
-        ABSL_GUARDED_BY(mu);  // views of Node::key
-  };
+  using Lru = ShardedLru<Stored>;
   static constexpr std::size_t kShards = 8;
   static constexpr std::size_t kEpochSlots = 1024;
 
   static std::size_t EpochSlot(std::string_view key);
 
-  Shard& ShardOf(std::string_view key);
-  void RemoveLocked(Shard& shard, Lru::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
-  // Evicts from the back of `shard` while over the bound, never the node `keep`.
-  void EvictLocked(Shard& shard, const Node* keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
-  bool OverBound() const { return bytes() > capacity_; }
-
-  const std::size_t capacity_;
-  std::atomic<std::size_t> bytes_{0};
+  Lru lru_;
   std::atomic<std::uint64_t> evictions_{0};
   // Per-key erase counts (hashed into slots), each advanced under the erased key's shard lock.
   std::array<std::atomic<std::uint64_t>, kEpochSlots> epochs_{};
-  std::array<Shard, kShards> shards_;
 };
 
 }  // namespace chunkcache::internal

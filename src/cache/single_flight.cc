@@ -1,24 +1,10 @@
 #include "cache/single_flight.h"
 
-#include <exception>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
+#include "cache/exception_status.h"
 
 namespace chunkcache::internal {
-namespace {
-
-absl::StatusOr<Bytes> RunCatching(absl::FunctionRef<absl::StatusOr<Bytes>()> work) {
-  try {
-    return work();
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("chunkcache: a load threw: ", e.what()));
-  } catch (...) {
-    return absl::InternalError("chunkcache: a load threw a non-standard exception");
-  }
-}
-
-}  // namespace
 
 SingleFlight::Outcome SingleFlight::Do(std::string_view key, absl::Time wait_deadline,
                                        absl::FunctionRef<absl::StatusOr<Bytes>()> work) {
@@ -35,7 +21,7 @@ SingleFlight::Outcome SingleFlight::Do(std::string_view key, absl::Time wait_dea
   }
 
   if (leader) {
-    absl::StatusOr<Bytes> result = RunCatching(work);
+    absl::StatusOr<Bytes> result = CatchExceptions("a load", BadAlloc::kInternal, work);
     {
       // Unregister first: a caller arriving from now on starts a fresh flight. Forget may have
       // replaced this flight with a newer one already.

@@ -1,6 +1,13 @@
 // Single-flight: concurrent calls for the same key share one execution of the work. The first
 // caller (the leader) runs it in its own thread; the others wait for its result, each up to its
-// own deadline. Safe for concurrent use.
+// own deadline.
+//
+//   internal::SingleFlight flights;
+//   internal::SingleFlight::Outcome outcome =
+//       flights.Do(key, absl::Now() + absl::Seconds(30), [&] { return ReadOrLoad(key); });
+//   // outcome.role: kLeader ran the work, kWaiter shared its result, kTimedOut gave up waiting.
+//
+// Thread safety: safe for concurrent use.
 
 #ifndef CHUNKCACHE_SRC_CACHE_SINGLE_FLIGHT_H_
 #define CHUNKCACHE_SRC_CACHE_SINGLE_FLIGHT_H_

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "chunkcache/options.h"
+#include "internal/percent_encode.h"
 
 namespace chunkcache::internal {
 
@@ -15,22 +16,12 @@ absl::Status ValidateKey(std::string_view key) {
   return absl::OkStatus();
 }
 
+// Printable ASCII but for the hash-tag braces and '%' itself, so that a key's own braces cannot
+// move the Redis Cluster hash tag and the escaping stays reversible.
 std::string EscapeKeyPart(std::string_view part) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(part.size());
-  for (const char c : part) {
-    const auto byte = static_cast<unsigned char>(c);
-    const bool plain = byte > 0x20 && byte < 0x7f && c != '{' && c != '}' && c != '%';
-    if (plain) {
-      out.push_back(c);
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[byte >> 4]);
-      out.push_back(kHex[byte & 0xf]);
-    }
-  }
-  return out;
+  return PercentEncode(part, [](unsigned char byte) {
+    return byte > 0x20 && byte < 0x7f && byte != '{' && byte != '}' && byte != '%';
+  });
 }
 
 StoredKeys::StoredKeys(std::string_view prefix, std::string_view key)

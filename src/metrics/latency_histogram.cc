@@ -33,7 +33,8 @@ std::array<absl::Duration, kLatencyBuckets> LatencyBucketBounds() {
 
 namespace internal {
 
-std::size_t LatencyHistogram::BucketOf(std::uint64_t nanos) {
+template <std::size_t kSubBucketBits>
+std::size_t BasicLatencyHistogram<kSubBucketBits>::BucketOf(std::uint64_t nanos) {
   if (nanos < kSubBuckets) return static_cast<std::size_t>(nanos);
   const std::size_t exponent = std::bit_width(nanos) - 1;  // >= kSubBucketBits
   const std::size_t shift = exponent - kSubBucketBits;
@@ -41,7 +42,8 @@ std::size_t LatencyHistogram::BucketOf(std::uint64_t nanos) {
   return kSubBuckets + shift * kSubBuckets + mantissa;
 }
 
-std::uint64_t LatencyHistogram::BucketUpperBound(std::size_t bucket) {
+template <std::size_t kSubBucketBits>
+std::uint64_t BasicLatencyHistogram<kSubBucketBits>::BucketUpperBound(std::size_t bucket) {
   if (bucket < kSubBuckets) return bucket;
   const std::size_t shift = (bucket - kSubBuckets) / kSubBuckets;
   const std::uint64_t mantissa = (bucket - kSubBuckets) % kSubBuckets;
@@ -49,45 +51,91 @@ std::uint64_t LatencyHistogram::BucketUpperBound(std::size_t bucket) {
   return lower + ((std::uint64_t{1} << shift) - 1);
 }
 
-void LatencyHistogram::Record(absl::Duration latency) {
+template <std::size_t kSubBucketBits>
+void BasicLatencyHistogram<kSubBucketBits>::Record(absl::Duration latency) {
   const std::int64_t signed_nanos = absl::ToInt64Nanoseconds(latency);
   const std::uint64_t nanos = signed_nanos < 0 ? 0 : static_cast<std::uint64_t>(signed_nanos);
   buckets_[BucketOf(nanos)].fetch_add(1, std::memory_order_relaxed);
-  count_.fetch_add(1, std::memory_order_relaxed);
   sum_nanos_.fetch_add(nanos, std::memory_order_relaxed);
   std::uint64_t max = max_nanos_.load(std::memory_order_relaxed);
   while (nanos > max && !max_nanos_.compare_exchange_weak(max, nanos, std::memory_order_relaxed)) {
   }
 }
 
-LatencyStats LatencyHistogram::Summary() const {
-  LatencyStats stats;
-  std::array<std::uint64_t, kBuckets> counts;
+template <std::size_t kSubBucketBits>
+std::uint64_t BasicLatencyHistogram<kSubBucketBits>::Snapshot(Counts& counts) const {
   std::uint64_t total = 0;
   for (std::size_t i = 0; i < kBuckets; ++i) {
     counts[i] = buckets_[i].load(std::memory_order_relaxed);
     total += counts[i];
   }
+  return total;
+}
+
+template <std::size_t kSubBucketBits>
+absl::Duration BasicLatencyHistogram<kSubBucketBits>::PercentileOf(const Counts& counts,
+                                                                   std::uint64_t total,
+                                                                   std::uint64_t max,
+                                                                   double quantile) {
+  if (total == 0) return absl::ZeroDuration();
+  // Nearest rank: the smallest value with at least `quantile` of the samples at or below it.
+  const auto rank = std::max<std::uint64_t>(
+      1, static_cast<std::uint64_t>(
+             std::ceil(std::clamp(quantile, 0.0, 1.0) * static_cast<double>(total))));
+  std::uint64_t seen = 0;
+  for (std::size_t i = 0; i < kBuckets; ++i) {
+    seen += counts[i];
+    if (seen >= rank) return absl::Nanoseconds(std::min(BucketUpperBound(i), max));
+  }
+  return absl::Nanoseconds(max);
+}
+
+template <std::size_t kSubBucketBits>
+absl::Duration BasicLatencyHistogram<kSubBucketBits>::Percentile(double quantile) const {
+  Counts counts;
+  const std::uint64_t total = Snapshot(counts);
+  return PercentileOf(counts, total, max_nanos_.load(std::memory_order_relaxed), quantile);
+}
+
+template <std::size_t kSubBucketBits>
+std::uint64_t BasicLatencyHistogram<kSubBucketBits>::Count() const {
+  std::uint64_t total = 0;
+  for (const std::atomic<std::uint64_t>& bucket : buckets_) {
+    total += bucket.load(std::memory_order_relaxed);
+  }
+  return total;
+}
+
+template <std::size_t kSubBucketBits>
+absl::Duration BasicLatencyHistogram<kSubBucketBits>::Max() const {
+  return absl::Nanoseconds(max_nanos_.load(std::memory_order_relaxed));
+}
+
+template <std::size_t kSubBucketBits>
+std::vector<typename BasicLatencyHistogram<kSubBucketBits>::Bucket>
+BasicLatencyHistogram<kSubBucketBits>::NonEmptyBuckets() const {
+  std::vector<Bucket> occupied;
+  for (std::size_t i = 0; i < kBuckets; ++i) {
+    const std::uint64_t count = buckets_[i].load(std::memory_order_relaxed);
+    if (count != 0) occupied.push_back({absl::Nanoseconds(BucketUpperBound(i)), count});
+  }
+  return occupied;
+}
+
+template <std::size_t kSubBucketBits>
+LatencyStats BasicLatencyHistogram<kSubBucketBits>::Summary() const {
+  LatencyStats stats;
+  Counts counts;
+  const std::uint64_t total = Snapshot(counts);
   if (total == 0) return stats;
   const std::uint64_t max = max_nanos_.load(std::memory_order_relaxed);
-  auto percentile = [&](double q) {
-    // Nearest rank: the smallest value with at least q of the samples at or below it.
-    const auto rank = std::max<std::uint64_t>(
-        1, static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(total))));
-    std::uint64_t seen = 0;
-    for (std::size_t i = 0; i < kBuckets; ++i) {
-      seen += counts[i];
-      if (seen >= rank) return absl::Nanoseconds(std::min(BucketUpperBound(i), max));
-    }
-    return absl::Nanoseconds(max);
-  };
   stats.count = total;
   const std::uint64_t sum = sum_nanos_.load(std::memory_order_relaxed);
   stats.sum = absl::Nanoseconds(sum);
   stats.mean = absl::Nanoseconds(sum / total);
-  stats.p50 = percentile(0.50);
-  stats.p90 = percentile(0.90);
-  stats.p99 = percentile(0.99);
+  stats.p50 = PercentileOf(counts, total, max, 0.50);
+  stats.p90 = PercentileOf(counts, total, max, 0.90);
+  stats.p99 = PercentileOf(counts, total, max, 0.99);
   stats.max = absl::Nanoseconds(max);
 
   const std::array<absl::Duration, kLatencyBuckets> bounds = LatencyBucketBounds();
@@ -102,6 +150,9 @@ LatencyStats LatencyHistogram::Summary() const {
   while (bound < kLatencyBuckets) stats.buckets[bound++] = seen;
   return stats;
 }
+
+template class BasicLatencyHistogram<3>;
+template class BasicLatencyHistogram<7>;
 
 }  // namespace internal
 }  // namespace chunkcache

@@ -9,10 +9,13 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "internal/json.h"
 #include "simdjson.h"
 
 namespace chunkcache {
 namespace {
+
+using internal::JsonString;
 
 // Every counter of CacheStats, once: the exporters and StatsDelta walk this table.
 struct CounterField {
@@ -201,23 +204,6 @@ class PrometheusWriter {
 };
 
 // ---- CloudWatch EMF ----------------------------------------------------------------------------
-
-std::string JsonString(std::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (u < 0x20) {
-      absl::StrAppendFormat(&out, "\\u%04x", u);
-    } else {
-      out.push_back(c);
-    }
-  }
-  out.push_back('"');
-  return out;
-}
 
 struct EmfMetric {
   std::string name;

@@ -1,0 +1,42 @@
+// One-key Backend calls for Catch2 tests: the value of a key, or storing one, with the test case
+// failing (REQUIRE) when the backend fails.
+//
+//   REQUIRE(testing::Set(*backend, "k", "v").ok());
+//   CHECK(testing::Get(*backend, "k") == "v");
+//
+// As thread-safe as the backend.
+
+#ifndef CHUNKCACHE_TESTS_BACKEND_CALLS_H_
+#define CHUNKCACHE_TESTS_BACKEND_CALLS_H_
+
+#include <catch2/catch.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "chunkcache/backend.h"
+
+namespace chunkcache::testing {
+
+// The value of `key` (nullopt: absent). REQUIREs that the MultiGet succeeds.
+inline std::optional<std::string> Get(Backend& backend, std::string_view key) {
+  absl::StatusOr<std::vector<std::optional<std::string>>> values = backend.MultiGet({&key, 1});
+  REQUIRE(values.ok());
+  REQUIRE(values->size() == 1);
+  return (*values)[0];
+}
+
+// Stores `value` under `key` for `ttl` (default: no expiry).
+inline absl::Status Set(Backend& backend, std::string_view key, std::string_view value,
+                        absl::Duration ttl = absl::InfiniteDuration()) {
+  const KeyValue item{key, value};
+  return backend.MultiSet({&item, 1}, ttl);
+}
+
+}  // namespace chunkcache::testing
+
+#endif  // CHUNKCACHE_TESTS_BACKEND_CALLS_H_
