@@ -45,7 +45,10 @@ TEST_CASE("a backend URL picks the backend and its options") {
 TEST_CASE("a bad backend URL is InvalidArgument and never echoes a password") {
   for (const char* url :
        {"", "ftp://host", "momento+https://host", "momento+https:///cache",
-        "momento+ftp://host/cache", "momento+https://host/a/b", "mysql://root:hunter2@db"}) {
+        "momento+ftp://host/cache", "momento+https://host/a/b", "mysql://root:hunter2@db",
+        "momento+https://user:hunter2@host/cache", "momento+https://host/cache?hunter2",
+        "momento+https://host/cache#hunter2", "momento+https://host:99999/cache",
+        "momento+https://ho st/cache", "momento+https://host/"}) {
     CAPTURE(url);
     const absl::Status status = NewBackendFromUrl(url).status();
     CHECK(status.code() == absl::StatusCode::kInvalidArgument);

@@ -1,15 +1,18 @@
 #include "chunkcache/backend_url.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "backends/redis/url.h"
 #include "chunkcache/memory_backend.h"
 #include "chunkcache/momento_backend.h"
 #include "chunkcache/redis_backend.h"
+#include "internal/curl_url.h"
 
 namespace chunkcache {
 namespace {
@@ -24,31 +27,28 @@ std::string SchemeOf(std::string_view url) {
 
 absl::StatusOr<std::shared_ptr<Backend>> NewMomento(std::string_view url,
                                                     const BackendUrlOptions& options) {
-  const std::string_view rest = url.substr(std::string_view("momento+").size());
-  const std::size_t scheme_end = rest.find("://");
-  const std::string_view scheme = rest.substr(0, scheme_end);
-  const std::string_view after =
-      scheme_end == std::string_view::npos ? std::string_view() : rest.substr(scheme_end + 3);
-  const std::size_t slash = after.find('/');
-  const std::string_view host = after.substr(0, slash);
-  const std::string_view cache =
-      slash == std::string_view::npos ? std::string_view() : after.substr(slash + 1);
-  // The host part holds host[:port] only: no user info, query, fragment or backslash, which
-  // would make the authority that libcurl parses differ from what this split took for the host.
-  // NewMomentoBackend then checks the endpoint with libcurl's own parser.
-  const auto plain = [](std::string_view part) {
-    return std::none_of(part.begin(), part.end(), [](char c) {
-      const auto byte = static_cast<unsigned char>(c);
-      return byte <= 0x20 || byte >= 0x7F || c == '@' || c == '?' || c == '#' || c == '\\';
-    });
-  };
-  if ((scheme != "https" && scheme != "http") || host.empty() || cache.empty() || !plain(host) ||
-      cache.find_first_of("/?#") != std::string_view::npos) {
+  // The rest is parsed as libcurl parses URLs (NewMomentoBackend checks the endpoint the same
+  // way): host[:port] and one path segment, the cache name; no user info, query or fragment.
+  internal::CurlUrl parsed;
+  const bool parsed_ok = parsed.Set(std::string(url.substr(std::string_view("momento+").size())),
+                                    CURLU_PATH_AS_IS) == CURLUE_OK;
+  const std::string scheme = absl::AsciiStrToLower(parsed.Part(CURLUPART_SCHEME).value_or(""));
+  const std::string host = parsed.Part(CURLUPART_HOST).value_or("");
+  const std::string path = parsed.Part(CURLUPART_PATH).value_or("");
+  const std::string_view cache = std::string_view(path).substr(path.empty() ? 0 : 1);
+  if (!parsed_ok || (scheme != "https" && scheme != "http") || host.empty() || cache.empty() ||
+      cache.find('/') != std::string_view::npos || parsed.Part(CURLUPART_USER).has_value() ||
+      parsed.Part(CURLUPART_PASSWORD).has_value() || parsed.Part(CURLUPART_QUERY).has_value() ||
+      parsed.Part(CURLUPART_FRAGMENT).has_value()) {
     return absl::InvalidArgumentError(
         "chunkcache: a Momento backend URL is momento+https://ENDPOINT_HOST[:port]/CACHE_NAME");
   }
+  std::string endpoint = absl::StrCat(scheme, "://", host);
+  if (const std::optional<std::string> port = parsed.Part(CURLUPART_PORT)) {
+    absl::StrAppend(&endpoint, ":", *port);
+  }
   MomentoBackendOptions momento;
-  momento.endpoint = absl::StrCat(AbslView(scheme), "://", AbslView(host));
+  momento.endpoint = std::move(endpoint);
   momento.cache_name = std::string(cache);
   if (options.timeout > absl::ZeroDuration()) {
     momento.deadline = options.timeout;

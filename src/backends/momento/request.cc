@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "chunkcache/version.h"
+#include "internal/curl_url.h"
 #include "internal/percent_encode.h"
 #include "simdjson.h"
 
@@ -18,33 +19,23 @@ namespace {
 
 absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-std::string UrlPartOf(CURLU* url, CURLUPart part) {
-  char* text = nullptr;
-  if (curl_url_get(url, part, &text, 0) != CURLUE_OK || text == nullptr) return "";
-  std::string result(text);
-  curl_free(text);
-  return result;
-}
-
-using UrlHandle = std::unique_ptr<CURLU, decltype(&curl_url_cleanup)>;
+using internal::CurlUrl;
 
 // `text` parsed by libcurl's URL parser, the one that libcurl itself uses for CURLOPT_URL.
-absl::StatusOr<UrlHandle> ParseUrl(const std::string& text) {
-  UrlHandle url(curl_url(), &curl_url_cleanup);
-  if (url == nullptr) return absl::ResourceExhaustedError("momento: out of memory");
-  if (text.empty() || curl_url_set(url.get(), CURLUPART_URL, text.c_str(), 0) != CURLUE_OK) {
+absl::Status ParseUrl(const std::string& text, CurlUrl& url) {
+  if (text.empty() || url.Set(text) != CURLUE_OK) {
     // Not quoted back: what was given may hold credentials.
     return absl::InvalidArgumentError(
         "chunkcache: MomentoBackendOptions::endpoint must be a URL such as "
         "https://api.cache.<cell>.prod.a.momentohq.com");
   }
-  return url;
+  return absl::OkStatus();
 }
 
 // The scheme and host libcurl will use for `url`, lowercased.
-std::pair<std::string, std::string> SchemeAndHost(CURLU* url) {
-  return {absl::AsciiStrToLower(UrlPartOf(url, CURLUPART_SCHEME)),
-          absl::AsciiStrToLower(UrlPartOf(url, CURLUPART_HOST))};
+std::pair<std::string, std::string> SchemeAndHost(const CurlUrl& url) {
+  return {absl::AsciiStrToLower(url.Part(CURLUPART_SCHEME).value_or("")),
+          absl::AsciiStrToLower(url.Part(CURLUPART_HOST).value_or(""))};
 }
 
 }  // namespace
@@ -78,19 +69,16 @@ bool IsLoopbackHost(std::string_view host) {
 }
 
 absl::StatusOr<std::string> NormalizeEndpoint(const std::string& endpoint) {
-  absl::StatusOr<UrlHandle> url = ParseUrl(endpoint);
-  if (!url.ok()) return url.status();
-  if (!UrlPartOf(url->get(), CURLUPART_USER).empty() ||
-      !UrlPartOf(url->get(), CURLUPART_PASSWORD).empty() ||
-      !UrlPartOf(url->get(), CURLUPART_OPTIONS).empty() ||
-      !UrlPartOf(url->get(), CURLUPART_QUERY).empty() ||
-      !UrlPartOf(url->get(), CURLUPART_FRAGMENT).empty() ||
-      !UrlPartOf(url->get(), CURLUPART_ZONEID).empty()) {
+  CurlUrl url;
+  if (absl::Status s = ParseUrl(endpoint, url); !s.ok()) return s;
+  const auto present = [&url](CURLUPart part) { return !url.Part(part).value_or("").empty(); };
+  if (present(CURLUPART_USER) || present(CURLUPART_PASSWORD) || present(CURLUPART_OPTIONS) ||
+      present(CURLUPART_QUERY) || present(CURLUPART_FRAGMENT) || present(CURLUPART_ZONEID)) {
     return absl::InvalidArgumentError(
         "chunkcache: the Momento endpoint must not carry credentials, a query, a fragment or a "
         "zone id");
   }
-  const auto [scheme, host] = SchemeAndHost(url->get());
+  const auto [scheme, host] = SchemeAndHost(url);
   if (scheme != "https" && scheme != "http") {
     return absl::InvalidArgumentError("chunkcache: the Momento endpoint must use https");
   }
@@ -101,17 +89,18 @@ absl::StatusOr<std::string> NormalizeEndpoint(const std::string& endpoint) {
         "https");
   }
   std::string normalized = absl::StrCat(scheme, "://", host);
-  if (const std::string port = UrlPartOf(url->get(), CURLUPART_PORT); !port.empty()) {
+  if (const std::string port = url.Part(CURLUPART_PORT).value_or(""); !port.empty()) {
     absl::StrAppend(&normalized, ":", port);
   }
-  std::string path = UrlPartOf(url->get(), CURLUPART_PATH);
+  std::string path = url.Part(CURLUPART_PATH).value_or("");
   while (!path.empty() && path.back() == '/') path.pop_back();
   absl::StrAppend(&normalized, path);
 
   // What libcurl will connect to is what the requests' URLs say: parse one back and check that
   // it names the scheme and host just checked.
-  absl::StatusOr<UrlHandle> again = ParseUrl(absl::StrCat(normalized, "/cache/c?key=k"));
-  if (!again.ok() || SchemeAndHost(again->get()) != std::make_pair(scheme, host)) {
+  CurlUrl again;
+  if (!ParseUrl(absl::StrCat(normalized, "/cache/c?key=k"), again).ok() ||
+      SchemeAndHost(again) != std::make_pair(scheme, host)) {
     return absl::InvalidArgumentError(
         "chunkcache: the Momento endpoint does not read back as the same host");
   }

@@ -2,7 +2,6 @@
 
 #include <curl/curl.h>
 
-#include <memory>
 #include <optional>
 
 #include "absl/status/status.h"
@@ -10,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "internal/curl_url.h"
 
 namespace chunkcache::redis {
 namespace {
@@ -42,16 +42,7 @@ absl::Status Refused(CURLUcode code) {
   }
 }
 
-using UrlHandle = std::unique_ptr<CURLU, decltype(&curl_url_cleanup)>;
-
-// A part of a parsed URL as written (not decoded), or nullopt if the URL has none.
-std::optional<std::string> PartOf(CURLU* url, CURLUPart part) {
-  char* text = nullptr;
-  if (curl_url_get(url, part, &text, 0) != CURLUE_OK || text == nullptr) return std::nullopt;
-  std::string copy(text);
-  curl_free(text);
-  return copy;
-}
+using internal::CurlUrl;
 
 // `text` with its %-escapes decoded; InvalidArgument unless every '%' starts one ("%41").
 absl::StatusOr<std::string> PercentDecode(std::string_view text) {
@@ -76,13 +67,13 @@ absl::StatusOr<int> ParseDb(std::string_view text) {
 }
 
 // The user name and password of `url`, decoded.
-absl::Status ParseCredentials(CURLU* url, ServerUrl& server) {
-  const std::optional<std::string> user = PartOf(url, CURLUPART_USER);
+absl::Status ParseCredentials(const CurlUrl& url, ServerUrl& server) {
+  const std::optional<std::string> user = url.Part(CURLUPART_USER);
   if (!user.has_value()) return absl::OkStatus();
   absl::StatusOr<std::string> decoded = PercentDecode(*user);
   if (!decoded.ok()) return decoded.status();
   server.user = *std::move(decoded);
-  const std::optional<std::string> password = PartOf(url, CURLUPART_PASSWORD);
+  const std::optional<std::string> password = url.Part(CURLUPART_PASSWORD);
   if (!password.has_value()) {  // redis://password@host
     server.password = std::exchange(server.user, "");
     return absl::OkStatus();
@@ -94,23 +85,23 @@ absl::Status ParseCredentials(CURLU* url, ServerUrl& server) {
 }
 
 // The host, port and database of a redis:// or redis+cluster:// URL.
-absl::Status ParseTcpServer(CURLU* url, ServerUrl& server) {
-  if (PartOf(url, CURLUPART_QUERY).has_value()) return BadUrl("a query (?) is not allowed");
-  std::string host = PartOf(url, CURLUPART_HOST).value_or("");
+absl::Status ParseTcpServer(const CurlUrl& url, ServerUrl& server) {
+  if (url.Part(CURLUPART_QUERY).has_value()) return BadUrl("a query (?) is not allowed");
+  std::string host = url.Part(CURLUPART_HOST).value_or("");
   if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  if (const std::optional<std::string> zone = PartOf(url, CURLUPART_ZONEID)) {
+  if (const std::optional<std::string> zone = url.Part(CURLUPART_ZONEID)) {
     absl::StrAppend(&host, "%", *zone);
   }
   if (host.empty()) return BadUrl("no host");
   server.seed.host = std::move(host);
   server.seed.port = kDefaultPort;
-  if (const std::optional<std::string> port = PartOf(url, CURLUPART_PORT)) {
+  if (const std::optional<std::string> port = url.Part(CURLUPART_PORT)) {
     if (!absl::SimpleAtoi(*port, &server.seed.port) || server.seed.port <= 0 ||
         server.seed.port > 65535) {
       return BadUrl("bad port");
     }
   }
-  const std::string path = PartOf(url, CURLUPART_PATH).value_or("/");
+  const std::string path = url.Part(CURLUPART_PATH).value_or("/");
   if (path.size() > 1) {
     absl::StatusOr<int> db = ParseDb(std::string_view(path).substr(1));
     if (!db.ok()) return db.status();
@@ -120,12 +111,12 @@ absl::Status ParseTcpServer(CURLU* url, ServerUrl& server) {
 }
 
 // The socket path and database of a unix:// URL.
-absl::Status ParseUnixServer(CURLU* url, ServerUrl& server) {
-  server.seed.unix_path = PartOf(url, CURLUPART_PATH).value_or("");
+absl::Status ParseUnixServer(const CurlUrl& url, ServerUrl& server) {
+  server.seed.unix_path = url.Part(CURLUPART_PATH).value_or("");
   if (server.seed.unix_path.empty() || server.seed.unix_path.front() != '/') {
     return BadUrl("a unix socket path must be absolute");
   }
-  if (const std::optional<std::string> query = PartOf(url, CURLUPART_QUERY)) {
+  if (const std::optional<std::string> query = url.Part(CURLUPART_QUERY)) {
     if (!absl::StartsWith(*query, "db=")) return BadUrl("the only query allowed is ?db=N");
     absl::StatusOr<int> db = ParseDb(std::string_view(*query).substr(3));
     if (!db.ok()) return db.status();
@@ -152,20 +143,20 @@ absl::StatusOr<ServerUrl> ParseServerUrl(std::string_view url) {
   const std::string text = unix_socket
                                ? absl::StrCat("file://", AbslView(url.substr(kUnixScheme.size())))
                                : std::string(url);
-  UrlHandle parsed(curl_url(), &curl_url_cleanup);
-  if (parsed == nullptr) return absl::ResourceExhaustedError("chunkcache: out of memory");
+  CurlUrl parsed;
   // PATH_AS_IS: a socket path is used as written; ALLOW_SPACE: a password may hold spaces.
   const CURLUcode code =
-      curl_url_set(parsed.get(), CURLUPART_URL, text.c_str(),
-                   CURLU_NON_SUPPORT_SCHEME | CURLU_PATH_AS_IS | CURLU_ALLOW_SPACE);
+      parsed.Set(text, CURLU_NON_SUPPORT_SCHEME | CURLU_PATH_AS_IS | CURLU_ALLOW_SPACE);
+  if (code == CURLUE_OUT_OF_MEMORY)
+    return absl::ResourceExhaustedError("chunkcache: out of memory");
   if (code != CURLUE_OK) return Refused(code);
-  if (PartOf(parsed.get(), CURLUPART_FRAGMENT).has_value()) {
+  if (parsed.Part(CURLUPART_FRAGMENT).has_value()) {
     return BadUrl("a fragment (#) is not allowed");
   }
   ServerUrl server;
   server.cluster = url.starts_with(kClusterScheme);
   const absl::Status status =
-      unix_socket ? ParseUnixServer(parsed.get(), server) : ParseTcpServer(parsed.get(), server);
+      unix_socket ? ParseUnixServer(parsed, server) : ParseTcpServer(parsed, server);
   if (!status.ok()) return status;
   return server;
 }
