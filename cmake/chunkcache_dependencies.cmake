@@ -11,6 +11,7 @@ find_dependency(absl CONFIG)
 find_dependency(zstd CONFIG)
 find_dependency(simdjson CONFIG)
 find_dependency(CURL)
+find_dependency(OpenSSL)
 find_dependency(PkgConfig)
 
 if(NOT DEFINED CHUNKCACHE_STATIC_DEPENDENCIES)

@@ -26,7 +26,7 @@ install(FILES
 # chunkcache`. The public headers use these abseil libraries, so a consumer links them too.
 set(public_modules absl_status absl_statusor absl_time absl_span absl_strings)
 set(private_modules absl_flat_hash_map absl_hash absl_str_format absl_base absl_random_random
-    libzstd simdjson libcurl hiredis libxxhash)
+    libzstd simdjson libcurl hiredis libxxhash libssl libcrypto)
 list(JOIN public_modules " " CHUNKCACHE_PC_REQUIRES)
 if(BUILD_SHARED_LIBS)
   list(JOIN private_modules " " CHUNKCACHE_PC_REQUIRES_PRIVATE)
