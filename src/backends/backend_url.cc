@@ -56,7 +56,7 @@ absl::StatusOr<std::shared_ptr<Backend>> NewMomento(std::string_view url,
   }
   if (options.max_item_size > 0) momento.max_item_size = options.max_item_size;
   momento.ca_bundle_path = options.ca_bundle_path;
-  return NewMomentoBackend(std::move(momento));
+  return NewMomentoBackend(momento);
 }
 
 }  // namespace

@@ -196,7 +196,7 @@ class HttpClient::Session {
     if (curl_multi_add_handle(multi_.get(), easy.get()) != CURLM_OK) {
       return absl::InternalError("momento: curl_multi_add_handle failed");
     }
-    easy.release();
+    static_cast<void>(easy.release());  // owned by the multi handle until the transfer ends
     t.active = true;
     ++t.attempts;
     ++active_;

@@ -147,7 +147,7 @@ absl::StatusOr<Requests> Requests::Create(const std::string& endpoint, std::stri
 absl::Status Requests::AppendHeader(HeaderList& list, const std::string& header) {
   curl_slist* appended = curl_slist_append(list.get(), header.c_str());
   if (appended == nullptr) return absl::ResourceExhaustedError("momento: out of memory");
-  list.release();
+  static_cast<void>(list.release());  // `appended` is the same list, or a new one
   list.reset(appended);
   return absl::OkStatus();
 }

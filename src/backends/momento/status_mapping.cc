@@ -180,8 +180,9 @@ std::string StatusMapping::Excerpt(std::string_view body, bool truncated) const 
   return absl::StrCat(": ", shown.substr(0, kExcerptBytes));
 }
 
-std::string StatusMapping::Redact(std::string text) const {
-  return absl::StrReplaceAll(text, {{api_key_, "<api key>"}});
+std::string StatusMapping::Redact(std::string_view text) const {
+  return absl::StrReplaceAll(absl::string_view(text.data(), text.size()),
+                             {{api_key_, "<api key>"}});
 }
 
 }  // namespace chunkcache::momento

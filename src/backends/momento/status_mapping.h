@@ -76,7 +76,7 @@ class StatusMapping {
                 const CallLimit& limit) const;
 
   // `text` with every occurrence of the API key replaced by "<api key>".
-  std::string Redact(std::string text) const;
+  std::string Redact(std::string_view text) const;
 
   // ": <start of the reply body>" for a message (empty for an empty body): printable ASCII, at most
   // 200 bytes, and without the API key. The key is redacted from the whole of `body` before
