@@ -54,6 +54,12 @@ TEST_CASE("a bad backend URL is InvalidArgument and never echoes a password") {
     CHECK(status.code() == absl::StatusCode::kInvalidArgument);
     CHECK_FALSE(absl::StrContains(status.message(), "hunter2"));
   }
+  // A rediss:// URL whose CA bundle cannot be loaded: refused before connecting.
+  const absl::Status no_ca =
+      NewBackendFromUrl("rediss://:hunter2@127.0.0.1:1", {.ca_bundle_path = "/nonexistent/ca.pem"})
+          .status();
+  CHECK(absl::IsInvalidArgument(no_ca));
+  CHECK_FALSE(absl::StrContains(no_ca.ToString(), "hunter2"));
   // A Redis URL that cannot be reached: the backend's own error, still without the password.
   const absl::Status down =
       NewBackendFromUrl("redis://:hunter2@127.0.0.1:1", {.timeout = absl::Milliseconds(200)})

@@ -25,6 +25,7 @@
 #include "catalogue.h"
 #include "fixtures/momento_emulator.h"
 #include "fixtures/redis_server.h"
+#include "fixtures/tls_certs.h"
 #include "test_util.h"
 
 namespace chunkcache::testing {
@@ -281,6 +282,37 @@ TEST_CASE("put, inspect, verify, corruption, repair and delete of an entry on Re
   const CliResult missing_get = RunCli({backend, "get", "catalogue"});
   CHECK(missing_get.exit_code == 3);
   CHECK(IsOneErrorLine(missing_get.err));
+}
+
+TEST_CASE("put, get and verify over rediss:// with --ca_bundle; an untrusted server is refused") {
+  const TestCertificates& certs = TestCertificates::Get();
+  RedisServer server(
+      {.tls = RedisTls{
+           .cert_file = certs.server_cert, .key_file = certs.server_key, .ca_file = certs.ca}});
+  REQUIRE(server.url().rfind("rediss://", 0) == 0);
+  TempDir dir;
+  const std::string json = catalogue::GenerateCatalogue({.megabytes = 1});
+  const std::filesystem::path input = dir.path() / "catalogue.json";
+  WriteFile(input, json);
+  const std::string backend = "--backend=" + server.url();
+  const std::string ca = "--ca_bundle=" + certs.ca;
+
+  const CliResult put = RunCli({backend, ca, "put", "catalogue", input.string()});
+  INFO("put: " << put.out << put.err);
+  REQUIRE(put.exit_code == 0);
+  const CliResult get = RunCli({backend, ca, "get", "catalogue"});
+  CHECK(get.exit_code == 0);
+  CHECK(get.out == json);
+  const CliResult verify = RunCli({backend, ca, "verify", "catalogue"});
+  CHECK(verify.exit_code == 0);
+  CHECK(verify.out.rfind("ok: catalogue", 0) == 0);
+
+  // Without the test CA the server cannot be trusted: a clear error, nothing read.
+  const CliResult untrusted =
+      RunCli({backend, "--ca_bundle=" + certs.other_ca, "get", "catalogue"});
+  CHECK(untrusted.exit_code != 0);
+  CHECK(untrusted.out.empty());
+  CHECK_THAT(untrusted.err, Catch::Contains("certificate"));
 }
 
 TEST_CASE("get --compressed writes the stored zstd frame, and put reads stdin for -") {

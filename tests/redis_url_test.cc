@@ -87,13 +87,34 @@ TEST_CASE("redis+cluster:// names a cluster node and unix:// a socket") {
   CHECK(Parse("unix:///tmp/a b.sock").seed.unix_path == "/tmp/a b.sock");  // used as written
 }
 
+TEST_CASE("rediss:// and rediss+cluster:// are the same URLs over TLS") {
+  ServerUrl server = Parse("rediss://app:s3cret@cache.example.com/3");
+  CHECK(server.tls);
+  CHECK_FALSE(server.cluster);
+  CHECK(server.seed.host == "cache.example.com");
+  CHECK(server.seed.port == 6379);
+  CHECK(server.user == "app");
+  CHECK(server.password == "s3cret");
+  CHECK(server.db == 3);
+
+  server = Parse("rediss+cluster://:pw@10.1.2.3:6380");
+  CHECK(server.tls);
+  CHECK(server.cluster);
+  CHECK(server.seed.Name() == "10.1.2.3:6380");
+  CHECK(server.password == "pw");
+
+  CHECK_FALSE(Parse("redis://h").tls);
+  CHECK_FALSE(Parse("redis+cluster://h").tls);
+  CHECK_FALSE(Parse("unix:///tmp/r.sock").tls);
+}
+
 TEST_CASE("a malformed Redis URL is InvalidArgument and quotes nothing of it") {
   for (const char* url : {
            "",
            "hunter2",
            "http://:hunter2@h",
            "REDIS://:hunter2@h",
-           "rediss://:hunter2@h",
+           "redisss://:hunter2@h",
            "redis://",
            "redis://:hunter2@",
            "redis://:hunter2@host:99999",
@@ -124,11 +145,12 @@ TEST_CASE("a malformed Redis URL is InvalidArgument and quotes nothing of it") {
 }
 
 TEST_CASE("IsServerUrl tells the schemes ParseServerUrl reads") {
-  for (const char* url : {"redis://h", "redis+cluster://h", "unix:///s"}) {
+  for (const char* url :
+       {"redis://h", "redis+cluster://h", "rediss://h", "rediss+cluster://h", "unix:///s"}) {
     CAPTURE(url);
     CHECK(IsServerUrl(url));
   }
-  for (const char* url : {"", "redis:", "rediss://h", "memory://", "momento+https://h/c"}) {
+  for (const char* url : {"", "redis:", "redisss://h", "memory://", "momento+https://h/c"}) {
     CAPTURE(url);
     CHECK_FALSE(IsServerUrl(url));
   }

@@ -53,9 +53,12 @@
 ABSL_FLAG(std::string, backend, "memory://",
           "Where the entries are: memory:// (an empty in-process store that lives only as long as "
           "this command), redis://[[user]:password@]host[:port][/db], redis+cluster://host:port, "
-          "unix:///path/to/redis.sock"
+          "rediss://... (TLS), unix:///path/to/redis.sock"
           "[?db=N], momento+https://ENDPOINT_HOST[:port]/CACHE_NAME (API key from "
           "MOMENTO_API_KEY), or momento+http://127.0.0.1:PORT/CACHE_NAME for a loopback emulator.");
+ABSL_FLAG(std::string, ca_bundle, "",
+          "A PEM file of CA certificates that verify the server of a rediss:// or momento+https:// "
+          "backend; empty: the system's CA store.");
 ABSL_FLAG(std::string, prefix, "cc:", "Key prefix of the cache (CacheOptions::key_prefix).");
 ABSL_FLAG(std::uint64_t, chunk_size, std::uint64_t{1} << 20,
           "Largest stored item in bytes, for put (CacheOptions::chunk_size): 128 to 536870912 "
@@ -115,6 +118,7 @@ struct Settings {
   std::string backend_url;
   CacheOptions cache_options;
   absl::Duration timeout;
+  std::string ca_bundle;
   bool compressed = false;
   std::string output;
   int count = 0;
@@ -251,7 +255,9 @@ absl::StatusOr<std::shared_ptr<Backend>> OpenBackend(const Settings& settings) {
   // Momento limits key + value: its largest value leaves room for the longest stored key.
   if (absl::StartsWith(url, "momento+")) max_item_size = kMomentoMaxValueBytes;
   return NewBackendFromUrl(std::string_view(url.data(), url.size()),
-                           {.timeout = settings.timeout, .max_item_size = max_item_size});
+                           {.timeout = settings.timeout,
+                            .max_item_size = max_item_size,
+                            .ca_bundle_path = settings.ca_bundle});
 }
 
 // ---- Commands ---------------------------------------------------------------------------------
@@ -747,6 +753,7 @@ Settings ReadSettings() {
   settings.cache_options.compression_level = absl::GetFlag(FLAGS_level);
   settings.cache_options.ttl = absl::GetFlag(FLAGS_ttl);
   settings.timeout = absl::GetFlag(FLAGS_timeout);
+  settings.ca_bundle = absl::GetFlag(FLAGS_ca_bundle);
   settings.compressed = absl::GetFlag(FLAGS_compressed);
   settings.output = absl::GetFlag(FLAGS_output);
   settings.count = absl::GetFlag(FLAGS_count);

@@ -4,6 +4,7 @@
 //   memory://                                      NewMemoryBackend (this process only)
 //   redis://[[user]:password@]host[:port][/db]     NewRedisBackend (also unix:///path[?db=N])
 //   redis+cluster://[[user]:password@]host[:port]  NewRedisBackend with cluster = true
+//   rediss://…, rediss+cluster://…                 the same over TLS (ca_bundle_path applies)
 //   momento+https://ENDPOINT_HOST[:port]/CACHE     NewMomentoBackend, API key from MOMENTO_API_KEY
 //   momento+http://127.0.0.1:PORT/CACHE            (a loopback emulator: the host must be an IPv4
 //                                                  address in 127.0.0.0/8, [::1] or localhost)
@@ -38,8 +39,9 @@ struct BackendUrlOptions {
   // InvalidArgument. Default: 0.
   std::size_t max_item_size = 0;
 
-  // For momento+https URLs: a PEM file of CA certificates to verify the server with
-  // (MomentoBackendOptions::ca_bundle_path). Default: empty (libcurl's built-in CA store).
+  // For momento+https, rediss:// and rediss+cluster:// URLs: a PEM file of CA certificates to
+  // verify the server with (MomentoBackendOptions::ca_bundle_path,
+  // RedisBackendOptions::tls_ca_bundle_path). Default: empty (the system's CA store).
   std::string ca_bundle_path;
 };
 

@@ -1,4 +1,5 @@
-// chunkcache/redis_backend.h — a Backend on Redis, one node or a Redis Cluster (hiredis).
+// chunkcache/redis_backend.h — a Backend on Redis, one node or a Redis Cluster (hiredis), over
+// TCP, a unix socket or TLS (rediss://, OpenSSL; every bound below holds over TLS too).
 //
 // MultiGet is one MGET (one round trip); MultiSet pipelines SET ... PX and checks every reply;
 // SetIfAbsent is SET ... NX PX. Connections are pooled, re-established after a failure and
@@ -71,17 +72,19 @@ struct RedisBackendOptions {
   // unix:///path/to/redis.sock[?db=N]. In cluster mode, any one node (a seed);
   // redis+cluster://[[user]:password@]host[:port] also sets `cluster`. Parsed as RFC 3986 says
   // (libcurl's URL parser): a '@', '/', '?' or '#' in a password is percent-encoded.
+  // rediss://… and rediss+cluster://… are the same over TLS (port 6379 by default there too):
+  // the server's certificate is always verified (chain and name; there is no switch to turn that
+  // off), with the tls_* options below. The tls_* options are ignored for other schemes.
   // Default: "redis://127.0.0.1:6379".
   std::string url = "redis://127.0.0.1:6379";
 
-  // Time allowed to open a connection: name lookup, TCP connect, AUTH, SELECT (less if the
-  // call's deadline comes sooner). An IP literal
-  // needs no lookup. A host name is looked up (getaddrinfo) on a helper thread, because libc's
-  // lookup can be neither bounded nor cancelled: a caller waits for it at most this long
-  // (DeadlineExceeded), and a hung lookup keeps only its one thread per node busy until the
-  // resolver gives up, its answer reused by that node's connections for one second. A name with
-  // several addresses is tried address by address, IPv4 first, within this time.
-  // Default: 1 second.
+  // Time allowed to open a connection: name lookup, TCP connect, TLS handshake, AUTH, SELECT (less
+  // if the call's deadline comes sooner). An IP literal needs no lookup. A host name is looked up
+  // (getaddrinfo) on a helper thread, because libc's lookup can be neither bounded nor cancelled: a
+  // caller waits for it at most this long (DeadlineExceeded), and a hung lookup keeps only its one
+  // thread per node busy until the resolver gives up, its answer reused by that node's connections
+  // for one second. A name with several addresses is tried address by address, IPv4 first, within
+  // this time. Default: 1 second.
   absl::Duration connect_timeout = absl::Seconds(1);
 
   // Time allowed for one backend call, from sending its commands to reading its last reply,
@@ -113,6 +116,19 @@ struct RedisBackendOptions {
   // reply; the call that met it is then routed by slot and served like any later one.
   // Default: false.
   bool cluster = false;
+
+  // TLS (rediss:// URLs). A PEM file of the CA certificates to trust.
+  // Default: empty, the system's CA store (OpenSSL's default paths, e.g. /etc/ssl/certs).
+  std::string tls_ca_bundle_path;
+  // PEM files of a client certificate (with its chain) and its private key, for a server that
+  // requires mutual TLS (redis-server --tls-auth-clients yes). Both or neither.
+  // Default: empty, no client certificate.
+  std::string tls_client_cert_path;
+  std::string tls_client_key_path;
+  // The name the server's certificate must carry, also sent as SNI (unless an IP address). In a
+  // cluster it verifies every node announced by IP address; a node announced by host name is
+  // verified by that name. Default: empty, the URL's host.
+  std::string tls_server_name;
 };
 
 // Counters of a RedisBackend since its creation.
@@ -147,8 +163,12 @@ class RedisBackend : public Backend {
 };
 
 // Checks the options, connects to the server (PING) and, for a cluster, loads the slot map.
-// InvalidArgument for a bad URL or option; the connection's error if the server cannot be used
-// (Unavailable, DeadlineExceeded, PermissionDenied).
+// InvalidArgument for a bad URL or option (a CA bundle or
+// client certificate or key file that cannot be loaded); the connection's error if the server
+// cannot be used (Unavailable, DeadlineExceeded, PermissionDenied). Over TLS, a server that
+// cannot be trusted is Unavailable naming the cause: "unknown issuer", "host name mismatch",
+// "certificate expired", "the server does not speak TLS", "the server refused the client
+// certificate".
 absl::StatusOr<std::shared_ptr<RedisBackend>> NewRedisBackend(RedisBackendOptions options);
 
 // The Redis Cluster slot of `key` (CRC16-XMODEM of its hash tag, mod 16384).

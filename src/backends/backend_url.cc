@@ -69,9 +69,10 @@ absl::StatusOr<std::shared_ptr<Backend>> NewBackendFromUrl(std::string_view url,
     if (options.max_item_size > 0) memory.max_item_size = options.max_item_size;
     return NewMemoryBackend(memory);
   }
-  if (redis::IsServerUrl(url)) {  // redis+cluster:// sets RedisBackendOptions::cluster
+  if (redis::IsServerUrl(url)) {  // redis[s]+cluster:// sets RedisBackendOptions::cluster
     RedisBackendOptions redis;
     redis.url = std::string(url);
+    redis.tls_ca_bundle_path = options.ca_bundle_path;
     if (options.timeout > absl::ZeroDuration()) {
       redis.connect_timeout = options.timeout;
       redis.command_timeout = options.timeout;
@@ -80,9 +81,9 @@ absl::StatusOr<std::shared_ptr<Backend>> NewBackendFromUrl(std::string_view url,
     return NewRedisBackend(std::move(redis));
   }
   if (absl::StartsWith(u, "momento+")) return NewMomento(url, options);
-  return absl::InvalidArgumentError(
-      absl::StrCat("chunkcache: unknown backend scheme \"", SchemeOf(url),
-                   "\": use memory://, redis://, redis+cluster://, unix:// or momento+https://"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "chunkcache: unknown backend scheme \"", SchemeOf(url),
+      "\": use memory://, redis[s]://, redis[s]+cluster://, unix:// or momento+https://"));
 }
 
 }  // namespace chunkcache

@@ -10,6 +10,7 @@
 #include "backends/redis/connection.h"
 #include "backends/redis/counters.h"
 #include "backends/redis/node_pool.h"
+#include "backends/redis/tls.h"
 #include "backends/redis/url.h"
 #include "chunkcache/redis_backend.h"
 
@@ -49,11 +50,14 @@ absl::Status CheckOptions(const RedisBackendOptions& options) {
 class RedisBackendImpl final : public RedisBackend {
  public:
   // `options` checked, `server` parsed from options.url; options.cluster set if either asks.
-  RedisBackendImpl(RedisBackendOptions options, redis::ServerUrl server)
+  // `tls`: the TLS settings of a rediss:// server; nullptr for a plain one.
+  RedisBackendImpl(RedisBackendOptions options, redis::ServerUrl server,
+                   std::shared_ptr<const redis::TlsContext> tls)
       : options_(std::move(options)),
         server_(std::move(server)),
-        nodes_(&server_, options_, &counters_,
-               [this](const std::string& node) { return cluster_.Knows(node); }),
+        nodes_(
+            &server_, options_, &counters_,
+            [this](const std::string& node) { return cluster_.Knows(node); }, std::move(tls)),
         cluster_(server_.seed.Name(), &nodes_, &counters_) {}
 
   // Reaches the server, so that a bad address or password shows at creation: PING, or in
@@ -332,7 +336,18 @@ absl::StatusOr<std::shared_ptr<RedisBackend>> NewRedisBackend(RedisBackendOption
     return absl::InvalidArgumentError(
         "chunkcache: a Redis Cluster is reached over TCP and has only database 0");
   }
-  auto backend = std::make_shared<RedisBackendImpl>(std::move(options), *std::move(server));
+  std::shared_ptr<const redis::TlsContext> tls;
+  if (server->tls) {
+    absl::StatusOr<std::shared_ptr<const redis::TlsContext>> context =
+        redis::TlsContext::Create({.ca_bundle_path = options.tls_ca_bundle_path,
+                                   .client_cert_path = options.tls_client_cert_path,
+                                   .client_key_path = options.tls_client_key_path,
+                                   .server_name = options.tls_server_name});
+    if (!context.ok()) return context.status();
+    tls = *std::move(context);
+  }
+  auto backend =
+      std::make_shared<RedisBackendImpl>(std::move(options), *std::move(server), std::move(tls));
   if (absl::Status s = backend->Connect(); !s.ok()) return s;
   return backend;
 }

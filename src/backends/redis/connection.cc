@@ -7,8 +7,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <limits>
 
 #include "absl/strings/match.h"
@@ -182,28 +180,53 @@ void GuardReader(redisReader* reader, ArrayGuard* guard) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const Endpoint& endpoint,
-                                                             const ServerUrl& server,
-                                                             absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
+namespace {
+
+// A hiredis connection to `endpoint`, made non-blocking, or why there is none.
+absl::StatusOr<redisContext*> ConnectPlain(const Endpoint& endpoint, absl::Duration timeout) {
   const timeval tv = absl::ToTimeval(timeout);
   redisContext* context = endpoint.unix_path.empty()
                               ? redisConnectWithTimeout(endpoint.host.c_str(), endpoint.port, tv)
                               : redisConnectUnixWithTimeout(endpoint.unix_path.c_str(), tv);
   if (context == nullptr) return absl::ResourceExhaustedError("redis: out of memory");
-  auto connection = std::unique_ptr<Connection>(new Connection(context));
   if (context->err != 0) {
     const std::string what =
         absl::StrCat("redis: cannot connect to ", endpoint.Name(), ": ", context->errstr);
-    return absl::StrContains(context->errstr, "timed out") ? absl::DeadlineExceededError(what)
-                                                           : absl::UnavailableError(what);
+    const bool timed_out = absl::StrContains(context->errstr, "timed out");
+    redisFree(context);
+    return timed_out ? absl::DeadlineExceededError(what) : absl::UnavailableError(what);
   }
-  GuardReader(context->reader, connection->guard_.get());
   // hiredis treats EAGAIN as an error only in blocking mode: clear it and drive the socket
   // with poll() ourselves.
   fcntl(context->fd, F_SETFL, fcntl(context->fd, F_GETFL) | O_NONBLOCK);
   context->flags &= ~REDIS_BLOCK;
+  return context;
+}
 
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const Endpoint& endpoint,
+                                                             const ServerUrl& server,
+                                                             absl::Duration timeout,
+                                                             const TlsTarget* tls) {
+  const absl::Time deadline = absl::Now() + timeout;
+  std::unique_ptr<Connection> connection;
+  if (tls == nullptr) {
+    absl::StatusOr<redisContext*> context = ConnectPlain(endpoint, timeout);
+    if (!context.ok()) return context.status();
+    connection.reset(new Connection(*context, nullptr, nullptr));
+  } else {
+    if (!endpoint.unix_path.empty()) {
+      return absl::InvalidArgumentError("redis: TLS is for TCP connections, not a unix socket");
+    }
+    RespReader reader(redisReaderCreate());
+    if (reader == nullptr) return absl::ResourceExhaustedError("redis: out of memory");
+    absl::StatusOr<std::unique_ptr<TlsStream>> stream =
+        TlsStream::Connect(tls->context, endpoint.host, endpoint.port, tls->verify_name, deadline);
+    if (!stream.ok()) return stream.status();
+    connection.reset(new Connection(nullptr, *std::move(stream), std::move(reader)));
+  }
+  GuardReader(connection->reader_, connection->guard_.get());
   std::vector<Command> setup;
   const bool auth = !server.password.empty();
   if (auth) {
@@ -225,14 +248,24 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const Endpoint& end
   return connection;
 }
 
-Connection::Connection(redisContext* context)
-    : context_(context), pid_(getpid()), guard_(std::make_unique<ArrayGuard>()) {}
+Connection::Connection(redisContext* context, std::unique_ptr<TlsStream> stream,
+                       RespReader tls_reader)
+    : context_(context),
+      stream_(std::move(stream)),
+      tls_reader_(std::move(tls_reader)),
+      reader_(context != nullptr ? context->reader : tls_reader_.get()),
+      pid_(getpid()),
+      guard_(std::make_unique<ArrayGuard>()) {}
 
-Connection::~Connection() { redisFree(context_); }
+Connection::~Connection() {
+  if (context_ != nullptr) redisFree(context_);
+}
 
 bool Connection::FitForReuse() const {
   if (broken_ || pid_ != getpid()) return false;
-  if (context_->reader->pos < context_->reader->len || sdslen(context_->obuf) != 0) return false;
+  if (reader_->pos < reader_->len) return false;
+  if (stream_ != nullptr) return stream_->FitForReuse();
+  if (sdslen(context_->obuf) != 0) return false;
   pollfd fd{context_->fd, POLLIN | POLLRDHUP, 0};
   return poll(&fd, 1, 0) == 0;
 }
@@ -240,22 +273,10 @@ bool Connection::FitForReuse() const {
 absl::StatusOr<std::vector<Reply>> Connection::Pipeline(absl::Span<const Command> commands,
                                                         absl::Time deadline) {
   std::size_t reply_budget = 0;
-  std::vector<const char*> argv;
-  std::vector<std::size_t> lengths;
   for (const Command& command : commands) {
-    argv.clear();
-    lengths.clear();
-    for (const std::string_view arg : command.args) {
-      argv.push_back(arg.data());
-      lengths.push_back(arg.size());
-    }
-    if (redisAppendCommandArgv(context_, static_cast<int>(argv.size()), argv.data(),
-                               lengths.data()) != REDIS_OK) {
-      return Fail(absl::ResourceExhaustedError("redis: cannot buffer a command"));
-    }
     reply_budget = SaturatingAdd(reply_budget, command.reply_bound);
   }
-  if (absl::Status s = Flush(deadline); !s.ok()) return Fail(s);
+  if (absl::Status s = Send(commands, deadline); !s.ok()) return Fail(s);
 
   std::vector<Reply> replies;
   replies.reserve(commands.size());
@@ -263,21 +284,18 @@ absl::StatusOr<std::vector<Reply>> Connection::Pipeline(absl::Span<const Command
   if (!commands.empty()) guard_->Expect(commands.front());
   while (replies.size() < commands.size()) {
     void* reply = nullptr;
-    if (redisGetReplyFromReader(context_, &reply) != REDIS_OK) {
+    if (redisReaderGetReply(reader_, &reply) != REDIS_OK) {
       if (!guard_->refusal().ok()) return Fail(guard_->refusal());
-      return Fail(absl::UnavailableError(absl::StrCat("redis: ", context_->errstr)));
+      return Fail(absl::UnavailableError(absl::StrCat("redis: ", reader_->errstr)));
     }
     if (reply != nullptr) {
       replies.emplace_back(static_cast<redisReply*>(reply));
       if (replies.size() < commands.size()) guard_->Expect(commands[replies.size()]);
       continue;
     }
-    if (absl::Status s = WaitFor(POLLIN, deadline); !s.ok()) return Fail(s);
-    const std::size_t before = context_->reader->len;
-    if (redisBufferRead(context_) != REDIS_OK) {
-      return Fail(absl::UnavailableError(absl::StrCat("redis: ", context_->errstr)));
-    }
-    received += context_->reader->len - std::min(before, context_->reader->len);
+    absl::StatusOr<std::size_t> got = Receive(deadline);
+    if (!got.ok()) return Fail(got.status());
+    received += *got;
     if (received > reply_budget) {
       return Fail(absl::ResourceExhaustedError(absl::StrFormat(
           "redis: the reply exceeds %d bytes, more than the values asked for can hold",
@@ -287,7 +305,7 @@ absl::StatusOr<std::vector<Reply>> Connection::Pipeline(absl::Span<const Command
   // Bytes beyond the last reply: the server sent a reply nobody asked for, before or after
   // these, and which of them answer this call cannot be told. Fail rather than risk serving
   // another command's reply.
-  if (const std::size_t extra = context_->reader->len - context_->reader->pos; extra > 0) {
+  if (const std::size_t extra = reader_->len - reader_->pos; extra > 0) {
     return Fail(absl::InternalError(absl::StrFormat(
         "redis: the server sent %d bytes beyond the replies asked for; the connection is "
         "dropped",
@@ -301,6 +319,33 @@ absl::Status Connection::Fail(absl::Status status) {
   return status;
 }
 
+absl::Status Connection::Send(absl::Span<const Command> commands, absl::Time deadline) {
+  std::string tls_out;  // over TLS: every command, formatted, for one write
+  std::vector<const char*> argv;
+  std::vector<std::size_t> lengths;
+  for (const Command& command : commands) {
+    argv.clear();
+    lengths.clear();
+    for (const std::string_view arg : command.args) {
+      argv.push_back(arg.data());
+      lengths.push_back(arg.size());
+    }
+    const int argc = static_cast<int>(argv.size());
+    if (context_ != nullptr) {
+      if (redisAppendCommandArgv(context_, argc, argv.data(), lengths.data()) != REDIS_OK) {
+        return absl::ResourceExhaustedError("redis: cannot buffer a command");
+      }
+      continue;
+    }
+    char* formatted = nullptr;
+    const int length = redisFormatCommandArgv(&formatted, argc, argv.data(), lengths.data());
+    if (length < 0) return absl::ResourceExhaustedError("redis: cannot buffer a command");
+    tls_out.append(formatted, static_cast<std::size_t>(length));
+    redisFreeCommand(formatted);
+  }
+  return context_ != nullptr ? Flush(deadline) : stream_->Write(tls_out, deadline);
+}
+
 absl::Status Connection::Flush(absl::Time deadline) {
   SigpipeBlock no_sigpipe;  // a server dying mid-write must not kill the process
   int done = 0;
@@ -309,22 +354,30 @@ absl::Status Connection::Flush(absl::Time deadline) {
       return absl::UnavailableError(absl::StrCat("redis: ", context_->errstr));
     }
     if (done) return absl::OkStatus();
-    if (absl::Status s = WaitFor(POLLOUT, deadline); !s.ok()) return s;
+    if (absl::Status s = Await(context_->fd, POLLOUT, deadline, "redis: the command"); !s.ok()) {
+      return s;
+    }
   }
 }
 
-absl::Status Connection::WaitFor(short events, absl::Time deadline) {
-  while (true) {
-    const absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) break;
-    pollfd fd{context_->fd, events, 0};
-    const int ready = poll(&fd, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
-    if (ready > 0) return absl::OkStatus();
-    if (ready < 0 && errno != EINTR) {
-      return absl::UnavailableError(absl::StrCat("redis: poll: ", std::strerror(errno)));
+absl::StatusOr<std::size_t> Connection::Receive(absl::Time deadline) {
+  if (stream_ != nullptr) {
+    char buffer[16 * 1024];
+    absl::StatusOr<std::size_t> got = stream_->Read(buffer, sizeof(buffer), deadline);
+    if (!got.ok()) return got.status();
+    if (redisReaderFeed(reader_, buffer, *got) != REDIS_OK) {
+      return absl::UnavailableError(absl::StrCat("redis: ", reader_->errstr));
     }
+    return *got;
   }
-  return absl::DeadlineExceededError("redis: the command timed out");
+  if (absl::Status s = Await(context_->fd, POLLIN, deadline, "redis: the command"); !s.ok()) {
+    return s;
+  }
+  const std::size_t before = reader_->len;
+  if (redisBufferRead(context_) != REDIS_OK) {
+    return absl::UnavailableError(absl::StrCat("redis: ", context_->errstr));
+  }
+  return reader_->len - std::min(before, reader_->len);
 }
 
 }  // namespace chunkcache::redis

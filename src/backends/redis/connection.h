@@ -2,21 +2,24 @@
 // the Status of what a server answers.
 //
 // A Connection is opened (AUTH and SELECT replayed), sends pipelines of Commands and reads one
-// Reply per command, each step bounded by a deadline: hiredis drives the socket in non-blocking
-// mode and poll() waits. A reply may claim no more than its Command allows (reply_bound bytes,
-// max_array elements per array) before hiredis allocates for it. Writing blocks SIGPIPE on the
-// calling thread only, so a server that dies mid-write fails the call instead of the process.
+// Reply per command, each step bounded by a deadline. It is either plain (TCP or a unix socket:
+// hiredis drives the socket in non-blocking mode and poll() waits) or TLS (a TlsStream carries
+// the bytes; hiredis formats the commands and its redisReader parses the replies). Either way a
+// reply may claim no more than its Command allows (reply_bound bytes, max_array elements per
+// array) before hiredis allocates for it. A plain write blocks SIGPIPE on the calling thread
+// only and a TLS write sends with MSG_NOSIGNAL, so a server that dies mid-write fails the call
+// instead of the process.
 //
 //   absl::StatusOr<std::unique_ptr<Connection>> connection =
-//       Connection::Open(server.seed, server, absl::Seconds(1));
+//       Connection::Open(server.seed, server, absl::Seconds(1));  // plain; TLS: pass a TlsTarget
 //   const Command ping{{"PING"}};
 //   absl::StatusOr<std::vector<Reply>> replies =
 //       (*connection)->Pipeline({&ping, 1}, absl::Now() + absl::Seconds(1));
 //
-// Errors: connection refused or lost → Unavailable; past the deadline → DeadlineExceeded; a reply
-// larger than allowed → ResourceExhausted; bytes nobody asked for → Internal. A refused AUTH names
-// the command and the error code only (CredentialsRefused): the server's text may quote the
-// password.
+// Errors: connection refused or lost, a TLS server that cannot be trusted (tls.h) → Unavailable;
+// past the deadline → DeadlineExceeded; a reply larger than allowed → ResourceExhausted; bytes
+// nobody asked for → Internal. A refused AUTH names the command and the error code only
+// (CredentialsRefused): the server's text may quote the password.
 //
 // Thread safety: a Connection is used by one thread at a time (a pool hands it out); the free
 // functions are thread-safe.
@@ -36,6 +39,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "backends/redis/tls.h"
 #include "backends/redis/url.h"
 #include "hiredis/hiredis.h"
 
@@ -59,6 +63,17 @@ struct ReplyDeleter {
   void operator()(redisReply* reply) const { freeReplyObject(reply); }
 };
 using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+
+struct RespReaderDeleter {
+  void operator()(redisReader* reader) const { redisReaderFree(reader); }
+};
+using RespReader = std::unique_ptr<redisReader, RespReaderDeleter>;
+
+// How a connection reaches its server over TLS.
+struct TlsTarget {
+  std::shared_ptr<const TlsContext> context;  // the backend's settings and session store
+  std::string verify_name;  // the name the certificate must carry (tls.h); empty: the address
+};
 
 // The text of a string, status or error reply.
 std::string_view ReplyText(const redisReply& reply);
@@ -84,17 +99,19 @@ void Redact(std::string& text, std::string_view secret, std::size_t prefix);
 // What a reply being read may claim (connection.cc).
 class ArrayGuard;
 
-// A hiredis connection driven in non-blocking mode, so that every call is bounded by a deadline.
+// A connection driven in non-blocking mode, so that every call is bounded by a deadline.
 class Connection {
  public:
-  // Connects to `endpoint` (an IP address or a unix socket: no name lookup) and sends AUTH and
-  // SELECT as `server` asks, all within `timeout`.
+  // Connects to `endpoint` (an IP address or a unix socket: no name lookup), over TLS if `tls`
+  // is given (TCP only; the handshake and verification included), and sends AUTH and SELECT as
+  // `server` asks, all within `timeout`.
   static absl::StatusOr<std::unique_ptr<Connection>> Open(const Endpoint& endpoint,
                                                           const ServerUrl& server,
-                                                          absl::Duration timeout);
+                                                          absl::Duration timeout,
+                                                          const TlsTarget* tls = nullptr);
 
-  // Closes the socket without sending anything (hiredis' redisFree sends no QUIT): harmless in a
-  // forked child whose parent still uses the same connection.
+  // Closes the socket without sending anything (hiredis' redisFree sends no QUIT, a TlsStream no
+  // close_notify): harmless in a forked child whose parent still uses the same connection.
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -104,7 +121,8 @@ class Connection {
   // other's replies), and holds nothing unread, neither in hiredis' buffer nor in the socket. A
   // well-behaved server sends nothing unasked; bytes waiting now are a reply nobody asked for
   // (or the server closing), and reading them as the next call's reply would serve one key's
-  // value for another. Every command sent on it has been answered, or it is broken.
+  // value for another. Every command sent on it has been answered, or it is broken. Over TLS,
+  // records that carry no application data (session tickets) are consumed here.
   bool FitForReuse() const;
 
   // Sends `commands` in one write and reads one reply each. Any failure leaves the connection
@@ -113,15 +131,21 @@ class Connection {
                                               absl::Time deadline);
 
  private:
-  explicit Connection(redisContext* context);
+  Connection(redisContext* context, std::unique_ptr<TlsStream> stream, RespReader tls_reader);
 
   absl::Status Fail(absl::Status status);
+  // Sends `commands` in one write.
+  absl::Status Send(absl::Span<const Command> commands, absl::Time deadline);
   absl::Status Flush(absl::Time deadline);
-  absl::Status WaitFor(short events, absl::Time deadline);
+  // Waits for more reply bytes and hands them to reader_; how many came.
+  absl::StatusOr<std::size_t> Receive(absl::Time deadline);
 
-  redisContext* const context_;
-  const pid_t pid_;                    // the process that opened it
-  std::unique_ptr<ArrayGuard> guard_;  // the reader's privdata
+  redisContext* const context_;              // plain; nullptr over TLS
+  const std::unique_ptr<TlsStream> stream_;  // TLS; nullptr when plain
+  const RespReader tls_reader_;              // TLS; nullptr when plain
+  redisReader* const reader_;                // the replies' parser: hiredis' or tls_reader_
+  const pid_t pid_;                          // the process that opened it
+  std::unique_ptr<ArrayGuard> guard_;        // the reader's privdata
   bool broken_ = false;
 };
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -188,12 +189,14 @@ class NodePool {
 };
 
 NodePools::NodePools(const ServerUrl* server, const RedisBackendOptions& options,
-                     Counters* counters, std::function<bool(const std::string& node)> pinned)
+                     Counters* counters, std::function<bool(const std::string& node)> pinned,
+                     std::shared_ptr<const TlsContext> tls)
     : server_(*server),
       connect_timeout_(options.connect_timeout),
       pool_size_(static_cast<std::size_t>(options.pool_size)),
       counters_(*counters),
-      pinned_(std::move(pinned)) {}
+      pinned_(std::move(pinned)),
+      tls_(std::move(tls)) {}
 
 NodePools::~NodePools() = default;
 
@@ -244,6 +247,10 @@ absl::StatusOr<std::unique_ptr<Connection>> NodePools::Connect(NodePool& pool,
                                                                absl::Duration timeout) {
   const Endpoint& endpoint = pool.endpoint();
   if (!endpoint.unix_path.empty()) return Connection::Open(endpoint, server_, timeout);
+  std::optional<TlsTarget> tls;
+  if (tls_ != nullptr) {
+    tls = TlsTarget{tls_, IsIpLiteral(endpoint.host) ? server_.seed.host : endpoint.host};
+  }
   const absl::Time deadline = absl::Now() + timeout;
   absl::StatusOr<std::vector<std::string>> addresses = pool.Resolve(deadline);
   if (!addresses.ok()) return addresses.status();
@@ -253,7 +260,8 @@ absl::StatusOr<std::unique_ptr<Connection>> NodePools::Connect(NodePool& pool,
     if (left <= absl::ZeroDuration()) break;
     Endpoint numeric = endpoint;
     numeric.host = address;
-    absl::StatusOr<std::unique_ptr<Connection>> opened = Connection::Open(numeric, server_, left);
+    absl::StatusOr<std::unique_ptr<Connection>> opened =
+        Connection::Open(numeric, server_, left, tls ? &*tls : nullptr);
     if (opened.ok() || !absl::IsUnavailable(opened.status())) return opened;
     refused = opened.status();
   }

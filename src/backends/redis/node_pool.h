@@ -13,6 +13,11 @@
 // nodes that `pinned` does not name (ASK targets, nodes that left the cluster) are bounded: 32 at
 // most, the least recently used dropped first.
 //
+// TLS (`tls` given): every connection is a TLS one. A node announced by IP address (as CLUSTER
+// SLOTS and MOVED name them) is verified as the seed's host (TlsContext::server_name when set),
+// since a cluster's nodes share one certificate naming the service; a node announced by host name
+// is verified by that name.
+//
 // Names: an IP address needs no lookup. A host name is looked up (getaddrinfo) on a helper thread,
 // as libc's lookup can be neither bounded nor cancelled: a caller waits at most until its connect
 // deadline, and one lookup per node is shared by concurrent callers and reused for one second.
@@ -48,8 +53,10 @@ class NodePools {
  public:
   // `server` (the seed and the credentials) and `counters` must outlive this; of `options`,
   // connect_timeout and pool_size are used. `pinned(node)`: the node's pool is never dropped.
+  // `tls`: connect over TLS with these settings; nullptr: plain connections.
   NodePools(const ServerUrl* server, const RedisBackendOptions& options, Counters* counters,
-            std::function<bool(const std::string& node)> pinned);
+            std::function<bool(const std::string& node)> pinned,
+            std::shared_ptr<const TlsContext> tls = nullptr);
   ~NodePools();
   NodePools(const NodePools&) = delete;
   NodePools& operator=(const NodePools&) = delete;
@@ -80,6 +87,7 @@ class NodePools {
   const std::size_t pool_size_;
   Counters& counters_;
   const std::function<bool(const std::string&)> pinned_;
+  const std::shared_ptr<const TlsContext> tls_;
 
   mutable internal::Mutex mu_;
   absl::flat_hash_map<std::string, PoolEntry> pools_ ABSL_GUARDED_BY(mu_);

@@ -28,11 +28,6 @@
 
 namespace chunkcache::redis {
 
-struct RespReaderDeleter {
-  void operator()(redisReader* reader) const { redisReaderFree(reader); }
-};
-using RespReader = std::unique_ptr<redisReader, RespReaderDeleter>;
-
 // A hiredis reader with the default reply builders; nullptr when out of memory.
 RespReader NewRespReader();
 

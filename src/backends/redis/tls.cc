@@ -84,21 +84,6 @@ int KeepSession(SSL* ssl, SSL_SESSION* session) {
   return 1;
 }
 
-// Waits until `fd` is ready for `events`; DeadlineExceeded naming `what` once `deadline` passes.
-absl::Status Await(int fd, short events, absl::Time deadline, std::string_view what) {
-  while (true) {
-    const absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) break;
-    pollfd p{fd, events, 0};
-    const int ready = poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
-    if (ready > 0) return absl::OkStatus();
-    if (ready < 0 && errno != EINTR) {
-      return absl::UnavailableError(absl::StrCat("tls: poll: ", std::strerror(errno)));
-    }
-  }
-  return absl::DeadlineExceededError(absl::StrCat("tls: ", AbslView(what), " timed out"));
-}
-
 // The cause of a failed certificate verification, in words an operator can act on.
 std::string VerifyFailure(long result) {
   switch (result) {
@@ -196,7 +181,8 @@ absl::StatusOr<UniqueFd> ConnectTcp(const std::string& ip, int port, const std::
       return absl::UnavailableError(
           absl::StrCat("tls: cannot connect to ", peer, ": ", std::strerror(errno)));
     }
-    if (absl::Status s = Await(fd.get(), POLLOUT, deadline, absl::StrCat("connecting to ", peer));
+    if (absl::Status s =
+            Await(fd.get(), POLLOUT, deadline, absl::StrCat("tls: connecting to ", peer));
         !s.ok()) {
       return s;
     }
@@ -212,6 +198,20 @@ absl::StatusOr<UniqueFd> ConnectTcp(const std::string& ip, int port, const std::
 }
 
 }  // namespace
+
+absl::Status Await(int fd, short events, absl::Time deadline, std::string_view what) {
+  while (true) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) break;
+    pollfd p{fd, events, 0};
+    const int ready = poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
+    if (ready > 0) return absl::OkStatus();
+    if (ready < 0 && errno != EINTR) {
+      return absl::UnavailableError(absl::StrCat(AbslView(what), ": poll: ", std::strerror(errno)));
+    }
+  }
+  return absl::DeadlineExceededError(absl::StrCat(AbslView(what), " timed out"));
+}
 
 absl::StatusOr<std::shared_ptr<const TlsContext>> TlsContext::Create(const TlsOptions& options) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
@@ -354,7 +354,8 @@ absl::StatusOr<int> TlsStream::Drive(std::string_view what, absl::Time deadline,
     if (error == SSL_ERROR_WANT_READ) events = POLLIN;
     if (error == SSL_ERROR_WANT_WRITE) events = POLLOUT;
     if (events == 0) return Fail(absl::UnavailableError(SslFailure(ssl_, error, what)));
-    if (absl::Status s = Await(fd_.get(), events, deadline, what); !s.ok()) return Fail(s);
+    const std::string waiting = absl::StrCat("tls: ", AbslView(what));
+    if (absl::Status s = Await(fd_.get(), events, deadline, waiting); !s.ok()) return Fail(s);
   }
 }
 

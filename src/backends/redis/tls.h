@@ -63,6 +63,10 @@ using SSL_SESSION = struct ssl_session_st;
 
 namespace chunkcache::redis {
 
+// Waits until `fd` is ready for `events` (poll(2), EINTR retried): DeadlineExceeded "<what> timed
+// out" once `deadline` passes, Unavailable "<what>: poll: <error>" if poll fails.
+absl::Status Await(int fd, short events, absl::Time deadline, std::string_view what);
+
 // How to trust a server and how to present ourselves to it.
 struct TlsOptions {
   // PEM file of the CA certificates to trust. Default: empty, the system's default verify paths

@@ -16,6 +16,8 @@ namespace {
 
 constexpr std::string_view kRedisScheme = "redis://";
 constexpr std::string_view kClusterScheme = "redis+cluster://";
+constexpr std::string_view kTlsScheme = "rediss://";
+constexpr std::string_view kTlsClusterScheme = "rediss+cluster://";
 constexpr std::string_view kUnixScheme = "unix://";
 constexpr int kDefaultPort = 6379;
 
@@ -24,7 +26,7 @@ absl::string_view AbslView(std::string_view s) { return {s.data(), s.size()}; }
 absl::Status BadUrl(std::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(
       "chunkcache: bad Redis URL (", AbslView(why),
-      "); expected redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N], with "
+      "); expected redis[s]://[[user]:password@]host[:port][/db] or unix:///path[?db=N], with "
       "@ / ? # % in the user or password written as %40 %2F %3F %23 %25"));
 }
 
@@ -133,6 +135,7 @@ std::string Endpoint::Name() const {
 
 bool IsServerUrl(std::string_view url) {
   return url.starts_with(kRedisScheme) || url.starts_with(kClusterScheme) ||
+         url.starts_with(kTlsScheme) || url.starts_with(kTlsClusterScheme) ||
          url.starts_with(kUnixScheme);
 }
 
@@ -154,7 +157,8 @@ absl::StatusOr<ServerUrl> ParseServerUrl(std::string_view url) {
     return BadUrl("a fragment (#) is not allowed");
   }
   ServerUrl server;
-  server.cluster = url.starts_with(kClusterScheme);
+  server.cluster = url.starts_with(kClusterScheme) || url.starts_with(kTlsClusterScheme);
+  server.tls = url.starts_with(kTlsScheme) || url.starts_with(kTlsClusterScheme);
   const absl::Status status =
       unix_socket ? ParseUnixServer(parsed, server) : ParseTcpServer(parsed, server);
   if (!status.ok()) return status;

@@ -4,6 +4,7 @@
 //   redis://[[user]:password@]host[:port][/db]      TCP; port 6379 and database 0 by default
 //   redis+cluster://[[user]:password@]host[:port]   the same, naming a node of a Redis Cluster
 //   unix:///path/to/redis.sock[?db=N]               a unix socket (file:// URL syntax, RFC 8089)
+//   rediss://…, rediss+cluster://…                  as redis:// and redis+cluster://, over TLS
 //
 // User and password are percent-decoded; "redis://secret@host" (no colon) is a password alone, as
 // several clients accept. An IPv6 host is written in brackets: redis://[::1]:6379. The URL is
@@ -42,10 +43,12 @@ struct ServerUrl {
   std::string user;      // empty: the default user
   std::string password;  // empty: no AUTH
   int db = 0;            // SELECTed on each connection unless 0
-  bool cluster = false;  // the scheme is redis+cluster://
+  bool cluster = false;  // the scheme is redis+cluster:// or rediss+cluster://
+  bool tls = false;      // the scheme is rediss:// or rediss+cluster://
 };
 
-// Whether `url` has a scheme ParseServerUrl reads: redis://, redis+cluster:// or unix://.
+// Whether `url` has a scheme ParseServerUrl reads: redis://, redis+cluster://, rediss://,
+// rediss+cluster:// or unix://.
 bool IsServerUrl(std::string_view url);
 
 // The parts of a Redis URL (see the top of this file).
