@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "internal/curl_handles.h"
 #include "internal/json.h"
 #include "internal/percent_encode.h"
 
@@ -57,14 +58,8 @@ std::string ErrorBody(const absl::Status& status) {
                       ",\"errorType\":", JsonString(ErrorType(status)), ",\"stackTrace\":[]}");
 }
 
-struct EasyDeleter {
-  void operator()(CURL* easy) const { curl_easy_cleanup(easy); }
-};
-struct SlistDeleter {
-  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
-};
-using EasyHandle = std::unique_ptr<CURL, EasyDeleter>;
-using HeaderList = std::unique_ptr<curl_slist, SlistDeleter>;
+using EasyHandle = ::chunkcache::internal::CurlEasy;
+using HeaderList = ::chunkcache::internal::CurlHeaders;
 
 HeaderList Headers(std::initializer_list<std::string> lines) {
   curl_slist* list = nullptr;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "chunkcache/backend.h"
 #include "internal/backoff.h"
+#include "internal/curl_handles.h"
 
 namespace chunkcache::momento {
 namespace {
@@ -18,14 +19,8 @@ constexpr absl::Duration kMaxPollWait = absl::Milliseconds(100);
 // first, with its own message.
 constexpr absl::Duration kDeadlineGrace = absl::Milliseconds(10);
 
-struct EasyDeleter {
-  void operator()(CURL* easy) const { curl_easy_cleanup(easy); }
-};
-struct MultiDeleter {
-  void operator()(CURLM* multi) const { curl_multi_cleanup(multi); }
-};
-using EasyHandle = std::unique_ptr<CURL, EasyDeleter>;
-using MultiHandle = std::unique_ptr<CURLM, MultiDeleter>;
+using EasyHandle = internal::CurlEasy;
+using MultiHandle = internal::CurlMulti;
 
 // libcurl requires one process-wide initialization before any handle is made.
 void InitCurlOnce() {

@@ -31,6 +31,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "internal/curl_handles.h"
 
 namespace chunkcache::momento {
 
@@ -103,10 +104,7 @@ class Requests {
   Transfer Delete(std::string_view key) const;
 
  private:
-  struct SlistDeleter {
-    void operator()(curl_slist* list) const { curl_slist_free_all(list); }
-  };
-  using HeaderList = std::unique_ptr<curl_slist, SlistDeleter>;
+  using HeaderList = internal::CurlHeaders;
 
   Requests() = default;
   static absl::Status AppendHeader(HeaderList& list, const std::string& header);
