@@ -5,7 +5,9 @@
 //   redis_bench [--redis_url=redis://127.0.0.1:PORT] [--catalogue_mb=10] [benchmark flags]
 //
 // Without --redis_url it starts its own redis-server on a free loopback port. --help lists the
-// flags.
+// flags. It also starts a TLS-only redis-server (a test CA made with openssl) and measures the same
+// Get and Put over rediss://, and a connection's set-up (connect + PING) over plain TCP, over TLS
+// with a full handshake and over TLS resuming a session.
 
 #include <benchmark/benchmark.h>
 #include <hiredis/hiredis.h>
@@ -17,10 +19,13 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "backends/redis/resp_over_tls.h"
+#include "backends/redis/tls.h"
 #include "backends/redis/url.h"
 #include "bench_flags.h"
 #include "bench_redis.h"
 #include "chunkcache/chunkcache.h"
+#include "fixtures/tls_certs.h"
 #include "ratio_reporter.h"
 
 ABSL_FLAG(std::string, redis_url, "",
@@ -34,6 +39,9 @@ struct Setup {
   std::string url;
   std::string host = "127.0.0.1";
   int port = 0;
+  std::string tls_url;  // rediss://127.0.0.1:PORT of the private TLS-only server
+  int tls_port = 0;
+  std::string ca_file;  // the test CA that signed its certificate
 };
 
 Setup& TheSetup() {
@@ -84,9 +92,12 @@ void BM_RawGet(benchmark::State& state) {
 }
 BENCHMARK(BM_RawGet)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-std::shared_ptr<chunkcache::RedisBackend> Backend() {
+// The backend of the plain server, or with `tls` of the TLS-only one.
+std::shared_ptr<chunkcache::RedisBackend> Backend(bool tls = false) {
   absl::StatusOr<std::shared_ptr<chunkcache::RedisBackend>> backend =
-      chunkcache::NewRedisBackend({.url = TheSetup().url, .command_timeout = absl::Seconds(5)});
+      chunkcache::NewRedisBackend({.url = tls ? TheSetup().tls_url : TheSetup().url,
+                                   .command_timeout = absl::Seconds(5),
+                                   .tls_ca_bundle_path = TheSetup().ca_file});
   if (!backend.ok()) std::abort();
   return *std::move(backend);
 }
@@ -118,6 +129,72 @@ void BM_Get(benchmark::State& state) {
 }
 BENCHMARK(BM_Get)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// The same Put and Get over rediss:// (TLS on loopback: what encryption costs, not the network).
+void BM_TlsPut(benchmark::State& state) {
+  chunkcache::ChunkedCache cache(Backend(/*tls=*/true));
+  for (auto _ : state) {
+    if (!cache.Put("catalogue", TheSetup().json).ok()) state.SkipWithError("Put failed");
+  }
+  SetBytes(state);
+}
+BENCHMARK(BM_TlsPut)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_TlsGet(benchmark::State& state) {
+  chunkcache::ChunkedCache cache(Backend(/*tls=*/true));
+  if (!cache.Put("catalogue", TheSetup().json).ok()) state.SkipWithError("Put failed");
+  for (auto _ : state) {
+    absl::StatusOr<chunkcache::Bytes> got = cache.Get("catalogue");
+    if (!got.ok()) state.SkipWithError("Get failed");
+    benchmark::DoNotOptimize(got);
+  }
+  SetBytes(state);
+}
+BENCHMARK(BM_TlsGet)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// A new connection and one PING: plain TCP (hiredis).
+void BM_ConnectPlain(benchmark::State& state) {
+  for (auto _ : state) {
+    redisContext* c = RawConnection();
+    freeReplyObject(redisCommand(c, "PING"));
+    redisFree(c);
+  }
+}
+BENCHMARK(BM_ConnectPlain)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// A new TLS connection and one PING. With a fresh context per connection every handshake is a
+// full one; with one shared context (as one backend has) each resumes the session of the last.
+void ConnectTls(benchmark::State& state, bool resume) {
+  namespace redis = chunkcache::redis;
+  const redis::TlsOptions options{.ca_bundle_path = TheSetup().ca_file};
+  absl::StatusOr<std::shared_ptr<const redis::TlsContext>> shared =
+      redis::TlsContext::Create(options);
+  if (!shared.ok()) return state.SkipWithError("TLS context");
+  std::int64_t resumed = 0;
+  for (auto _ : state) {
+    std::shared_ptr<const redis::TlsContext> context = *shared;
+    if (!resume) {
+      state.PauseTiming();  // loading the CA file is not the handshake
+      context = *redis::TlsContext::Create(options);
+      state.ResumeTiming();
+    }
+    absl::StatusOr<std::unique_ptr<redis::TlsStream>> stream = redis::TlsStream::Connect(
+        context, "127.0.0.1", TheSetup().tls_port, "", absl::Now() + absl::Seconds(5));
+    if (!stream.ok()) return state.SkipWithError(std::string(stream.status().message()).c_str());
+    redis::RespReader reader = redis::NewRespReader();
+    const std::vector<std::string_view> ping = {"PING"};
+    if (!redis::RoundTrip(**stream, *reader, ping, absl::Now() + absl::Seconds(5)).ok()) {
+      return state.SkipWithError("PING failed");
+    }
+    resumed += (*stream)->resumed() ? 1 : 0;
+  }
+  state.counters["resumed"] = static_cast<double>(resumed) /
+                              static_cast<double>(std::max<std::int64_t>(1, state.iterations()));
+}
+void BM_ConnectTlsFull(benchmark::State& state) { ConnectTls(state, /*resume=*/false); }
+void BM_ConnectTlsResumed(benchmark::State& state) { ConnectTls(state, /*resume=*/true); }
+BENCHMARK(BM_ConnectTlsFull)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_ConnectTlsResumed)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
 }  // namespace
 
 constexpr char kUsage[] =
@@ -140,10 +217,25 @@ int main(int argc, char** argv) {
   TheSetup().host = server->seed.host;
   TheSetup().port = server->seed.port;
   TheSetup().json = chunkcache::bench::FlagSizedCatalogue();
+  // The TLS-only server, always private: its certificate comes from a test CA made here.
+  const chunkcache::testing::TestCertificates& certs = chunkcache::testing::TestCertificates::Get();
+  chunkcache::testing::RedisServer tls_server(
+      {.tls = chunkcache::testing::RedisTls{
+           .cert_file = certs.server_cert, .key_file = certs.server_key, .ca_file = certs.ca}});
+  TheSetup().tls_url = tls_server.url();
+  TheSetup().tls_port = tls_server.port();
+  TheSetup().ca_file = certs.ca;
 
   return chunkcache::bench::RunAndPrintSpeedups(
       "speed against plain uncompressed Redis storage of the same JSON",
       {{"Get vs raw GET of the uncompressed JSON", "BM_Get/real_time", "BM_RawGet/real_time"},
        {"Put vs raw SET (1 core)", "BM_Put/workers:0/real_time", "BM_RawSet/real_time"},
-       {"Put, 2 workers vs raw SET", "BM_Put/workers:2/real_time", "BM_RawSet/real_time"}});
+       {"Put, 2 workers vs raw SET", "BM_Put/workers:2/real_time", "BM_RawSet/real_time"},
+       {"Get over TLS vs over plain TCP", "BM_TlsGet/real_time", "BM_Get/real_time"},
+       {"Put over TLS vs over plain TCP (1 core)", "BM_TlsPut/real_time",
+        "BM_Put/workers:0/real_time"},
+       {"connect+PING: TLS full handshake vs TCP", "BM_ConnectTlsFull/real_time",
+        "BM_ConnectPlain/real_time"},
+       {"connect+PING: TLS resumed vs full handshake", "BM_ConnectTlsResumed/real_time",
+        "BM_ConnectTlsFull/real_time"}});
 }
