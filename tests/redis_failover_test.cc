@@ -17,6 +17,7 @@
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/redis_backend.h"
 #include "fixtures/redis_server.h"
+#include "fixtures/tls_certs.h"
 
 namespace chunkcache {
 namespace {
@@ -88,10 +89,10 @@ struct LoadThreads {
   }
 };
 
-// A backend in cluster mode, seeded with `url`.
+// A backend in cluster mode, seeded with `url` (rediss:// URLs trust the test CA).
 std::shared_ptr<RedisBackend> ClusterBackend(const std::string& url) {
-  absl::StatusOr<std::shared_ptr<RedisBackend>> backend =
-      NewRedisBackend({.url = url, .cluster = true});
+  absl::StatusOr<std::shared_ptr<RedisBackend>> backend = NewRedisBackend(
+      {.url = url, .cluster = true, .tls_ca_bundle_path = testing::TestCertificates::Get().ca});
   INFO(backend.status().ToString());
   REQUIRE(backend.ok());
   return *std::move(backend);
@@ -284,6 +285,18 @@ TEST_CASE(
   CHECK((*got)[0] == "from the idle backend");
   CHECK(idle->Stats().failover_retries - before.failover_retries == 1);
   CHECK(idle->Stats().slot_map_refreshes - before.slot_map_refreshes == 1);
+}
+
+TEST_CASE("over TLS, the same backend serves a killed master's slots again after the failover") {
+  const testing::TestCertificates& certs = testing::TestCertificates::Get();
+  RedisCluster::Options options = ClusterWithReplicas();
+  options.tls = testing::RedisTls{
+      .cert_file = certs.server_cert, .key_file = certs.server_key, .ca_file = certs.ca};
+  RedisCluster cluster(options);
+  const int victim = cluster.Masters()[0];
+  const std::string seed = cluster.node(victim).url();
+  REQUIRE(seed.rfind("rediss://", 0) == 0);
+  CheckRun(KillMasterUnderLoad(cluster, ClusterBackend(seed), victim));
 }
 
 // Failover after failover with one backend: each killed master comes back as a replica of the
