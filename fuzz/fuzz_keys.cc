@@ -23,8 +23,8 @@
 #include "absl/strings/str_format.h"
 #include "chunkcache/options.h"
 #include "chunkcache/redis_backend.h"
-#include "fuzz_util.h"
 #include "format/keys.h"
+#include "fuzz_util.h"
 
 namespace chunkcache::fuzz {
 namespace keys_target {

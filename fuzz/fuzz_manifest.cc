@@ -30,8 +30,8 @@
 #include "absl/strings/str_cat.h"
 #include "chunkcache/options.h"
 #include "format/codec.h"
-#include "fuzz_util.h"
 #include "format/manifest.h"
+#include "fuzz_util.h"
 #include "zstd.h"
 
 namespace chunkcache::fuzz {

@@ -66,9 +66,9 @@
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/options.h"
 #include "format/codec.h"
-#include "fuzz_util.h"
 #include "format/keys.h"
 #include "format/manifest.h"
+#include "fuzz_util.h"
 #include "zstd.h"
 
 namespace chunkcache::fuzz {

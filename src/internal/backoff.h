@@ -38,7 +38,8 @@ template <typename URBG>
 absl::Duration EqualJitter(absl::Duration ceiling, URBG& bitgen) {
   if (ceiling <= absl::ZeroDuration()) return absl::ZeroDuration();
   const std::int64_t ns = absl::ToInt64Nanoseconds(ceiling);
-  return absl::Nanoseconds(absl::Uniform<std::int64_t>(absl::IntervalClosed, bitgen, ns - ns / 2, ns));
+  return absl::Nanoseconds(
+      absl::Uniform<std::int64_t>(absl::IntervalClosed, bitgen, ns - ns / 2, ns));
 }
 
 }  // namespace chunkcache::internal
