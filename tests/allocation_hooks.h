@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 
 namespace chunkcache::testing {
 
@@ -30,6 +31,12 @@ inline constexpr bool kHooked = true;
 
 // The largest size asked of operator new since it was last set (to 0, say).
 extern std::atomic<std::size_t> largest_allocation;
+
+// Bytes held through operator new now (as malloc_usable_size counts them), and the most held
+// since peak_live_bytes was last set (to live_bytes, say): the peak of a call is
+// peak_live_bytes - live_bytes before it.
+extern std::atomic<std::int64_t> live_bytes;
+extern std::atomic<std::int64_t> peak_live_bytes;
 
 // When set, the next operator new on this thread clears it and throws std::bad_alloc.
 extern thread_local bool fail_next_allocation;

@@ -110,7 +110,8 @@ TEST_CASE("payloads around the inline and chunk boundaries round-trip") {
   auto backend = NewMemory();
   const CacheOptions options{.chunk_size = kSmallChunk};
   ChunkedCache cache(backend, options);
-  const std::size_t inline_limit = kSmallChunk - internal::kManifestHeaderSize;
+  // A one-frame payload: the header and one frame table entry.
+  const std::size_t inline_limit = kSmallChunk - internal::ManifestSize(1);
 
   struct Case {
     std::size_t stored_size;
@@ -692,7 +693,7 @@ TEST_CASE("Inspect describes the stored entry and finds missing or damaged chunk
   absl::StatusOr<EntryInfo> info = cache.Inspect("k");
   REQUIRE(info.ok());
   CHECK(info->manifest_key == "cc:{k}");
-  CHECK(info->format_version == 2);
+  CHECK(info->format_version == 3);
   CHECK(info->raw_size == json.size());
   CHECK_FALSE(info->is_inline);
   CHECK(info->chunk_size == (16 << 10));
@@ -934,11 +935,11 @@ TEST_CASE("version 1 entries written by the previous release are still read") {
   CHECK(absl::IsNotFound(cache.Get("chunked").status()));
   CHECK(cache.Stats().corrupt_reads == 1);
 
-  // A Put replaces it with a version-2 entry (and deletes the version-1 chunks it replaced).
+  // A Put replaces it with a version-3 entry (and deletes the version-1 chunks it replaced).
   REQUIRE(cache.Put("inline", inline_json).ok());
-  CHECK(cache.Inspect("inline")->format_version == 2);
+  CHECK(cache.Inspect("inline")->format_version == 3);
   REQUIRE(cache.Put("chunked", chunked_json).ok());
-  CHECK(cache.Inspect("chunked")->format_version == 2);
+  CHECK(cache.Inspect("chunked")->format_version == 3);
   RequirePayload(cache.Get("chunked"), chunked_json);
   CHECK(backend->Stats().items == 2 + StoredManifest(*backend, options, "chunked").chunk_count);
 }

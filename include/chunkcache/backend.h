@@ -11,6 +11,8 @@
 #define CHUNKCACHE_BACKEND_H_
 
 #include <cstddef>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,6 +31,17 @@ struct KeyValue {
   std::string_view value;
 };
 
+// One item handed over by Backend::MultiGetEach: its bytes, and what keeps them valid. The
+// receiver may hold `owner` (never null) to use `value` after the call; the bytes never change.
+struct ItemView {
+  std::string_view value;
+  std::shared_ptr<const void> owner;
+};
+
+// Receives the items of Backend::MultiGetEach: the key's index in the request and its item, or
+// std::nullopt where the key is absent. An error it returns stops the call, which returns it.
+using ItemSink = std::function<absl::Status(std::size_t index, std::optional<ItemView> item)>;
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -39,6 +52,15 @@ class Backend {
   // One entry per key, in order; std::nullopt where the key is absent (or expired).
   virtual absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
       absl::Span<const std::string_view> keys) = 0;
+
+  // The same answer as MultiGet, handed to `sink` one key at a time, in key order, as soon as each
+  // item (and every one before it) is available: a reader can use the first items while the
+  // later ones are still in flight. `sink` is called on the calling thread, once per key unless
+  // it returns an error; the call then stops and returns that error. A backend error after some
+  // items were handed over is returned too (the items handed over stay valid). Optional: the
+  // default calls MultiGet and hands its strings over without copying them; a network backend
+  // overrides it to hand items over as its replies arrive, a memory store to share its items.
+  virtual absl::Status MultiGetEach(absl::Span<const std::string_view> keys, const ItemSink& sink);
 
   // Stores every item with the given time to live (all or an error). `absl::InfiniteDuration()`
   // means no expiry; a non-positive ttl is InvalidArgument.

@@ -36,10 +36,11 @@ namespace chunkcache {
 // An immutable payload. Callers that coalesced on one load share it without copying.
 using Bytes = std::shared_ptr<const std::string>;
 
-// The stored, compressed form of a payload: one standard zstd frame (`zstd -d` gives the JSON),
-// verified against the entry's checksum. For services that answer with Content-Encoding: zstd.
+// The stored, compressed form of a payload: a standard zstd stream of one or more frames
+// (`zstd -d` gives the JSON), each frame verified against its checksum. For services that answer
+// with Content-Encoding: zstd.
 struct CompressedPayload {
-  Bytes zstd;                  // the zstd frame
+  Bytes zstd;                  // the zstd frames
   std::uint64_t raw_size = 0;  // size of the JSON it decodes to
 };
 
@@ -53,18 +54,22 @@ struct EntryInfo {
   std::string manifest_key;       // the backend key of the manifest
   std::size_t manifest_size = 0;  // bytes of the manifest item (with an inline payload)
   int format_version = 0;         // the entry's stored format version (docs/FORMAT.md); this
-                                  // library writes 2 and reads 1 and 2
+                                  // library writes 3 and reads 1 to 3
   std::uint64_t generation = 0;   // the version's id; chunk keys carry it
   std::uint64_t raw_size = 0;     // JSON bytes
   std::uint64_t stored_size = 0;  // compressed bytes
   std::uint32_t chunk_size = 0;   // every chunk but the last
-  std::uint64_t checksum = 0;     // XXH3-64 of the compressed bytes
+  std::uint64_t checksum = 0;     // XXH3-64 of the frame table (format version 3) or of the
+                                  // compressed bytes (earlier versions)
   absl::Time created;             // when it was written
   bool is_inline = false;         // the payload sits in the manifest: no chunks
   std::uint32_t chunk_count = 0;  // chunks the manifest names
+  std::uint64_t frame_size = 0;   // raw bytes of every zstd frame but the last (one frame before
+                                  // format version 3: the raw size)
+  std::size_t frame_count = 0;    // independent zstd frames in the payload
   std::vector<ChunkInfo> chunks;  // in order: all, or as many as 4 MiB of keys describe
   bool complete = false;          // every chunk present with its expected size
-  bool checksum_ok = false;       // complete, the bytes match the checksum, and they begin a
+  bool checksum_ok = false;       // complete, every frame matches its checksum and begins a
                                   // zstd frame: what a read accepts before decoding
 };
 
@@ -79,6 +84,10 @@ struct EntryInfo {
 // A loader may hold a std::shared_ptr to its own cache: if a refresh task ends up holding the
 // last reference, the cache is destroyed on the refresh thread, which then ends.
 using Loader = std::function<absl::StatusOr<std::string>()>;
+
+// Receives the JSON of a GetStream, piece by piece, in order. The piece is valid only during the
+// call. An error it returns stops the read and is what GetStream returns.
+using PieceSink = std::function<absl::Status(std::string_view piece)>;
 
 // Settings of one call.
 struct CallOptions {
@@ -125,6 +134,23 @@ class ChunkedCache {
   // a load that was under way, and nothing that load found enters the near cache.
   absl::StatusOr<Bytes> GetOrLoad(std::string_view key, Loader loader);
   absl::StatusOr<Bytes> GetOrLoad(std::string_view key, Loader loader, const CallOptions& call);
+
+  // Hands the payload stored under `key` to `sink` in order, frame by frame (a frame is
+  // CacheOptions::frame_size bytes of JSON, 2 MiB by default): each frame's stored bytes are
+  // verified against their checksum and decoded before any of its bytes reach the sink, and the
+  // first frame is decoded while later chunks are still being fetched. A near-cache copy that is
+  // fresh (or confirmed by the manifest) goes out as one piece. What a stream reads does not
+  // enter the near cache, and a miss does not load: pair it with GetOrLoad for that. Decoding
+  // runs on the calling thread (decode_workers are not used); it holds one frame and about one
+  // chunk at a time, however large the entry.
+  //
+  // Errors, before any piece went out: as Get (NotFound for a miss or a corrupt entry, the
+  // backend's error). After some pieces went out, the stream stops and reports why, and the
+  // caller must discard what it received (it was verified, but it is not the whole payload):
+  // DataLoss if a later frame or chunk was corrupt (counted in corrupt_reads), NotFound if the
+  // entry was replaced or removed meanwhile, the backend's error if it failed. The sink's own
+  // error is returned as it is (a sink that throws: Internal). Thread safety as every call.
+  absl::Status GetStream(std::string_view key, const PieceSink& sink, const CallOptions& call = {});
 
   // Returns the stored zstd bytes of `key` without decoding them (an L1 entry is not used: it
   // holds decoded bytes). Errors as Get.

@@ -46,7 +46,7 @@ namespace chunkcache {
 namespace {
 
 using internal::Add;
-using internal::CompressedBuffer;
+using internal::EncodedPayload;
 using internal::Found;
 using internal::Manifest;
 using internal::RateLimitedLog;
@@ -61,6 +61,14 @@ constexpr absl::Duration kDeadlineSlack = absl::Milliseconds(5);
 
 bool IsUnreachable(const absl::Status& status) {
   return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+}
+
+// The threads compression_workers and decode_workers lend from; none if both are 0.
+std::unique_ptr<internal::WorkerPool> MakePool(const CacheOptions& options,
+                                               const absl::Status& options_status) {
+  const int threads = std::max(options.compression_workers, options.decode_workers);
+  if (!options_status.ok() || threads == 0) return nullptr;
+  return std::make_unique<internal::WorkerPool>(threads);
 }
 
 }  // namespace
@@ -78,9 +86,10 @@ class ChunkedCache::Impl {
                                     std::size_t{std::numeric_limits<std::uint32_t>::max()}})
                         : 0),
         codec_(options_.compression_level, options_.compression_workers),
+        pool_(MakePool(options_, options_status_)),
         l1_(options_, clock_, counters_),
-        reader_(options_, backend_, codec_, counters_, log_),
-        writer_(options_, chunk_size_, backend_, reader_, codec_, clock_, counters_),
+        reader_(options_, backend_, codec_, counters_, log_, pool_.get()),
+        writer_(options_, chunk_size_, backend_, reader_, codec_, clock_, counters_, pool_.get()),
         leases_(options_, absl::StrFormat("%016x", writer_.NextGeneration()), backend_, reader_,
                 counters_),
         load_memo_({options_.load_retry_initial, options_.load_retry_max, options_.unstored_hold,
@@ -130,6 +139,50 @@ class ChunkedCache::Impl {
       }
       return std::move(outcome.result);
     }
+  }
+
+  absl::Status GetStream(std::string_view key, const PieceSink& sink, const CallOptions& call) {
+    if (absl::Status s = CheckCall(key, call); !s.ok()) return s;
+    if (!sink) return absl::InvalidArgumentError("chunkcache: the sink is empty");
+    // The backend calls the sink: an exception must not unwind through it.
+    const PieceSink guarded = [&sink](std::string_view piece) {
+      return internal::CatchExceptions("the sink", internal::BadAlloc::kResourceExhausted,
+                                       [&] { return sink(piece); });
+    };
+    if (std::optional<Found> hit = l1_.FreshHit(key); hit.has_value()) {
+      NoteAge(*hit);
+      return guarded(*hit->bytes);
+    }
+    const ScopedCallDeadline scoped_deadline(call.deadline);  // bounds every backend call
+    Add(counters_.gets);
+    ScopedTimer timer(&counters_.get_latency);
+    const absl::Time now = clock_.Now();
+    std::optional<internal::NearCache::Entry> live = l1_.Live(key, now);
+    const std::uint64_t epoch = l1_.Epoch(key);
+    internal::StreamOutcome streamed =
+        reader_.Stream(StoredKeys(options_.key_prefix, key), live ? &*live : nullptr, guarded);
+    if (streamed.status.ok() && !streamed.known) {  // streamed whole
+      Add(counters_.hits);
+      Add(counters_.bytes_returned, streamed.manifest.raw_size);
+      l1_.DropIfOlder(key, streamed.manifest);  // a stream leaves no copy: keep none of an older
+      return absl::OkStatus();
+    }
+    if (streamed.began) return streamed.status;  // the caller has part: it must drop it
+    // Nothing went out: settle as Get does, the near copy answering if confirmed (or if the
+    // backend failed).
+    absl::StatusOr<Found> found = streamed.status;
+    if (streamed.known) {
+      found = Found{live->bytes, live->generation, live->created, true, live->checksum};
+    }
+    l1_.AfterRead(key, found, live, epoch, now);
+    if (!found.ok()) {
+      if (absl::IsNotFound(found.status())) Add(counters_.misses);
+      return found.status();
+    }
+    Add(counters_.hits);
+    Add(counters_.bytes_returned, found->bytes->size());
+    NoteAge(*found);
+    return guarded(*found->bytes);
   }
 
   absl::StatusOr<CompressedPayload> GetCompressed(std::string_view key) {
@@ -312,13 +365,13 @@ class ChunkedCache::Impl {
       load_memo_.Unstored(key, bytes, clock_.Now(), epochs.memo);
       return bytes;
     }
-    absl::StatusOr<CompressedBuffer> encoded = writer_.Encode(*loaded);
+    absl::StatusOr<EncodedPayload> encoded = writer_.Encode(*loaded);
     if (!encoded.ok()) {
       load_memo_.Failed(key, encoded.status(), clock_.Now(), epochs.memo);
       return encoded.status();
     }
     Bytes bytes = std::make_shared<const std::string>(*std::move(loaded));
-    if (StoreLoaded(key, keys, bytes, encoded->view(), epochs).ok()) {
+    if (StoreLoaded(key, keys, bytes, *encoded, epochs).ok()) {
       load_memo_.Clear(key);
     } else {
       load_memo_.Unstored(key, bytes, clock_.Now(), epochs.memo);
@@ -329,11 +382,11 @@ class ChunkedCache::Impl {
   // Stores a loaded and compressed payload, and keeps it in the near cache unless this process
   // wrote the key since `epochs` were read. The store's status.
   absl::Status StoreLoaded(std::string_view key, const StoredKeys& keys, const Bytes& bytes,
-                           std::string_view compressed, const Epochs& epochs) {
+                           const EncodedPayload& encoded, const Epochs& epochs) {
     Add(counters_.puts);
     ScopedTimer timer(&counters_.put_latency);
     Add(counters_.bytes_put_raw, bytes->size());
-    absl::StatusOr<Manifest> stored = writer_.Store(keys, bytes->size(), compressed);
+    absl::StatusOr<Manifest> stored = writer_.Store(keys, encoded);
     if (!stored.ok()) {
       Add(counters_.put_errors);
       log_.Warn(RateLimitedLog::kStore, [&] {
@@ -392,10 +445,10 @@ class ChunkedCache::Impl {
     const Epochs epochs = EpochsOf(task.key);
     absl::StatusOr<std::string> loaded = CallLoader(task.loader);
     if (!loaded.ok()) return loaded.status();
-    absl::StatusOr<CompressedBuffer> encoded = writer_.Encode(*loaded);
+    absl::StatusOr<EncodedPayload> encoded = writer_.Encode(*loaded);
     if (!encoded.ok()) return encoded.status();
     Bytes bytes = std::make_shared<const std::string>(*std::move(loaded));
-    return StoreLoaded(task.key, keys, bytes, encoded->view(), epochs);
+    return StoreLoaded(task.key, keys, bytes, *encoded, epochs);
   }
 
   const CacheOptions options_;
@@ -406,6 +459,7 @@ class ChunkedCache::Impl {
   internal::GuardedBackend backend_;
   const std::size_t chunk_size_;  // effective: min(chunk_size, backend's max_item_size)
   internal::Codec codec_;
+  const std::unique_ptr<internal::WorkerPool> pool_;  // null without workers
   internal::SingleFlight flights_;
   internal::L1Policy l1_;
   internal::EntryReader reader_;
@@ -445,6 +499,11 @@ absl::StatusOr<Bytes> ChunkedCache::GetOrLoad(std::string_view key, Loader loade
 absl::StatusOr<Bytes> ChunkedCache::GetOrLoad(std::string_view key, Loader loader,
                                               const CallOptions& call) {
   return NoThrow([&] { return impl_->GetOrLoad(key, loader, call); });
+}
+
+absl::Status ChunkedCache::GetStream(std::string_view key, const PieceSink& sink,
+                                     const CallOptions& call) {
+  return NoThrow([&] { return impl_->GetStream(key, sink, call); });
 }
 
 absl::StatusOr<CompressedPayload> ChunkedCache::GetCompressed(std::string_view key) {

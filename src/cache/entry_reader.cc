@@ -1,11 +1,13 @@
 #include "cache/entry_reader.h"
 
+#include <atomic>
 #include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/types/span.h"
+#include "internal/mutex.h"
 
 namespace chunkcache::internal {
 namespace {
@@ -39,117 +41,344 @@ std::uint32_t ChunkKeyBatch(const StoredKeys& keys, const Manifest& manifest, st
   return next;
 }
 
+// Cuts a payload arriving in pieces (its chunks, in order) into its frames, verifies each frame
+// against its checksum once its bytes are all there, and hands it over.
+class FrameSplitter {
+ public:
+  explicit FrameSplitter(const Manifest& manifest) : frames_(manifest.frames) {}
+
+  // Takes the next `bytes` of the payload (kept valid by `owner`); calls
+  // `on_frame(index, FrameBytes)` for each frame they complete and returns its first error. A
+  // frame that fails its checksum is DataLoss, with `corrupt` set.
+  template <typename OnFrame>
+  absl::Status Add(std::string_view bytes, const std::shared_ptr<const void>& owner, bool& corrupt,
+                   OnFrame&& on_frame) {
+    while (!bytes.empty()) {
+      if (next_ >= frames_.size()) {
+        corrupt = true;
+        return absl::DataLossError("chunkcache: bytes after the frames");
+      }
+      const Frame& frame = frames_[next_];
+      const std::string_view part = bytes.substr(0, frame.stored_size - have_);
+      bytes.remove_prefix(part.size());
+      current_.parts.push_back(part);
+      current_.owners.push_back(owner);
+      have_ += part.size();
+      if (have_ < frame.stored_size) continue;
+      if (Checksum(current_.parts) != frame.checksum) {
+        corrupt = true;
+        return absl::DataLossError(absl::StrFormat(
+            "chunkcache: frame %d of %d does not match its checksum", next_, frames_.size()));
+      }
+      if (absl::Status s = on_frame(next_, std::exchange(current_, {})); !s.ok()) return s;
+      have_ = 0;
+      ++next_;
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const std::vector<Frame>& frames_;
+  std::size_t next_ = 0;    // the frame being gathered
+  std::uint64_t have_ = 0;  // its bytes so far
+  FrameBytes current_;
+};
+
+// Decodes frames into one buffer of the payload's raw size: on the calling thread as they
+// arrive, or on it and up to `helpers` pool threads.
+class DecodingConsumer final : public FrameConsumer {
+ public:
+  DecodingConsumer(Codec& codec, WorkerPool* pool, int helpers)
+      : codec_(codec), pool_(pool), helpers_(helpers) {}
+  ~DecodingConsumer() override { Drop(); }
+
+  absl::Status Begin(const Manifest& manifest) override {
+    Drop();
+    manifest_ = &manifest;
+    // The size was bounded by max_payload_size when the manifest was decoded.
+    out_ = std::make_shared<std::string>(manifest.raw_size, '\0');
+    offsets_.assign(1, 0);
+    for (std::size_t i = 0; i + 1 < manifest.frames.size(); ++i) {
+      offsets_.push_back(offsets_.back() + manifest.FrameRawSize(i));
+    }
+    group_.emplace(pool_, helpers_);
+    return absl::OkStatus();
+  }
+
+  absl::Status Frame(std::size_t index, FrameBytes bytes, bool& corrupt) override {
+    group_->Add([this, index, bytes = std::move(bytes)] {
+      if (failed_.load(std::memory_order_relaxed)) return;
+      absl::Status s = codec_.DecodeFrame(
+          bytes.parts, {out_->data() + offsets_[index], manifest_->FrameRawSize(index)});
+      if (!s.ok()) Fail(std::move(s));
+    });
+    if (!failed_.load(std::memory_order_relaxed)) return absl::OkStatus();
+    corrupt = true;
+    return FirstError();
+  }
+
+  bool Restart() override {
+    Drop();
+    return true;
+  }
+
+  absl::Status Finish(bool& corrupt) override {
+    group_->Wait();
+    if (!failed_.load()) return absl::OkStatus();
+    corrupt = true;
+    return FirstError();
+  }
+
+  std::shared_ptr<std::string> TakeOutput() { return std::move(out_); }
+
+ private:
+  // Waits for the frames under way; forgets the output and any error.
+  void Drop() {
+    group_.reset();  // waits
+    out_.reset();
+    failed_.store(false);
+    MutexLock lock(&mu_);
+    first_error_ = absl::OkStatus();
+  }
+
+  void Fail(absl::Status s) {
+    MutexLock lock(&mu_);
+    if (first_error_.ok()) first_error_ = std::move(s);
+    failed_.store(true);
+  }
+
+  absl::Status FirstError() {
+    MutexLock lock(&mu_);
+    return first_error_;
+  }
+
+  Codec& codec_;
+  WorkerPool* const pool_;
+  const int helpers_;
+  const Manifest* manifest_ = nullptr;
+  std::shared_ptr<std::string> out_;
+  std::vector<std::size_t> offsets_;  // of each frame's raw bytes in out_
+  std::atomic<bool> failed_{false};
+  Mutex mu_;
+  absl::Status first_error_ ABSL_GUARDED_BY(mu_);
+  std::optional<TaskGroup> group_;  // last: destroyed (waited for) first
+};
+
+// Gathers the frames, undecoded, into one buffer: the stored zstd stream.
+class GatheringConsumer final : public FrameConsumer {
+ public:
+  absl::Status Begin(const Manifest& manifest) override {
+    zstd_ = std::make_shared<std::string>();
+    zstd_->reserve(manifest.stored_size);
+    return absl::OkStatus();
+  }
+  absl::Status Frame(std::size_t /*index*/, FrameBytes bytes, bool& corrupt) override {
+    const std::size_t start = zstd_->size();
+    for (std::string_view part : bytes.parts) zstd_->append(part);
+    // Not decoded here, so at least each frame must start like one (not, say, a skippable one).
+    absl::Status s = CheckZstdFrameStart(std::string_view(*zstd_).substr(start));
+    corrupt = !s.ok();
+    return s;
+  }
+  bool Restart() override { return true; }
+
+  std::shared_ptr<std::string> TakeOutput() { return std::move(zstd_); }
+
+ private:
+  std::shared_ptr<std::string> zstd_;
+};
+
+// Decodes each frame into one buffer, reused, and hands its bytes to a sink, in order.
+class StreamingConsumer final : public FrameConsumer {
+ public:
+  StreamingConsumer(Codec& codec, const PieceSink& sink) : codec_(codec), sink_(sink) {}
+
+  absl::Status Begin(const Manifest& manifest) override {
+    if (capacity_ < manifest.frame_size) {  // every frame is at most frame_size bytes
+      buffer_.reset(new char[manifest.frame_size]);
+      capacity_ = manifest.frame_size;
+    }
+    manifest_ = &manifest;
+    return absl::OkStatus();
+  }
+
+  absl::Status Frame(std::size_t index, FrameBytes bytes, bool& corrupt) override {
+    const std::size_t size = manifest_->FrameRawSize(index);
+    if (absl::Status s = codec_.DecodeFrame(bytes.parts, {buffer_.get(), size}); !s.ok()) {
+      corrupt = true;
+      return s;
+    }
+    bytes = {};  // the chunks go before the sink runs
+    began_ = true;
+    return sink_(std::string_view(buffer_.get(), size));
+  }
+
+  bool Restart() override { return !began_; }
+
+  bool began() const { return began_; }
+
+ private:
+  Codec& codec_;
+  const PieceSink& sink_;
+  const Manifest* manifest_ = nullptr;
+  std::unique_ptr<char[]> buffer_;  // one frame's raw bytes
+  std::size_t capacity_ = 0;
+  bool began_ = false;
+};
+
 }  // namespace
 
-std::vector<std::string_view> Fetched::Parts() const {
-  if (manifest.is_inline()) return {std::string_view(manifest_bytes).substr(inline_offset)};
-  std::vector<std::string_view> parts;
-  parts.reserve(chunks.size());
-  for (const std::optional<std::string>& chunk : chunks) parts.push_back(*chunk);
-  return parts;
-}
-
 EntryReader::EntryReader(const CacheOptions& options, GuardedBackend& backend, Codec& codec,
-                         CacheCounters& counters, RateLimitedLog& log)
-    : options_(options), backend_(backend), codec_(codec), counters_(counters), log_(log) {}
+                         CacheCounters& counters, RateLimitedLog& log, WorkerPool* pool)
+    : options_(options),
+      backend_(backend),
+      codec_(codec),
+      counters_(counters),
+      log_(log),
+      pool_(pool) {}
 
 absl::StatusOr<Found> EntryReader::Read(const StoredKeys& keys, const NearCache::Entry* known) {
-  absl::StatusOr<Fetched> fetched = Fetch(keys, known);
-  if (!fetched.ok()) return fetched.status();
-  const Manifest& manifest = fetched->manifest;
-  if (fetched->known) {
-    return Found{known->bytes, known->generation, known->created, true, known->checksum};
-  }
-  absl::StatusOr<std::string> raw = codec_.Decompress(fetched->Parts(), manifest.raw_size);
-  if (!raw.ok()) return CorruptMiss(raw.status());
-  return Found{std::make_shared<const std::string>(*std::move(raw)), manifest.generation,
+  DecodingConsumer decoder(codec_, pool_, options_.decode_workers);
+  Manifest manifest;
+  absl::StatusOr<bool> read = ReadFrames(keys, known, decoder, manifest);
+  if (!read.ok()) return read.status();
+  if (*read) return Found{known->bytes, known->generation, known->created, true, known->checksum};
+  return Found{decoder.TakeOutput(), manifest.generation,
                absl::FromUnixMillis(manifest.created_unix_ms), false, manifest.checksum};
 }
 
-absl::StatusOr<Fetched> EntryReader::Fetch(const StoredKeys& keys, const NearCache::Entry* known) {
-  for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
-    Fetched fetched;
-    absl::StatusOr<std::optional<std::string>> manifest_bytes = backend_.Get(keys.manifest());
-    if (!manifest_bytes.ok()) return manifest_bytes.status();
-    if (!manifest_bytes->has_value()) return absl::NotFoundError("chunkcache: no such key");
-    fetched.manifest_bytes = **std::move(manifest_bytes);
+StreamOutcome EntryReader::Stream(const StoredKeys& keys, const NearCache::Entry* known,
+                                  const PieceSink& sink) {
+  StreamingConsumer streamer(codec_, sink);
+  StreamOutcome outcome;
+  bool corrupt = false;
+  absl::StatusOr<bool> read = ReadFrames(keys, known, streamer, outcome.manifest, &corrupt);
+  outcome.began = streamer.began();
+  if (!read.ok()) {
+    outcome.status = read.status();
+    if (corrupt && outcome.began) {
+      outcome.status = absl::DataLossError(
+          absl::StrCat("chunkcache: the entry was found corrupt after part of it was streamed: ",
+                       read.status().message()));
+    }
+    return outcome;
+  }
+  outcome.known = *read;
+  return outcome;
+}
 
-    absl::StatusOr<DecodedManifest> decoded = DecodeStoredManifest(keys, fetched.manifest_bytes);
-    if (!decoded.ok()) return CorruptMiss(decoded.status());
-    fetched.manifest = decoded->manifest;
-    // An offset, not the view: the view would not follow the bytes when `fetched` moves.
-    fetched.inline_offset = fetched.manifest_bytes.size() - decoded->inline_payload.size();
-    const Manifest& manifest = fetched.manifest;
+absl::StatusOr<bool> EntryReader::ReadFrames(const StoredKeys& keys, const NearCache::Entry* known,
+                                             FrameConsumer& consumer, Manifest& manifest,
+                                             bool* found_corrupt) {
+  bool corrupt = false;
+  const auto corrupt_miss = [&](const absl::Status& why) {
+    if (found_corrupt != nullptr) *found_corrupt = true;
+    return CorruptMiss(why);
+  };
+  for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
+    absl::StatusOr<std::optional<ItemView>> item = GetItem(keys.manifest());
+    if (!item.ok()) return item.status();
+    if (!item->has_value()) return absl::NotFoundError("chunkcache: no such key");
+    absl::StatusOr<DecodedManifest> decoded = DecodeStoredManifest(keys, (*item)->value);
+    if (!decoded.ok()) return corrupt_miss(decoded.status());
+    manifest = std::move(decoded->manifest);
     if (known != nullptr && known->generation == manifest.generation &&
         known->checksum == manifest.checksum) {
-      fetched.known = true;
-      return fetched;
+      return true;
     }
-    if (!manifest.is_inline()) {
-      absl::StatusOr<bool> complete = FetchChunks(keys, manifest, fetched.chunks);
-      if (!complete.ok()) return complete.status();
-      if (!*complete) {
-        Add(counters_.torn_retries);
-        continue;
-      }
+    if (absl::Status s = consumer.Begin(manifest); !s.ok()) return s;
+    absl::StatusOr<Chunks> chunks = Chunks::kComplete;
+    if (manifest.is_inline()) {
+      FrameSplitter splitter(manifest);
+      absl::Status s = splitter.Add(decoded->inline_payload, (*item)->owner, corrupt,
+                                    [&](std::size_t index, FrameBytes bytes) {
+                                      return consumer.Frame(index, std::move(bytes), corrupt);
+                                    });
+      if (!s.ok()) return corrupt ? corrupt_miss(s) : s;
+    } else {
+      chunks = StreamChunks(keys, manifest, consumer, corrupt);
     }
-    if (Checksum(fetched.Parts()) != manifest.checksum) {
-      return CorruptMiss(absl::DataLossError("chunkcache: checksum mismatch"));
+    if (!chunks.ok()) return corrupt ? corrupt_miss(chunks.status()) : chunks.status();
+    if (*chunks == Chunks::kReplaced) {
+      Add(counters_.torn_retries);
+      if (consumer.Restart()) continue;
+      return absl::NotFoundError(
+          "chunkcache: the entry was replaced while it was streamed; the output is incomplete");
     }
-    return fetched;
+    if (absl::Status s = consumer.Finish(corrupt); !s.ok()) return corrupt ? corrupt_miss(s) : s;
+    return false;
   }
   return absl::NotFoundError(
       "chunkcache: the entry kept changing while it was read; treated as a miss");
 }
 
 // In batches whose keys add up to about kMaxChunkKeyBytesPerCall, each checked before the next is
-// asked for: whatever a manifest claims, a read holds at most its verified chunks (bounded by the
-// payload limit) and one batch of keys. False if a chunk is missing because a writer replaced the
-// entry meanwhile (start over); a corrupt miss if it is missing otherwise or has the wrong size.
-absl::StatusOr<bool> EntryReader::FetchChunks(const StoredKeys& keys, const Manifest& manifest,
-                                              Values& chunks) {
-  chunks.clear();
+// asked for: whatever a manifest claims, a read holds at most one batch of keys, and of chunks
+// only those holding a frame not yet handed over. kReplaced if a chunk is missing because a
+// writer replaced the entry meanwhile (start over); a corrupt miss if it is missing otherwise,
+// has the wrong size, or a frame fails its checks.
+absl::StatusOr<EntryReader::Chunks> EntryReader::StreamChunks(const StoredKeys& keys,
+                                                              const Manifest& manifest,
+                                                              FrameConsumer& consumer,
+                                                              bool& corrupt) {
+  FrameSplitter splitter(manifest);
   std::vector<std::string> batch;
-  for (std::uint32_t next = 0; next < manifest.chunk_count;) {
-    next = ChunkKeyBatch(keys, manifest, next, batch);
-    const std::vector<std::string_view> views(batch.begin(), batch.end());
-    absl::StatusOr<Values> got = backend_.MultiGet(views);
-    if (!got.ok()) return got.status();
-    Add(counters_.chunks_read, got->size());
-    for (std::optional<std::string>& chunk : *got) {
-      const auto index = static_cast<std::uint32_t>(chunks.size());
-      if (!chunk.has_value()) {
-        if (ManifestChanged(keys, manifest)) return false;
-        return CorruptMiss(absl::DataLossError(
-            absl::StrFormat("chunkcache: chunk %d of %d is missing", index, manifest.chunk_count)));
+  std::uint32_t first = 0;
+  bool replaced = false;
+  const auto take = [&](std::size_t i, std::optional<ItemView> chunk) -> absl::Status {
+    const auto index = static_cast<std::uint32_t>(first + i);
+    Add(counters_.chunks_read);
+    if (!chunk.has_value()) {
+      if (ManifestChanged(keys, manifest)) {
+        replaced = true;
+        return absl::AbortedError("chunkcache: replaced");
       }
-      if (chunk->size() != manifest.ChunkSize(index)) {
-        return CorruptMiss(absl::DataLossError(
-            absl::StrFormat("chunkcache: chunk %d is %d bytes, the manifest says %d", index,
-                            chunk->size(), manifest.ChunkSize(index))));
-      }
-      chunks.push_back(std::move(chunk));
+      corrupt = true;
+      return absl::DataLossError(
+          absl::StrFormat("chunkcache: chunk %d of %d is missing", index, manifest.chunk_count));
     }
+    if (chunk->value.size() != manifest.ChunkSize(index)) {
+      corrupt = true;
+      return absl::DataLossError(
+          absl::StrFormat("chunkcache: chunk %d is %d bytes, the manifest says %d", index,
+                          chunk->value.size(), manifest.ChunkSize(index)));
+    }
+    return splitter.Add(chunk->value, chunk->owner, corrupt,
+                        [&](std::size_t frame, FrameBytes bytes) {
+                          return consumer.Frame(frame, std::move(bytes), corrupt);
+                        });
+  };
+  while (first < manifest.chunk_count) {
+    const std::uint32_t next = ChunkKeyBatch(keys, manifest, first, batch);
+    const std::vector<std::string_view> views(batch.begin(), batch.end());
+    absl::Status s = backend_.MultiGetEach(views, take);
+    if (replaced) return Chunks::kReplaced;
+    if (!s.ok()) return s;
+    first = next;
   }
-  return true;
+  return Chunks::kComplete;
+}
+
+absl::StatusOr<std::optional<ItemView>> EntryReader::GetItem(std::string_view key) {
+  std::optional<ItemView> item;
+  absl::Status s = backend_.MultiGetEach({&key, 1}, [&](std::size_t, std::optional<ItemView> got) {
+    item = std::move(got);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return item;
 }
 
 absl::StatusOr<CompressedPayload> EntryReader::ReadCompressed(const StoredKeys& keys) {
-  absl::StatusOr<Fetched> fetched = Fetch(keys, nullptr);
-  if (!fetched.ok()) {
-    if (absl::IsNotFound(fetched.status())) Add(counters_.misses);
-    return fetched.status();
-  }
-  auto zstd = std::make_shared<std::string>();
-  zstd->reserve(fetched->manifest.stored_size);
-  for (std::string_view part : fetched->Parts()) zstd->append(part);
-  // Not decoded here, so at least the start must be a zstd frame (not, say, a skippable one).
-  if (absl::Status s = CheckZstdFrameStart(*zstd); !s.ok()) {
-    Add(counters_.misses);
-    return CorruptMiss(s);
+  GatheringConsumer gatherer;
+  Manifest manifest;
+  absl::StatusOr<bool> read = ReadFrames(keys, nullptr, gatherer, manifest);
+  if (!read.ok()) {
+    if (absl::IsNotFound(read.status())) Add(counters_.misses);
+    return read.status();
   }
   Add(counters_.compressed_gets);
-  return CompressedPayload{std::move(zstd), fetched->manifest.raw_size};
+  return CompressedPayload{gatherer.TakeOutput(), manifest.raw_size};
 }
 
 absl::StatusOr<EntryInfo> EntryReader::Inspect(const StoredKeys& keys) {
@@ -171,6 +400,8 @@ absl::StatusOr<EntryInfo> EntryReader::Inspect(const StoredKeys& keys) {
   info.created = absl::FromUnixMillis(manifest.created_unix_ms);
   info.is_inline = manifest.is_inline();
   info.chunk_count = manifest.chunk_count;
+  info.frame_size = manifest.frame_size;
+  info.frame_count = manifest.frames.size();
   std::vector<std::string_view> parts;
   std::vector<std::string> kept;  // chunks of the expected size: at most stored_size bytes
   if (info.is_inline) {
@@ -203,8 +434,20 @@ absl::StatusOr<EntryInfo> EntryReader::Inspect(const StoredKeys& keys) {
     }
     parts.assign(kept.begin(), kept.end());
   }
-  info.checksum_ok =
-      info.complete && Checksum(parts) == manifest.checksum && StartsZstdFrame(parts);
+  // What a read checks before decoding: every frame's checksum, and that each starts a zstd frame.
+  info.checksum_ok = info.complete;
+  FrameSplitter splitter(manifest);
+  for (std::size_t i = 0; i < parts.size() && info.checksum_ok; ++i) {
+    bool corrupt = false;
+    info.checksum_ok = splitter
+                           .Add(parts[i], nullptr, corrupt,
+                                [](std::size_t, const FrameBytes& frame) {
+                                  return StartsZstdFrame(frame.parts)
+                                             ? absl::OkStatus()
+                                             : absl::DataLossError("not a zstd frame");
+                                })
+                           .ok();
+  }
   return info;
 }
 

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <optional>
 #include <random>
 #include <string>
@@ -49,16 +51,18 @@ void GenerationSource::Reseed(pid_t pid) {
 
 EntryWriter::EntryWriter(const CacheOptions& options, std::size_t chunk_size,
                          GuardedBackend& backend, EntryReader& reader, Codec& codec,
-                         const CacheClock& clock, CacheCounters& counters)
+                         const CacheClock& clock, CacheCounters& counters, WorkerPool* pool)
     : options_(options),
       chunk_size_(chunk_size),
       backend_(backend),
       reader_(reader),
       codec_(codec),
       clock_(clock),
-      counters_(counters) {}
+      counters_(counters),
+      pool_(pool) {}
 
 absl::Status EntryWriter::CheckSize(std::string_view json) const {
+  if (json.empty()) return absl::InvalidArgumentError("chunkcache: the payload is empty");
   if (json.size() <= options_.max_payload_size) return absl::OkStatus();
   return absl::ResourceExhaustedError(
       absl::StrFormat("chunkcache: the payload is %d bytes; max_payload_size is %d", json.size(),
@@ -70,48 +74,111 @@ absl::Status EntryWriter::CheckPayload(std::string_view json) {
   return options_.validate_json ? codec_.ValidateJson(json) : absl::OkStatus();
 }
 
-absl::StatusOr<CompressedBuffer> EntryWriter::Encode(std::string_view json) {
-  if (absl::Status s = CheckSize(json); !s.ok()) return s;
-  return ValidateAndCompress(json);
+FramePlan PlanFrames(std::uint64_t raw_size, std::size_t frame_size, std::size_t chunk_size) {
+  const auto ceil_div = [](std::uint64_t a, std::uint64_t b) { return a / b + (a % b != 0); };
+  // The manifest lists every frame and must fit in one item.
+  const std::uint64_t most = (chunk_size - kManifestHeaderSize) / kFrameEntrySize;
+  std::uint64_t count = std::clamp<std::uint64_t>(ceil_div(raw_size, frame_size), 1, most);
+  // Even frames: 10.5 MB in frames of about 2 MiB is 6 of 1.75 MB, not 5 of 2 MiB and a crumb.
+  const std::uint64_t even = ceil_div(raw_size, count);
+  return {even, static_cast<std::size_t>(ceil_div(raw_size, even))};
 }
 
-absl::StatusOr<CompressedBuffer> EntryWriter::ValidateAndCompress(std::string_view json) {
-  if (!options_.validate_json) return codec_.Compress(json);
-  if (options_.compression_workers == 0 || json.size() < kOverlapValidationFrom) {
-    if (absl::Status s = codec_.ValidateJson(json); !s.ok()) return s;
-    return codec_.Compress(json);
+absl::StatusOr<EncodedPayload> EntryWriter::Encode(std::string_view json) {
+  if (absl::Status s = CheckSize(json); !s.ok()) return s;
+  const FramePlan plan = PlanFrames(json.size(), options_.frame_size, chunk_size_);
+  if (plan.frame_size > kMaxFrameSize) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "chunkcache: a payload of %d bytes needs frames over %d bytes to be listed in one item "
+        "of %d",
+        json.size(), kMaxFrameSize, chunk_size_));
   }
-  // Extra threads are allowed: validate while zstd's workers compress.
+  EncodedPayload out;
+  out.raw_size = json.size();
+  out.frame_size = plan.frame_size;
+  out.frames.resize(plan.count);
+  // Frame i is compressed into its own slot, at the sum of the earlier frames' bounds, so frames
+  // can be compressed in any order; on the calling thread alone each goes straight after the
+  // previous one instead. Untouched pages of the buffer cost nothing.
+  const int helpers = pool_ == nullptr ? 0 : options_.compression_workers;
+  const bool parallel = helpers > 0 && plan.count > 1;
+  std::vector<std::size_t> slots(plan.count + 1, 0);
+  for (std::size_t i = 0; i < plan.count; ++i) {
+    const std::size_t raw =
+        std::min<std::uint64_t>(plan.frame_size, json.size() - i * plan.frame_size);
+    slots[i + 1] = slots[i] + CompressBound(raw);
+  }
+  out.stored.data.reset(new char[slots.back()]);
+  std::vector<absl::Status> failures(plan.count);
+  std::size_t end = 0;  // of the frames written so far, on the calling thread alone
+  const auto compress = [&](std::size_t i) {
+    const std::string_view raw = json.substr(i * plan.frame_size, plan.frame_size);
+    const std::size_t at = parallel ? slots[i] : end;
+    // One frame of a payload worth it: zstd's own workers, if the codec has any.
+    const bool zstd_workers = plan.count == 1 && raw.size() >= kOverlapValidationFrom;
+    absl::StatusOr<std::size_t> size =
+        codec_.CompressFrame(raw, {out.stored.data.get() + at, slots.back() - at}, zstd_workers);
+    if (!size.ok()) {
+      failures[i] = size.status();
+      return;
+    }
+    out.frames[i] = {*size, Checksum({std::string_view(out.stored.data.get() + at, *size)})};
+    if (!parallel) end += *size;
+  };
+
   absl::Status valid;
-  absl::StatusOr<CompressedBuffer> compressed;
-  {
-    std::jthread validator([&] { valid = codec_.ValidateJson(json); });
-    compressed = codec_.Compress(json);
+  if (options_.validate_json && !parallel &&
+      !(plan.count == 1 && options_.compression_workers > 0 &&
+        json.size() >= kOverlapValidationFrom)) {
+    // Alone: validate first, so invalid JSON costs no compression.
+    if (absl::Status s = codec_.ValidateJson(json); !s.ok()) return s;
+    compress(0);
+    for (std::size_t i = 1; i < plan.count; ++i) compress(i);
+  } else {
+    TaskGroup group(pool_, std::max(helpers, 1));
+    if (options_.validate_json) group.Add([&] { valid = codec_.ValidateJson(json); });
+    for (std::size_t i = 0; i < plan.count; ++i) group.Add([&compress, i] { compress(i); });
+    group.Wait();
+    if (!valid.ok()) return valid;
   }
-  if (!valid.ok()) return valid;
-  return compressed;
+  for (const absl::Status& failure : failures) {
+    if (!failure.ok()) return failure;
+  }
+  // Close the gaps between slots, in order: each frame moves down, never over a later one.
+  std::size_t size = 0;
+  for (std::size_t i = 0; i < plan.count; ++i) {
+    if (parallel && size != slots[i]) {
+      std::memmove(out.stored.data.get() + size, out.stored.data.get() + slots[i],
+                   out.frames[i].stored_size);
+    }
+    size += out.frames[i].stored_size;
+  }
+  out.stored.size = size;
+  return out;
 }
 
 absl::StatusOr<Manifest> EntryWriter::EncodeAndStore(const StoredKeys& keys,
                                                      std::string_view json) {
-  absl::StatusOr<CompressedBuffer> compressed = Encode(json);
-  if (!compressed.ok()) return compressed.status();
+  absl::StatusOr<EncodedPayload> encoded = Encode(json);
+  if (!encoded.ok()) return encoded.status();
   Add(counters_.bytes_put_raw, json.size());
-  return Store(keys, json.size(), compressed->view());
+  return Store(keys, *encoded);
 }
 
-absl::StatusOr<Manifest> EntryWriter::Store(const StoredKeys& keys, std::size_t raw_size,
-                                            std::string_view stored) {
+absl::StatusOr<Manifest> EntryWriter::Store(const StoredKeys& keys, const EncodedPayload& payload) {
+  const std::string_view stored = payload.stored.view();
   Manifest manifest;
   manifest.generation = generations_.Next();
-  manifest.raw_size = raw_size;
+  manifest.raw_size = payload.raw_size;
   manifest.stored_size = stored.size();
   manifest.chunk_size = static_cast<std::uint32_t>(chunk_size_);
-  manifest.checksum = Checksum({&stored, 1});
+  manifest.frame_size = payload.frame_size;
+  manifest.frames = payload.frames;
+  manifest.checksum = FrameTableChecksum(manifest.frames);
   manifest.created_unix_ms = absl::ToUnixMillis(clock_.Now());
 
-  // The header EncodeManifest writes (the current version's) plus the payload, in one item.
-  const bool fits_inline = kManifestHeaderSize + stored.size() <= chunk_size_;
+  // The header and frame table EncodeManifest writes plus the payload, in one item.
+  const bool fits_inline = ManifestSize(manifest.frames.size()) + stored.size() <= chunk_size_;
   manifest.chunk_count =
       fits_inline ? 0 : static_cast<std::uint32_t>((stored.size() + chunk_size_ - 1) / chunk_size_);
   const std::optional<Manifest> replaced =

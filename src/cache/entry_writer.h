@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -31,6 +32,7 @@
 #include "format/keys.h"
 #include "format/manifest.h"
 #include "internal/mutex.h"
+#include "internal/worker_pool.h"
 
 namespace chunkcache::internal {
 
@@ -51,12 +53,31 @@ class GenerationSource {
   std::atomic<std::uint64_t> counter_{0};
 };
 
+// A payload compressed as independent frames (docs/FORMAT.md, "Payload"), ready to store.
+struct EncodedPayload {
+  CompressedBuffer stored;  // the frames, concatenated
+  std::uint64_t raw_size = 0;
+  std::uint64_t frame_size = 0;
+  std::vector<Frame> frames;
+};
+
+// How a payload of `raw_size` bytes (at least 1) is cut into frames: about `frame_size` raw
+// bytes each, evened out, and no more than a manifest of one `chunk_size` item can list. The
+// frame size, and the frame count.
+struct FramePlan {
+  std::uint64_t frame_size = 0;
+  std::size_t count = 0;
+};
+FramePlan PlanFrames(std::uint64_t raw_size, std::size_t frame_size, std::size_t chunk_size);
+
 class EntryWriter {
  public:
   // `chunk_size` is the effective one: min(options.chunk_size, the backend's max_item_size).
-  // Every reference must outlive the writer.
+  // Every reference must outlive the writer. `pool` (may be null) lends
+  // options.compression_workers threads to Encode.
   EntryWriter(const CacheOptions& options, std::size_t chunk_size, GuardedBackend& backend,
-              EntryReader& reader, Codec& codec, const CacheClock& clock, CacheCounters& counters);
+              EntryReader& reader, Codec& codec, const CacheClock& clock, CacheCounters& counters,
+              WorkerPool* pool = nullptr);
   EntryWriter(const EntryWriter&) = delete;
   EntryWriter& operator=(const EntryWriter&) = delete;
 
@@ -67,13 +88,13 @@ class EntryWriter {
   // with validate_json, one JSON document (else InvalidArgument). Nothing is written.
   absl::Status CheckPayload(std::string_view json);
 
-  // The payload's checks and its compressed form: nothing here asks the backend.
-  absl::StatusOr<CompressedBuffer> Encode(std::string_view json);
+  // The payload's checks and its compressed frames, in parallel on the calling thread and up to
+  // compression_workers pool threads, the JSON validated alongside: nothing here asks the
+  // backend. An empty payload is InvalidArgument.
+  absl::StatusOr<EncodedPayload> Encode(std::string_view json);
 
-  // Stores `stored` (compressed, of `raw_size` JSON bytes) as the key's new entry; the manifest
-  // that committed it.
-  absl::StatusOr<Manifest> Store(const StoredKeys& keys, std::size_t raw_size,
-                                 std::string_view stored);
+  // Stores `payload` as the key's new entry; the manifest that committed it.
+  absl::StatusOr<Manifest> Store(const StoredKeys& keys, const EncodedPayload& payload);
 
   // Encode, then Store; counts bytes_put_raw.
   absl::StatusOr<Manifest> EncodeAndStore(const StoredKeys& keys, std::string_view json);
@@ -86,7 +107,6 @@ class EntryWriter {
 
  private:
   absl::Status CheckSize(std::string_view json) const;
-  absl::StatusOr<CompressedBuffer> ValidateAndCompress(std::string_view json);
 
   const CacheOptions& options_;
   const std::size_t chunk_size_;
@@ -95,6 +115,7 @@ class EntryWriter {
   Codec& codec_;
   const CacheClock& clock_;
   CacheCounters& counters_;
+  WorkerPool* const pool_;
   GenerationSource generations_;
 };
 

@@ -78,6 +78,40 @@ absl::StatusOr<Values> GuardedBackend::MultiGet(absl::Span<const std::string_vie
   return values;
 }
 
+absl::Status GuardedBackend::MultiGetEach(absl::Span<const std::string_view> keys,
+                                          const ItemSink& sink) {
+  std::size_t next = 0;
+  absl::Status refused;  // the sink's error, or the guard's
+  bool sink_failed = false;
+  const ItemSink checked = [&](std::size_t index, std::optional<ItemView> item) -> absl::Status {
+    if (!refused.ok()) return refused;  // a backend that did not stop
+    if (index != next || index >= keys.size()) {
+      refused = absl::InternalError(
+          absl::StrFormat("chunkcache: the backend handed over key %d of %d where %d was due",
+                          index, keys.size(), next));
+      return refused;
+    }
+    ++next;
+    if (item.has_value()) Add(counters_.bytes_read, item->value.size());
+    refused = sink(index, std::move(item));
+    sink_failed = !refused.ok();
+    return refused;
+  };
+  absl::Status status = Guarded([&]() -> absl::Status {
+    absl::Status s = backend_->MultiGetEach(keys, checked);
+    // Not the backend's failure: the sink stopped it.
+    if (sink_failed) return absl::OkStatus();
+    if (s.ok() && !refused.ok()) return refused;
+    if (s.ok() && next != keys.size()) {
+      return absl::InternalError(
+          absl::StrFormat("chunkcache: the backend handed over %d of %d keys", next, keys.size()));
+    }
+    return s;
+  });
+  if (sink_failed) return refused;
+  return status;
+}
+
 absl::StatusOr<std::optional<std::string>> GuardedBackend::Get(std::string_view key) {
   absl::StatusOr<Values> values = MultiGet({&key, 1});
   if (!values.ok()) return values.status();

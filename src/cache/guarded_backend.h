@@ -48,6 +48,10 @@ class GuardedBackend {
 
   // Backend::MultiGet; an answer with the wrong number of values is Internal (and counted).
   absl::StatusOr<Values> MultiGet(absl::Span<const std::string_view> keys);
+  // Backend::MultiGetEach. The backend must hand every key over once, in order: anything else is
+  // Internal (and counted), and nothing more reaches `sink`. An error `sink` returns is returned
+  // as it is and counts neither as a backend error nor against the breaker.
+  absl::Status MultiGetEach(absl::Span<const std::string_view> keys, const ItemSink& sink);
   // MultiGet of one key.
   absl::StatusOr<std::optional<std::string>> Get(std::string_view key);
   absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl);

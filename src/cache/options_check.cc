@@ -49,6 +49,17 @@ absl::Status ValidateCacheOptions(const CacheOptions& options) {
     return absl::InvalidArgumentError(
         "chunkcache: breaker_failure_threshold must be at least zero, breaker_cooldown positive");
   }
+  if (options.compression_workers > kMaxWorkers || options.decode_workers < 0 ||
+      options.decode_workers > kMaxWorkers) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("chunkcache: compression_workers %d and decode_workers %d must be 0 to %d",
+                        options.compression_workers, options.decode_workers, kMaxWorkers));
+  }
+  if (options.frame_size < kMinFrameSize || options.frame_size > kMaxFrameSize) {
+    return absl::InvalidArgumentError(absl::StrFormat("chunkcache: frame_size %d must be %d to %d",
+                                                      options.frame_size, kMinFrameSize,
+                                                      kMaxFrameSize));
+  }
   return internal::CheckCompressionSettings(options.compression_level, options.compression_workers);
 }
 

@@ -49,6 +49,8 @@ struct Codec::DecompressionContext {
   ZSTD_DCtx* const ctx;
 };
 
+std::size_t CompressBound(std::size_t raw_size) { return ZSTD_compressBound(raw_size); }
+
 std::uint64_t Checksum(absl::Span<const std::string_view> parts) {
   if (parts.size() == 1) return XXH3_64bits(parts[0].data(), parts[0].size());
   XXH3_state_t state;
@@ -94,26 +96,33 @@ absl::Status Codec::ValidateJson(std::string_view json) {
 }
 
 absl::StatusOr<CompressedBuffer> Codec::Compress(std::string_view raw) {
-  auto context = compressors_.Acquire();
-  ZSTD_CCtx* const cctx = context->ctx;
-  ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
-  std::size_t rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level_);
-  if (!ZSTD_isError(rc)) rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, workers_);
-  if (!ZSTD_isError(rc) && workers_ > 0) {
-    // zstd's default job is 4 windows (8 MB at level 3): too coarse to keep the workers busy on
-    // a payload of a few MB. Aim for two jobs per worker.
-    const std::size_t job = std::max(kMinJobSize, raw.size() / (2 * workers_));
-    rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_jobSize, static_cast<int>(std::min(job, kMaxJobSize)));
-  }
-  if (ZSTD_isError(rc)) return ZstdError("setting compression parameters", rc);
-
   CompressedBuffer out;
   const std::size_t bound = ZSTD_compressBound(raw.size());
   out.data.reset(new char[bound]);  // not zero-filled: untouched pages cost nothing
-  rc = ZSTD_compress2(cctx, out.data.get(), bound, raw.data(), raw.size());
-  if (ZSTD_isError(rc)) return ZstdError("compressing", rc);
-  out.size = rc;
+  absl::StatusOr<std::size_t> size = CompressFrame(raw, {out.data.get(), bound}, true);
+  if (!size.ok()) return size.status();
+  out.size = *size;
   return out;
+}
+
+absl::StatusOr<std::size_t> Codec::CompressFrame(std::string_view raw, absl::Span<char> out,
+                                                 bool use_workers) {
+  auto context = compressors_.Acquire();
+  ZSTD_CCtx* const cctx = context->ctx;
+  ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+  const int workers = use_workers ? workers_ : 0;
+  std::size_t rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level_);
+  if (!ZSTD_isError(rc)) rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, workers);
+  if (!ZSTD_isError(rc) && workers > 0) {
+    // zstd's default job is 4 windows (8 MB at level 3): too coarse to keep the workers busy on
+    // a payload of a few MB. Aim for two jobs per worker.
+    const std::size_t job = std::max(kMinJobSize, raw.size() / (2 * workers));
+    rc = ZSTD_CCtx_setParameter(cctx, ZSTD_c_jobSize, static_cast<int>(std::min(job, kMaxJobSize)));
+  }
+  if (ZSTD_isError(rc)) return ZstdError("setting compression parameters", rc);
+  rc = ZSTD_compress2(cctx, out.data(), out.size(), raw.data(), raw.size());
+  if (ZSTD_isError(rc)) return ZstdError("compressing", rc);
+  return rc;
 }
 
 absl::Status CheckZstdFrameStart(std::string_view stored) {
@@ -125,6 +134,14 @@ absl::Status CheckZstdFrameStart(std::string_view stored) {
 
 absl::StatusOr<std::string> Codec::Decompress(absl::Span<const std::string_view> parts,
                                               std::size_t raw_size) {
+  // Before the output is allocated: `raw_size` may come from damaged bytes.
+  if (absl::Status s = CheckFrameHeader(parts, raw_size); !s.ok()) return s;
+  std::string out(raw_size, '\0');
+  if (absl::Status s = DecodeFrame(parts, {out.data(), out.size()}); !s.ok()) return s;
+  return out;
+}
+
+absl::Status CheckFrameHeader(absl::Span<const std::string_view> parts, std::size_t raw_size) {
   // The frame header may straddle parts: gather its first bytes.
   char header[ZSTD_FRAMEHEADERSIZE_MAX];
   std::size_t header_size = 0;
@@ -143,7 +160,11 @@ absl::StatusOr<std::string> Codec::Decompress(absl::Span<const std::string_view>
     return Undecodable(absl::StrFormat("frame declares %d bytes, the manifest %d",
                                        static_cast<long long>(declared), raw_size));
   }
-  std::string out(raw_size, '\0');
+  return absl::OkStatus();
+}
+
+absl::Status Codec::DecodeFrame(absl::Span<const std::string_view> parts, absl::Span<char> out) {
+  if (absl::Status s = CheckFrameHeader(parts, out.size()); !s.ok()) return s;
   auto context = decompressors_.Acquire();
   ZSTD_DCtx* const dctx = context->ctx;
 
@@ -154,8 +175,8 @@ absl::StatusOr<std::string> Codec::Decompress(absl::Span<const std::string_view>
     const std::size_t rc =
         ZSTD_decompressDCtx(dctx, out.data(), out.size(), parts[0].data(), parts[0].size());
     if (ZSTD_isError(rc)) return Undecodable(ZSTD_getErrorName(rc));
-    if (rc != raw_size) return Undecodable("short output");
-    return out;
+    if (rc != out.size()) return Undecodable("short output");
+    return absl::OkStatus();
   }
 
   ZSTD_DCtx_reset(dctx, ZSTD_reset_session_and_parameters);
@@ -172,8 +193,8 @@ absl::StatusOr<std::string> Codec::Decompress(absl::Span<const std::string_view>
     }
   }
   if (rc != 0) return Undecodable("the frame is truncated");
-  if (output.pos != raw_size) return Undecodable("short output");
-  return out;
+  if (output.pos != out.size()) return Undecodable("short output");
+  return absl::OkStatus();
 }
 
 }  // namespace chunkcache::internal
