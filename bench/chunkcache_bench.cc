@@ -7,11 +7,13 @@
 //   Encode (validate + compress + chunk, into a backend that discards)  vs one-shot ZSTD_compress
 //   Decode (fetch + verify + decompress + reassemble, memory backend)   vs one-shot ZSTD_decompress
 // and the zstd command line's own benchmark (`zstd -bL`) of the same bytes, then the ratios
-// library/zstd. Level 3 also encodes with zstd's multithreaded mode on 2 workers. Then the parts
+// library/zstd. Level 3 also encodes with compression_workers = 2 (frames compressed in parallel,
+// beside zstd's own multithreaded mode on 2 workers), decodes with decode_workers = 1 (frames
+// decoded on two threads) and streams (GetStream). Then the parts
 // alone (simdjson validation, xxh3, chunking), memory-backend Get/Put by payload size, a
 // near-cache hit, and single-flight on a cold key with 1 to 64 threads (the loader must run once
 // per wave: the run fails loudly otherwise). Throughput is bytes of JSON per second throughout,
-// so ratios compare like with like.
+// so ratios compare like with like. Last, the stored-size cost of independent frames against one.
 
 #include <benchmark/benchmark.h>
 #include <zstd.h>
@@ -129,8 +131,9 @@ void ZstdDecompress(benchmark::State& state, const Input* input, int level) {
   SetBytes(state, input->json.size());
 }
 
-void Decode(benchmark::State& state, const Input* input, int level) {
-  ChunkedCache cache(chunkcache::NewMemoryBackend(), {.compression_level = level});
+void Decode(benchmark::State& state, const Input* input, int level, int decode_workers = 0) {
+  ChunkedCache cache(chunkcache::NewMemoryBackend(),
+                     {.compression_level = level, .decode_workers = decode_workers});
   if (!cache.Put("k", input->json).ok()) state.SkipWithError("Put failed");
   const chunkcache::CacheStats before = cache.Stats();
   for (auto _ : state) {
@@ -144,6 +147,30 @@ void Decode(benchmark::State& state, const Input* input, int level) {
       static_cast<double>(after.backend_calls - before.backend_calls) / gets;
   state.counters["bytes_moved"] = static_cast<double>(after.bytes_read - before.bytes_read) / gets;
   SetBytes(state, input->json.size());
+}
+
+// GetStream into a sink that only looks at each piece: the streamed read, frame by frame.
+void Stream(benchmark::State& state, const Input* input) {
+  ChunkedCache cache(chunkcache::NewMemoryBackend());
+  if (!cache.Put("k", input->json).ok()) state.SkipWithError("Put failed");
+  for (auto _ : state) {
+    std::size_t bytes = 0;
+    const absl::Status s = cache.GetStream("k", [&](std::string_view piece) {
+      bytes += piece.size();
+      benchmark::DoNotOptimize(piece.data());
+      return absl::OkStatus();
+    });
+    if (!s.ok() || bytes != input->json.size()) state.SkipWithError("GetStream failed");
+  }
+  SetBytes(state, input->json.size());
+}
+
+// Stored bytes of `json` at level 3 with frames of `frame_size` (kMaxFrameSize: one frame).
+std::size_t StoredSize(const std::string& json, std::size_t frame_size) {
+  ChunkedCache cache(chunkcache::NewMemoryBackend(), {.frame_size = frame_size});
+  if (!cache.Put("k", json).ok()) return 0;
+  absl::StatusOr<chunkcache::EntryInfo> info = cache.Inspect("k");
+  return info.ok() ? info->stored_size : 0;
 }
 
 // ---- The parts alone
@@ -376,6 +403,18 @@ int main(int argc, char** argv) {
             absl::StrFormat("BM_ZstdCompress/%s/level:3", input.name));
     compare("Encode, 2 workers vs ZSTD_compress 2 workers, " + input.name, "BM_Encode/" + mt,
             "BM_ZstdCompress/" + mt);
+    const std::string dw = absl::StrFormat("%s/level:3/decode_workers:1", input.name);
+    benchmark::RegisterBenchmark(("BM_Decode/" + dw).c_str(), [=](auto& s) { Decode(s, in, 3, 1); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    compare("Decode, 1 decode worker vs ZSTD_decompress 1 core, " + input.name, "BM_Decode/" + dw,
+            absl::StrFormat("BM_ZstdDecompress/%s/level:3", input.name));
+    benchmark::RegisterBenchmark(("BM_Stream/" + input.name + "/level:3").c_str(),
+                                 [=](auto& s) { Stream(s, in); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    compare("GetStream vs ZSTD_decompress, " + input.name, "BM_Stream/" + input.name + "/level:3",
+            absl::StrFormat("BM_ZstdDecompress/%s/level:3", input.name));
     benchmark::RegisterBenchmark(("BM_ValidateJson/" + input.name).c_str(),
                                  [=](auto& s) { ValidateJson(s, in); })
         ->UseRealTime()
@@ -411,6 +450,18 @@ int main(int argc, char** argv) {
                    encode, cli->compress_mbs, encode / cli->compress_mbs, decode,
                    cli->decompress_mbs, decode / cli->decompress_mbs);
     }
+  }
+  absl::PrintF(
+      "\nstored size of independent frames (frame_size, the default %d bytes) against one frame, "
+      "level 3:\n",
+      chunkcache::CacheOptions().frame_size);
+  absl::PrintF("  %-24s %12s %12s %12s %8s\n", "input", "JSON", "one frame", "frames", "cost");
+  for (const Input& input : Inputs()) {
+    const std::size_t one = StoredSize(input.json, chunkcache::kMaxFrameSize);
+    const std::size_t framed = StoredSize(input.json, chunkcache::CacheOptions().frame_size);
+    if (one == 0 || framed == 0) continue;
+    absl::PrintF("  %-24s %12d %12d %12d %7.2f%%\n", input.name, input.json.size(), one, framed,
+                 100.0 * (static_cast<double>(framed) / static_cast<double>(one) - 1));
   }
   benchmark::Shutdown();
   if (failed) {

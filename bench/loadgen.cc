@@ -3,7 +3,8 @@
 // An open-loop load generator: requests from U users arrive by the clock (constant interval or
 // Poisson) at a target rate, wait in a bounded queue for a pool of workers, and ask for a large
 // JSON document through ChunkedCache::GetOrLoad (or GetCompressed, for a service that ships zstd
-// bytes) over any backend. Each request's latency runs from its scheduled time, not from when a
+// bytes; or GetStream, for one that writes each piece out as it comes) over any backend. Each
+// request's latency, and its time to the first byte, run from its scheduled time, not from when a
 // worker picked it up, so a stall shows as latency (no coordinated omission); a full queue drops
 // requests and counts them. --mode=both runs the same load against what one would write without
 // the library — the uncompressed JSON as one value per key, no single-flight — and prints the two
@@ -82,6 +83,20 @@ std::string AbslUnparseFlag(Arrival arrival) {
   return arrival == Arrival::kUniform ? "uniform" : "poisson";
 }
 
+// How a request reads the catalogue: the whole of it (GetOrLoad), or piece by piece (GetStream).
+enum class ReadMode { kGet, kStream };
+
+bool AbslParseFlag(absl::string_view text, ReadMode* read, std::string* error) {
+  if (text != "get" && text != "stream") {
+    *error = "not get or stream";
+    return false;
+  }
+  *read = text == "get" ? ReadMode::kGet : ReadMode::kStream;
+  return true;
+}
+
+std::string AbslUnparseFlag(ReadMode read) { return read == ReadMode::kGet ? "get" : "stream"; }
+
 // --rate_sweep=FROM:TO:STEP, in requests per second; empty (step 0) when not given.
 struct RateSweep {
   double from = 0, to = 0, step = 0;
@@ -154,6 +169,14 @@ ABSL_FLAG(std::string, mode, "chunkcache",
           "or both (side by side).");
 ABSL_FLAG(bool, l1, false, "Near cache (L1): 256 MiB, l1_fresh_for 1 s.");
 ABSL_FLAG(bool, passthrough, false, "GetCompressed (serve the zstd bytes); GetOrLoad on a miss.");
+ABSL_FLAG(ReadMode, read, ReadMode::kGet,
+          "get: GetOrLoad (the whole JSON at once); stream: GetStream, each piece (a frame of "
+          "JSON) consumed as it arrives, as a service writing it to a socket would, with "
+          "GetOrLoad on a miss (its bytes then count as one piece). Not with --passthrough.");
+ABSL_FLAG(int, decode_workers, 0,
+          "CacheOptions::decode_workers (threads that help one Get decode).");
+ABSL_FLAG(int, compression_workers, 0,
+          "CacheOptions::compression_workers (frames of one Put compressed in parallel).");
 ABSL_FLAG(absl::Duration, lease_ttl, absl::Seconds(10),
           "CacheOptions::lease_ttl (the cross-process lease); 0 turns it off.");
 // Rate sweep
@@ -186,10 +209,11 @@ constexpr char kUsage[] = R"(the launch night, reproduced.
 
 Open-loop load: requests from --users users arrive by the clock at --rate per second, wait in a
 bounded queue for --workers threads, and get the catalogue through ChunkedCache::GetOrLoad (or
-GetCompressed with --passthrough). Latency runs from each request's scheduled time, so a stall
-shows as latency. --mode=both also runs the same load against plain storage of the uncompressed
-JSON as one value (no single-flight) and prints both side by side. --rate_sweep finds the highest
-rate whose p99 stays under --p99_bound.
+GetCompressed with --passthrough, GetStream with --read=stream). Latency and the time to the first
+byte (TTFB) run from each request's scheduled time, so a stall shows as latency. --mode=both also
+runs the same load against plain storage of the uncompressed JSON as one value (no single-flight)
+and prints both side by side. --rate_sweep finds the highest rate whose p99 stays under
+--p99_bound.
 
 Output: a table on stdout, --json and --plot. Latency percentiles are of the served requests;
 failures are counted by kind: dropped, timeout, abandoned, or the status code.
@@ -221,6 +245,9 @@ struct Flags {
   std::string mode = "chunkcache";
   bool l1 = false;
   bool passthrough = false;
+  ReadMode read = ReadMode::kGet;
+  int decode_workers = 0;
+  int compression_workers = 0;
   double lease_seconds = 10;
   std::optional<RateSweep> sweep;
   double step_seconds = 5;
@@ -260,6 +287,9 @@ absl::StatusOr<Flags> ReadFlags() {
   f.mode = absl::GetFlag(FLAGS_mode);
   f.l1 = absl::GetFlag(FLAGS_l1);
   f.passthrough = absl::GetFlag(FLAGS_passthrough);
+  f.read = absl::GetFlag(FLAGS_read);
+  f.decode_workers = absl::GetFlag(FLAGS_decode_workers);
+  f.compression_workers = absl::GetFlag(FLAGS_compression_workers);
   f.lease_seconds = seconds(FLAGS_lease_ttl);
   if (const RateSweep sweep = absl::GetFlag(FLAGS_rate_sweep); sweep.step > 0) f.sweep = sweep;
   f.step_seconds = seconds(FLAGS_step_duration);
@@ -282,6 +312,17 @@ absl::StatusOr<Flags> ReadFlags() {
       f.origin_delay_ms < 0 || f.lease_seconds < 0 || f.backend_timeout_ms < 0 ||
       !(f.step_seconds > 0) || !(f.p99_bound_ms > 0) || f.workers < 0 || f.backend.empty()) {
     return absl::InvalidArgumentError("a flag is out of range (see --help)");
+  }
+  for (const auto& [name, workers] : {std::pair{"--decode_workers", f.decode_workers},
+                                      std::pair{"--compression_workers", f.compression_workers}}) {
+    if (workers < 0 || workers > chunkcache::kMaxWorkers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " must be 0 to ", chunkcache::kMaxWorkers));
+    }
+  }
+  if (f.passthrough && f.read == ReadMode::kStream) {
+    return absl::InvalidArgumentError(
+        "--passthrough serves zstd bytes and --read=stream JSON pieces: choose one");
   }
   if (f.invalidate_at && !(*f.invalidate_at >= 0 && *f.invalidate_at < f.seconds)) {
     return absl::InvalidArgumentError(
@@ -416,11 +457,19 @@ struct TargetCounters {
   }
 };
 
+// What a target served for one request.
+struct Served {
+  std::size_t bytes = 0;
+  // When the first byte was ready to go out; unset (the epoch) when nothing went out before the
+  // whole answer, which is then its time.
+  Clock::time_point first_byte{};
+};
+
 class Target {
  public:
   virtual ~Target() = default;
-  // Answers one request for `key` from worker `worker` (0 .. workers-1): the bytes served.
-  virtual absl::StatusOr<std::size_t> Serve(int worker, const std::string& key) = 0;
+  // Answers one request for `key` from worker `worker` (0 .. workers-1).
+  virtual absl::StatusOr<Served> Serve(int worker, const std::string& key) = 0;
   // Stores the origin's document under `key` (not an origin load).
   virtual absl::Status Store(const std::string& key) = 0;
   virtual absl::Status Invalidate(const std::string& key) = 0;
@@ -429,28 +478,54 @@ class Target {
   virtual std::string Describe(const std::string& key) = 0;
 };
 
-// The library: GetOrLoad (single-flight), or GetCompressed with GetOrLoad on a miss.
+// Reads every 64th byte of `piece` (one per cache line), as copying it out to a socket would, into
+// a sum the compiler cannot drop.
+std::uint64_t Touch(std::string_view piece) {
+  std::uint64_t sum = 0;
+  for (std::size_t i = 0; i < piece.size(); i += 64) sum += static_cast<unsigned char>(piece[i]);
+  return sum;
+}
+
+// The library: GetOrLoad (single-flight); GetCompressed, or GetStream, with GetOrLoad on a miss.
 class ChunkcacheTarget final : public Target {
  public:
   ChunkcacheTarget(std::shared_ptr<chunkcache::Backend> backend, chunkcache::CacheOptions options,
-                   const std::shared_ptr<Origin>& origin, bool passthrough)
+                   const std::shared_ptr<Origin>& origin, bool passthrough, ReadMode read)
       : log_(std::make_shared<Log>()),
         cache_(std::move(backend), WithLog(std::move(options), log_)),
         origin_(origin),
         loader_([origin] { return origin->Load(); }),
-        passthrough_(passthrough) {}
+        passthrough_(passthrough),
+        read_(read) {}
 
-  absl::StatusOr<std::size_t> Serve(int, const std::string& key) override {
+  absl::StatusOr<Served> Serve(int, const std::string& key) override {
     if (passthrough_) {
       absl::StatusOr<chunkcache::CompressedPayload> zstd = cache_.GetCompressed(key);
       if (zstd.ok()) {
         served_compressed_.fetch_add(1, std::memory_order_relaxed);
-        return zstd->zstd->size();
+        return Served{.bytes = zstd->zstd->size()};
+      }
+    }
+    if (read_ == ReadMode::kStream) {
+      Served served;
+      std::uint64_t touched = 0;
+      const absl::Status streamed = cache_.GetStream(key, [&](std::string_view piece) {
+        if (served.first_byte == Clock::time_point{}) served.first_byte = Clock::now();
+        served.bytes += piece.size();
+        touched += Touch(piece);
+        return absl::OkStatus();
+      });
+      touched_.fetch_add(touched, std::memory_order_relaxed);
+      // A miss (nothing went out): load it, and serve the loaded bytes as one piece.
+      if (!absl::IsNotFound(streamed) || served.first_byte != Clock::time_point{}) {
+        if (!streamed.ok()) return streamed;
+        return served;
       }
     }
     absl::StatusOr<chunkcache::Bytes> json = cache_.GetOrLoad(key, loader_);
     if (!json.ok()) return json.status();
-    return (*json)->size();
+    if (read_ == ReadMode::kStream) touched_.fetch_add(Touch(**json), std::memory_order_relaxed);
+    return Served{.bytes = (*json)->size()};
   }
 
   absl::Status Store(const std::string& key) override { return cache_.Put(key, origin_->json()); }
@@ -513,7 +588,9 @@ class ChunkcacheTarget final : public Target {
   std::shared_ptr<Origin> origin_;
   chunkcache::Loader loader_;
   const bool passthrough_;
+  const ReadMode read_;
   std::atomic<std::uint64_t> served_compressed_{0};
+  std::atomic<std::uint64_t> touched_{0};  // what Touch read, kept so that it is not optimized away
 };
 
 // The `worker` argument of BaselineStore calls made outside the workers (storing beforehand).
@@ -674,16 +751,17 @@ class BaselineTarget final : public Target {
   BaselineTarget(std::unique_ptr<BaselineStore> store, std::shared_ptr<Origin> origin)
       : store_(std::move(store)), origin_(std::move(origin)) {}
 
-  absl::StatusOr<std::size_t> Serve(int worker, const std::string& key) override {
+  // A raw GET delivers nothing before the whole value: the first byte comes with the last.
+  absl::StatusOr<Served> Serve(int worker, const std::string& key) override {
     absl::StatusOr<std::shared_ptr<const std::string>> got = store_->Get(worker, key);
     if (!got.ok()) return got.status();
-    if (*got != nullptr) return (*got)->size();
+    if (*got != nullptr) return Served{.bytes = (*got)->size()};
     loads_.fetch_add(1, std::memory_order_relaxed);
     absl::StatusOr<std::string> loaded = origin_->Load();
     if (!loaded.ok()) return loaded.status();
     auto value = std::make_shared<const std::string>(std::move(*loaded));
     if (!store_->Set(worker, key, value).ok()) store_errors_.fetch_add(1);  // still served
-    return value->size();
+    return Served{.bytes = value->size()};
   }
 
   absl::Status Store(const std::string& key) override {
@@ -780,11 +858,12 @@ struct RunSpec {
 
 struct SeriesPoint {
   int second = 0;
-  std::uint64_t scheduled = 0;             // requests scheduled in this second
-  std::uint64_t ok = 0;                    // of those, served
-  std::uint64_t errors = 0;                // of those, failed (dropped, timed out, errors)
-  std::uint64_t completed = 0;             // requests served in this second, whenever scheduled
-  std::int64_t p50 = 0, p99 = 0, max = 0;  // of the served requests scheduled in this second
+  std::uint64_t scheduled = 0;              // requests scheduled in this second
+  std::uint64_t ok = 0;                     // of those, served
+  std::uint64_t errors = 0;                 // of those, failed (dropped, timed out, errors)
+  std::uint64_t completed = 0;              // requests served in this second, whenever scheduled
+  std::int64_t p50 = 0, p99 = 0, max = 0;   // of the served requests scheduled in this second
+  std::int64_t ttfb_p50 = 0, ttfb_p99 = 0;  // their time to the first byte
 };
 
 struct RunResult {
@@ -804,10 +883,15 @@ struct RunResult {
   double achieved_rate = 0;
   std::int64_t p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
   double mean_ns = 0;
+  // Time to the first byte, from the scheduled time as latency: when the first piece of a stream
+  // was ready, or the whole answer for a read that delivers nothing before it (then = latency).
+  std::int64_t ttfb_p50 = 0, ttfb_p90 = 0, ttfb_p99 = 0, ttfb_p999 = 0, ttfb_max = 0;
+  double ttfb_mean_ns = 0;
   // Parts of the latency: how late the generator queued requests (its own stalls: CPU starvation
   // of the load generator shows here), and how long the target took once a worker ran it.
   std::int64_t dispatch_lag_p99 = 0, dispatch_lag_max = 0;
   std::int64_t service_p50 = 0, service_p99 = 0, service_max = 0;
+  std::int64_t service_ttfb_p50 = 0, service_ttfb_p99 = 0;  // from the start of the service
   bool generator_niced = false;  // the dispatcher thread runs at nice -10
   std::vector<std::pair<std::int64_t, std::uint64_t>> buckets;
   std::vector<SeriesPoint> series;
@@ -871,14 +955,17 @@ RunResult RunLoad(Target& target, Origin& origin, const std::vector<std::string>
   struct SecondBin {
     std::atomic<std::uint64_t> scheduled{0}, ok{0}, errors{0}, completed{0};
     LatencyHistogram latency;
+    LatencyHistogram ttfb;
   };
   std::vector<std::unique_ptr<SecondBin>> bins;
   for (int i = 0; i < slots; ++i) bins.push_back(std::make_unique<SecondBin>());
   auto total = std::make_unique<LatencyHistogram>();
+  auto ttfb = std::make_unique<LatencyHistogram>();
   auto dispatch_lag = std::make_unique<LatencyHistogram>();
   auto service = std::make_unique<LatencyHistogram>();
+  auto service_ttfb = std::make_unique<LatencyHistogram>();
   std::atomic<std::uint64_t> ok{0}, failed{0}, executed{0}, warmup_errors{0}, bytes_served{0};
-  std::atomic<double> sum_ns{0};
+  std::atomic<double> sum_ns{0}, ttfb_sum_ns{0};
   std::atomic<std::int64_t> last_done_ns{0};
   absl::Mutex errors_mu;
   std::map<std::string, std::uint64_t> errors;
@@ -962,7 +1049,7 @@ RunResult RunLoad(Target& target, Origin& origin, const std::vector<std::string>
           continue;
         }
         const Clock::time_point begun = Clock::now();
-        const absl::StatusOr<std::size_t> served = target.Serve(w, keys[r->key]);
+        const absl::StatusOr<Served> served = target.Serve(w, keys[r->key]);
         const Clock::time_point done = Clock::now();
         // The denominator of the per-request counters, which cover the same window (a backlog
         // of warm-up requests run during the measurement included).
@@ -978,14 +1065,21 @@ RunResult RunLoad(Target& target, Origin& origin, const std::vector<std::string>
           continue;
         }
         const std::int64_t ns = duration_cast<nanoseconds>(done - r->scheduled).count();
+        const Clock::time_point first_byte =
+            served->first_byte == Clock::time_point{} ? done : served->first_byte;
+        const std::int64_t ttfb_ns = duration_cast<nanoseconds>(first_byte - r->scheduled).count();
         RecordNanos(*total, ns);
+        RecordNanos(*ttfb, ttfb_ns);
         RecordNanos(*service, duration_cast<nanoseconds>(done - begun).count());
+        RecordNanos(*service_ttfb, duration_cast<nanoseconds>(first_byte - begun).count());
         SecondBin& bin = *bins[second_of(r->scheduled)];
         RecordNanos(bin.latency, ns);
+        RecordNanos(bin.ttfb, ttfb_ns);
         bin.ok.fetch_add(1, std::memory_order_relaxed);
         ok.fetch_add(1, std::memory_order_relaxed);
-        bytes_served.fetch_add(*served, std::memory_order_relaxed);
+        bytes_served.fetch_add(served->bytes, std::memory_order_relaxed);
         sum_ns.fetch_add(static_cast<double>(ns), std::memory_order_relaxed);
+        ttfb_sum_ns.fetch_add(static_cast<double>(ttfb_ns), std::memory_order_relaxed);
         const std::int64_t since = duration_cast<nanoseconds>(done - measured_start).count();
         std::int64_t seen = last_done_ns.load();
         while (since > seen && !last_done_ns.compare_exchange_weak(seen, since)) {
@@ -1080,11 +1174,19 @@ RunResult RunLoad(Target& target, Origin& origin, const std::vector<std::string>
   result.p999 = Percentile(*total, 0.999);
   result.max = MaxNanos(*total);
   result.mean_ns = result.ok > 0 ? sum_ns.load() / static_cast<double>(result.ok) : 0;
+  result.ttfb_p50 = Percentile(*ttfb, 0.5);
+  result.ttfb_p90 = Percentile(*ttfb, 0.9);
+  result.ttfb_p99 = Percentile(*ttfb, 0.99);
+  result.ttfb_p999 = Percentile(*ttfb, 0.999);
+  result.ttfb_max = MaxNanos(*ttfb);
+  result.ttfb_mean_ns = result.ok > 0 ? ttfb_sum_ns.load() / static_cast<double>(result.ok) : 0;
   result.dispatch_lag_p99 = Percentile(*dispatch_lag, 0.99);
   result.dispatch_lag_max = MaxNanos(*dispatch_lag);
   result.service_p50 = Percentile(*service, 0.5);
   result.service_p99 = Percentile(*service, 0.99);
   result.service_max = MaxNanos(*service);
+  result.service_ttfb_p50 = Percentile(*service_ttfb, 0.5);
+  result.service_ttfb_p99 = Percentile(*service_ttfb, 0.99);
   for (const LatencyHistogram::Bucket& bucket : total->NonEmptyBuckets()) {
     result.buckets.emplace_back(absl::ToInt64Nanoseconds(bucket.upper_bound), bucket.count);
   }
@@ -1100,7 +1202,9 @@ RunResult RunLoad(Target& target, Origin& origin, const std::vector<std::string>
                              .completed = bin.completed.load(),
                              .p50 = Percentile(bin.latency, 0.5),
                              .p99 = Percentile(bin.latency, 0.99),
-                             .max = MaxNanos(bin.latency)});
+                             .max = MaxNanos(bin.latency),
+                             .ttfb_p50 = Percentile(bin.ttfb, 0.5),
+                             .ttfb_p99 = Percentile(bin.ttfb, 0.99)});
   }
   return result;
 }
@@ -1172,9 +1276,19 @@ std::vector<Row> SummaryRows(const std::vector<RunResult>& runs) {
   add("latency p99.9 (ms)", "%.3f", true, [](auto& r) { return r.p999 / 1e6; });
   add("latency max (ms)", "%.3f", true, [](auto& r) { return r.max / 1e6; });
   add("latency mean (ms)", "%.3f", true, [](auto& r) { return r.mean_ns / 1e6; });
+  add("time to first byte p50 (ms)", "%.3f", true, [](auto& r) { return r.ttfb_p50 / 1e6; });
+  add("time to first byte p90 (ms)", "%.3f", true, [](auto& r) { return r.ttfb_p90 / 1e6; });
+  add("time to first byte p99 (ms)", "%.3f", true, [](auto& r) { return r.ttfb_p99 / 1e6; });
+  add("time to first byte p99.9 (ms)", "%.3f", true, [](auto& r) { return r.ttfb_p999 / 1e6; });
+  add("time to first byte max (ms)", "%.3f", true, [](auto& r) { return r.ttfb_max / 1e6; });
+  add("time to first byte mean (ms)", "%.3f", true, [](auto& r) { return r.ttfb_mean_ns / 1e6; });
   add("  service time p50 (ms)", "%.3f", true, [](auto& r) { return r.service_p50 / 1e6; });
   add("  service time p99 (ms)", "%.3f", true, [](auto& r) { return r.service_p99 / 1e6; });
   add("  service time max (ms)", "%.3f", true, [](auto& r) { return r.service_max / 1e6; });
+  add("  service to first byte p50 (ms)", "%.3f", true,
+      [](auto& r) { return r.service_ttfb_p50 / 1e6; });
+  add("  service to first byte p99 (ms)", "%.3f", true,
+      [](auto& r) { return r.service_ttfb_p99 / 1e6; });
   add("  generator lag p99 (ms)", "%.3f", false, [](auto& r) { return r.dispatch_lag_p99 / 1e6; });
   add("  generator lag max (ms)", "%.3f", false, [](auto& r) { return r.dispatch_lag_max / 1e6; });
   add("origin loads", "%.0f", true, [](auto& r) { return r.origin_loads; });
@@ -1261,6 +1375,11 @@ void PrintHeader(const Context& c) {
       AbslUnparseFlag(f.arrival), f.workers, f.l1 ? "on" : "off", f.passthrough ? "on" : "off",
       f.lease_seconds > 0 ? absl::StrFormat("%.0f s", f.lease_seconds) : std::string("off"),
       c.cores, LoadAverage());
+  absl::PrintF("  chunkcache reads by %s; decode workers %d, compression workers %d%s\n",
+               f.read == ReadMode::kGet ? "GetOrLoad (the whole JSON)"
+                                        : "GetStream (piece by piece; GetOrLoad on a miss)",
+               f.decode_workers, f.compression_workers,
+               f.mode == "chunkcache" ? "" : "; the baseline's first byte comes with its last");
 }
 
 void PrintRun(const Context& c, const std::vector<RunResult>& runs) {
@@ -1296,8 +1415,8 @@ void PrintSweep(const Context& c, const std::vector<SweepResult>& sweeps) {
                f.sweep->from, f.sweep->to, f.sweep->step, f.step_seconds, f.p99_bound_ms);
   std::string header = absl::StrFormat("%10s", "offered");
   for (const SweepResult& s : sweeps) {
-    header += absl::StrFormat(" | %-10s %9s %9s %9s %9s %7s %5s", s.mode, "served/s", "p50 ms",
-                              "p99 ms", "svc p99", "failed", "holds");
+    header += absl::StrFormat(" | %-10s %9s %9s %9s %9s %9s %7s %5s", s.mode, "served/s", "p50 ms",
+                              "p99 ms", "ttfb p99", "svc p99", "failed", "holds");
   }
   absl::PrintF("%s\n", header);
   std::size_t longest = 0;
@@ -1310,15 +1429,15 @@ void PrintSweep(const Context& c, const std::vector<SweepResult>& sweeps) {
     std::string line = absl::StrFormat("%10.0f", rate);
     for (const SweepResult& s : sweeps) {
       if (i >= s.steps.size()) {
-        line += absl::StrFormat(" | %-10s %9s %9s %9s %9s %7s %5s", "",
-                                s.available ? "(stopped)" : "n/a", "", "", "", "", "");
+        line += absl::StrFormat(" | %-10s %9s %9s %9s %9s %9s %7s %5s", "",
+                                s.available ? "(stopped)" : "n/a", "", "", "", "", "", "");
         continue;
       }
       const RunResult& r = s.steps[i];
-      line +=
-          absl::StrFormat(" | %-10s %9.1f %9s %9s %9s %7llu %5s", "", r.achieved_rate, Ms(r.p50),
-                          Ms(r.p99), Ms(r.service_p99), static_cast<unsigned long long>(r.failed),
-                          Holds(r, f.p99_bound_ms) ? "yes" : "no");
+      line += absl::StrFormat(" | %-10s %9.1f %9s %9s %9s %9s %7llu %5s", "", r.achieved_rate,
+                              Ms(r.p50), Ms(r.p99), Ms(r.ttfb_p99), Ms(r.service_p99),
+                              static_cast<unsigned long long>(r.failed),
+                              Holds(r, f.p99_bound_ms) ? "yes" : "no");
     }
     absl::PrintF("%s\n", line);
   }
@@ -1391,6 +1510,8 @@ std::string RunJson(const RunResult& r, bool with_histogram,
                          .Num("p50_ms", p.p50 / 1e6)
                          .Num("p99_ms", p.p99 / 1e6)
                          .Num("max_ms", p.max / 1e6)
+                         .Num("ttfb_p50_ms", p.ttfb_p50 / 1e6)
+                         .Num("ttfb_p99_ms", p.ttfb_p99 / 1e6)
                          .Build());
   }
   std::vector<std::string> invalidations;
@@ -1417,10 +1538,20 @@ std::string RunJson(const RunResult& r, bool with_histogram,
                              .Num("max", r.max / 1e6)
                              .Num("mean", r.mean_ns / 1e6)
                              .Build())
+      .Raw("ttfb_ms", JsonObject()
+                          .Num("p50", r.ttfb_p50 / 1e6)
+                          .Num("p90", r.ttfb_p90 / 1e6)
+                          .Num("p99", r.ttfb_p99 / 1e6)
+                          .Num("p99_9", r.ttfb_p999 / 1e6)
+                          .Num("max", r.ttfb_max / 1e6)
+                          .Num("mean", r.ttfb_mean_ns / 1e6)
+                          .Build())
       .Raw("service_time_ms", JsonObject()
                                   .Num("p50", r.service_p50 / 1e6)
                                   .Num("p99", r.service_p99 / 1e6)
                                   .Num("max", r.service_max / 1e6)
+                                  .Num("first_byte_p50", r.service_ttfb_p50 / 1e6)
+                                  .Num("first_byte_p99", r.service_ttfb_p99 / 1e6)
                                   .Build())
       .Raw("generator_lag_ms", JsonObject()
                                    .Num("p99", r.dispatch_lag_p99 / 1e6)
@@ -1493,6 +1624,9 @@ std::string ConfigJson(const Context& c) {
       .Num("origin_delay_ms", f.origin_delay_ms)
       .Bool("l1", f.l1)
       .Bool("passthrough", f.passthrough)
+      .Str("read", AbslUnparseFlag(f.read))
+      .Int("decode_workers", f.decode_workers)
+      .Int("compression_workers", f.compression_workers)
       .Num("lease_seconds", f.lease_seconds)
       .Int("cores", c.cores);
   for (const auto& [mode, what] : c.stored) o.Str(mode + "_stores", what);
@@ -1587,11 +1721,13 @@ absl::StatusOr<std::unique_ptr<Target>> MakeTarget(const std::string& mode, cons
     chunkcache::CacheOptions options;
     options.ttl = absl::Hours(1);
     options.lease_ttl = absl::Seconds(f.lease_seconds);
+    options.decode_workers = f.decode_workers;
+    options.compression_workers = f.compression_workers;
     if (f.l1) {
       options.l1_capacity_bytes = std::size_t{256} << 20;
       options.l1_fresh_for = absl::Seconds(1);
     }
-    return std::make_unique<ChunkcacheTarget>(*backend, options, origin, f.passthrough);
+    return std::make_unique<ChunkcacheTarget>(*backend, options, origin, f.passthrough, f.read);
   }
   std::unique_ptr<BaselineStore> store;
   if (absl::StartsWith(url, "memory://")) {

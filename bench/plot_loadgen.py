@@ -6,7 +6,8 @@
 
 Rows, each sharing its latency or rate axis across the columns:
   1. latency p50 / p99 / max of the requests scheduled in each second (ms, log scale), with the
-     cold start, invalidations and (for a rate sweep) each step's offered rate marked;
+     cold start, invalidations and (for a rate sweep) each step's offered rate marked; for
+     --read=stream, also chunkcache's p99 time to the first byte (a raw GET's equals its latency);
   2. requests served per second against the offered rate;
   3. for a rate sweep: p50 and p99 against the offered rate, with the p99 bound.
 Each mode the file holds (chunkcache, and baseline with --mode=both) has its own colours.
@@ -68,7 +69,7 @@ def by_mode(doc):
 
 
 def column_label(doc):
-    """What distinguishes one file's run: backend, L1, passthrough, offered rate or sweep."""
+    """What distinguishes one file's run: backend, L1, passthrough, stream, offered rate or sweep."""
     config = doc["config"]
     backend = config.get("backend", "?")
     if backend.startswith("redis-server") or backend.startswith("redis"):
@@ -79,6 +80,8 @@ def column_label(doc):
         backend = backend.split(" (")[0]
     parts = [backend, "L1 " + ("on" if config.get("l1") else "off"),
              "passthrough " + ("on" if config.get("passthrough") else "off")]
+    if config.get("read") == "stream":
+        parts.append("GetStream")
     sweep = config.get("rate_sweep")
     if sweep:
         parts.append(f"rate sweep {sweep['from']:,.0f}-{sweep['to']:,.0f} req/s")
@@ -115,7 +118,9 @@ def draw_time_panels(latency_ax, rate_ax, doc):
     longest = 0.0
     for index, (mode, runs) in enumerate(by_mode(doc)):
         colours = COLOURS.get(mode, COLOURS["chunkcache"])
-        t, p50, p99, peak, served, offered_t, offered = [], [], [], [], [], [], []
+        # A raw GET delivers its first byte with its last: its TTFB is its latency, not drawn.
+        streams = doc["config"].get("read") == "stream" and mode != "baseline"
+        t, p50, p99, peak, ttfb, served, offered_t, offered = [], [], [], [], [], [], [], []
         t0 = 0.0
         for run in runs:
             seconds = math.ceil(run["seconds"])
@@ -126,6 +131,8 @@ def draw_time_panels(latency_ax, rate_ax, doc):
                 p50.append(ms_or_nan(point, "p50_ms"))
                 p99.append(ms_or_nan(point, "p99_ms"))
                 peak.append(ms_or_nan(point, "max_ms"))
+                if streams:
+                    ttfb.append(ms_or_nan(point, "ttfb_p99_ms"))
                 served.append(point["completed"])
             offered_t += [t0, t0 + seconds]
             offered += [run["offered_rate"]] * 2
@@ -149,6 +156,9 @@ def draw_time_panels(latency_ax, rate_ax, doc):
         latency_ax.plot(t, p99, color=colours[1], linewidth=2.5, label=f"{mode} p99")
         latency_ax.plot(t, peak, color=colours[2], linewidth=1, linestyle="--",
                         label=f"{mode} max")
+        if streams:
+            latency_ax.plot(t, ttfb, color=colours[1], linewidth=1.5, linestyle=":",
+                            label=f"{mode} first byte p99")
         if index == 0:
             rate_ax.plot(offered_t, offered, color=OFFERED, linewidth=1, linestyle="--",
                          label="offered")

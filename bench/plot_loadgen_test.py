@@ -102,6 +102,37 @@ class PlotLoadgenTest(unittest.TestCase):
         with open(SWEEP, encoding="utf-8") as f:
             self.assertIn("rate sweep 50-150 req/s", plot_loadgen.column_label(json.load(f)))
 
+    def test_a_stream_run_is_labelled_and_draws_chunkcache_first_byte_p99(self):
+        with open(RUN, encoding="utf-8") as f:
+            doc = json.load(f)
+        doc["config"]["read"] = "stream"
+        for run in doc["runs"]:
+            for point in run["series"]:
+                point.update(ttfb_p50_ms=point["p50_ms"] / 2, ttfb_p99_ms=point["p99_ms"] / 2)
+        self.assertEqual(plot_loadgen.column_label(doc),
+                         "memory, L1 off, passthrough off, GetStream, 100 req/s offered")
+        figure, (latency_ax, rate_ax) = plot_loadgen.plt.subplots(2)
+        self.addCleanup(plot_loadgen.plt.close, figure)
+        plot_loadgen.draw_time_panels(latency_ax, rate_ax, doc)
+        labels = latency_ax.get_legend_handles_labels()[1]
+        self.assertIn("chunkcache first byte p99", labels)
+        self.assertNotIn("baseline first byte p99", labels)  # a raw GET's equals its latency
+        stream = os.path.join(self.dir.name, "stream.json")
+        with open(stream, "w", encoding="utf-8") as f:
+            json.dump(doc, f)
+        run, png = self.plot(stream)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(png_size(png), self.sizes["run"])
+
+    def test_a_get_run_draws_no_first_byte_line(self):
+        with open(RUN, encoding="utf-8") as f:
+            doc = json.load(f)
+        figure, (latency_ax, rate_ax) = plot_loadgen.plt.subplots(2)
+        self.addCleanup(plot_loadgen.plt.close, figure)
+        plot_loadgen.draw_time_panels(latency_ax, rate_ax, doc)
+        self.assertFalse([label for label in latency_ax.get_legend_handles_labels()[1]
+                          if "first byte" in label])
+
     def test_runs_of_a_sweep_are_laid_end_to_end_by_mode(self):
         with open(SWEEP, encoding="utf-8") as f:
             modes = plot_loadgen.by_mode(json.load(f))

@@ -7,7 +7,8 @@
 // Without --redis_url it starts its own redis-server on a free loopback port. --help lists the
 // flags. It also starts a TLS-only redis-server (a test CA made with openssl) and measures the same
 // Get and Put over rediss://, and a connection's set-up (connect + PING) over plain TCP, over TLS
-// with a full handshake and over TLS resuming a session.
+// with a full handshake and over TLS resuming a session. And the time to the first byte of a
+// GetStream against the whole Get, and Get with a decode worker.
 
 #include <benchmark/benchmark.h>
 #include <hiredis/hiredis.h>
@@ -129,6 +130,41 @@ void BM_Get(benchmark::State& state) {
 }
 BENCHMARK(BM_Get)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// Get with decode_workers = 1: frames decoded on two threads as the chunks arrive.
+void BM_GetDecodeWorker(benchmark::State& state) {
+  chunkcache::ChunkedCache cache(Backend(), {.decode_workers = 1});
+  if (!cache.Put("catalogue", TheSetup().json).ok()) state.SkipWithError("Put failed");
+  for (auto _ : state) {
+    absl::StatusOr<chunkcache::Bytes> got = cache.Get("catalogue");
+    if (!got.ok()) state.SkipWithError("Get failed");
+    benchmark::DoNotOptimize(got);
+  }
+  SetBytes(state);
+}
+BENCHMARK(BM_GetDecodeWorker)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// GetStream: the time to its first piece (manual time) and, as a counter, to its end.
+void BM_StreamFirstByte(benchmark::State& state) {
+  chunkcache::ChunkedCache cache(Backend());
+  if (!cache.Put("catalogue", TheSetup().json).ok()) state.SkipWithError("Put failed");
+  double whole = 0;
+  for (auto _ : state) {
+    const absl::Time start = absl::Now();
+    absl::Time first = absl::InfinitePast();
+    std::size_t bytes = 0;
+    const absl::Status s = cache.GetStream("catalogue", [&](std::string_view piece) {
+      if (bytes == 0) first = absl::Now();
+      bytes += piece.size();
+      return absl::OkStatus();
+    });
+    if (!s.ok() || bytes != TheSetup().json.size()) state.SkipWithError("GetStream failed");
+    state.SetIterationTime(absl::ToDoubleSeconds(first - start));
+    whole += absl::ToDoubleSeconds(absl::Now() - start);
+  }
+  state.counters["whole_ms"] = 1000 * whole / static_cast<double>(state.iterations());
+}
+BENCHMARK(BM_StreamFirstByte)->UseManualTime()->Unit(benchmark::kMillisecond);
+
 // The same Put and Get over rediss:// (TLS on loopback: what encryption costs, not the network).
 void BM_TlsPut(benchmark::State& state) {
   chunkcache::ChunkedCache cache(Backend(/*tls=*/true));
@@ -229,6 +265,10 @@ int main(int argc, char** argv) {
   return chunkcache::bench::RunAndPrintSpeedups(
       "speed against plain uncompressed Redis storage of the same JSON",
       {{"Get vs raw GET of the uncompressed JSON", "BM_Get/real_time", "BM_RawGet/real_time"},
+       {"Get, 1 decode worker vs Get on the calling thread", "BM_GetDecodeWorker/real_time",
+        "BM_Get/real_time"},
+       {"GetStream time to first byte vs the whole Get (goal >= 3.3x: TTFB <= 0.3 Get)",
+        "BM_StreamFirstByte/manual_time", "BM_Get/real_time"},
        {"Put vs raw SET (1 core)", "BM_Put/workers:0/real_time", "BM_RawSet/real_time"},
        {"Put, 2 workers vs raw SET", "BM_Put/workers:2/real_time", "BM_RawSet/real_time"},
        {"Get over TLS vs over plain TCP", "BM_TlsGet/real_time", "BM_Get/real_time"},

@@ -4,12 +4,16 @@
 //
 // Entries are made by ChunkedCache::Put into a recording memory backend (tests/test_util.h) with
 // small chunk sizes: tiny inline documents, generated catalogues (tools/catalogue.h) and the JSON
-// files of ../shared/corpus when it is there. Their manifests (as written, format version 2, and
-// as the previous release wrote them, version 1) seed fuzz_manifest; their manifests and chunks,
-// in the input format of fuzz_read_path, seed it in every shape that matters (intact, truncated
-// manifest, flipped byte, missing or oversize chunk, replaced while read, read under another
-// key, ...). The other targets get hand-written inputs in their formats. GenerateSeeds() is also
-// what tests/fuzz_regression_test.cc replays.
+// files of ../shared/corpus when it is there (the larger ones in several frames of 64 KiB); and,
+// built here with the codec, small entries of many small frames (a few hundred raw bytes, or
+// one) that straddle 128-byte chunks, inline and chunked, which no Put makes (frames are at least
+// 64 KiB). Their manifests (as written, format version 3, and for one-frame entries as the earlier
+// releases wrote them, versions 2 and 1) seed fuzz_manifest; their manifests and chunks, in the
+// input format of fuzz_read_path, seed it in every shape that matters (intact, truncated
+// manifest, flipped byte in the header, table or a frame, missing or oversize chunk, replaced
+// while read, read under another key, a failing stream sink, ...). The other targets get
+// hand-written inputs in their formats. GenerateSeeds() is also what
+// tests/fuzz_regression_test.cc replays.
 
 #include <cstdint>
 #include <filesystem>
@@ -42,7 +46,8 @@ constexpr std::size_t kMaxPayload = std::size_t{4} << 20;  // as fuzz_read_path
 constexpr char kKey[] = "doc";                             // as fuzz_read_path
 
 // fuzz_read_path's option bits.
-constexpr std::uint8_t kReseal = 1, kRechecksum = 2, kKeyed = 4, kLongKey = 8, kRebind = 16;
+constexpr std::uint8_t kReseal = 1, kRechecksum = 2, kKeyed = 4, kLongKey = 8, kRebind = 16,
+                       kSinkFails = 32;
 
 // The stored key of kKey (fuzz_read_path's short key, fuzz_manifest's key).
 std::string StoredKey() { return internal::StoredKeys(CacheOptions().key_prefix, kKey).manifest(); }
@@ -54,9 +59,12 @@ struct Entry {
 
 // Puts `documents` one after the other under kKey (each replacing the last) and returns what each
 // Put stored.
-std::vector<Entry> PutAll(const std::vector<std::string>& documents, std::size_t chunk_size) {
+std::vector<Entry> PutAll(const std::vector<std::string>& documents, std::size_t chunk_size,
+                          std::size_t frame_size = CacheOptions().frame_size) {
   auto backend = std::make_shared<testing::RecordingBackend>(NewMemoryBackend());
-  ChunkedCache cache(backend, {.chunk_size = chunk_size, .max_payload_size = kMaxPayload});
+  ChunkedCache cache(
+      backend,
+      {.chunk_size = chunk_size, .frame_size = frame_size, .max_payload_size = kMaxPayload});
   const internal::StoredKeys keys(CacheOptions().key_prefix, kKey);
   std::vector<Entry> entries;
   for (const std::string& json : documents) {
@@ -77,6 +85,44 @@ std::vector<Entry> PutAll(const std::vector<std::string>& documents, std::size_t
     entries.push_back(std::move(entry));
   }
   return entries;
+}
+
+// `json` stored as docs/FORMAT.md says, built here rather than by Put: frames of `frame_size` raw
+// bytes (any size from 1: Put's are at least kMinFrameSize), inline if `chunk_size` is 0, else in
+// chunks of `chunk_size` (from kMinChunkSize), so frames straddle chunks.
+Entry MakeEntry(std::string_view json, std::uint32_t frame_size, std::uint32_t chunk_size,
+                std::uint64_t generation = 0x5eed5eed5eed5eed) {
+  internal::Codec codec(3, 0);
+  internal::Manifest m;
+  m.generation = generation;
+  m.raw_size = json.size();
+  m.frame_size = frame_size;
+  m.created_unix_ms = 1'780'000'000'000;
+  std::string payload;
+  for (std::size_t at = 0; at < json.size(); at += frame_size) {
+    const std::string_view raw = json.substr(at, frame_size);
+    std::string frame(internal::CompressBound(raw.size()), '\0');
+    const absl::StatusOr<std::size_t> size = codec.CompressFrame(raw, {frame.data(), frame.size()});
+    if (!size.ok()) return {};
+    const std::string_view stored(frame.data(), *size);
+    m.frames.push_back({stored.size(), internal::Checksum({&stored, 1})});
+    payload += stored;
+  }
+  m.stored_size = payload.size();
+  m.checksum = internal::FrameTableChecksum(m.frames);
+  Entry entry;
+  if (chunk_size == 0) {
+    m.chunk_size = 1 << 20;
+    entry.manifest = internal::EncodeManifest(m, StoredKey(), payload);
+    return entry;
+  }
+  m.chunk_size = chunk_size;
+  m.chunk_count = static_cast<std::uint32_t>((payload.size() + chunk_size - 1) / chunk_size);
+  entry.manifest = internal::EncodeManifest(m, StoredKey(), {});
+  for (std::size_t at = 0; at < payload.size(); at += chunk_size) {
+    entry.chunks.push_back(payload.substr(at, chunk_size));
+  }
+  return entry;
 }
 
 std::string ReadPathInput(std::uint8_t flags, const std::vector<std::string>& pieces) {
@@ -103,67 +149,114 @@ std::uint64_t LE64(std::string_view bytes, std::size_t offset) {
   return value;
 }
 
-// The manifest the previous release (format version 1, docs/FORMAT.md) wrote for the entry whose
-// version-2 manifest is `v2`: bytes 0-55 with version 1, the header checksum over them, then the
-// inline payload. Version 1 records no key.
-std::string AsVersion1(std::string_view v2) {
-  std::string v1(v2.substr(0, internal::kManifestHeaderSizeV1));
-  v1[4] = 1;
-  const std::string_view covered(v1.data(), internal::kManifestHeaderSizeV1 - 8);
-  SetLE64(v1, internal::kManifestHeaderSizeV1 - 8, internal::Checksum({&covered, 1}));
-  v1.append(v2.substr(internal::kManifestHeaderSize));
-  return v1;
+std::uint32_t LE32(std::string_view bytes, std::size_t offset) {
+  std::uint32_t value = 0;
+  for (int i = 0; i < 4; ++i) {
+    value |= std::uint32_t{static_cast<unsigned char>(bytes[offset + i])} << (8 * i);
+  }
+  return value;
 }
 
-// `v2` with the key hash of `stored_key`, resealed: what a writer for that key would have stored.
-std::string BoundTo(std::string v2, std::string_view stored_key) {
-  SetLE64(v2, 56, internal::Checksum({&stored_key, 1}));
-  const std::string_view covered(v2.data(), internal::kManifestHeaderSize - 8);
-  SetLE64(v2, internal::kManifestHeaderSize - 8, internal::Checksum({&covered, 1}));
-  return v2;
+// Reseals a header of the version its byte 4 names (1: 64 bytes, 2: 72, else 80).
+void Reseal(std::string& bytes) {
+  const std::size_t header = bytes[4] == 1   ? internal::kManifestHeaderSizeV1
+                             : bytes[4] == 2 ? internal::kManifestHeaderSizeV2
+                                             : internal::kManifestHeaderSize;
+  if (bytes.size() < header) return;
+  const std::string_view covered(bytes.data(), header - 8);
+  SetLE64(bytes, header - 8, internal::Checksum({&covered, 1}));
+}
+
+// The manifest an earlier release (format version 1 or 2, docs/FORMAT.md) wrote for the one-frame
+// entry whose version-3 manifest is `v3`: bytes 0-55 with that version and the frame's checksum as
+// the payload checksum, (version 2) the key hash, the header checksum, then the inline payload.
+// Version 1 records no key. Empty if `v3` is not one frame.
+std::string AsVersion(std::string_view v3, int version) {
+  constexpr std::size_t kOneFrame = internal::kManifestHeaderSize + internal::kFrameEntrySize;
+  if (v3.size() < kOneFrame || LE32(v3, 68) != 1) return "";
+  const std::size_t header =
+      version == 1 ? internal::kManifestHeaderSizeV1 : internal::kManifestHeaderSizeV2;
+  std::string old(v3.substr(0, header));  // 0-55 are every version's; 56-63 the key hash
+  old[4] = static_cast<char>(version);
+  SetLE64(old, 40, LE64(v3, internal::kManifestHeaderSize + 4));
+  Reseal(old);
+  return old.append(v3.substr(kOneFrame));
+}
+std::string AsVersion1(std::string_view v3) { return AsVersion(v3, 1); }
+std::string AsVersion2(std::string_view v3) { return AsVersion(v3, 2); }
+
+// A version-2 or 3 manifest with the key hash of `stored_key`, resealed: what a writer for that
+// key would have stored.
+std::string BoundTo(std::string manifest, std::string_view stored_key) {
+  SetLE64(manifest, 56, internal::Checksum({&stored_key, 1}));
+  Reseal(manifest);
+  return manifest;
 }
 
 void AddEntrySeeds(const Entry& e, Seeds& seeds) {
   std::vector<std::string>& manifest = seeds["manifest"];
   std::vector<std::string>& read = seeds["read_path"];
   const std::vector<std::string> pieces = PiecesOf(e);
-  const std::string v1 = AsVersion1(e.manifest);
-  std::vector<std::string> v1_pieces = pieces;
-  v1_pieces[0] = v1;
+  const std::uint32_t frames = LE32(e.manifest, 68);
+  const std::size_t table_end = internal::ManifestSize(frames);
 
   manifest.push_back(e.manifest);
   manifest.push_back(e.manifest.substr(0, internal::kManifestHeaderSize - 1));
-  manifest.push_back(v1);
-  manifest.push_back(v1.substr(0, internal::kManifestHeaderSizeV1 - 1));
-  std::string v3 = e.manifest;
-  v3[4] = 3;  // an unknown format version (the target reseals it)
-  manifest.push_back(v3);
+  manifest.push_back(e.manifest.substr(0, table_end - 1));  // the table cut short
+  std::string v4 = e.manifest;
+  v4[4] = 4;  // an unknown format version (the target reseals it)
+  manifest.push_back(v4);
   std::string unknown_bits = e.manifest;
-  unknown_bits[6] = static_cast<char>(unknown_bits[6] | 0x80);  // refused: not version 1 or 2
+  unknown_bits[6] = static_cast<char>(unknown_bits[6] | 0x80);  // refused: not versions 1 to 3
   unknown_bits[7] = 1;
   manifest.push_back(unknown_bits);
   manifest.push_back(e.manifest + "x");
   manifest.push_back(BoundTo(e.manifest, "cc:{other}"));  // another key's (the target rebinds it)
+  std::string bad_table = e.manifest;  // a frame size changed (the target retables it)
+  bad_table[internal::kManifestHeaderSize] ^= 1;
+  manifest.push_back(bad_table);
 
   read.push_back(ReadPathInput(kKeyed, pieces));                          // intact, static
   read.push_back(ReadPathInput(0, pieces));                               // intact, scripted
   read.push_back(ReadPathInput(kKeyed | kReseal | kRechecksum, pieces));  // fix-ups: no-ops
-  read.push_back(ReadPathInput(kKeyed, v1_pieces));  // as the previous release wrote it
-  read.push_back(ReadPathInput(0, v1_pieces));
+  read.push_back(ReadPathInput(kKeyed | kSinkFails, pieces));             // the sink gives up
   read.push_back(ReadPathInput(kKeyed | kLongKey, pieces));  // another key's entry: refused
   read.push_back(ReadPathInput(kKeyed | kLongKey | kRebind, pieces));  // rebound: read
   read.push_back(ReadPathInput(kKeyed, {e.manifest.substr(0, e.manifest.size() / 2)}));
+  for (const int version : {1, 2}) {  // as earlier releases wrote it (one frame only)
+    std::vector<std::string> old = pieces;
+    old[0] = AsVersion(e.manifest, version);
+    if (old[0].empty()) break;
+    manifest.push_back(old[0]);
+    manifest.push_back(old[0].substr(0, version == 1 ? 63 : 71));
+    read.push_back(ReadPathInput(kKeyed, old));
+    read.push_back(ReadPathInput(0, old));
+    read.push_back(ReadPathInput(kKeyed | kLongKey | kRebind, old));
+  }
   {
-    // A flipped payload byte: caught by the checksum, or (rechecksummed) by the decoder.
+    // A flipped payload byte: caught by the frame's checksum, or (rechecksummed) by the decoder;
+    // in the first frame's bytes, and in the last's (a stream has given the earlier frames).
+    const std::size_t payload_at = e.chunks.empty() ? table_end : 0;
+    for (const bool last : {false, true}) {
+      std::vector<std::string> flipped = pieces;
+      std::string& target = e.chunks.empty() ? flipped[0] : (last ? flipped.back() : flipped[1]);
+      const std::size_t at =
+          last ? target.size() - 3 : payload_at + std::min<std::size_t>(5, target.size() / 2);
+      if (at >= target.size() || at < payload_at) continue;
+      target[at] = static_cast<char>(target[at] ^ 0x20);
+      read.push_back(ReadPathInput(kKeyed, flipped));
+      read.push_back(ReadPathInput(kKeyed | kReseal | kRechecksum, flipped));
+    }
+  }
+  {
+    // A flipped frame table byte: caught by the table checksum; rechecksummed, by the frames'.
     std::vector<std::string> flipped = pieces;
-    std::string& target = e.chunks.empty() ? flipped[0] : flipped[1];
-    const std::size_t at = e.chunks.empty() ? internal::kManifestHeaderSize + 5 : target.size() / 2;
-    if (at < target.size()) target[at] = static_cast<char>(target[at] ^ 0x20);
+    flipped[0][internal::kManifestHeaderSize + 1] ^= 0x01;
     read.push_back(ReadPathInput(kKeyed, flipped));
     read.push_back(ReadPathInput(kKeyed | kReseal | kRechecksum, flipped));
   }
   {
-    // A raw size one more than the frame declares, in a resealed header.
+    // A raw size one more than the frames declare, in a resealed header.
     std::vector<std::string> wrong = pieces;
     SetLE64(wrong[0], 16, LE64(wrong[0], 16) + 1);
     read.push_back(ReadPathInput(kKeyed | kReseal, wrong));
@@ -192,14 +285,18 @@ void AddRaceSeeds(const Entry& a, const Entry& b, Seeds& seeds) {
   seeds["read_path"].push_back(ReadPathInput(0, torn));
   same.push_back(a.manifest);  // the manifest did not change: `a` lost a chunk
   seeds["read_path"].push_back(ReadPathInput(0, same));
-  // The previous release's `a` replaced by this release's `b` (an upgrade, while read).
-  std::vector<std::string> upgraded = torn;
-  upgraded[0] = AsVersion1(a.manifest);
-  seeds["read_path"].push_back(ReadPathInput(0, upgraded));
+  // An earlier release's `a` replaced by this release's `b` (an upgrade, while read).
+  for (const int version : {1, 2}) {
+    std::vector<std::string> upgraded = torn;
+    upgraded[0] = AsVersion(a.manifest, version);
+    if (upgraded[0].empty()) break;
+    seeds["read_path"].push_back(ReadPathInput(0, upgraded));
+  }
 }
 
-// A bare header (the current format version, zstd) with the given sizes, sealed and bound to
-// `stored_key` (by default kKey's, "cc:{doc}"); an inline one is followed by `stored` bytes of 'x'.
+// A bare manifest (the current format version, zstd) of one frame with the given sizes, sealed
+// and bound to `stored_key` (by default kKey's, "cc:{doc}"); an inline one is followed by `stored`
+// bytes of 'x'.
 std::string Header(std::uint64_t raw, std::uint64_t stored, std::uint32_t chunk_size,
                    std::uint32_t count, const std::string& stored_key = StoredKey()) {
   internal::Manifest m;
@@ -208,22 +305,36 @@ std::string Header(std::uint64_t raw, std::uint64_t stored, std::uint32_t chunk_
   m.stored_size = stored;
   m.chunk_size = chunk_size;
   m.chunk_count = count;
+  m.frame_size = raw;
+  m.frames = {{stored, 0x0f0f0f0f0f0f0f0f}};
+  m.checksum = internal::FrameTableChecksum(m.frames);
   return internal::EncodeManifest(m, stored_key, count == 0 ? std::string(stored, 'x') : "");
 }
 
 // Manifests that claim what no writer for the fuzz targets' cache makes (issue 15 item 5): as
-// many 128-byte chunks as max_payload_size allows, and chunks larger than the backend's item; in
-// version 2 (bound to "doc"; rebound for the long key) and version 1 (read under any key).
+// many 128-byte chunks as max_payload_size allows, and chunks larger than the backend's item, in
+// version 3 and 2 (bound to "doc"; rebound for the long key) and version 1 (read under any key);
+// and frames as large as the frame size field allows (2^32 - 1 raw bytes) over a small payload.
 void AddHostileManifests(Seeds& seeds) {
   const std::uint64_t stored = ZSTD_COMPRESSBOUND(kMaxPayload);
   const std::uint32_t count = static_cast<std::uint32_t>((stored + 127) / 128);
   const std::string many = Header(kMaxPayload, stored, 128, count);
   const std::string huge = Header(kMaxPayload, 3 << 20, 2 << 20, 2);  // 2 MiB > 1 MiB items
-  for (const std::string& manifest : {many, huge, AsVersion1(many), AsVersion1(huge)}) {
+  for (const std::string& manifest :
+       {many, huge, AsVersion1(many), AsVersion1(huge), AsVersion2(many), AsVersion2(huge)}) {
     seeds["manifest"].push_back(manifest);
     for (const int flags : {int{kKeyed}, kKeyed | kLongKey | kRebind, int{kLongKey | kRebind}}) {
       seeds["read_path"].push_back(ReadPathInput(static_cast<std::uint8_t>(flags), {manifest}));
     }
+  }
+  // One frame whose frame size is 2^32 - 1 over a 2 KB document: a reader does not check how the
+  // writer chose F, so this reads; a stream must still hold no more than the frame's raw size.
+  const std::string json = catalogue::GenerateCatalogue({.megabytes = 0.002});
+  for (const std::uint32_t chunk_size : {0u, 128u}) {
+    const Entry wide = MakeEntry(json, ~std::uint32_t{0}, chunk_size);
+    seeds["manifest"].push_back(wide.manifest);
+    seeds["read_path"].push_back(ReadPathInput(kKeyed, PiecesOf(wide)));
+    seeds["read_path"].push_back(ReadPathInput(0, PiecesOf(wide)));
   }
 }
 
@@ -243,10 +354,19 @@ void AddEntries(Seeds& seeds) {
   std::vector<std::vector<Entry>> runs;
   runs.push_back(PutAll(tiny, 128));
   runs.push_back(PutAll(generated, 128));
-  runs.push_back(PutAll(generated, 1024));
-  if (!corpus.empty()) runs.push_back(PutAll(corpus, 16384));
+  runs.push_back(PutAll(generated, 1024, kMinFrameSize));  // the 0.1 MiB one: 2 frames
+  if (!corpus.empty()) runs.push_back(PutAll(corpus, 16384, kMinFrameSize));  // many frames
+  // Small frames, straddling small chunks, in entries small enough to fuzz quickly.
+  std::vector<Entry> framed;
+  for (const std::uint32_t chunk_size : {0u, 128u, 200u}) {
+    framed.push_back(MakeEntry(generated[0], 300, chunk_size, 0x1000 + chunk_size));
+    framed.push_back(MakeEntry(tiny[2], 1, chunk_size, 0x2000 + chunk_size));  // a byte a frame
+    framed.push_back(MakeEntry(tiny[4], 7, chunk_size, 0x3000 + chunk_size));
+  }
+  runs.push_back(framed);
   for (const std::vector<Entry>& run : runs) {
     for (std::size_t i = 0; i < run.size(); ++i) {
+      if (run[i].manifest.empty()) continue;
       AddEntrySeeds(run[i], seeds);
       if (i + 1 < run.size()) AddRaceSeeds(run[i], run[i + 1], seeds);
     }

@@ -10,6 +10,7 @@
 #define CHUNKCACHE_TESTS_BACKEND_CALLS_H_
 
 #include <catch2/catch.hpp>
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "chunkcache/backend.h"
 
 namespace chunkcache::testing {
@@ -35,6 +37,24 @@ inline absl::Status Set(Backend& backend, std::string_view key, std::string_view
                         absl::Duration ttl = absl::InfiniteDuration()) {
   const KeyValue item{key, value};
   return backend.MultiSet({&item, 1}, ttl);
+}
+
+// What MultiGetEach hands over for `keys`, in the shape MultiGet returns. CHECKs that each index
+// comes once, in order, and that every item has an owner; REQUIREs that the call succeeds.
+inline std::vector<std::optional<std::string>> GetEach(Backend& backend,
+                                                       absl::Span<const std::string_view> keys) {
+  std::vector<std::optional<std::string>> values;
+  const absl::Status status =
+      backend.MultiGetEach(keys, [&](std::size_t index, std::optional<ItemView> item) {
+        CHECK(index == values.size());
+        CHECK((!item.has_value() || item->owner != nullptr));
+        values.push_back(item.has_value() ? std::optional<std::string>(item->value) : std::nullopt);
+        return absl::OkStatus();
+      });
+  INFO(status.ToString());
+  REQUIRE(status.ok());
+  REQUIRE(values.size() == keys.size());
+  return values;
 }
 
 }  // namespace chunkcache::testing

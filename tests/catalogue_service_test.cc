@@ -38,6 +38,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "catalogue.h"
+#include "chunkcache/chunkcache.h"
 #include "fixtures/redis_server.h"
 
 namespace chunkcache::testing {
@@ -166,6 +167,10 @@ struct HttpResponse {
   int status = 0;
   std::map<std::string, std::string> headers;  // names in lower case
   std::string body;
+  // A chunked body: whether its last chunk came (else the server closed the connection first, and
+  // `body` holds the chunks before that).
+  bool chunked = false;
+  bool complete = true;
 
   std::string Header(const std::string& lower_case_name) const {
     const auto it = headers.find(lower_case_name);
@@ -220,15 +225,54 @@ class HttpConnection {
       response.headers[absl::AsciiStrToLower(lines[i].substr(0, colon))] =
           std::string(absl::StripAsciiWhitespace(lines[i].substr(colon + 1)));
     }
+    buffer_.erase(0, end + 4);
+    if (response.Header("transfer-encoding") == "chunked") {
+      response.chunked = true;
+      response.complete = ReadChunks(response.body);
+      return response;
+    }
     std::size_t length = 0;
     if (!absl::SimpleAtoi(response.Header("content-length"), &length)) {
       throw std::runtime_error("response without Content-Length");
     }
-    buffer_.erase(0, end + 4);
     while (buffer_.size() < length) Receive();
     response.body = buffer_.substr(0, length);
     buffer_.erase(0, length);
     return response;
+  }
+
+  // Reads a chunked body into `body`: true once its last chunk (and the empty trailer) came, false
+  // if the server closed the connection before. Throws on bad framing.
+  bool ReadChunks(std::string& body) {
+    while (true) {
+      std::size_t line_end;
+      while ((line_end = buffer_.find("\r\n")) == std::string::npos) {
+        if (!ReceiveOrEof()) return false;
+      }
+      const absl::string_view line = absl::string_view(buffer_).substr(0, line_end);
+      std::size_t size = 0;
+      if (!absl::SimpleHexAtoi(line.substr(0, line.find(';')), &size)) {
+        throw std::runtime_error("bad chunk size line: " + std::string(line));
+      }
+      if (size == 0) {  // the last chunk; no trailer fields are expected
+        while (buffer_.size() < line_end + 4) {
+          if (!ReceiveOrEof()) return false;
+        }
+        if (buffer_.compare(line_end, 4, "\r\n\r\n") != 0) {
+          throw std::runtime_error("trailer fields after the last chunk");
+        }
+        buffer_.erase(0, line_end + 4);
+        return true;
+      }
+      while (buffer_.size() < line_end + 2 + size + 2) {
+        if (!ReceiveOrEof()) return false;
+      }
+      if (buffer_.compare(line_end + 2 + size, 2, "\r\n") != 0) {
+        throw std::runtime_error("a chunk not followed by CRLF");
+      }
+      body.append(buffer_, line_end + 2, size);
+      buffer_.erase(0, line_end + 2 + size + 2);
+    }
   }
 
   // True if the server closes the connection within `timeout` (and sends nothing more).
@@ -243,12 +287,18 @@ class HttpConnection {
 
  private:
   void Receive() {
+    if (!ReceiveOrEof()) throw std::runtime_error("the server closed the connection");
+  }
+
+  // Appends what comes to buffer_; false at the end of input.
+  bool ReceiveOrEof() {
     char chunk[65536];
     const ssize_t n = ::recv(fd_.get(), chunk, sizeof(chunk), 0);
-    if (n < 0 && errno == EINTR) return;
-    if (n == 0) throw std::runtime_error("the server closed the connection");
+    if (n < 0 && errno == EINTR) return true;
+    if (n == 0) return false;
     if (n < 0) throw std::runtime_error(redis_fixture_internal::ErrnoMessage("recv"));
     buffer_.append(chunk, static_cast<std::size_t>(n));
+    return true;
   }
 
   UniqueFd fd_;
@@ -704,7 +754,7 @@ TEST_CASE("--help prints the usage and every flag of the service with its defaul
   CHECK(absl::StartsWith(help.out, "catalogue_service: "));
   for (const char* flag :
        {"--backend (default: memory://)", "--bind (default: 127.0.0.1)",
-        "--catalogue_mb (default: 10)", "--header_timeout (default: 10s)",
+        "--catalogue_mb (default: 10)", "--header_timeout (default: 10s)", "--l1_mb (default: 64)",
         "--idle_timeout (default: 5s)", "--linger (default: 1s)",
         "--max_connection_age (default: 5m)", "--max_connections (default: 1024)",
         "--origin_delay (default: 200ms)", "--port (default: 8080)",
@@ -719,9 +769,10 @@ TEST_CASE("--help prints the usage and every flag of the service with its defaul
 }
 
 TEST_CASE("a bad flag or argument stops the service at start-up: a message, exit code 1") {
-  for (const char* arg : {"--threads=0", "--max_connections=-1", "--port=70000", "--catalogue_mb=0",
-                          "--linger=-1s", "--idle_timeout=0s", "--header_timeout=200h",
-                          "--origin_delay=soon", "--bind=localhost", "--no_such_flag=1", "stray"}) {
+  for (const char* arg :
+       {"--threads=0", "--max_connections=-1", "--port=70000", "--catalogue_mb=0", "--l1_mb=-1",
+        "--linger=-1s", "--idle_timeout=0s", "--header_timeout=200h", "--origin_delay=soon",
+        "--bind=localhost", "--no_such_flag=1", "stray"}) {
     const CapturedRun run =
         RunAndCapture({CHUNKCACHE_CATALOGUE_SERVICE, "--port=0", arg}, std::chrono::seconds(10));
     INFO(arg << ": " << run.err);
@@ -766,6 +817,136 @@ TEST_CASE("a request head over 16 KiB gets 431 and the connection closes, howeve
   }
   HttpConnection after(service.port());
   CHECK(after.Get("/healthz").status == 200);
+}
+
+// Stores `json` under "catalogue" in `backend_url` as the service does, then flips a byte in the
+// middle of its last chunk: the entry's first frames read fine, its last does not.
+void StoreWithCorruptLastChunk(const std::string& backend_url, const std::string& json) {
+  absl::StatusOr<std::shared_ptr<Backend> > backend = NewBackendFromUrl(backend_url);
+  REQUIRE(backend.ok());
+  ChunkedCache cache(*backend);
+  REQUIRE(cache.Put("catalogue", json).ok());
+  absl::StatusOr<EntryInfo> info = cache.Inspect("catalogue");
+  REQUIRE(info.ok());
+  REQUIRE(info->frame_count >= 3);
+  REQUIRE(info->chunks.size() >= 2);
+  const std::string last = info->chunks.back().key;
+  absl::StatusOr<std::vector<std::optional<std::string> > > got = (*backend)->MultiGet({last});
+  REQUIRE(got.ok());
+  REQUIRE((*got)[0].has_value());
+  std::string chunk = *(*got)[0];
+  chunk[chunk.size() / 2] ^= 0x40;
+  const KeyValue item{last, chunk};
+  REQUIRE((*backend)->MultiSet({&item, 1}, absl::Minutes(10)).ok());
+}
+
+TEST_CASE("a stored catalogue is streamed chunked as it is decoded, and timed in /metrics") {
+  // 5 MiB: three frames. Without a near cache every warm request reads the stored frames.
+  Service service({.args = {"--catalogue_mb=5", "--l1_mb=0"}});
+  const std::string json = catalogue::GenerateCatalogue({.megabytes = 5});
+  HttpConnection connection(service.port());
+
+  // Cold: GetStream misses, GetOrLoad loads and answers with the bytes it has (Content-Length).
+  const HttpResponse cold = connection.Get("/catalogue");
+  REQUIRE(cold.status == 200);
+  CHECK_FALSE(cold.chunked);
+  CHECK(cold.body == json);
+  CHECK(cold.Header("x-origin-loads") == "1");
+
+  // Warm: streamed, whatever else the client offers (httplib would gzip or brotli a chunked JSON
+  // reply for a client offering those; the service sends it as the cache decodes it).
+  for (const char* offered : {"", "Accept-Encoding: gzip, deflate, br\r\n"}) {
+    INFO(offered);
+    const HttpResponse warm = connection.Get("/catalogue", offered);
+    REQUIRE(warm.status == 200);
+    CHECK(warm.chunked);
+    CHECK(warm.complete);
+    CHECK(warm.Header("content-length").empty());
+    CHECK(warm.Header("content-type") == "application/json");
+    CHECK(warm.Header("content-encoding").empty());
+    CHECK(warm.Header("vary") == "Accept-Encoding");
+    CHECK(warm.Header("x-origin-loads") == "1");
+    CHECK(warm.body == json);
+  }
+
+  const HttpResponse metrics = connection.Get("/metrics");
+  REQUIRE(metrics.status == 200);
+  const std::string& text = metrics.body;
+  CHECK(absl::StrContains(text, "# TYPE catalogue_time_to_first_byte_seconds histogram\n"));
+  CHECK(absl::StrContains(text, "# TYPE catalogue_time_to_last_byte_seconds histogram\n"));
+  const std::string stream = "{body=\"stream\"}";
+  const std::string whole = "{body=\"whole\"}";
+  CHECK(SampleValue(text, "catalogue_time_to_first_byte_seconds_count" + stream) == 2);
+  CHECK(SampleValue(text, "catalogue_time_to_last_byte_seconds_count" + stream) == 2);
+  CHECK(SampleValue(text, "catalogue_time_to_first_byte_seconds_count" + whole) == 1);
+  CHECK(SampleValue(text, "catalogue_time_to_last_byte_seconds_count" + whole) == 1);
+  CHECK(SampleValue(
+            text, "catalogue_time_to_first_byte_seconds_bucket{body=\"stream\",le=\"+Inf\"}") == 2);
+  const double first_byte = SampleValue(text, "catalogue_time_to_first_byte_seconds_sum" + stream);
+  const double last_byte = SampleValue(text, "catalogue_time_to_last_byte_seconds_sum" + stream);
+  CHECK(first_byte > 0);
+  CHECK(first_byte <= last_byte);
+  CHECK(SampleValue(text, "catalogue_streams_cut_total") == 0);
+  CHECK(SampleValue(text, "chunkcache_loads_total{cache=\"catalogue\"}") == 1);
+
+  // HTTP/1.0 has no chunked transfer encoding: such a client gets the whole reply.
+  HttpConnection http10(service.port());
+  http10.Send("GET /catalogue HTTP/1.0\r\n\r\n");
+  const HttpResponse whole_reply = http10.ReadResponse();
+  CHECK(whole_reply.status == 200);
+  CHECK_FALSE(whole_reply.chunked);
+  CHECK(whole_reply.body == json);
+}
+
+TEST_CASE("once the near copy is older than l1_fresh_for, a stream sends the confirmed copy") {
+  Service service;  // near cache on; l1_fresh_for is 1 s
+  HttpConnection connection(service.port());
+  REQUIRE(connection.Get("/catalogue").status == 200);  // cold: loaded, the near cache holds it
+  const HttpResponse fresh = connection.Get("/catalogue");
+  CHECK(fresh.chunked);
+  CHECK(fresh.body == ExpectedCatalogue());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  // GetStream reads the manifest, which names the near copy: that copy goes out.
+  const HttpResponse confirmed = connection.Get("/catalogue");
+  CHECK(confirmed.status == 200);
+  CHECK(confirmed.chunked);
+  CHECK(confirmed.complete);
+  CHECK(confirmed.body == ExpectedCatalogue());
+  CHECK(service.process().running());
+}
+
+TEST_CASE("a corrupt later frame cuts a streamed reply off: never a complete-looking body") {
+  RedisServer redis;
+  const std::string url = "redis://127.0.0.1:" + std::to_string(redis.port());
+  const std::string json = catalogue::GenerateCatalogue({.megabytes = 8});
+  StoreWithCorruptLastChunk(url, json);
+  Service service({.args = {"--catalogue_mb=8", "--backend=" + url}});
+
+  HttpConnection connection(service.port());
+  const HttpResponse cut = connection.Get("/catalogue");
+  CHECK(cut.status == 200);  // the head went out before the damage was found
+  CHECK(cut.chunked);
+  CHECK_FALSE(cut.complete);  // the connection closed without the last chunk
+  CHECK(cut.body.size() < json.size());
+  CHECK(absl::StartsWith(json, cut.body));
+  CHECK(connection.ClosedByServer(std::chrono::seconds(5)));
+
+  // The next request reads through GetOrLoad, which drops the corrupt entry and loads it again;
+  // the one after streams the new entry whole.
+  HttpConnection next(service.port());
+  const HttpResponse healed = next.Get("/catalogue");
+  CHECK(healed.status == 200);
+  CHECK_FALSE(healed.chunked);
+  CHECK(healed.body == json);
+  CHECK(healed.Header("x-origin-loads") == "1");
+  const HttpResponse streamed = next.Get("/catalogue");
+  CHECK(streamed.status == 200);
+  CHECK(streamed.complete);
+  CHECK(streamed.body == json);
+
+  const std::string metrics = next.Get("/metrics").body;
+  CHECK(SampleValue(metrics, "catalogue_streams_cut_total") == 1);
+  CHECK(SampleValue(metrics, "chunkcache_corrupt_reads_total{cache=\"catalogue\"}") >= 1);
 }
 
 #endif  // CHUNKCACHE_CATALOGUE_SERVICE

@@ -219,7 +219,9 @@ TEST_CASE("put, inspect, verify, corruption, repair and delete of an entry on Re
   const CliResult inspect = RunCli({backend, "inspect", "catalogue"});
   INFO("inspect: " << inspect.out << inspect.err);
   CHECK(inspect.exit_code == 0);
-  CHECK(inspect.out.find("cc:{catalogue} (72 bytes)") != std::string::npos);
+  // Format version 3: an 80-byte header and 12 bytes for each of the two frames of 3 MB.
+  CHECK(inspect.out.find("cc:{catalogue} (104 bytes)") != std::string::npos);
+  CHECK(inspect.out.find("frames:         2 of 1573062 bytes") != std::string::npos);
   CHECK(inspect.out.find(generation) != std::string::npos);
   CHECK(inspect.out.find(std::to_string(json.size()) + " bytes") != std::string::npos);
   CHECK(inspect.out.find("chunk size:     262144 bytes") != std::string::npos);

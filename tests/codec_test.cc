@@ -1,5 +1,6 @@
 #include "format/codec.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <latch>
@@ -372,6 +373,151 @@ TEST_CASE("a raw size equal to a zstd sentinel never makes Decompress allocate i
   result = absl::UnknownError("not run");
   CHECK_NOTHROW(result = codec.Decompress(not_a_frame, ZSTD_CONTENTSIZE_ERROR));
   CHECK(result.status().code() == absl::StatusCode::kDataLoss);
+}
+
+// ---- Frames (docs/FORMAT.md "Payload": independent zstd frames) ------------------------------
+
+// `raw` compressed by CompressFrame into a buffer of exactly ZSTD_compressBound(raw.size()).
+std::string CompressedFrame(Codec& codec, std::string_view raw) {
+  std::string out(ZSTD_compressBound(raw.size()), '\0');
+  const absl::StatusOr<std::size_t> size = codec.CompressFrame(raw, {out.data(), out.size()});
+  REQUIRE(size.ok());
+  out.resize(*size);
+  return out;
+}
+
+absl::StatusCode DecodeFrameCode(Codec& codec, absl::Span<const std::string_view> parts,
+                                 std::size_t raw_size) {
+  std::string out(raw_size, '\0');
+  return codec.DecodeFrame(parts, {out.data(), out.size()}).code();
+}
+
+TEST_CASE("frames compressed one by one concatenate into one zstd stream of the payload") {
+  Codec codec(3, 0);
+  const std::string raw = MakeJson(100'000, 20);
+  std::string stream;
+  std::vector<std::string> frames;
+  for (std::size_t at = 0; at < raw.size(); at += 30'000) {
+    const std::string_view part = std::string_view(raw).substr(at, 30'000);
+    frames.push_back(CompressedFrame(codec, part));
+    const std::string& frame = frames.back();
+    // One standard frame each: magic, declared content size, exactly its own bytes.
+    CHECK(frame.substr(0, 4) == "\x28\xb5\x2f\xfd");
+    CHECK(ZSTD_getFrameContentSize(frame.data(), frame.size()) == part.size());
+    CHECK(ZSTD_findFrameCompressedSize(frame.data(), frame.size()) == frame.size());
+    CHECK(frame.size() <= ZSTD_compressBound(part.size()));
+    stream += frame;
+  }
+  REQUIRE(frames.size() == 4);
+  // What `zstd -d` and an HTTP client decoding Content-Encoding: zstd do with the whole payload.
+  std::string decoded(raw.size(), '\0');
+  CHECK(ZSTD_decompress(decoded.data(), decoded.size(), stream.data(), stream.size()) ==
+        raw.size());
+  CHECK(decoded == raw);
+  // Each frame decodes without the others, into its place.
+  std::string assembled(raw.size(), '\0');
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    CAPTURE(i);
+    const std::size_t size = std::min<std::size_t>(30'000, raw.size() - 30'000 * i);
+    const std::vector<std::string_view> parts = {frames[i]};
+    CHECK(codec.DecodeFrame(parts, {assembled.data() + 30'000 * i, size}).ok());
+  }
+  CHECK(assembled == raw);
+}
+
+TEST_CASE("CompressFrame into a buffer smaller than it needs fails without writing past it") {
+  Codec codec(3, 0);
+  std::mt19937 rng(21);
+  std::string random(10'000, '\0');
+  for (char& c : random) c = static_cast<char>(rng());  // incompressible: needs the full bound
+  std::string buffer(ZSTD_compressBound(random.size()) + 64, '\x5a');
+  const std::size_t room = random.size() / 2;
+  const absl::StatusOr<std::size_t> size = codec.CompressFrame(random, {buffer.data(), room});
+  CHECK_FALSE(size.ok());
+  CHECK(buffer.substr(room) == std::string(buffer.size() - room, '\x5a'));
+  // The bound is always enough, on the calling thread or zstd's workers.
+  Codec workers(3, 2);
+  for (Codec* c : {&codec, &workers}) {
+    for (const bool use_workers : {false, true}) {
+      const absl::StatusOr<std::size_t> fits =
+          c->CompressFrame(random, {buffer.data(), ZSTD_compressBound(random.size())}, use_workers);
+      REQUIRE(fits.ok());
+      CHECK(*fits <= ZSTD_compressBound(random.size()));
+    }
+  }
+}
+
+TEST_CASE("DecodeFrame writes exactly its output span, whatever the bytes") {
+  Codec codec(3, 0);
+  const std::string raw = MakeJson(20'000, 22);
+  const std::string frame = CompressedFrame(codec, raw);
+  const std::string other = CompressedFrame(codec, MakeJson(40'000, 23));
+  const std::string both = frame + frame;
+  const std::vector<std::vector<std::string_view>> inputs = {
+      {frame}, Split(frame, 7), {other}, {both}, {std::string_view(frame).substr(0, 100)}};
+  for (std::size_t input = 0; input < inputs.size(); ++input) {
+    for (const std::size_t size : {raw.size() - 1, raw.size(), raw.size() + 1}) {
+      CAPTURE(input, size);
+      // Guard bytes on both sides of the span.
+      std::string buffer(size + 128, '\x5a');
+      const absl::Status status = codec.DecodeFrame(inputs[input], {buffer.data() + 64, size});
+      CHECK(status.ok() == (input <= 1 && size == raw.size()));
+      if (!status.ok()) CHECK(absl::IsDataLoss(status));
+      CHECK(buffer.substr(0, 64) == std::string(64, '\x5a'));
+      CHECK(buffer.substr(64 + size) == std::string(64, '\x5a'));
+      if (status.ok()) CHECK(buffer.substr(64, size) == raw);
+    }
+  }
+}
+
+TEST_CASE("CheckFrameHeader reads the declared content size across parts") {
+  Codec codec(3, 0);
+  const std::string raw = MakeJson(5'000, 24);
+  const std::string frame = CompressedFrame(codec, raw);
+  for (const std::size_t part_size :
+       {std::size_t{1}, std::size_t{2}, std::size_t{5}, frame.size()}) {
+    CAPTURE(part_size);
+    const std::vector<std::string_view> parts = Split(frame, part_size);
+    CHECK(CheckFrameHeader(parts, raw.size()).ok());
+    CHECK(absl::IsDataLoss(CheckFrameHeader(parts, raw.size() + 1)));
+    CHECK(absl::IsDataLoss(CheckFrameHeader(parts, 0)));
+  }
+  // A skippable frame, a frame without a content size, garbage, nothing.
+  const std::string skippable("\x50\x2a\x4d\x18\x04\x00\x00\x00abcd", 12);
+  const std::string no_size = FrameWithoutContentSize(raw);
+  for (const std::string_view bad : {std::string_view(skippable), std::string_view(no_size),
+                                     std::string_view("garbage"), std::string_view()}) {
+    const std::vector<std::string_view> parts = {bad};
+    CHECK(absl::IsDataLoss(CheckFrameHeader(parts, raw.size())));
+    CHECK(absl::IsDataLoss(CheckFrameHeader(parts, 0)));
+    CHECK(DecodeFrameCode(codec, parts, raw.size()) == absl::StatusCode::kDataLoss);
+  }
+  CHECK(absl::IsDataLoss(CheckFrameHeader({}, raw.size())));
+}
+
+// FORMAT.md "Payload": chunkcache's writers set no content checksum, but "a frame that has one is
+// still valid, and its checksum must then match".
+TEST_CASE("a frame with a zstd content checksum decodes, and a wrong one is data loss") {
+  Codec codec(3, 0);
+  const std::string raw = MakeJson(20'000, 25);
+  ZSTD_CCtx* const cctx = ZSTD_createCCtx();
+  REQUIRE(cctx != nullptr);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+  std::string frame(ZSTD_compressBound(raw.size()), '\0');
+  const std::size_t size = ZSTD_compress2(cctx, frame.data(), frame.size(), raw.data(), raw.size());
+  ZSTD_freeCCtx(cctx);
+  REQUIRE_FALSE(ZSTD_isError(size));
+  frame.resize(size);
+  for (const std::size_t part_size : {frame.size(), std::size_t{100}}) {
+    CAPTURE(part_size);
+    std::string out(raw.size(), '\0');
+    CHECK(codec.DecodeFrame(Split(frame, part_size), {out.data(), out.size()}).ok());
+    CHECK(out == raw);
+    std::string damaged = frame;
+    damaged.back() = static_cast<char>(damaged.back() ^ 1);  // the checksum's last byte
+    CHECK(DecodeFrameCode(codec, Split(damaged, part_size), raw.size()) ==
+          absl::StatusCode::kDataLoss);
+  }
 }
 
 TEST_CASE("the checksum of split parts equals the checksum of the whole") {

@@ -11,11 +11,14 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "backend_calls.h"
@@ -254,7 +257,24 @@ TEST_CASE("a delayed call may also fail") {
 }
 
 // Runs a fixed mixed sequence of calls and returns a transcript of what came back.
-std::vector<std::string> Transcript(FaultInjectionBackend& faulty) {
+// How a transcript reads its items.
+enum class Read { kMultiGet, kMultiGetEach };
+
+// MultiGetEach's items (an error's message naming the call as MultiGet), as MultiGet gives them.
+absl::StatusOr<std::vector<std::optional<std::string>>> ReadEach(
+    Backend& backend, absl::Span<const std::string_view> keys) {
+  std::vector<std::optional<std::string>> values;
+  const absl::Status status =
+      backend.MultiGetEach(keys, [&](std::size_t, std::optional<ItemView> item) {
+        values.push_back(item.has_value() ? std::optional<std::string>(item->value) : std::nullopt);
+        return absl::OkStatus();
+      });
+  if (status.ok()) return values;
+  return absl::Status(status.code(),
+                      absl::StrReplaceAll(status.message(), {{"MultiGetEach", "MultiGet"}}));
+}
+
+std::vector<std::string> Transcript(FaultInjectionBackend& faulty, Read read = Read::kMultiGet) {
   std::vector<std::string> transcript;
   const std::vector<std::string> keys = Keys(20);
   for (int round = 0; round < 20; ++round) {
@@ -267,7 +287,8 @@ std::vector<std::string> Transcript(FaultInjectionBackend& faulty) {
     }
     transcript.push_back(faulty.MultiSet(items, kForever).ToString());
     const std::vector<std::string_view> wanted(keys.begin(), keys.end());
-    absl::StatusOr<std::vector<std::optional<std::string>>> got = faulty.MultiGet(wanted);
+    absl::StatusOr<std::vector<std::optional<std::string>>> got =
+        read == Read::kMultiGet ? faulty.MultiGet(wanted) : ReadEach(faulty, wanted);
     transcript.push_back(got.status().ToString());
     if (got.ok()) {
       for (const std::optional<std::string>& value : *got) {
@@ -321,6 +342,101 @@ TEST_CASE("the same seed and calls make the same decisions; another seed makes o
   const std::vector<std::string> keys = Keys(20);
   REQUIRE(reseeded->inner()->Delete(std::vector<std::string_view>(keys.begin(), keys.end())).ok());
   CHECK(Transcript(*reseeded) == transcript);
+}
+
+TEST_CASE("MultiGetEach makes the decisions MultiGet makes with the same seed") {
+  const std::shared_ptr<FaultInjectionBackend> by_get =
+      Faulty(NewMemoryBackend(), EverythingAtRandom(42));
+  const std::shared_ptr<FaultInjectionBackend> by_each =
+      Faulty(NewMemoryBackend(), EverythingAtRandom(42));
+  CHECK(Transcript(*by_each, Read::kMultiGetEach) == Transcript(*by_get, Read::kMultiGet));
+  const FaultInjectionStats a = by_get->Stats();
+  const FaultInjectionStats b = by_each->Stats();
+  CHECK(a.calls == b.calls);
+  CHECK(a.read_errors == b.read_errors);
+  CHECK(a.lost_items == b.lost_items);
+  CHECK(a.flipped_bytes == b.flipped_bytes);
+  CHECK(b.read_errors > 0);
+  CHECK(b.lost_items > 0);
+  CHECK(b.flipped_bytes > 0);
+}
+
+// The address of the bytes `backend` hands over for `key` (which must be present).
+const char* HandedOverAt(Backend& backend, std::string_view key) {
+  const char* at = nullptr;
+  REQUIRE(backend
+              .MultiGetEach({&key, 1},
+                            [&](std::size_t, std::optional<ItemView> item) {
+                              REQUIRE(item.has_value());
+                              at = item->value.data();
+                              return absl::OkStatus();
+                            })
+              .ok());
+  return at;
+}
+
+TEST_CASE("MultiGetEach hands the inner backend's bytes over uncopied unless it flips one") {
+  auto memory = NewMemoryBackend();
+  const std::string value(500, 'v');
+  REQUIRE(Set(*memory, "k", value).ok());
+  const char* const stored = HandedOverAt(*memory, "k");
+
+  // Forwarded as is, and through the per-item path (lose_item_rate 0 < rate, never losing here).
+  CHECK(HandedOverAt(*Faulty(memory), "k") == stored);
+  CHECK(HandedOverAt(*Faulty(memory, {.lose_item_rate = 1e-300}), "k") == stored);
+
+  const std::shared_ptr<FaultInjectionBackend> flipping = Faulty(memory, {.flip_byte_rate = 1});
+  std::optional<ItemView> flipped;
+  const std::string_view key = "k";
+  REQUIRE(flipping
+              ->MultiGetEach({&key, 1},
+                             [&](std::size_t, std::optional<ItemView> item) {
+                               flipped = std::move(item);
+                               return absl::OkStatus();
+                             })
+              .ok());
+  REQUIRE(flipped.has_value());
+  CHECK(flipped->value.data() != stored);
+  REQUIRE(flipped->value.size() == value.size());
+  int differing = 0;
+  for (std::size_t i = 0; i < value.size(); ++i) differing += flipped->value[i] != value[i];
+  CHECK(differing == 1);
+  CHECK(Get(*memory, "k") == value);  // the store's bytes are untouched
+  CHECK(flipping->Stats().flipped_bytes == 1);
+
+  const std::shared_ptr<FaultInjectionBackend> losing = Faulty(memory, {.lose_item_rate = 1});
+  CHECK(testing::GetEach(*losing, {"k", "absent"}) ==
+        std::vector<std::optional<std::string>>{std::nullopt, std::nullopt});
+  CHECK(losing->Stats().lost_items == 1);
+}
+
+TEST_CASE("read_error_rate 1 fails every MultiGetEach without reading; a sink error stops it") {
+  auto memory = NewMemoryBackend();
+  auto recorder = std::make_shared<RecordingBackend>(memory);
+  REQUIRE(Set(*memory, "a", "1").ok());
+  REQUIRE(Set(*memory, "b", "2").ok());
+  const std::shared_ptr<FaultInjectionBackend> faulty =
+      Faulty(recorder, {.read_error_rate = 1, .error_code = absl::StatusCode::kDeadlineExceeded});
+  const std::vector<std::string_view> keys = {"a", "b"};
+  const absl::Status status = faulty->MultiGetEach(keys, [](std::size_t, auto) {
+    FAIL_CHECK("nothing should be handed over");
+    return absl::OkStatus();
+  });
+  CHECK(status.code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK(absl::StrContains(status.message(), "fault injected: MultiGetEach failed"));
+  CHECK(recorder->multi_gets == 0);
+  CHECK(faulty->Stats().read_errors == 1);
+
+  faulty->SetOptions({.lose_item_rate = 0.5});
+  int handed_over = 0;
+  const absl::Status stop = faulty->MultiGetEach(keys, [&](std::size_t, auto) {
+    ++handed_over;
+    return absl::AbortedError("stop");
+  });
+  CHECK(stop == absl::AbortedError("stop"));
+  CHECK(handed_over == 1);
+  faulty->SetOptions({});
+  CHECK(testing::GetEach(*faulty, keys) == std::vector<std::optional<std::string>>{"1", "2"});
 }
 
 TEST_CASE("SetOptions takes effect for the next call and options() reports it") {

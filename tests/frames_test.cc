@@ -292,6 +292,40 @@ TEST_CASE("GetStream hands the JSON over in order, one verified frame at a time"
   }
 }
 
+TEST_CASE("GetStream sends a near copy whole: fresh, or once its manifest confirms it") {
+  testing::FakeClock clock;
+  auto memory = NewMemoryBackend();
+  auto counting = std::make_shared<testing::CountingBackend>(memory);
+  ChunkedCache cache(counting, {.chunk_size = 16 << 10,
+                                .frame_size = kFrame,
+                                .l1_capacity_bytes = 16 << 20,
+                                .l1_fresh_for = absl::Seconds(1),
+                                .clock = clock.AsFunction()});
+  const std::string json = SmallCatalogue(0.3);
+  REQUIRE(cache.Put("k", json).ok());
+  REQUIRE(cache.Get("k").ok());  // the near copy
+
+  const int before = counting->multi_gets;
+  const Streamed fresh = Stream(cache, "k");
+  REQUIRE(fresh.status.ok());
+  CHECK(fresh.pieces == std::vector<std::string>{json});
+  CHECK(counting->multi_gets == before);  // no backend call at all
+
+  clock.Advance(absl::Seconds(2));  // older than l1_fresh_for: the manifest confirms it
+  const Streamed confirmed = Stream(cache, "k");
+  REQUIRE(confirmed.status.ok());
+  CHECK(confirmed.pieces == std::vector<std::string>{json});
+  CHECK(counting->multi_gets == before + 1);  // the manifest only
+  CHECK(cache.Stats().l1_revalidations == 1);
+
+  // Another writer replaced it: the stream sends the new entry, frame by frame.
+  ChunkedCache other(memory, {.chunk_size = 16 << 10, .frame_size = kFrame});
+  const std::string newer = SmallCatalogue(0.2);
+  REQUIRE(other.Put("k", newer).ok());
+  clock.Advance(absl::Seconds(2));
+  CHECK(Stream(cache, "k").Joined() == newer);
+}
+
 TEST_CASE("GetStream reports corruption found after output began as DataLoss") {
   auto backend = NewMemoryBackend();
   const CacheOptions options{.chunk_size = 16 << 10, .frame_size = kFrame};

@@ -245,6 +245,41 @@ TEST_CASE("every hostile Momento scenario gives a clear status in time, in bound
   CHECK(elsewhere.connections() == 0);
 }
 
+TEST_CASE(
+    "MultiGetEach on a hostile Momento server ends like MultiGet, handing over only a reply") {
+  HostileHttpServer elsewhere(HostileScript().Send(HttpResponse(200, "followed")));
+  for (Scenario& scenario : Scenarios(elsewhere.endpoint())) {
+    if (scenario.op != Op::kGet) continue;
+    CAPTURE(scenario.name);
+    HostileHttpServer server(std::move(scenario.script));
+    absl::StatusOr<std::shared_ptr<MomentoBackend>> backend = NewMomentoBackend(Options(server));
+    REQUIRE(backend.ok());
+
+    std::vector<std::optional<std::string>> got;
+    const std::string_view key = "k";
+    const absl::Time start = absl::Now();
+    const absl::Status status =
+        (*backend)->MultiGetEach({&key, 1}, [&](std::size_t index, std::optional<ItemView> item) {
+          CHECK(index == got.size());
+          got.push_back(item.has_value() ? std::optional<std::string>(item->value) : std::nullopt);
+          return absl::OkStatus();
+        });
+    const absl::Duration took = absl::Now() - start;
+    INFO(status.ToString() << "\nafter " << absl::FormatDuration(took));
+
+    CHECK(status.code() == scenario.expected);
+    if (status.ok()) {
+      CHECK(got == std::vector<std::optional<std::string>>{std::string()});
+    } else {
+      CHECK(got.empty());
+    }
+    CHECK(took < kDeadline + kMargin);
+    if (scenario.quick) CHECK(took < kDeadline / 2);
+    CHECK(KeyPieceIn(status.ToString()) == "");
+  }
+  CHECK(elsewhere.connections() == 0);
+}
+
 // A reply followed by bytes nobody asked for (a second, smuggled reply) must not answer the next
 // request on that connection: libcurl does not reuse a connection with unread input.
 TEST_CASE("a smuggled second reply on a kept connection never answers the next request") {

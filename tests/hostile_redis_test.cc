@@ -35,6 +35,7 @@
 #include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "catalogue.h"
 #include "chunkcache/backend.h"
 #include "chunkcache/chunked_cache.h"
@@ -488,14 +489,16 @@ TEST_CASE("after an extra reply, Get(\"b\") never returns a's document") {
   const std::string& a = docs.a;
   const std::string& b = docs.b;
 
-  // The server answers the next MGET (Get("a")'s manifest read) twice.
-  server.Inject(
-      "MGET",
-      [&](const RedisRequest& request) {
-        const std::string reply = server.Normal(request);
-        return RedisResponse().Send(reply + reply);
-      },
-      1);
+  // The server answers the next MGET or GET (Get("a")'s manifest read) twice.
+  for (const char* command : {"MGET", "GET"}) {
+    server.Inject(
+        command,
+        [&](const RedisRequest& request) {
+          const std::string reply = server.Normal(request);
+          return RedisResponse().Send(reply + reply);
+        },
+        1);
+  }
   absl::StatusOr<Bytes> got_a = cache.Get("a");  // may fail, as the connection is out of step
   INFO("Get(a) with the extra reply: " << (got_a.ok() ? **got_a : got_a.status().ToString()));
   if (got_a.ok()) CHECK(**got_a == a);
@@ -526,11 +529,13 @@ TEST_CASE("a manifest served for another key is refused, not served") {
   const std::optional<std::string> a_manifest = server.Get(a_manifest_key);
   REQUIRE(a_manifest.has_value());
 
-  // Every MGET is answered with a's manifest in place of each value asked for.
+  // Every MGET and GET is answered with a's manifest in place of each value asked for.
   server.Inject("MGET", [&](const RedisRequest& request) {
     return RedisResponse().Send(
         RespArray(std::vector<std::string>(request.args.size() - 1, RespBulk(*a_manifest))));
   });
+  server.Inject("GET",
+                [&](const RedisRequest&) { return RedisResponse().Send(RespBulk(*a_manifest)); });
   absl::StatusOr<Bytes> got = cache.Get("b");
   INFO("Get(b): " << (got.ok() ? **got : got.status().ToString()));
   CHECK_FALSE(got.ok());
@@ -540,6 +545,272 @@ TEST_CASE("a manifest served for another key is refused, not served") {
   got = cache.Get("b");
   REQUIRE(got.ok());
   CHECK(**got == b);
+}
+
+// ---- MultiGetEach: a GET per key, each reply handed over as it is parsed ------------------------
+
+// What one MultiGetEach handed over, in the order handed, and what it returned.
+struct Handed {
+  absl::Status status;
+  std::vector<std::size_t> indices;
+  std::vector<std::optional<std::string>> values;  // nullopt: absent
+};
+
+Handed GetEach(Backend& backend, absl::Span<const std::string_view> keys) {
+  Handed handed;
+  handed.status = backend.MultiGetEach(keys, [&](std::size_t i, std::optional<ItemView> item) {
+    handed.indices.push_back(i);
+    handed.values.emplace_back();
+    if (item.has_value()) handed.values.back().emplace(item->value);
+    return absl::OkStatus();
+  });
+  return handed;
+}
+
+// 0, 1, ..., n - 1.
+std::vector<std::size_t> Indices(std::size_t n) {
+  std::vector<std::size_t> indices(n);
+  for (std::size_t i = 0; i < n; ++i) indices[i] = i;
+  return indices;
+}
+
+// A hostile server holding "value of {e}0" ... "value of {e}5" under {e}0 ... {e}5.
+struct SixItems {
+  explicit SixItems(HostileRedisOptions options = {}) : server(std::move(options)) {
+    for (int i = 0; i < 6; ++i) {
+      names.push_back("{e}" + std::to_string(i));
+      server.Set(names.back(), "value of " + names.back());
+    }
+    keys.assign(names.begin(), names.end());
+  }
+  std::vector<std::optional<std::string>> Values() const {
+    std::vector<std::optional<std::string>> values;
+    for (const std::string& name : names) values.push_back("value of " + name);
+    return values;
+  }
+
+  HostileRedisServer server;
+  std::vector<std::string> names;
+  std::vector<std::string_view> keys;
+};
+
+TEST_CASE("MultiGetEach hands the first item over before the server sent the last") {
+  SixItems items;
+  HostileRedisServer& server = items.server;
+  absl::StatusOr<std::shared_ptr<Backend>> backend =
+      NewRedisBackend({.url = server.url(), .command_timeout = absl::Seconds(5)});
+  REQUIRE(backend.ok());
+  std::atomic<bool> first_handed{false}, last_sent{false};
+  // The reply carrying the last item (a GET's, or an MGET's) waits for the reader to have the
+  // first item, 3 s at most.
+  const auto hold_last = [&](const RedisRequest& request) {
+    if (request.args.back() == items.names.back()) {
+      const auto until = std::chrono::steady_clock::now() + 3s;
+      while (!first_handed && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(1ms);
+      }
+      last_sent = true;
+    }
+    return RedisResponse().Send(server.Normal(request));
+  };
+  server.Inject("GET", hold_last);
+  server.Inject("MGET", hold_last);
+  bool last_sent_at_first = true;
+  Handed handed;
+  handed.status =
+      (*backend)->MultiGetEach(items.keys, [&](std::size_t i, std::optional<ItemView> item) {
+        if (i == 0) {
+          last_sent_at_first = last_sent.load();
+          first_handed = true;
+        }
+        handed.indices.push_back(i);
+        handed.values.emplace_back(item.has_value() ? std::optional<std::string>(item->value)
+                                                    : std::nullopt);
+        return absl::OkStatus();
+      });
+  INFO(handed.status.ToString());
+  REQUIRE(handed.status.ok());
+  CHECK(last_sent);
+  CHECK_FALSE(last_sent_at_first);  // item 0 was handed over while the last reply was held back
+  CHECK(handed.indices == Indices(items.keys.size()));
+  CHECK(handed.values == items.Values());
+}
+
+struct EachScenario {
+  std::string name;
+  std::size_t at;  // the key whose GET meets the fault
+  Respond respond;
+  absl::StatusCode expected;
+};
+
+std::vector<EachScenario> EachScenarios() {
+  using Code = absl::StatusCode;
+  // max_item_size (1 MiB) and 4 KiB: more than any framing a GET's reply may add.
+  const std::string just_too_big = RespBulk(std::string((1 << 20) + 4096, 'x'));
+  // The replies before the fault have surely arrived when the connection is reset.
+  const auto reset_after = [](std::string bytes) -> Respond {
+    return [bytes](HostileRedisServer&, const RedisRequest&) {
+      return RedisResponse().Send(bytes).Pause(50ms).Reset();
+    };
+  };
+  return {
+      {"a whole reply just over max_item_size", 2, Reply(just_too_big), Code::kResourceExhausted},
+      {"a 1 GB bulk claim, then endless bytes", 2, ReplyThen("$1000000000\r\n", Endless),
+       Code::kResourceExhausted},
+      {"a 1 GB bulk claim for the first key", 0, ReplyThen("$1000000000\r\n", Endless),
+       Code::kResourceExhausted},
+      {"an endless status line", 3, ReplyThen("+", Endless), Code::kResourceExhausted},
+      {"an integer", 2, Reply(RespInteger(7)), Code::kInternal},
+      {"a status", 5, Reply(RespStatus("OK")), Code::kInternal},
+      {"an array of one value", 2, Reply(RespArray({RespBulk("x")})), Code::kInternal},
+      {"an array claiming 666666663 elements", 2, ReplyThen("*666666663\r\n", Hang),
+       Code::kResourceExhausted},
+      {"-WRONGTYPE", 1,
+       Reply(RespError("WRONGTYPE Operation against a key holding the wrong kind of value")),
+       Code::kInternal},
+      {"-LOADING", 2, Reply(RespError("LOADING Redis is loading the dataset in memory")),
+       Code::kUnavailable},
+      {"a reply cut inside the value, then reset", 2, reset_after("$20\r\nvalue of"),
+       Code::kUnavailable},
+      {"a reset for the first key", 0, ReplyThen("", Reset), Code::kUnavailable},
+      {"a close without the reply", 4, ReplyThen("", Close), Code::kUnavailable},
+      {"a reply never sent", 3, ReplyThen("", Hang), Code::kDeadlineExceeded},
+      {"a reply dripped slower than the timeout", 1,
+       [](HostileRedisServer& server, const RedisRequest& request) {
+         return RedisResponse().Drip(server.Normal(request), 60ms);
+       },
+       Code::kDeadlineExceeded},
+  };
+}
+
+TEST_CASE("MultiGetEach against a hostile server: the items before the fault, then its status") {
+  const std::size_t index = GENERATE(range(std::size_t{0}, EachScenarios().size()));
+  const EachScenario scenario = EachScenarios()[index];
+  INFO("scenario: " << scenario.name << ", at key " << scenario.at);
+
+  SixItems items;
+  HostileRedisServer& server = items.server;
+  absl::StatusOr<std::shared_ptr<RedisBackend>> backend =
+      NewRedisBackend({.url = server.url(),
+                       .connect_timeout = kCommandTimeout,
+                       .command_timeout = kCommandTimeout,
+                       .pool_size = 1});
+  REQUIRE(backend.ok());
+  std::atomic<int> faults{0};
+  server.Inject("GET", [&](const RedisRequest& request) {
+    if (request.args.at(1) != items.names[scenario.at]) {
+      return RedisResponse().Send(server.Normal(request));
+    }
+    ++faults;
+    return scenario.respond(server, request);
+  });
+  ResetPeakRss();
+  const std::size_t rss_before_kb = ProcStatusKb("VmRSS");
+  const absl::Time start = absl::Now();
+  const Handed handed = GetEach(**backend, items.keys);
+  const absl::Duration took = absl::Now() - start;
+  const std::size_t peak_kb = ProcStatusKb("VmHWM");
+  INFO("status: " << handed.status.ToString() << " after " << took);
+
+  CHECK(faults > 0);
+  CHECK(handed.status.code() == scenario.expected);
+  CHECK(handed.indices == Indices(scenario.at));  // each item before the fault, once
+  const std::vector<std::optional<std::string>> values = items.Values();
+  CHECK(handed.values == std::vector<std::optional<std::string>>(
+                             values.begin(), values.begin() + static_cast<long>(scenario.at)));
+  CHECK(took < kCommandTimeout + kMargin);
+  CHECK(peak_kb - std::min(peak_kb, rss_before_kb) < kRssGrowthBoundKb);
+  CHECK((*backend)->Stats().errors == 1);
+
+  // The same backend serves good calls again, on a connection in step.
+  server.ClearFaults();
+  const std::string_view others[] = {items.keys[5], items.keys[4]};
+  absl::StatusOr<std::vector<std::optional<std::string>>> got = (*backend)->MultiGet(others);
+  INFO("MultiGet after: " << got.status().ToString());
+  REQUIRE(got.ok());
+  CHECK(*got == std::vector<std::optional<std::string>>{values[5], values[4]});
+  const Handed again = GetEach(**backend, items.keys);
+  INFO("MultiGetEach after: " << again.status.ToString());
+  CHECK(again.status.ok());
+  CHECK(again.values == values);
+
+  // Every connection the backend gave up was closed: one is left, idle in its pool.
+  const absl::Time until = absl::Now() + absl::Seconds(2);
+  while (server.open_connections() > 1 && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  CHECK(server.open_connections() == 1);
+}
+
+TEST_CASE("MultiGetEach follows a MOVED or ASK met after items were handed over, once each") {
+  const bool ask = GENERATE(false, true);
+  CAPTURE(ask);
+  // A cluster backend on a fake cluster node that owns every slot (CLUSTER SLOTS names it).
+  SixItems items({.cluster = true});
+  HostileRedisServer& server = items.server;
+  absl::StatusOr<std::shared_ptr<RedisBackend>> backend =
+      NewRedisBackend({.url = server.url(), .command_timeout = absl::Seconds(2), .cluster = true});
+  REQUIRE(backend.ok());
+  std::atomic<int> redirected{0};
+  server.Inject("GET", [&](const RedisRequest& request) {
+    if (request.args.at(1) != items.names[3] || redirected++ > 0) {
+      return RedisResponse().Send(server.Normal(request));
+    }
+    return RedisResponse().Send(
+        RespError((ask ? "ASK " : "MOVED ") + Slot(request) + " " + server.node()));
+  });
+  const RedisBackendStats before = (*backend)->Stats();
+  const Handed handed = GetEach(**backend, items.keys);
+  INFO(handed.status.ToString());
+  REQUIRE(handed.status.ok());
+  CHECK(redirected == 2);  // the GET redirected, and the one sent again
+  CHECK(handed.indices == Indices(items.keys.size()));
+  CHECK(handed.values == items.Values());
+  CHECK((*backend)->Stats().redirects - before.redirects == 1);
+  CHECK(server.commands("ASKING") == (ask ? 3 : 0));  // before each GET sent again
+}
+
+TEST_CASE("a call's deadline bounds MultiGetEach, the time in its sink included") {
+  SixItems items;
+  HostileRedisServer& server = items.server;
+  absl::StatusOr<std::shared_ptr<Backend>> backend =
+      NewRedisBackend({.url = server.url(), .command_timeout = absl::Seconds(3)});
+  REQUIRE(backend.ok());
+  const absl::Duration budget = absl::Milliseconds(300);
+  for (const bool slow_sink : {false, true}) {
+    CAPTURE(slow_sink);
+    server.ClearFaults();
+    if (!slow_sink) {
+      server.Inject("GET", [&](const RedisRequest& request) {
+        if (request.args.at(1) == items.names[4]) return RedisResponse().Hang();
+        return RedisResponse().Send(server.Normal(request));
+      });
+    }
+    const absl::Time start = absl::Now();
+    Handed handed;
+    {
+      const ScopedCallDeadline deadline(start + budget);
+      handed.status =
+          (*backend)->MultiGetEach(items.keys, [&](std::size_t i, std::optional<ItemView>) {
+            handed.indices.push_back(i);
+            if (slow_sink) absl::SleepFor(absl::Milliseconds(120));
+            return absl::OkStatus();
+          });
+    }
+    const absl::Duration took = absl::Now() - start;
+    INFO(handed.status.ToString() << " after " << took);
+    CHECK(absl::IsDeadlineExceeded(handed.status));
+    CHECK(took < budget + (slow_sink ? absl::Milliseconds(120) : absl::ZeroDuration()) + kMargin);
+    CHECK(handed.indices == Indices(handed.indices.size()));  // from the first, none skipped
+    if (slow_sink) {  // items at about 0, 120 and 240 ms, then past the deadline
+      CHECK(handed.indices.size() >= 1);
+      CHECK(handed.indices.size() <= 4);
+    } else {
+      CHECK(handed.indices.size() == 4);  // up to the reply never sent
+    }
+  }
+  server.ClearFaults();
+  CHECK(GetEach(**backend, items.keys).values == items.Values());
 }
 
 // ---- The fixture itself -------------------------------------------------------------------------
@@ -635,9 +906,12 @@ TEST_CASE("a call's deadline bounds a Redis command shorter than command_timeout
   for (const bool drip : {false, true}) {
     CAPTURE(drip);
     server.ClearFaults();
-    server.Inject("MGET", [&](const RedisRequest& request) {
-      return drip ? RedisResponse().Drip(server.Normal(request), 100ms) : RedisResponse().Hang();
-    });
+    for (const char* command : {"MGET", "GET"}) {
+      // `drip` by value: a connection thread of the last round may still run the handler.
+      server.Inject(command, [&, drip](const RedisRequest& request) {
+        return drip ? RedisResponse().Drip(server.Normal(request), 100ms) : RedisResponse().Hang();
+      });
+    }
     {
       const absl::Time start = absl::Now();
       ScopedCallDeadline deadline(start + budget);

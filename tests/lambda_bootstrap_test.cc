@@ -1,6 +1,7 @@
 // The Lambda custom runtime example (examples/lambda/bootstrap) against a loopback stand-in of the
 // Lambda Runtime API: invocations served cold then warm, every response form, handler errors as
-// invocation errors, init errors, deadlines, concurrent invocations, one EMF line per invocation.
+// invocation errors, init errors, deadlines, concurrent invocations, one EMF line per invocation,
+// streamed responses read frame by frame (GetStream) with their time to first byte.
 
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -20,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "catalogue.h"
+#include "chunkcache/chunkcache.h"
 #include "fixtures/lambda_runtime_api.h"
 #include "fixtures/redis_server.h"
 #include "simdjson.h"
@@ -478,6 +480,166 @@ TEST_CASE("a Redis error that quotes the password is not posted as the init erro
     CHECK_FALSE(absl::StrContains(error->second, "hunter2"));
     CHECK_FALSE(absl::StrContains(bad.err, "hunter2"));
   }
+}
+
+// The invocation figures the bootstrap adds to an EMF line: time_to_first_byte_ms (nullopt if
+// absent) and response_ms. Checks they are declared in a directive of their own.
+struct InvocationFigures {
+  std::optional<double> time_to_first_byte_ms;
+  double response_ms = -1;
+};
+InvocationFigures ReadInvocationFigures(const std::string& line) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  REQUIRE(parser.parse(line).get(root) == simdjson::SUCCESS);
+  InvocationFigures figures;
+  double value = 0;
+  if (root["time_to_first_byte_ms"].get(value) == simdjson::SUCCESS) {
+    figures.time_to_first_byte_ms = value;
+  }
+  REQUIRE(root["response_ms"].get(figures.response_ms) == simdjson::SUCCESS);
+  // The first directive declares them, in the line's namespace and dimensions.
+  simdjson::dom::element directive = root["_aws"]["CloudWatchMetrics"].at(0);
+  std::string_view ns, dimension;
+  REQUIRE(directive["Namespace"].get(ns) == simdjson::SUCCESS);
+  CHECK(ns == "chunkcache/lambda");
+  REQUIRE(directive["Dimensions"].at(0).at(0).get(dimension) == simdjson::SUCCESS);
+  CHECK(dimension == "FunctionName");
+  std::set<std::string> declared;
+  simdjson::dom::array metrics;
+  REQUIRE(directive["Metrics"].get(metrics) == simdjson::SUCCESS);
+  for (simdjson::dom::element metric : metrics) {
+    std::string_view name, unit;
+    REQUIRE(metric["Name"].get(name) == simdjson::SUCCESS);
+    REQUIRE(metric["Unit"].get(unit) == simdjson::SUCCESS);
+    CHECK(unit == "Milliseconds");
+    declared.insert(std::string(name));
+  }
+  CHECK(declared.count("response_ms") == 1);
+  CHECK(declared.count("time_to_first_byte_ms") == (figures.time_to_first_byte_ms ? 1 : 0));
+  return figures;
+}
+
+// Stores `json` under "catalogue" in `backend_url` as the bootstrap does, then flips a byte in
+// the middle of its last chunk: the entry's first frames read fine, its last does not.
+void StoreWithCorruptLastChunk(const std::string& backend_url, const std::string& json) {
+  absl::StatusOr<std::shared_ptr<Backend>> backend = NewBackendFromUrl(backend_url);
+  REQUIRE(backend.ok());
+  ChunkedCache cache(*backend);
+  REQUIRE(cache.Put("catalogue", json).ok());
+  absl::StatusOr<EntryInfo> info = cache.Inspect("catalogue");
+  REQUIRE(info.ok());
+  REQUIRE(info->frame_count >= 3);
+  REQUIRE(info->chunks.size() >= 2);
+  const std::string last = info->chunks.back().key;
+  absl::StatusOr<std::vector<std::optional<std::string>>> got = (*backend)->MultiGet({last});
+  REQUIRE(got.ok());
+  REQUIRE((*got)[0].has_value());
+  std::string chunk = *(*got)[0];
+  chunk[chunk.size() / 2] ^= 0x40;
+  const KeyValue item{last, chunk};
+  REQUIRE((*backend)->MultiSet({&item, 1}, absl::Minutes(10)).ok());
+}
+
+TEST_CASE(
+    "a streamed catalogue goes frame by frame, equals the JSON, with its time to first byte") {
+  LambdaRuntimeApi api;
+  const std::string cold = api.Enqueue(R"({"op":"catalogue","format":"stream"})").at(0);
+  const std::string warm = api.Enqueue(R"({"op":"catalogue","format":"stream"})").at(0);
+  const std::string warm_auto = api.Enqueue(R"({"op":"catalogue"})").at(0);
+  const std::string error = api.Enqueue(R"({"op":"nope"})").at(0);
+  // No near cache: the warm invocations read the stored frames (GetStream), not a decoded copy.
+  const CapturedRun run = RunBootstrap(api, 4, {"CHUNKCACHE_CATALOGUE_MB=8", "CHUNKCACHE_L1_MB=0"});
+  INFO(run.err);
+  REQUIRE(run.succeeded());
+  const std::string json = catalogue::GenerateCatalogue({.megabytes = 8});
+  for (const std::string& id : {cold, warm, warm_auto}) {
+    std::optional<LambdaInvocation> done = api.WaitFor(id, std::chrono::seconds(10));
+    REQUIRE(done.has_value());
+    CHECK(done->state == "succeeded");
+    CHECK(done->mode == "streaming");
+    CHECK(done->response_bytes == static_cast<std::int64_t>(json.size()));
+    CHECK(done->response == json);
+    CHECK(done->trailers.empty());
+  }
+
+  const std::vector<std::string> lines = Lines(run.out);
+  REQUIRE(lines.size() == 4);
+  CHECK(CheckEmfLine(lines[0]) == 1);  // the cold one loaded; the others did not
+  CHECK(CheckEmfLine(lines[1]) == 0);
+  for (std::size_t i = 0; i < 3; ++i) {
+    INFO(lines[i]);
+    const InvocationFigures figures = ReadInvocationFigures(lines[i]);
+    REQUIRE(figures.time_to_first_byte_ms.has_value());
+    CHECK(*figures.time_to_first_byte_ms > 0);
+    CHECK(*figures.time_to_first_byte_ms <= figures.response_ms);
+  }
+  // An invocation that sent no body has no time to first byte.
+  const InvocationFigures failed = ReadInvocationFigures(lines[3]);
+  CHECK_FALSE(failed.time_to_first_byte_ms.has_value());
+  CHECK(failed.response_ms >= 0);
+}
+
+TEST_CASE("once the near copy is older than l1_fresh_for, a stream sends the confirmed copy") {
+  LambdaRuntimeApi api;
+  const std::string cold = api.Enqueue(R"({"op":"catalogue","format":"stream"})").at(0);
+  CapturedRun run;
+  std::thread bootstrap([&] { run = RunBootstrap(api, 2, {"CHUNKCACHE_CATALOGUE_MB=1"}); });
+  const bool served = api.WaitFor(cold, std::chrono::seconds(20)).has_value();
+  // The near copy is older than l1_fresh_for (1 s): GetStream reads the manifest, which names it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  const std::string confirmed = api.Enqueue(R"({"op":"catalogue","format":"stream"})").at(0);
+  bootstrap.join();
+  INFO(run.err);
+  REQUIRE(served);
+  CHECK(run.succeeded());
+  std::optional<LambdaInvocation> done = api.WaitFor(confirmed, std::chrono::seconds(1));
+  REQUIRE(done.has_value());
+  CHECK(done->state == "succeeded");
+  CHECK(done->response == catalogue::GenerateCatalogue({.megabytes = 1}));
+}
+
+TEST_CASE("a corrupt later frame ends a streamed response with the error trailers") {
+  RedisServer redis;
+  const std::string url = "redis://127.0.0.1:" + std::to_string(redis.port());
+  const std::string json = catalogue::GenerateCatalogue({.megabytes = 8});
+  StoreWithCorruptLastChunk(url, json);
+
+  LambdaRuntimeApi api;
+  const std::string streamed = api.Enqueue(R"({"op":"catalogue","format":"stream"})").at(0);
+  const std::string healed = api.Enqueue(R"({"op":"catalogue","format":"stream"})").at(0);
+  const std::string again = api.Enqueue(R"({"op":"catalogue","format":"stream"})").at(0);
+  const CapturedRun run =
+      RunBootstrap(api, 3, {"CHUNKCACHE_BACKEND=" + url, "CHUNKCACHE_CATALOGUE_MB=8"});
+  INFO(run.err);
+  REQUIRE(run.succeeded());
+  std::optional<LambdaInvocation> done = api.WaitFor(streamed, std::chrono::seconds(10));
+  REQUIRE(done.has_value());
+  CHECK(done->mode == "streaming");
+  // The frames before the damaged one went out; then the trailers failed the invocation.
+  CHECK(done->state == "errored");
+  CHECK(done->error_type == "DataLoss");
+  CHECK(done->trailers.at("lambda-runtime-function-error-type") == "DataLoss");
+  CHECK_FALSE(done->malformed);
+  CHECK(done->response_bytes > 0);
+  CHECK(done->response.size() < json.size());
+  CHECK(absl::StartsWith(json, done->response));
+  CHECK(absl::StrContains(run.err, "invocation failed"));
+  const std::vector<std::string> lines = Lines(run.out);
+  REQUIRE(lines.size() == 3);
+  CHECK(CheckEmfLine(lines[0]) == 0);  // the damage was found after output began: no load
+  CHECK(ReadInvocationFigures(lines[0]).time_to_first_byte_ms.has_value());
+
+  // The next invocation reads through GetOrLoad, which drops the corrupt entry and loads it; the
+  // one after that streams the new entry.
+  for (const std::string& id : {healed, again}) {
+    std::optional<LambdaInvocation> next = api.WaitFor(id, std::chrono::seconds(10));
+    REQUIRE(next.has_value());
+    CHECK(next->state == "succeeded");
+    CHECK(next->response == json);
+  }
+  CHECK(CheckEmfLine(lines[1]) == 1);
+  CHECK(CheckEmfLine(lines[2]) == 0);
 }
 
 #else

@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -90,6 +91,119 @@ TEST_CASE("MultiGet returns one entry per key, in order, with nullopt where abse
   CHECK((*values)[5] == std::nullopt);
 
   CHECK(backend->MultiGet({})->empty());
+}
+
+TEST_CASE("MultiGetEach hands over what MultiGet returns, in key order, counted the same") {
+  FakeClock clock;
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend({.clock = clock.AsFunction()});
+  const std::vector<KeyValue> items = {{"a", "alpha"}, {"b", ""}, {"c", "gamma"}};
+  REQUIRE(backend->MultiSet(items, kForever).ok());
+  REQUIRE(Set(*backend, "brief", "b", absl::Seconds(1)).ok());
+  clock.Advance(absl::Seconds(1));
+
+  const std::vector<std::string_view> keys = {"c", "missing", "a", "b", "brief", "a", ""};
+  const std::vector<std::optional<std::string>> each = testing::GetEach(*backend, keys);
+  CHECK(each == std::vector<std::optional<std::string>>{"gamma", std::nullopt, "alpha", "",
+                                                        std::nullopt, "alpha", std::nullopt});
+  MemoryBackendStats stats = backend->Stats();
+  CHECK(stats.hits == 4);
+  CHECK(stats.misses == 3);
+  CHECK(stats.expirations == 1);
+  CHECK(stats.items == 3);
+
+  const absl::StatusOr<std::vector<std::optional<std::string>>> values = backend->MultiGet(keys);
+  REQUIRE(values.ok());
+  CHECK(*values == each);
+  stats = backend->Stats();
+  CHECK(stats.hits == 8);
+  CHECK(stats.misses == 6);
+
+  CHECK(testing::GetEach(*backend, {}).empty());
+}
+
+TEST_CASE("MultiGetEach hands over the stored bytes themselves, not a copy") {
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend();
+  REQUIRE(Set(*backend, "k", std::string(1000, 'v')).ok());
+  const std::string_view key = "k";
+  std::vector<const char*> seen;
+  for (int call = 0; call < 2; ++call) {
+    REQUIRE(backend
+                ->MultiGetEach({&key, 1},
+                               [&](std::size_t, std::optional<ItemView> item) {
+                                 REQUIRE(item.has_value());
+                                 seen.push_back(item->value.data());
+                                 return absl::OkStatus();
+                               })
+                .ok());
+  }
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == seen[1]);
+}
+
+TEST_CASE("bytes handed over by MultiGetEach stay valid while held, whatever befalls the key") {
+  // One shard that holds two 2 KiB items: a third evicts the least recently used.
+  const MemoryBackendOptions options = SingleShardFor(2, 2048);
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend(options);
+  const std::string first(2048, 'a');
+  REQUIRE(Set(*backend, "overwritten", first).ok());
+  REQUIRE(Set(*backend, "deleted", std::string(2048, 'd')).ok());
+
+  const std::vector<std::string_view> keys = {"overwritten", "deleted"};
+  std::vector<ItemView> held;
+  REQUIRE(backend
+              ->MultiGetEach(keys,
+                             [&](std::size_t, std::optional<ItemView> item) {
+                               REQUIRE(item.has_value());
+                               held.push_back(*std::move(item));
+                               return absl::OkStatus();
+                             })
+              .ok());
+  REQUIRE(held.size() == 2);
+
+  REQUIRE(Set(*backend, "overwritten", std::string(2048, 'b')).ok());
+  const std::string_view deleted = "deleted";
+  REQUIRE(backend->Delete({&deleted, 1}).ok());
+  REQUIRE(Set(*backend, "filler-1", std::string(2048, 'f')).ok());
+  REQUIRE(Set(*backend, "filler-2", std::string(2048, 'g')).ok());  // evicts "overwritten"
+  CHECK(Get(*backend, "overwritten") == std::nullopt);
+  CHECK(backend->Stats().evictions >= 1);
+
+  CHECK(held[0].value == first);
+  CHECK(held[1].value == std::string(2048, 'd'));
+}
+
+TEST_CASE("a sink error stops MultiGetEach, which returns it, and the backend works on") {
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend();
+  REQUIRE(
+      backend->MultiSet(std::vector<KeyValue>{{"a", "1"}, {"b", "2"}, {"c", "3"}}, kForever).ok());
+  const std::vector<std::string_view> keys = {"a", "b", "c"};
+  std::vector<std::size_t> indexes;
+  const absl::Status status =
+      backend->MultiGetEach(keys, [&](std::size_t index, std::optional<ItemView>) {
+        indexes.push_back(index);
+        return index == 1 ? absl::CancelledError("enough") : absl::OkStatus();
+      });
+  CHECK(status == absl::CancelledError("enough"));
+  CHECK(indexes == std::vector<std::size_t>{0, 1});
+  CHECK(backend->Stats().hits == 2);  // "c" was not looked up
+  CHECK(testing::GetEach(*backend, keys) == std::vector<std::optional<std::string>>{"1", "2", "3"});
+}
+
+TEST_CASE("MultiGetEach calls its sink with no lock held, so the sink may use the backend") {
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend({.shards = 1});
+  REQUIRE(Set(*backend, "k", "old").ok());
+  const std::string_view key = "k";
+  std::optional<std::string> inside;
+  REQUIRE(backend
+              ->MultiGetEach({&key, 1},
+                             [&](std::size_t, std::optional<ItemView> item) {
+                               REQUIRE(Set(*backend, "k", "new").ok());  // same shard
+                               inside = Get(*backend, "k");
+                               CHECK(item->value == "old");
+                               return absl::OkStatus();
+                             })
+              .ok());
+  CHECK(inside == "new");
 }
 
 TEST_CASE("binary keys and values round-trip byte for byte") {
@@ -672,6 +786,76 @@ TEST_CASE("exactly one of many racing SetIfAbsent calls wins each key", "[concur
   }
   CHECK(keys_with_one_winner == kKeys);
   CHECK(backend->Stats().sets == kKeys);
+}
+
+TEST_CASE("readers of MultiGetEach keep unchanged bytes while writers overwrite the keys",
+          "[concurrency]") {
+  constexpr int kReaders = 4;
+  constexpr int kWriters = 4;
+  constexpr int kOpsPerThread = 5000;
+  constexpr int kKeys = 16;
+  const MemoryBackendOptions options = {
+      .capacity_bytes = 16 << 10, .max_item_size = 2 << 10, .shards = 2};
+  const std::shared_ptr<MemoryBackend> backend = NewMemoryBackend(options);
+  std::vector<std::string> keys;
+  for (int i = 0; i < kKeys; ++i) keys.push_back(absl::StrCat("key-", i));
+
+  std::atomic<int> wrong_values{0};
+  std::atomic<int> changed_values{0};
+  std::atomic<int> errors{0};
+  std::latch start(kReaders + kWriters);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kWriters; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      start.arrive_and_wait();
+      for (int op = 0; op < kOpsPerThread; ++op) {
+        const std::string_view key = keys[rng() % kKeys];
+        const std::string value = ValueFor(key, t, rng() % (options.max_item_size / 2));
+        if (rng() % 8 == 0) {
+          if (!backend->Delete({&key, 1}).ok()) ++errors;
+        } else if (!Set(*backend, key, value).ok()) {
+          ++errors;
+        }
+      }
+    });
+  }
+  for (int t = 0; t < kReaders; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(kWriters + t);
+      start.arrive_and_wait();
+      // Items held across calls, with a copy of their bytes taken when handed over.
+      std::vector<std::pair<ItemView, std::string>> held;
+      for (int op = 0; op < kOpsPerThread; ++op) {
+        std::vector<std::string_view> wanted;
+        for (int i = 1 + rng() % 8; i > 0; --i) wanted.push_back(keys[rng() % kKeys]);
+        std::size_t next = 0;
+        const absl::Status status =
+            backend->MultiGetEach(wanted, [&](std::size_t index, std::optional<ItemView> item) {
+              if (index != next++) ++wrong_values;
+              if (!item.has_value()) return absl::OkStatus();
+              if (!BelongsTo(item->value, wanted[index])) ++wrong_values;
+              if (held.size() < 64) held.emplace_back(*item, std::string(item->value));
+              return absl::OkStatus();
+            });
+        if (!status.ok() || next != wanted.size()) ++errors;
+        if (op % 100 == 99) {
+          for (const auto& [item, copy] : held) {
+            if (item.value != copy) ++changed_values;
+          }
+          held.clear();
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+
+  CHECK(wrong_values == 0);
+  CHECK(changed_values == 0);
+  CHECK(errors == 0);
+  const MemoryBackendStats stats = backend->Stats();
+  CHECK(stats.hits > 0);
+  CHECK(stats.bytes <= options.capacity_bytes);
 }
 
 }  // namespace

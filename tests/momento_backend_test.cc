@@ -10,17 +10,23 @@
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "backend_calls.h"
 #include "catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "fixtures/hostile_http.h"
+#include "fixtures/loopback.h"
 #include "fixtures/momento_emulator.h"
 #include "test_util.h"
 
@@ -701,6 +707,172 @@ using testing::HostileHttpServer;
 using testing::HostileScript;
 using testing::HttpResponse;
 
+TEST_CASE("MultiGetEach hands over what MultiGet returns, in key order, however replies arrive") {
+  MomentoEmulator emulator;
+  MomentoBackendOptions options = OptionsFor(emulator);
+  options.max_attempts = 20;
+  auto backend = Connect(options);
+  std::vector<KeyValue> items;
+  std::vector<std::string> names, values;
+  for (int i = 0; i < 12; ++i) {
+    names.push_back(absl::StrCat("key-", i));
+    values.push_back(i == 3 ? "" : absl::StrCat("value-", i, std::string(i * 1000, 'v')));
+  }
+  for (int i = 0; i < 12; ++i) items.push_back({names[i], values[i]});
+  REQUIRE(backend->MultiSet(items, absl::Seconds(60)).ok());
+  REQUIRE(backend->MultiSet({{"brief", "b"}}, absl::Seconds(1)).ok());
+  emulator.AdvanceClock(2);
+
+  std::vector<std::string_view> keys(names.begin(), names.end());
+  keys.insert(keys.begin() + 2, "absent");
+  keys.insert(keys.begin() + 7, "brief");  // expired
+  const absl::StatusOr<std::vector<std::optional<std::string>>> expected = backend->MultiGet(keys);
+  REQUIRE(expected.ok());
+  CHECK((*expected)[2] == std::nullopt);
+  CHECK((*expected)[7] == std::nullopt);
+  CHECK(testing::GetEach(*backend, keys) == *expected);
+
+  // Random delays, throttling and server errors finish the requests in a shuffled order.
+  emulator.SetFaults(
+      {.throttle_rate = 0.2, .error_rate = 0.1, .delay_rate = 0.5, .delay_ms = 30, .seed = 7});
+  for (int round = 0; round < 3; ++round) CHECK(testing::GetEach(*backend, keys) == *expected);
+  CHECK(backend->Stats().retries > 0);
+  emulator.ClearFaults();
+  CHECK(testing::GetEach(*backend, {}).empty());
+  CHECK(backend->Stats().errors == 0);
+}
+
+// A Momento stand-in that answers each GET after a delay chosen by its key, so that a test
+// decides in which order replies arrive: a key listed in `replies` is answered with its value (a
+// miss if none) after its delay, any other key at once with a miss. One request per connection.
+class KeyedDelayServer {
+ public:
+  struct Reply {
+    absl::Duration delay;
+    std::optional<std::string> value;
+  };
+
+  explicit KeyedDelayServer(std::map<std::string, Reply> replies)
+      : replies_(std::move(replies)), server_("keyed_delay", [this](int fd, int) { Serve(fd); }) {}
+
+  std::string endpoint() const { return absl::StrCat("http://127.0.0.1:", server_.port()); }
+  int requests() const { return requests_.load(); }
+  // Connections still being served: a request abandoned by the client ends its own at once.
+  int open_connections() const { return server_.open_connections(); }
+
+ private:
+  void Serve(int fd) {
+    std::string head;
+    while (head.find("\r\n\r\n") == std::string::npos) {
+      if (server_.stopping() || !server_.Read(fd, &head, 4096).has_value()) return;
+    }
+    ++requests_;
+    // "GET /cache/c?key=NAME HTTP/1.1": the tests' keys need no percent-encoding.
+    const std::size_t from = head.find("key=") + 4;
+    const std::string key = head.substr(from, head.find(' ', from) - from);
+    Reply reply{absl::ZeroDuration(), std::nullopt};
+    if (const auto it = replies_.find(key); it != replies_.end()) reply = it->second;
+    const auto delay = std::chrono::milliseconds(absl::ToInt64Milliseconds(reply.delay));
+    if (delay.count() > 0 &&
+        !server_.Pause(fd, delay, testing::LoopbackServer::Pausing::kDiscardInput)) {
+      return;  // the client gave up on this request
+    }
+    const std::string close = "Connection: close\r\n";
+    server_.Write(fd, reply.value.has_value() ? HttpResponse(200, *reply.value, close)
+                                              : HttpResponse(404, "Key Not Found", close));
+  }
+
+  const std::map<std::string, Reply> replies_;
+  std::atomic<int> requests_{0};
+  testing::LoopbackServer server_;  // last: its threads use the members above
+};
+
+TEST_CASE("MultiGetEach hands an item over as soon as it and every one before it arrived") {
+  KeyedDelayServer server({{"first", {absl::ZeroDuration(), "1"}},
+                           {"slow", {absl::Milliseconds(600), "2"}},
+                           {"quick", {absl::ZeroDuration(), "3"}},
+                           {"quick-miss", {absl::ZeroDuration(), std::nullopt}}});
+  auto backend = Connect({.endpoint = server.endpoint(), .cache_name = "c", .api_key = kApiKey});
+  const std::vector<std::string_view> keys = {"first", "slow", "quick", "quick-miss"};
+  std::vector<std::size_t> order;
+  std::vector<std::optional<std::string>> got;
+  std::vector<absl::Duration> when;
+  const absl::Time start = absl::Now();
+  const absl::Status status =
+      backend->MultiGetEach(keys, [&](std::size_t index, std::optional<ItemView> item) {
+        when.push_back(absl::Now() - start);
+        order.push_back(index);
+        got.push_back(item.has_value() ? std::optional<std::string>(item->value) : std::nullopt);
+        return absl::OkStatus();
+      });
+  INFO(status.ToString());
+  REQUIRE(status.ok());
+  CHECK(order == std::vector<std::size_t>{0, 1, 2, 3});
+  CHECK(got == std::vector<std::optional<std::string>>{"1", "2", "3", std::nullopt});
+  REQUIRE(when.size() == 4);
+  CHECK(when[0] < absl::Milliseconds(300));   // before the slow one came
+  CHECK(when[1] >= absl::Milliseconds(590));  // the quick ones after it waited for it
+  CHECK(when[2] >= when[1]);
+  CHECK(server.requests() == 4);
+}
+
+TEST_CASE("a sink error stops MultiGetEach at once, abandoning the requests in flight") {
+  KeyedDelayServer server({{"first", {absl::ZeroDuration(), "1"}},
+                           {"slow", {absl::Seconds(3), "2"}},
+                           {"slower", {absl::Seconds(4), "3"}}});
+  // One pooled session: the next calls reuse the one the stopped call used.
+  auto backend = Connect(
+      {.endpoint = server.endpoint(), .cache_name = "c", .api_key = kApiKey, .pool_size = 1});
+  const std::vector<std::string_view> keys = {"first", "slow", "slower"};
+  std::vector<std::size_t> order;
+  const absl::Time start = absl::Now();
+  const absl::Status status = backend->MultiGetEach(keys, [&](std::size_t index, auto) {
+    order.push_back(index);
+    return absl::CancelledError("the reader has enough");
+  });
+  const absl::Duration took = absl::Now() - start;
+  CHECK(status == absl::CancelledError("the reader has enough"));
+  CHECK(order == std::vector<std::size_t>{0});
+  CHECK(took < absl::Seconds(1));
+  CHECK(backend->Stats().errors == 0);  // the reader's error, not the backend's
+
+  // The abandoned requests' connections were closed, not left waiting for their replies.
+  const absl::Time wait_until = absl::Now() + absl::Seconds(2);
+  while (server.open_connections() > 0 && absl::Now() < wait_until) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  CHECK(server.open_connections() == 0);
+
+  // The session works on, for both kinds of read.
+  CHECK(testing::GetEach(*backend, {"first", "absent"}) ==
+        std::vector<std::optional<std::string>>{"1", std::nullopt});
+  const absl::StatusOr<std::vector<std::optional<std::string>>> values =
+      backend->MultiGet({"first"});
+  REQUIRE(values.ok());
+  CHECK((*values)[0] == "1");
+}
+
+TEST_CASE("MultiGetEach refuses a reply over max_item_size and hands nothing over for it") {
+  MomentoEmulator emulator;
+  auto backend = Connect(OptionsFor(emulator));
+  MomentoBackendOptions roomy = OptionsFor(emulator);
+  roomy.max_item_size = 2 << 20;
+  REQUIRE(
+      Connect(roomy)
+          ->MultiSet({{"small", "s"}, {"big", std::string((1 << 20) + 1, 'x')}}, absl::Seconds(60))
+          .ok());
+  std::vector<std::size_t> order;
+  const std::vector<std::string_view> keys = {"small", "big", "small"};
+  const absl::Status status = backend->MultiGetEach(keys, [&](std::size_t index, auto) {
+    order.push_back(index);
+    return absl::OkStatus();
+  });
+  INFO(status.ToString());
+  CHECK(status.code() == absl::StatusCode::kResourceExhausted);
+  CHECK(order.size() <= 1);  // "small" if it came before "big" failed; never "big" nor after it
+  CHECK(testing::GetEach(*backend, {"small"}) == std::vector<std::optional<std::string>>{"s"});
+}
+
 // A server that accepts connections, reads the requests and never answers.
 HostileScript Silent() { return HostileScript().Hang(); }
 
@@ -731,7 +903,7 @@ TEST_CASE("ScopedCallDeadline bounds every Momento call; the status names the de
   auto backend = Connect({.endpoint = server.endpoint(), .cache_name = "c", .api_key = kApiKey});
   const std::vector<std::string_view> keys = {"a", "b", "c"};
   const std::vector<KeyValue> items = {{"a", "1"}, {"b", "2"}};
-  for (const char* const operation : {"MultiGet", "MultiSet", "Delete"}) {
+  for (const char* const operation : {"MultiGet", "MultiGetEach", "MultiSet", "Delete"}) {
     CAPTURE(operation);
     const absl::Time start = absl::Now();
     absl::Status status;
@@ -739,6 +911,11 @@ TEST_CASE("ScopedCallDeadline bounds every Momento call; the status names the de
       const ScopedCallDeadline deadline(start + absl::Milliseconds(200));
       if (operation == std::string_view("MultiGet")) {
         status = backend->MultiGet(keys).status();
+      } else if (operation == std::string_view("MultiGetEach")) {
+        status = backend->MultiGetEach(keys, [](std::size_t, std::optional<ItemView>) {
+          FAIL_CHECK("nothing arrived to hand over");
+          return absl::OkStatus();
+        });
       } else if (operation == std::string_view("MultiSet")) {
         status = backend->MultiSet(items, absl::Seconds(10));
       } else {

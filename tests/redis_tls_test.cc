@@ -6,7 +6,9 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <utility>
@@ -177,6 +179,60 @@ TEST_CASE("over TLS, a reply larger than the values asked for is refused, not bu
   CHECK(absl::IsResourceExhausted(status));
   // The connection that saw it is dropped; the next call works on a new one.
   REQUIRE(backend->MultiSet({{"small", "v"}}, absl::Seconds(5)).ok());
+  CHECK(backend->Stats().connection_failures == 1);
+}
+
+// Over TLS too, MultiGetEach hands each item over as its reply is parsed: MultiGet's answer,
+// large items included; a sink that stops early leaves no reply to be read by the next call; an
+// item larger than max_item_size ends the call after the items before it.
+TEST_CASE("over TLS, MultiGetEach hands over MultiGet's answer and stops cleanly") {
+  RedisServer server(GoodServer());
+  RedisBackendOptions options = TrustTestCa(UrlWithPassword(server));
+  options.pool_size = 1;  // every call takes the same pooled connection, if it is fit for use
+  auto backend = Connect(options);
+  std::vector<std::string> names, values;
+  for (int i = 0; i < 6; ++i) {
+    names.push_back("{tls}" + std::to_string(i));
+    values.push_back(std::string(std::size_t{1} << 20, static_cast<char>('a' + i)));
+    const KeyValue item{names.back(), values.back()};
+    REQUIRE(backend->MultiSet({&item, 1}, absl::Minutes(1)).ok());
+  }
+  names.insert(names.begin() + 2, "{tls}absent");
+  const std::vector<std::string_view> keys(names.begin(), names.end());
+  absl::StatusOr<std::vector<std::optional<std::string>>> expected = backend->MultiGet(keys);
+  REQUIRE(expected.ok());
+  // Each index once, in order; `stop_after`: the sink stops there.
+  const auto get_each = [&](std::size_t stop_after) {
+    std::vector<std::optional<std::string>> got;
+    const absl::Status status =
+        backend->MultiGetEach(keys, [&](std::size_t i, std::optional<ItemView> item) {
+          CHECK(i == got.size());
+          got.push_back(item.has_value() ? std::optional<std::string>(item->value) : std::nullopt);
+          return i == stop_after ? absl::CancelledError("enough") : absl::OkStatus();
+        });
+    return std::make_pair(status, got);
+  };
+  const auto [status, got] = get_each(keys.size());
+  INFO(status.ToString());
+  REQUIRE(status.ok());
+  CHECK(got == *expected);
+
+  const auto [stopped, first] = get_each(1);
+  CHECK(absl::IsCancelled(stopped));
+  CHECK(first.size() == 2);
+  const std::string_view later[] = {keys[5], keys[6]};
+  CHECK(*backend->MultiGet(later) == std::vector<std::optional<std::string>>{values[4], values[5]});
+
+  // A reply over max_item_size, after the first item (stored by a backend allowing larger ones).
+  RedisBackendOptions larger = options;
+  larger.max_item_size = std::size_t{2} << 20;
+  const KeyValue big{"{tls}1", std::string((std::size_t{1} << 20) + 4096, 'x')};
+  REQUIRE(Connect(larger)->MultiSet({&big, 1}, absl::Minutes(1)).ok());
+  const auto [too_big, before] = get_each(keys.size());
+  INFO(too_big.ToString());
+  CHECK(absl::IsResourceExhausted(too_big));
+  CHECK(before == std::vector<std::optional<std::string>>{values[0]});
+  CHECK(*backend->MultiGet(later) == std::vector<std::optional<std::string>>{values[4], values[5]});
   CHECK(backend->Stats().connection_failures == 1);
 }
 

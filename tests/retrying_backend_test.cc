@@ -15,11 +15,13 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "backend_calls.h"
@@ -341,6 +343,111 @@ TEST_CASE("a call gives up rather than sleep past the caller's deadline (CallDea
   // own 5 s.
   CHECK(took < absl::Milliseconds(200) + absl::Milliseconds(100));
   CHECK(CallDeadline() == absl::InfiniteFuture());  // the scope ended
+}
+
+// Each MultiGetEach hands over the first `good` items (all "v") and then, if keys are left, fails
+// with `failure`. Counts the calls; MultiGet is never expected.
+class FailingMidwayBackend : public Backend {
+ public:
+  FailingMidwayBackend(std::size_t good, absl::Status failure)
+      : good_(good), failure_(std::move(failure)) {}
+
+  std::size_t max_item_size() const override { return 777; }
+  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view>) override {
+    ++multi_gets;
+    return absl::InternalError("MultiGet was not expected");
+  }
+  absl::Status MultiGetEach(absl::Span<const std::string_view> keys,
+                            const ItemSink& sink) override {
+    ++multi_get_eachs;
+    static const auto kValue = std::make_shared<const std::string>("v");
+    for (std::size_t i = 0; i < std::min(good_, keys.size()); ++i) {
+      if (absl::Status s = sink(i, ItemView{*kValue, kValue}); !s.ok()) return s;
+    }
+    return good_ < keys.size() ? failure_ : absl::OkStatus();
+  }
+  absl::Status MultiSet(absl::Span<const KeyValue>, absl::Duration) override {
+    return absl::OkStatus();
+  }
+  absl::Status Delete(absl::Span<const std::string_view>) override { return absl::OkStatus(); }
+
+  std::atomic<int> multi_gets{0}, multi_get_eachs{0};
+
+ private:
+  const std::size_t good_;
+  const absl::Status failure_;
+};
+
+TEST_CASE("MultiGetEach is retried while nothing has been handed over") {
+  FakeClock clock;
+  FakeSleep sleep(&clock);
+  // The default MultiGetEach of the inner backend reads with MultiGet: fails twice, then answers.
+  auto inner = std::make_shared<ScriptedBackend>(
+      std::vector<absl::Status>{absl::UnavailableError("down"), absl::UnavailableError("down")});
+  REQUIRE(Set(inner->memory(), "a", "1").ok());
+  auto retrying = MakeRetrying(inner, FakeTimeOptions(&clock, &sleep, {.max_attempts = 3}));
+  CHECK(testing::GetEach(*retrying, {"a", "b"}) ==
+        std::vector<std::optional<std::string>>{"1", std::nullopt});
+  CHECK(inner->calls() == 3);
+  CHECK(retrying->Stats().succeeded_after_retry == 1);
+
+  auto failing = std::make_shared<FailingMidwayBackend>(0, absl::UnavailableError("down"));
+  retrying = MakeRetrying(failing, FakeTimeOptions(&clock, &sleep, {.max_attempts = 3}));
+  const absl::Status status = retrying->MultiGetEach(std::vector<std::string_view>{"a"},
+                                                     [](std::size_t, std::optional<ItemView>) {
+                                                       FAIL_CHECK("nothing should be handed over");
+                                                       return absl::OkStatus();
+                                                     });
+  CHECK(status.code() == absl::StatusCode::kUnavailable);
+  CHECK(absl::StrContains(status.message(), "MultiGetEach gave up after 3 attempts"));
+  CHECK(failing->multi_get_eachs == 3);
+  CHECK(failing->multi_gets == 0);
+}
+
+TEST_CASE("a MultiGetEach failure after the first item is returned as is, not retried") {
+  FakeClock clock;
+  FakeSleep sleep(&clock);
+  const absl::Status failure = absl::UnavailableError("lost the connection midway");
+  auto inner = std::make_shared<FailingMidwayBackend>(1, failure);
+  auto retrying = MakeRetrying(inner, FakeTimeOptions(&clock, &sleep, {.max_attempts = 5}));
+  std::vector<std::size_t> indexes;
+  const absl::Status status = retrying->MultiGetEach(std::vector<std::string_view>{"a", "b", "c"},
+                                                     [&](std::size_t index, auto) {
+                                                       indexes.push_back(index);
+                                                       return absl::OkStatus();
+                                                     });
+  CHECK(status == failure);
+  CHECK(indexes == std::vector<std::size_t>{0});
+  CHECK(inner->multi_get_eachs == 1);
+  CHECK(inner->multi_gets == 0);
+  CHECK(sleep.sleeps().empty());
+  const RetryingBackendStats stats = retrying->Stats();
+  CHECK(stats.calls == 1);
+  CHECK(stats.retries == 0);
+  CHECK(stats.gave_up == 0);
+}
+
+TEST_CASE("a sink's error is returned as is and never retried, whatever its code") {
+  FakeClock clock;
+  FakeSleep sleep(&clock);
+  auto inner = std::make_shared<FailingMidwayBackend>(3, absl::OkStatus());
+  auto retrying = MakeRetrying(inner, FakeTimeOptions(&clock, &sleep, {.max_attempts = 5}));
+  const absl::Status mine = absl::UnavailableError("the reader's own, retryable-looking error");
+  int handed_over = 0;
+  const absl::Status status =
+      retrying->MultiGetEach(std::vector<std::string_view>{"a", "b"}, [&](std::size_t, auto) {
+        ++handed_over;
+        return mine;
+      });
+  CHECK(status == mine);
+  CHECK(handed_over == 1);
+  CHECK(inner->multi_get_eachs == 1);
+  CHECK(retrying->Stats().retries == 0);
+
+  // And the backend works on.
+  CHECK(testing::GetEach(*retrying, {"a", "b"}) ==
+        std::vector<std::optional<std::string>>{"v", "v"});
 }
 
 TEST_CASE("SetIfAbsent is forwarded once and never retried") {

@@ -1,9 +1,13 @@
 #include "internal/sharded_lru.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstddef>
+#include <future>
 #include <optional>
 #include <random>
 #include <string>
@@ -12,6 +16,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "internal/cpu_stripes.h"
+#include "internal/mutex.h"
 
 namespace chunkcache::internal {
 namespace {
@@ -262,6 +268,66 @@ TEMPLATE_TEST_CASE("concurrent lookups, inserts and erases keep the map whole an
   const typename L::Usage usage = lru.usage();
   CHECK(usage.charges == lru.bytes());
   CHECK(usage.entries <= static_cast<std::size_t>(kKeys));
+}
+
+// Runs `body` on a new thread pinned to `cpu` whose ThreadIndex() is `index` modulo 16 (burning
+// indices on threads of its own until it is); false if it could not be pinned.
+template <typename Body>
+bool OnCpuWithIndex(int cpu, std::size_t index, Body body) {
+  while (true) {
+    bool ran = false, pinned = false;
+    std::thread([&] {
+      if (ThreadIndex() % 16 != index % 16) return;
+      cpu_set_t only;
+      CPU_ZERO(&only);
+      CPU_SET(cpu, &only);
+      pinned = sched_setaffinity(0, sizeof(only), &only) == 0 && sched_getcpu() == cpu;
+      ran = true;
+      if (pinned) body();
+    }).join();
+    if (ran) return pinned;
+  }
+}
+
+TEST_CASE("readers on different CPUs lock different stripes, whatever their thread indices") {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  REQUIRE(sched_getaffinity(0, sizeof(allowed), &allowed) == 0);
+  std::vector<int> cpus;
+  for (int cpu = 0; cpu < CPU_SETSIZE && cpus.size() < 2; ++cpu) {
+    if (CPU_ISSET(cpu, &allowed)) cpus.push_back(cpu);
+  }
+  if (cpus.size() < 2) {
+    WARN("fewer than two CPUs: nothing to check");
+    return;
+  }
+  REQUIRE(cpus[0] % 16 != cpus[1] % 16);
+  // A reader on the first CPU holds its lock until the second has taken one: with stripes by
+  // thread index, the two (same index modulo 16) would share a mutex and the second would wait.
+  CpuSharedMutex mu;
+  std::promise<void> held, second_done;
+  const std::shared_future<void> done = second_done.get_future().share();
+  bool first_pinned = false;
+  std::thread first([&, done] {
+    first_pinned = OnCpuWithIndex(cpus[0], 0, [&] {
+      CpuReaderLock lock(&mu);
+      held.set_value();
+      done.wait_for(std::chrono::seconds(2));
+    });
+    if (!first_pinned) held.set_value();
+  });
+  held.get_future().wait();
+  bool second_pinned = false;
+  std::thread second([&] {
+    second_pinned = OnCpuWithIndex(cpus[1], 0, [&] { CpuReaderLock lock(&mu); });
+    second_done.set_value();
+  });
+  const bool in_time = done.wait_for(std::chrono::seconds(1)) == std::future_status::ready;
+  second.join();
+  first.join();
+  REQUIRE(first_pinned);
+  CHECK(second_pinned);
+  CHECK(in_time);
 }
 
 }  // namespace

@@ -72,7 +72,7 @@ ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5),
           "Time allowed for one backend call (Redis connect and command timeout, Momento "
           "deadline).");
 ABSL_FLAG(bool, compressed, false,
-          "get: write the stored zstd frame instead of the JSON (`zstd -d` decodes it).");
+          "get: write the stored zstd frames instead of the JSON (`zstd -d` decodes them).");
 ABSL_FLAG(std::string, output, "", "get: write to this file instead of stdout (also -o FILE).");
 ABSL_FLAG(int, count, 10, "bench-get: number of Gets (also -n N).");
 ABSL_FLAG(std::string, format, "text", "stats: output format, text, prometheus or emf.");
@@ -88,7 +88,7 @@ usage: chunkcache [flags] COMMAND ARGS...
 commands:
   put KEY FILE|-        store the JSON of FILE (- for stdin) under KEY
   get KEY [-o FILE]     write the JSON of KEY to stdout or FILE (--output=FILE);
-                        --compressed writes the stored zstd frame instead
+                        --compressed writes the stored zstd frames instead
   del KEY               remove KEY (absent keys are not an error)
   inspect KEY           describe what is stored under KEY: manifest, sizes, chunks, TTLs
   verify KEY            check every chunk and the checksum, then decode KEY
@@ -501,7 +501,10 @@ int Inspect(Context& context, const std::string& key) {
       "%-16s%.2fx\n", "ratio:",
       info->stored_size == 0 ? 0.0 : static_cast<double>(info->raw_size) / info->stored_size);
   context.out.Print("%-16s%d bytes\n", "chunk size:", info->chunk_size);
-  context.out.Print("%-16s%016x (xxh3-64 of the stored bytes)\n", "checksum:", info->checksum);
+  context.out.Print("%-16s%d of %d bytes (independent zstd frames)\n", "frames:", info->frame_count,
+                    info->frame_size);
+  context.out.Print("%-16s%016x (xxh3-64 of the %s)\n", "checksum:", info->checksum,
+                    info->format_version >= 3 ? "frame table" : "stored bytes");
   context.out.Print("%-16s%s (age %s)\n", "created:",
                     absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", info->created, absl::UTCTimeZone()),
                     WholeSeconds(now - info->created));

@@ -4,9 +4,12 @@
 //   {"op": "catalogue", "format": "auto"}
 //
 // format (how the answer fits Lambda's 6 MB buffered response limit):
-//   auto         the JSON, buffered when it fits, else streamed (default)
+//   auto         the JSON, buffered when it fits, else streamed (default); the first 6 MB are
+//                decoded before the first byte goes out
 //   json         the JSON, buffered; an error (not a platform 413) if it does not fit
-//   stream       the JSON with response streaming (chunked, up to 200 MB)
+//   stream       the JSON with response streaming (chunked, up to 200 MB), sent frame by frame
+//                as it is decoded (ChunkedCache::GetStream): the first byte goes out once the
+//                first frame (2 MiB of JSON) is decoded
 //   zstd-base64  {"encoding":"zstd","raw_size":N,"data":"<base64 of the zstd frame>"}, buffered:
 //                a 10 MB catalogue is ~3.8 MB this way; the client runs one zstd decompress
 //   manifest     the entry's manifest and chunk keys, for clients that fetch chunks themselves
@@ -29,21 +32,37 @@
 //                                   libcurl's built-in path
 //   AWS_LAMBDA_FUNCTION_NAME        the EMF dimension FunctionName
 //
+// "auto" and "stream" read the catalogue with GetStream; a miss (or an entry found unreadable
+// before anything went out) is loaded with GetOrLoad and sent whole, as "json" is. Once part of a
+// stream went out, a failure (a corrupt later frame, the entry replaced meanwhile) ends it with the
+// Lambda-Runtime-Function-Error-Type/-Body trailers: the invocation fails, never a cut JSON. After
+// a corrupt frame the next invocation reads through GetOrLoad, which drops the entry and loads it.
+//
 // Everything costly (backend connection, near cache) is created once, before the first /next.
-// One CloudWatch EMF line per invocation goes to stdout; log lines go to stderr. Started with any
-// of descriptors 0-2 closed, the bootstrap first puts /dev/null there, so that no file or socket
-// it opens later takes their numbers and receives its output.
+// One CloudWatch EMF line per invocation goes to stdout: the cache's counters since the previous
+// line, and the invocation's time_to_first_byte_ms (from the event's arrival to the first body
+// byte handed to the Runtime API; absent if no body went out) and response_ms (to the response
+// posted). Log lines go to stderr. Started with any of descriptors 0-2 closed, the bootstrap first
+// puts /dev/null there, so that no file or socket it opens later takes their numbers and receives
+// its output.
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
+#include "../common/piece_pump.h"
 #include "../common/standard_fds.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
@@ -57,8 +76,10 @@
 namespace {
 
 using chunkcache::Bytes;
+using chunkcache::examples::PiecePump;
 
 constexpr char kKey[] = "catalogue";
+constexpr char kEmfNamespace[] = "chunkcache/lambda";
 // Room kept below the buffered limit for a response envelope.
 constexpr std::size_t kBufferedRoom = lambda::kMaxBufferedResponse - 1024;
 
@@ -124,6 +145,13 @@ class CatalogueHandler {
     const std::string& format = request->format;
     if (format == "manifest") return Manifest(call);
     if (format == "zstd-base64") return ZstdBase64(call);
+    // After a stream found the stored entry corrupt, one invocation goes through GetOrLoad, which
+    // drops a corrupt entry and loads it again: streams alone would fail until it expired.
+    if ((format == "stream" || format == "auto") && !stored_suspect_.exchange(false)) {
+      if (std::optional<lambda::Response> streamed = Stream(format == "auto", call)) {
+        return *std::move(streamed);
+      }
+    }
     absl::StatusOr<Bytes> json = cache_.GetOrLoad(kKey, origin_, call);
     if (!json.ok()) return json.status();
     if (format == "stream" || (format == "auto" && (*json)->size() > kBufferedRoom)) {
@@ -145,6 +173,46 @@ class CatalogueHandler {
   }
 
  private:
+  // The stored catalogue through GetStream: streamed, its first frame in hand, or buffered if
+  // `buffer_if_fits` and all of it fits in a buffered response. Nullopt if nothing can be sent
+  // from it (a miss, an unreadable entry, a backend error): the caller loads.
+  std::optional<lambda::Response> Stream(bool buffer_if_fits, const chunkcache::CallOptions& call) {
+    auto pump = std::make_shared<PiecePump>([this, call](const chunkcache::PieceSink& sink) {
+      return cache_.GetStream(kKey, sink, call);
+    });
+    absl::StatusOr<std::string_view> first = pump->Next();
+    if (!first.ok() || first->empty()) return std::nullopt;
+    // The pieces: the one in hand (or, for "auto", what was read while it could still fit), then
+    // the pump's. A piece stays valid until the next call.
+    struct Pieces {
+      std::shared_ptr<PiecePump> pump;
+      std::string head;
+      std::string_view first;
+    };
+    auto pieces = std::make_shared<Pieces>();
+    if (buffer_if_fits && first->size() <= kBufferedRoom) {
+      std::string& head = pieces->head;
+      head = *first;
+      while (head.size() <= kBufferedRoom) {
+        absl::StatusOr<std::string_view> next = pump->Next();
+        if (!next.ok()) return std::nullopt;  // nothing went out yet: a load answers instead
+        if (next->empty()) return lambda::Response::Buffered(std::move(head));
+        head.append(*next);
+      }
+      first = std::string_view(head);
+    }
+    pieces->pump = std::move(pump);
+    pieces->first = *first;
+    lambda::Response response = lambda::Response::Streamed(nullptr);
+    response.next_piece = [pieces, this]() -> absl::StatusOr<std::string_view> {
+      if (!pieces->first.empty()) return std::exchange(pieces->first, std::string_view());
+      absl::StatusOr<std::string_view> next = pieces->pump->Next();
+      if (absl::IsDataLoss(next.status())) stored_suspect_.store(true);
+      return next;
+    };
+    return response;
+  }
+
   absl::StatusOr<lambda::Response> ZstdBase64(const chunkcache::CallOptions& call) {
     absl::StatusOr<chunkcache::CompressedPayload> zstd = cache_.GetCompressed(kKey);
     if (absl::IsNotFound(zstd.status())) {  // cold: load (once for all callers), then read it
@@ -185,7 +253,30 @@ class CatalogueHandler {
 
   chunkcache::ChunkedCache& cache_;
   const chunkcache::Loader origin_;
+  std::atomic<bool> stored_suspect_{false};  // a stream found the stored entry corrupt
 };
+
+// Adds the invocation's own figures, in milliseconds, to an EMF line of ToCloudWatchEmf: a
+// directive of their own (first in CloudWatchMetrics, in the same namespace and dimensions) and
+// their values at the top level. The line is returned as it was if it is not in that shape.
+std::string WithInvocationFigures(std::string line, absl::string_view metric_namespace,
+                                  absl::string_view dimension,
+                                  const std::vector<std::pair<std::string, double>>& figures) {
+  constexpr std::string_view kDirectives = "\"CloudWatchMetrics\":[";
+  const std::size_t at = line.find(kDirectives);
+  if (figures.empty() || at == std::string::npos || line.empty() || line.back() != '}') return line;
+  std::string names, values;
+  for (const auto& [name, value] : figures) {
+    absl::StrAppend(&names, names.empty() ? "" : ",", "{\"Name\":\"", name,
+                    "\",\"Unit\":\"Milliseconds\"}");
+    absl::StrAppendFormat(&values, ",\"%s\":%.3f", name, value);
+  }
+  line.insert(line.size() - 1, values);
+  line.insert(at + kDirectives.size(),
+              absl::StrCat("{\"Namespace\":\"", metric_namespace, "\",\"Dimensions\":[[\"",
+                           dimension, "\"]],\"Metrics\":[", names, "]},"));
+  return line;
+}
 
 }  // namespace
 
@@ -214,9 +305,19 @@ int main() {
             const chunkcache::CacheStats now = cache_for_emf->Stats();
             absl::StatusOr<std::string> line =
                 chunkcache::ToCloudWatchEmf(chunkcache::StatsDelta(now, last_stats),
-                                            {.metric_namespace = "chunkcache/lambda",
+                                            {.metric_namespace = kEmfNamespace,
                                              .dimensions = {{"FunctionName", function_name}}});
             last_stats = now;
+            if (line.ok()) {
+              std::vector<std::pair<std::string, double>> figures;
+              if (outcome.time_to_first_byte != absl::InfiniteDuration()) {
+                figures.emplace_back("time_to_first_byte_ms",
+                                     absl::ToDoubleMilliseconds(outcome.time_to_first_byte));
+              }
+              figures.emplace_back("response_ms", absl::ToDoubleMilliseconds(outcome.duration));
+              *line =
+                  WithInvocationFigures(*std::move(line), kEmfNamespace, "FunctionName", figures);
+            }
             if (line.ok()) {
               // A failed write (stdout closed or gone) loses metrics, not the invocation: said
               // once on stderr.

@@ -129,6 +129,8 @@ class StreamSource {
 
   const absl::Status& error() const { return error_; }
   std::size_t sent() const { return sent_; }
+  // When libcurl took the body's first byte; InfiniteFuture() before.
+  absl::Time first_byte() const { return first_byte_; }
 
  private:
   std::size_t Fill(char* buffer, std::size_t room) {
@@ -136,6 +138,7 @@ class StreamSource {
     const std::size_t n = std::min(room, current_.size());
     std::copy_n(current_.data(), n, buffer);
     current_.remove_prefix(n);
+    if (sent_ == 0 && n > 0) first_byte_ = absl::Now();
     sent_ += n;
     return n;  // 0 ends the body
   }
@@ -170,6 +173,7 @@ class StreamSource {
   std::string_view current_;
   std::size_t offset_ = 0;
   std::size_t sent_ = 0;
+  absl::Time first_byte_ = absl::InfiniteFuture();
   bool done_ = false;
   absl::Status error_;
 };
@@ -303,7 +307,7 @@ class Runtime::Impl {
         setenv("_X_AMZN_TRACE_ID", invocation->trace_id.c_str(), 1);
       }
       const absl::Time start = absl::Now();
-      Outcome outcome = Serve(easy.get(), handler, *invocation, oversize_event);
+      Outcome outcome = Serve(easy.get(), handler, *invocation, oversize_event, start);
       outcome.duration = absl::Now() - start;
       if (options_.after_invocation) options_.after_invocation(*invocation, outcome);
     }
@@ -395,8 +399,9 @@ class Runtime::Impl {
     return invocation;
   }
 
+  // `start`: when /next answered, for Outcome::time_to_first_byte.
   Outcome Serve(CURL* easy, const Handler& handler, const Invocation& invocation,
-                bool oversize_event) {
+                bool oversize_event, absl::Time start) {
     Outcome outcome;
     absl::StatusOr<Response> response = [&]() -> absl::StatusOr<Response> {
       if (oversize_event) {
@@ -445,11 +450,13 @@ class Runtime::Impl {
       StreamSource source(*response, options_.stream_piece);
       posted = PostStream(stream_easy.get(), prefix + "/response", *response, source, reply);
       outcome.response_bytes = source.sent();
+      if (source.sent() > 0) outcome.time_to_first_byte = source.first_byte() - start;
       if (posted.ok()) posted = source.error();
     } else {
       const std::string_view body =
           response->body != nullptr ? std::string_view(*response->body) : std::string_view();
       HeaderList headers = Headers({"Content-Type: " + response->content_type});
+      if (!body.empty()) outcome.time_to_first_byte = absl::Now() - start;
       posted = Post(easy, prefix + "/response", body, headers.get(), reply);
       outcome.response_bytes = body.size();
     }

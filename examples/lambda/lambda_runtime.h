@@ -54,9 +54,10 @@ struct Response {
   // Send with response streaming (chunked transfer encoding, up to Lambda's 200 MB soft limit)
   // instead of buffered (6 MB at most).
   bool streaming = false;
-  // For streaming: pieces of the body produced on the fly, until an empty view (the end). An
-  // error ends the stream and is reported in the Lambda-Runtime-Function-Error-Type/-Body
-  // trailers. Empty: `body` is streamed.
+  // For streaming: pieces of the body produced on the fly, until an empty view (the end); a piece
+  // must stay valid until the next call. An error ends the stream and is reported in the
+  // Lambda-Runtime-Function-Error-Type/-Body trailers, so the invocation fails even after part of
+  // the body went out. Empty: `body` is streamed.
   std::function<absl::StatusOr<std::string_view>()> next_piece;
 
   static Response Buffered(std::string body, std::string content_type = "application/json");
@@ -72,6 +73,10 @@ struct Outcome {
   bool streamed = false;  // sent with response streaming
   std::size_t response_bytes = 0;
   absl::Duration duration;  // from /next's answer to the response posted
+  // From /next's answer to the first byte of the body handed to the Runtime API connection: a
+  // streamed body's first piece read by libcurl, a buffered body's POST starting. Infinite if no
+  // body byte went out (an /error, an empty body).
+  absl::Duration time_to_first_byte = absl::InfiniteDuration();
 };
 
 struct RuntimeOptions {

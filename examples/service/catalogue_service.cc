@@ -2,19 +2,25 @@
 // answers GET /catalogue from a ChunkedCache in front of a slow origin.
 //
 //   catalogue_service [--port=8080] [--bind=127.0.0.1] [--backend=memory://|redis://host:port]
-//                     [--catalogue_mb=10] [--origin_delay=200ms] [--threads=32]
+//                     [--catalogue_mb=10] [--origin_delay=200ms] [--l1_mb=64] [--threads=32]
 //                     [--max_connections=1024] [--idle_timeout=5s] [--header_timeout=10s]
 //                     [--send_timeout=10s] [--linger=1s] [--max_connection_age=5m]
 //   catalogue_service --help      every flag with its default
 //
 //   GET /catalogue   the catalogue JSON; zstd as stored in the cache if Accept-Encoding has zstd
-//   GET /metrics     Prometheus text: the cache's counters and latencies, plus the origin loads
+//   GET /metrics     Prometheus text: the cache's counters and latencies, the origin loads, and
+//                    the time to the first and to the last byte of /catalogue's replies
 //   GET /healthz     "ok"
 //
 // What to copy into your own service is marked "Service pattern:" below: the cache is created once
 // at start-up, the loader owns what it uses, a client that accepts zstd gets the stored frame
-// without a decode, the cached bytes go to the socket without a copy, and /metrics renders
-// cache.Stats().
+// without a decode, a stored entry is streamed as it is decoded (ChunkedCache::GetStream, chunked
+// transfer encoding: the first 2 MiB frame goes out before the rest is decoded), a loaded one goes
+// to the socket from the cached bytes without a copy, and /metrics renders cache.Stats().
+//
+// A streamed reply that fails after its head went out (a corrupt later frame, the entry replaced
+// meanwhile) is cut off: the connection closes without the chunked body's last chunk, so the client
+// sees an incomplete reply, never a complete-looking wrong one.
 //
 // HTTP is cpp-httplib's: parsing, routing, writing replies. httplib serves each connection on a
 // thread of its pool, and its timeouts bound each read and write, not a stage of a connection: a
@@ -22,7 +28,9 @@
 // connection is closed neither to make room for a new one nor at shutdown (stop() waits out its
 // keep-alive timeout). So BoundedServer below takes over httplib's loop over a connection's
 // requests and bounds every stage (see ServerLimits). A connection still holds a thread while it
-// is open, so the pool has max_connections threads.
+// is open, so the pool has max_connections threads. A streamed reply decodes its first frame in
+// its handler's turn (--threads) and the rest on a thread of its own while it is written, one frame
+// ahead of the client at most, as bounded as any write (send_timeout, one reply per connection).
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -37,6 +45,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -57,6 +66,7 @@
 #include <vector>
 
 #include "../common/flags_help.h"
+#include "../common/piece_pump.h"
 #include "../common/standard_fds.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/cleanup/cleanup.h"
@@ -69,6 +79,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
@@ -89,6 +100,9 @@ ABSL_FLAG(
 ABSL_FLAG(double, catalogue_mb, 10, "Size of the catalogue the origin produces, in MiB (> 0).");
 ABSL_FLAG(absl::Duration, origin_delay, absl::Milliseconds(200),
           "How long one origin load takes (the database and GraphQL layer it stands in for).");
+ABSL_FLAG(int, l1_mb, 64,
+          "Near cache (L1) size in MiB; 0 turns it off. A streamed reply is sent from it in one "
+          "piece when it holds the catalogue (loads fill it, streams do not).");
 ABSL_FLAG(int, threads, 32, "Requests handled at once; more wait for a turn.");
 ABSL_FLAG(int, max_connections, 1024,
           "Connections open at once, each served by a thread of its own. At the limit an idle "
@@ -110,6 +124,7 @@ ABSL_FLAG(absl::Duration, max_connection_age, absl::Minutes(5),
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using chunkcache::examples::PiecePump;
 using chunkcache::internal::CondVar;
 using chunkcache::internal::Mutex;
 using chunkcache::internal::MutexLock;
@@ -148,6 +163,7 @@ struct Settings {
   std::string backend;
   double catalogue_mb = 0;
   absl::Duration origin_delay;
+  int l1_mb = 64;
   ServerLimits limits;
 };
 
@@ -169,6 +185,7 @@ absl::StatusOr<Settings> ReadFlags() {
                     .backend = absl::GetFlag(FLAGS_backend),
                     .catalogue_mb = absl::GetFlag(FLAGS_catalogue_mb),
                     .origin_delay = absl::GetFlag(FLAGS_origin_delay),
+                    .l1_mb = absl::GetFlag(FLAGS_l1_mb),
                     .limits = {.threads = absl::GetFlag(FLAGS_threads),
                                .max_connections = absl::GetFlag(FLAGS_max_connections),
                                .idle_timeout = absl::GetFlag(FLAGS_idle_timeout),
@@ -189,6 +206,10 @@ absl::StatusOr<Settings> ReadFlags() {
   if (!(settings.catalogue_mb > 0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--catalogue_mb=", settings.catalogue_mb, ": must be above 0"));
+  }
+  if (settings.l1_mb < 0 || settings.l1_mb > (1 << 20)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--l1_mb=", settings.l1_mb, ": 0 to 1048576 (1 TiB)"));
   }
   if (limits.threads < 1 || limits.max_connections < 1) {
     return absl::InvalidArgumentError(absl::StrCat("--threads=", limits.threads,
@@ -230,14 +251,15 @@ class Origin {
 };
 
 // Service pattern: the launch-night serving options (README "Serving through a spike").
-chunkcache::CacheOptions ServingOptions() {
+chunkcache::CacheOptions ServingOptions(int l1_mb) {
   return {
       .ttl = absl::Minutes(10),
-      .l1_capacity_bytes = std::size_t{64} << 20,  // near cache: a hit is a pointer copy
-      .l1_fresh_for = absl::Seconds(1),            // then one manifest read revalidates it
-      .soft_ttl = absl::Minutes(5),                // older: served, refreshed in the background
-      .lease_ttl = absl::Seconds(10),              // a cold key: one process loads (Redis only)
-      .breaker_failure_threshold = 5,              // backend down: straight to the origin
+      // The near cache: a hit is a pointer copy (a stream: one piece, no decode).
+      .l1_capacity_bytes = static_cast<std::size_t>(l1_mb) << 20,
+      .l1_fresh_for = absl::Seconds(1),  // then one manifest read revalidates it
+      .soft_ttl = absl::Minutes(5),      // older: served, refreshed in the background
+      .lease_ttl = absl::Seconds(10),    // a cold key: one process loads (Redis only)
+      .breaker_failure_threshold = 5,    // backend down: straight to the origin
       .log =
           [](chunkcache::LogLevel, std::string_view message) {
             // The library's messages start with "chunkcache: ".
@@ -248,15 +270,167 @@ chunkcache::CacheOptions ServingOptions() {
 
 // ---- Replies ----------------------------------------------------------------------------------
 
+// A body is written in slices of this size: the first byte is timed after the first slice, and
+// httplib's copies of what one write hands it (a chunked write copies it twice) stay small.
+constexpr std::size_t kWriteSlice = 256 << 10;
+
+// A Prometheus histogram over chunkcache's latency bounds (LatencyBucketBounds(): 50 us to 30 s,
+// then +Inf). Safe for concurrent use.
+class Histogram {
+ public:
+  Histogram() : bounds_(chunkcache::LatencyBucketBounds()) {}
+
+  void Record(absl::Duration value) {
+    std::size_t i = 0;
+    while (i + 1 < bounds_.size() && value > bounds_[i]) ++i;
+    counts_[i].fetch_add(1, std::memory_order_relaxed);
+    sum_nanos_.fetch_add(std::max<std::int64_t>(0, absl::ToInt64Nanoseconds(value)),
+                         std::memory_order_relaxed);
+  }
+
+  // Appends the _bucket, _sum and _count samples of `name`, each labelled with `label`
+  // (`key="value"`).
+  void AppendSamples(std::string& out, absl::string_view name, absl::string_view label) const {
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < bounds_.size(); ++i) {
+      cumulative += counts_[i].load(std::memory_order_relaxed);
+      const std::string le = bounds_[i] == absl::InfiniteDuration()
+                                 ? "+Inf"
+                                 : absl::StrFormat("%.9g", absl::ToDoubleSeconds(bounds_[i]));
+      absl::StrAppendFormat(&out, "%s_bucket{%s,le=\"%s\"} %d\n", name, label, le, cumulative);
+    }
+    absl::StrAppendFormat(&out, "%s_sum{%s} %.9g\n%s_count{%s} %d\n", name, label,
+                          static_cast<double>(sum_nanos_.load(std::memory_order_relaxed)) / 1e9,
+                          name, label, cumulative);
+  }
+
+ private:
+  const std::array<absl::Duration, chunkcache::kLatencyBuckets> bounds_;
+  std::array<std::atomic<std::uint64_t>, chunkcache::kLatencyBuckets> counts_{};
+  std::atomic<std::uint64_t> sum_nanos_{0};
+};
+
+// How a GET /catalogue body went out: the `body` label of the reply-time histograms.
+enum class BodyKind {
+  kStream,  // GetStream: frame by frame as it is decoded (chunked)
+  kWhole,   // the bytes GetOrLoad returned (a miss, or a stream that could not start)
+  kZstd,    // the stored zstd frames
+};
+constexpr std::array<const char*, 3> kBodyLabels = {"stream", "whole", "zstd"};
+
+// The service's own figures of GET /catalogue, for /metrics. Safe for concurrent use.
+struct ReplyMetrics {
+  // From the request's first byte to its reply's first body slice written, and to its last.
+  std::array<Histogram, 3> first_byte, last_byte;
+  std::atomic<std::uint64_t> streams_cut{0};  // streamed replies cut off after their head
+
+  void AppendTo(std::string& out) const {
+    absl::StrAppend(&out,
+                    "# HELP catalogue_time_to_first_byte_seconds GET /catalogue: from the "
+                    "request's first byte to the reply body's first bytes written, by body.\n"
+                    "# TYPE catalogue_time_to_first_byte_seconds histogram\n");
+    for (std::size_t i = 0; i < kBodyLabels.size(); ++i) {
+      first_byte[i].AppendSamples(out, "catalogue_time_to_first_byte_seconds",
+                                  absl::StrCat("body=\"", kBodyLabels[i], "\""));
+    }
+    absl::StrAppend(&out,
+                    "# HELP catalogue_time_to_last_byte_seconds GET /catalogue: from the "
+                    "request's first byte to the whole reply written, by body.\n"
+                    "# TYPE catalogue_time_to_last_byte_seconds histogram\n");
+    for (std::size_t i = 0; i < kBodyLabels.size(); ++i) {
+      last_byte[i].AppendSamples(out, "catalogue_time_to_last_byte_seconds",
+                                 absl::StrCat("body=\"", kBodyLabels[i], "\""));
+    }
+    absl::StrAppend(&out,
+                    "# HELP catalogue_streams_cut_total Streamed GET /catalogue replies cut off "
+                    "after their head by a failed read (the connection closed mid-body).\n"
+                    "# TYPE catalogue_streams_cut_total counter\n"
+                    "catalogue_streams_cut_total ",
+                    streams_cut.load(std::memory_order_relaxed), "\n");
+  }
+};
+
+// Times one reply into ReplyMetrics; used by the thread writing it.
+class ReplyTimer {
+ public:
+  ReplyTimer(ReplyMetrics& metrics, BodyKind kind, Clock::time_point start)
+      : metrics_(metrics), kind_(static_cast<std::size_t>(kind)), start_(start) {}
+
+  // After each slice of the body written.
+  void Wrote() {
+    if (first_written_) return;
+    first_written_ = true;
+    metrics_.first_byte[kind_].Record(Elapsed());
+  }
+  // After the whole body was written.
+  void Finished() { metrics_.last_byte[kind_].Record(Elapsed()); }
+
+ private:
+  absl::Duration Elapsed() const { return absl::FromChrono(Clock::now() - start_); }
+
+  ReplyMetrics& metrics_;
+  const std::size_t kind_;
+  const Clock::time_point start_;
+  bool first_written_ = false;
+};
+
 // Service pattern: the reply body is the cache's shared bytes, handed to httplib through a content
 // provider that holds them, so that even a 10 MB payload goes to the socket without a copy (and as
 // it is: httplib compresses no provider's body). The status stays httplib's default, 200.
-void Reply(httplib::Response& response, const char* content_type, chunkcache::Bytes body) {
+// `timer`, if any, times it.
+void Reply(httplib::Response& response, const char* content_type, chunkcache::Bytes body,
+           std::shared_ptr<ReplyTimer> timer = nullptr) {
   const std::size_t size = body->size();
   response.set_content_provider(
       size, content_type,
-      [body = std::move(body)](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
-        return sink.write(body->data() + offset, length);
+      [body = std::move(body), timer = std::move(timer)](std::size_t offset, std::size_t length,
+                                                         httplib::DataSink& sink) {
+        const std::size_t slice = std::min(length, kWriteSlice);
+        if (!sink.write(body->data() + offset, slice)) return false;
+        if (timer != nullptr) {
+          timer->Wrote();
+          if (offset + slice == body->size()) timer->Finished();
+        }
+        return true;
+      });
+}
+
+// Service pattern: a stored entry streamed as it is decoded. `pump` runs GetStream and has handed
+// out `first`; the chunked reply sends it, then the pump's next pieces, in slices. A failed read
+// after the head went out is handed to `cut` with the bytes sent, and the provider returns false:
+// httplib stops and the connection closes without the body's last chunk, so the client sees an
+// incomplete reply.
+using CutHandler = std::function<void(const absl::Status& why, std::uint64_t sent)>;
+void ReplyStream(httplib::Response& response, std::shared_ptr<PiecePump> pump,
+                 std::string_view first, std::shared_ptr<ReplyTimer> timer, CutHandler cut) {
+  struct Stream {
+    std::shared_ptr<PiecePump> pump;
+    std::string_view pending;  // of the piece in hand, not yet written
+    std::shared_ptr<ReplyTimer> timer;
+    std::uint64_t sent = 0;
+  };
+  auto stream = std::make_shared<Stream>(Stream{std::move(pump), first, std::move(timer)});
+  response.set_chunked_content_provider(
+      "application/json", [stream, cut = std::move(cut)](std::size_t, httplib::DataSink& sink) {
+        if (stream->pending.empty()) {
+          absl::StatusOr<std::string_view> next = stream->pump->Next();
+          if (!next.ok()) {
+            cut(next.status(), stream->sent);
+            return false;
+          }
+          if (next->empty()) {  // the end
+            sink.done();
+            stream->timer->Finished();
+            return true;
+          }
+          stream->pending = *next;
+        }
+        const std::size_t slice = std::min(stream->pending.size(), kWriteSlice);
+        if (!sink.write(stream->pending.data(), slice)) return false;  // the client is gone
+        stream->pending.remove_prefix(slice);
+        stream->sent += slice;
+        stream->timer->Wrote();
+        return true;
       });
 }
 
@@ -295,6 +469,8 @@ class Connection final : public httplib::Stream {
 
   int fd() const { return fd_.get(); }
   int requests() const { return requests_; }
+  // When the current request's first byte was here.
+  Clock::time_point request_started() const { return request_started_; }
   bool timed_out() const { return timed_out_; }
   bool head_too_large() const { return head_too_large_; }
 
@@ -309,6 +485,7 @@ class Connection final : public httplib::Stream {
   // header_timeout and kMaxHeadBytes.
   void StartRequest() {
     ++requests_;
+    request_started_ = Clock::now();
     head_bytes_ = 0;
     timed_out_ = head_too_large_ = false;
     read_deadline_ = std::min(Clock::now() + header_timeout_, opened_ + max_age_);
@@ -420,7 +597,8 @@ class Connection final : public httplib::Stream {
   const Clock::time_point opened_;
   const Clock::duration idle_timeout_, header_timeout_, send_timeout_, linger_, max_age_;
   Clock::time_point read_deadline_ = Clock::time_point::min();
-  int requests_ = 0;            // started so far
+  int requests_ = 0;  // started so far
+  Clock::time_point request_started_;
   std::size_t head_bytes_ = 0;  // of the current request, handed to httplib
   bool timed_out_ = false;      // the current request's head did not come within its deadline
   bool head_too_large_ = false;
@@ -621,6 +799,12 @@ class BoundedServer final : public httplib::Server {
     return bound;
   }
 
+  // When the request being handled on the calling thread (a handler's, or a content provider's)
+  // began: its first byte.
+  static Clock::time_point RequestStarted() {
+    return current_ != nullptr ? current_->request_started() : Clock::now();
+  }
+
   // Stops accepting, closes idle connections at once and ends the reading of requests in
   // progress; those being handled are answered with Connection: close. Then
   // listen_after_bind() returns, once every connection's thread is done.
@@ -643,6 +827,26 @@ class BoundedServer final : public httplib::Server {
     close_after_reply_ = true;  // what follows on the connection cannot be trusted
   }
 
+  // httplib gzips or brotli-compresses a chunked reply of a text or JSON type on the fly when the
+  // request's Accept-Encoding holds "gzip" or "br" anywhere: CPU on every such reply, and a body
+  // its handler did not make. Those codings are dropped from the header before routing, so every
+  // reply goes out as made; handlers still see the rest ("zstd;q=0.9").
+  static void KeepRepliesAsMade(httplib::Request& request) {
+    if (!request.has_header("Accept-Encoding")) return;
+    std::vector<absl::string_view> kept;
+    const std::string offered = request.get_header_value("Accept-Encoding");
+    for (absl::string_view coding : absl::StrSplit(offered, ',')) {
+      if (!absl::StrContains(coding, "gzip") && !absl::StrContains(coding, "br")) {
+        kept.push_back(coding);
+      }
+    }
+    const std::string reduced = absl::StrJoin(kept, ",");
+    request.headers.erase("Accept-Encoding");
+    if (!absl::StripAsciiWhitespace(reduced).empty()) {
+      request.headers.emplace("Accept-Encoding", reduced);
+    }
+  }
+
   bool process_and_close_socket(socket_t fd) override {
     Connection connection(fd, limits_);
     current_ = &connection;
@@ -652,9 +856,11 @@ class BoundedServer final : public httplib::Server {
       connection.StartRequest();
       close_after_reply_ = false;
       bool closed_by_client = false;  // Connection: close, or HTTP/1.0 without keep-alive
-      const bool answered =
-          process_request(connection, /*close_connection=*/false, closed_by_client,
-                          [](httplib::Request& request) { request.ranges.clear(); });
+      const bool answered = process_request(connection, /*close_connection=*/false,
+                                            closed_by_client, [](httplib::Request& request) {
+                                              request.ranges.clear();
+                                              KeepRepliesAsMade(request);
+                                            });
       if (!answered || closed_by_client || close_after_reply_) {
         connection.Linger();
         break;
@@ -719,6 +925,15 @@ class CatalogueService {
 
  private:
   void Catalogue(const httplib::Request& request, httplib::Response& response) {
+    const Clock::time_point start = BoundedServer::RequestStarted();
+    const bool zstd = AcceptsZstd(request.get_header_value("Accept-Encoding"));
+    // Streamed: JSON to an HTTP/1.1 client (chunked transfer encoding is 1.1's). After a stream
+    // found the stored entry corrupt, one request goes through GetOrLoad, which drops a corrupt
+    // entry and loads it again: streams alone would fail until it expired.
+    if (!zstd && request.version == "HTTP/1.1" && !stored_suspect_.exchange(false) &&
+        Stream(response, start)) {
+      return;
+    }
     // Service pattern: the loader owns what it uses — here a copy of the shared_ptr to the origin,
     // never `this` or a reference to a local. With soft_ttl the cache keeps the loader and runs it
     // later, in a background refresh, after this request has been answered.
@@ -740,15 +955,43 @@ class CatalogueService {
     // client that accepts zstd gets the stored bytes (~3.7x smaller) with no decode and no
     // re-compression. If they cannot be read (the backend is down, the entry was just replaced),
     // the JSON in hand is still a good answer.
-    if (AcceptsZstd(request.get_header_value("Accept-Encoding"))) {
+    if (zstd) {
       absl::StatusOr<chunkcache::CompressedPayload> compressed =
           cache_.GetCompressed(kCatalogueKey);
       if (compressed.ok()) {
         response.set_header("Content-Encoding", "zstd");
-        return Reply(response, "application/json", compressed->zstd);
+        return Reply(response, "application/json", compressed->zstd,
+                     std::make_shared<ReplyTimer>(reply_metrics_, BodyKind::kZstd, start));
       }
     }
-    Reply(response, "application/json", *std::move(json));  // the cached bytes themselves
+    // The cached bytes themselves.
+    Reply(response, "application/json", *std::move(json),
+          std::make_shared<ReplyTimer>(reply_metrics_, BodyKind::kWhole, start));
+  }
+
+  // Service pattern: a stored catalogue is streamed as it is decoded (GetStream), so its first
+  // bytes leave before the rest is decoded. Its first frame is read here, before the reply's head
+  // is made: a miss (GetStream does not load), an entry found unreadable or a backend error return
+  // false, and GetOrLoad answers with its status as before.
+  bool Stream(httplib::Response& response, Clock::time_point start) {
+    auto pump = std::make_shared<PiecePump>([this](const chunkcache::PieceSink& sink) {
+      return cache_.GetStream(kCatalogueKey, sink);
+    });
+    absl::StatusOr<std::string_view> first = pump->Next();
+    if (!first.ok() || first->empty()) return false;
+    response.set_header("Vary", "Accept-Encoding");
+    response.set_header("X-Origin-Loads", absl::StrCat(origin_->loads()));
+    ReplyStream(response, std::move(pump), *first,
+                std::make_shared<ReplyTimer>(reply_metrics_, BodyKind::kStream, start),
+                [this](const absl::Status& why, std::uint64_t sent) {
+                  reply_metrics_.streams_cut.fetch_add(1, std::memory_order_relaxed);
+                  if (absl::IsDataLoss(why)) stored_suspect_.store(true);
+                  absl::FPrintF(stderr,
+                                "catalogue_service: GET /catalogue: stream cut off after %d bytes: "
+                                "%s\n",
+                                sent, why.ToString());
+                });
+    return true;
   }
 
   // Service pattern: /metrics is the cache's Stats() in Prometheus text, with the service's own
@@ -762,12 +1005,15 @@ class CatalogueService {
                     "# TYPE catalogue_origin_loads_total counter\n"
                     "catalogue_origin_loads_total ",
                     origin_->loads(), "\n");
+    reply_metrics_.AppendTo(*text);
     Reply(response, "text/plain; version=0.0.4",
           std::make_shared<const std::string>(*std::move(text)));
   }
 
   chunkcache::ChunkedCache& cache_;
   const std::shared_ptr<Origin> origin_;
+  ReplyMetrics reply_metrics_;
+  std::atomic<bool> stored_suspect_{false};  // a stream found the stored entry corrupt
 };
 
 // Every connection is a descriptor: raises the soft limit to fit max_connections and a margin for
@@ -836,7 +1082,7 @@ int main(int argc, char** argv) {
   // thread. Single-flight, the near cache, stale-while-revalidate and the breaker all live in
   // it: a cache made per request would have none of them.
   auto origin = std::make_shared<Origin>(settings->catalogue_mb, settings->origin_delay);
-  chunkcache::ChunkedCache cache(*std::move(backend), ServingOptions());
+  chunkcache::ChunkedCache cache(*std::move(backend), ServingOptions(settings->l1_mb));
   CatalogueService service(cache, origin);
 
   BoundedServer server(settings->limits);

@@ -38,7 +38,8 @@
 namespace chunkcache {
 
 struct FaultInjectionOptions {
-  // Fraction of MultiGet calls that fail with error_code without reaching the inner backend.
+  // Fraction of MultiGet and MultiGetEach calls that fail with error_code without reaching the
+  // inner backend.
   // Default: 0.
   double read_error_rate = 0;
 
@@ -53,13 +54,14 @@ struct FaultInjectionOptions {
   // Default: 0.
   double drop_write_rate = 0;
 
-  // Per key of a MultiGet that the inner backend has: the fraction reported absent (an evicted
-  // chunk, a replica that has not caught up).
+  // Per key of a MultiGet or MultiGetEach that the inner backend has: the fraction reported
+  // absent (an evicted chunk, a replica that has not caught up).
   // Default: 0.
   double lose_item_rate = 0;
 
-  // Per non-empty value returned by MultiGet (and not lost): the fraction in which one random
-  // byte is XORed with a random non-zero mask (corruption in the store or on the wire).
+  // Per non-empty value returned by MultiGet or handed over by MultiGetEach (and not lost): the
+  // fraction in which one random byte is XORed with a random non-zero mask (corruption in the
+  // store or on the wire). MultiGetEach hands over a copy with the byte flipped.
   // Default: 0.
   double flip_byte_rate = 0;
 
@@ -85,12 +87,12 @@ struct FaultInjectionOptions {
 // Counters of a FaultInjectionBackend since its creation. Read one by one without a lock, so
 // a snapshot taken under concurrent use may be off by the calls in flight.
 struct FaultInjectionStats {
-  std::uint64_t calls = 0;           // MultiGet/MultiSet/Delete/SetIfAbsent calls received
-  std::uint64_t read_errors = 0;     // MultiGet calls failed
+  std::uint64_t calls = 0;           // MultiGet/MultiGetEach/MultiSet/Delete/SetIfAbsent calls
+  std::uint64_t read_errors = 0;     // MultiGet/MultiGetEach calls failed
   std::uint64_t write_errors = 0;    // MultiSet/Delete/SetIfAbsent calls failed
   std::uint64_t dropped_writes = 0;  // items a successful MultiSet reported stored but dropped
-  std::uint64_t lost_items = 0;      // present items MultiGet reported absent
-  std::uint64_t flipped_bytes = 0;   // values MultiGet returned with one byte flipped
+  std::uint64_t lost_items = 0;      // present items MultiGet(Each) reported absent
+  std::uint64_t flipped_bytes = 0;   // values MultiGet(Each) returned with one byte flipped
   std::uint64_t delays = 0;          // calls delayed
 
   // Every fault injected (all the counters above but calls).
@@ -102,6 +104,8 @@ struct FaultInjectionStats {
 // Injects faults into the calls to an inner Backend; see the top of this file. The faults each
 // call may meet, in the order they are drawn:
 // - MultiGet: delay_rate, read_error_rate, then per item lose_item_rate and flip_byte_rate.
+// - MultiGetEach: the same, per item as the inner backend hands it over, so that a call makes the
+//   decisions a MultiGet of the same items would (with one seed, one thread).
 // - MultiSet: delay_rate, write_error_rate, then per item drop_write_rate. Dropped items are left
 //   out of the batch given to the inner backend (which is called even if none is left, so that it
 //   still checks the ttl); they count as dropped only if that call succeeds.

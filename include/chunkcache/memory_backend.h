@@ -44,10 +44,11 @@ struct MemoryBackendOptions {
   // (about 240 bytes an item in a full 64 MiB backend); with a 100 KiB value, 100 KiB + 208 bytes;
   // with a 1 MiB value, 1 MiB + 4,280 bytes (blocks this large are mapped in whole pages).
   // Not counted: the backend and shard objects (a few hundred bytes each), a value a reader is
-  // still copying out after it was replaced or evicted, an entry being built before it is stored
-  // (one per writing thread), and memory the allocator holds free (fragmentation, or not yet
-  // returned to the system). memory_backend_test checks the resident set: 64 MiB of tiny items
-  // grow it by 64.1 MiB, 32 MiB of 100 KiB values by 31.3 MiB.
+  // still copying out, or holds through MultiGetEach's ItemView::owner, after it was replaced,
+  // deleted or evicted, an entry being built before it is stored (one per writing thread), and
+  // memory the allocator holds free (fragmentation, or not yet returned to the system).
+  // memory_backend_test checks the resident set: 64 MiB of tiny items grow it by 64.1 MiB, 32 MiB
+  // of 100 KiB values by 31.3 MiB.
   // Each shard gets capacity_bytes / shards of it.
   // Default: 256 MiB.
   std::size_t capacity_bytes = std::size_t{256} << 20;
@@ -76,8 +77,8 @@ struct MemoryBackendStats {
   std::uint64_t items = 0;        // Items held now, including expired ones not yet dropped.
   std::uint64_t bytes = 0;        // Heap bytes charged now: items and index tables.
   std::uint64_t index_bytes = 0;  // The part of `bytes` that is the shards' index tables.
-  std::uint64_t hits = 0;         // Keys MultiGet found live.
-  std::uint64_t misses = 0;       // Keys MultiGet found absent or expired.
+  std::uint64_t hits = 0;         // Keys MultiGet or MultiGetEach found live.
+  std::uint64_t misses = 0;       // Keys MultiGet or MultiGetEach found absent or expired.
   std::uint64_t sets = 0;         // Items stored by MultiSet and by SetIfAbsent calls that won.
   std::uint64_t deletes = 0;      // Live items removed by Delete.
   std::uint64_t evictions = 0;    // Live items dropped to make room for new ones.
@@ -89,6 +90,11 @@ struct MemoryBackendStats {
 // - max_item_size() is MemoryBackendOptions::max_item_size.
 // - MultiGet: a found item becomes the most recently used of its shard. The empty key is always
 //   absent.
+// - MultiGetEach: as MultiGet, but without copying: each item handed over is the stored value
+//   itself, its ItemView::owner sharing the value's block. The bytes stay valid and unchanged
+//   while the owner is held, even after the key is overwritten, deleted or evicted (they are then
+//   no longer counted in Stats().bytes). The sink runs with no lock held, so it may call the
+//   backend.
 // - MultiSet: InvalidArgument for a non-positive ttl, an empty key or a value larger than
 //   max_item_size; ResourceExhausted for an item that cannot fit in a shard even when it is empty
 //   (a very long key, or a capacity below max_item_size), as estimated for glibc's allocator. In

@@ -6,7 +6,10 @@
 // multiplexing when the server offers it, at most max_concurrent_requests in flight), retries the
 // ones answered 429 (throttled), 5xx or lost to a transport error with exponential backoff and full
 // jitter, and never past the call's deadline. SetIfAbsent is Unimplemented (the default), so the
-// cross-process lease is not available on this backend.
+// cross-process lease is not available on this backend. MultiGetEach runs the same requests as
+// MultiGet and hands item i over as soon as it and every item before it have arrived (a later one
+// that arrives first waits), without copying the reply body; a sink error abandons the requests
+// still in flight.
 //
 //   absl::StatusOr<std::shared_ptr<chunkcache::MomentoBackend>> backend =
 //       chunkcache::NewMomentoBackend(
@@ -137,7 +140,7 @@ struct MomentoBackendOptions {
 
 // Counters of a MomentoBackend since its creation.
 struct MomentoBackendStats {
-  std::uint64_t calls = 0;               // MultiGet/MultiSet/Delete calls
+  std::uint64_t calls = 0;               // MultiGet/MultiGetEach/MultiSet/Delete calls
   std::uint64_t requests = 0;            // HTTP requests completed, retries included
   std::uint64_t retries = 0;             // requests sent again after a retryable failure
   std::uint64_t throttled = 0;           // 429 replies
@@ -146,7 +149,7 @@ struct MomentoBackendStats {
   std::uint64_t connections_opened = 0;  // new connections (the rest reused an open one)
   std::uint64_t bytes_sent = 0;          // request bodies uploaded
   std::uint64_t bytes_received = 0;      // response bodies downloaded
-  std::uint64_t errors = 0;              // calls that returned an error
+  std::uint64_t errors = 0;              // calls that returned an error (not a sink's own)
 };
 
 // The Backend described at the top of this file; made by NewMomentoBackend only. Safe for

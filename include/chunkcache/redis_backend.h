@@ -11,8 +11,20 @@
 // another process (the parent, before fork()) is never used: the child closes it unused and
 // opens its own. In a cluster, keys are routed by their CRC16 slot, MOVED and ASK redirects are
 // followed, and the slot map is refreshed on MOVED. ChunkedCache gives every item of one logical
-// key the same hash tag, so a Get stays one MGET on one node. Connection pools of nodes outside
-// the slot map (ASK targets) are bounded: 32 at most, the least recently used dropped first.
+// key the same hash tag, so each read of a Get is one pipeline on one node. Connection pools of
+// nodes outside the slot map (ASK targets) are bounded: 32 at most, the least recently used dropped
+// first.
+//
+// MultiGetEach pipelines one GET per key (one round trip) and hands each item over as soon as its
+// reply is parsed, while the later replies are still arriving; an item's bytes are those of the
+// hiredis reply itself (no copy), kept alive by its owner. Each reply is held to max_item_size
+// like an MGET value, and the call's deadline covers the time spent in the sink. A connection left
+// with replies unread (the sink stopped the call, a reply was refused, the deadline passed) is
+// closed, never reused. The keys are on one node when they share a hash tag, as ChunkedCache's
+// do; keys of several cluster nodes go through MultiGet. Until the first item is handed over, a
+// redirect or a failed node is handled as for MultiGet; after that, a MOVED or ASK reply sends the
+// keys not yet answered to their new node, and any other failure ends the call with its error.
+// Either way each key's item is handed over once, in key order, none skipped.
 //
 // Cluster failover: a node that fails (connection refused or lost, a timeout) or a CLUSTERDOWN or
 // TRYAGAIN reply makes the backend reload the slot map from any node that answers (the seed and
@@ -133,9 +145,10 @@ struct RedisBackendOptions {
 
 // Counters of a RedisBackend since its creation.
 struct RedisBackendStats {
-  std::uint64_t calls = 0;                  // MultiGet/MultiSet/Delete/SetIfAbsent calls
+  std::uint64_t calls = 0;                  // MultiGet/MultiGetEach/MultiSet/Delete/SetIfAbsent
+                                            // calls
   std::uint64_t round_trips = 0;            // pipelines sent and answered (one per node per call)
-  std::uint64_t commands = 0;               // commands sent
+  std::uint64_t commands = 0;               // commands sent (MultiGetEach: a GET per key)
   std::uint64_t connections_opened = 0;     // connections established (first or after a failure)
   std::uint64_t connection_failures = 0;    // connections dropped after an I/O error or timeout
   std::uint64_t connections_discarded = 0;  // pooled connections closed instead of reused:
@@ -145,7 +158,8 @@ struct RedisBackendStats {
   std::uint64_t slot_map_refreshes = 0;     // CLUSTER SLOTS reloads
   std::uint64_t failover_retries = 0;       // calls sent again to a new owner after a node failure
                                             // or CLUSTERDOWN
-  std::uint64_t errors = 0;                 // calls that returned an error
+  std::uint64_t errors = 0;                 // calls that returned an error (not those a
+                                            // MultiGetEach sink stopped with its own)
   std::uint64_t node_pools = 0;             // now (not a counter): nodes with a connection pool
 };
 

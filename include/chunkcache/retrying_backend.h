@@ -15,7 +15,9 @@
 //
 // MultiGet, MultiSet and Delete are idempotent and are retried. SetIfAbsent is not: when a reply
 // is lost after the store succeeded, a retry would find the key present and wrongly report
-// false, so SetIfAbsent is forwarded exactly once. max_item_size() forwards to the inner backend.
+// false, so SetIfAbsent is forwarded exactly once. MultiGetEach is retried only until its first
+// item is handed over (the sink must not see an index twice): a failure after that, and any error
+// the sink returns, is returned as is. max_item_size() forwards to the inner backend.
 //
 // When a call gives up, it returns the last error's code with a message that says how many
 // attempts were made (and the inner message), so a throttled backend stays ResourceExhausted and
@@ -79,7 +81,7 @@ struct RetryingBackendOptions {
 // Counters of a RetryingBackend since its creation. Read one by one without a lock, so a
 // snapshot taken under concurrent use may be off by the calls in flight.
 struct RetryingBackendStats {
-  std::uint64_t calls = 0;     // MultiGet/MultiSet/Delete/SetIfAbsent calls
+  std::uint64_t calls = 0;     // MultiGet/MultiGetEach/MultiSet/Delete/SetIfAbsent calls
   std::uint64_t attempts = 0;  // calls made to the inner backend, first attempts included
   std::uint64_t retries = 0;   // attempts after the first (attempts - calls)
   std::uint64_t gave_up = 0;   // calls that returned a retryable error: out of attempts or time

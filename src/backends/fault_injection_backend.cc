@@ -83,18 +83,34 @@ class Dice {
     MutexLock lock(&mu_);
     for (std::size_t i = 0; i < values.size(); ++i) {
       if (!values[i].has_value()) continue;
-      if (Happens(options.lose_item_rate)) {
-        faults.push_back({.index = i, .lost = true, .byte = 0, .mask = 0});
-      } else if (!values[i]->empty() && Happens(options.flip_byte_rate)) {
-        const std::size_t byte = rng_() % values[i]->size();
-        const auto mask = static_cast<unsigned char>(1 + rng_() % 255);
-        faults.push_back({.index = i, .lost = false, .byte = byte, .mask = mask});
+      if (std::optional<ReadFault> fault = DrawReadFaultLocked(i, values[i]->size(), options)) {
+        faults.push_back(*fault);
       }
     }
     return faults;
   }
 
+  // What MultiGetEach does to the present value at `index`, of `size` bytes: the same draws as
+  // DrawReadFaults makes for it, so that a call makes the decisions MultiGet would.
+  std::optional<ReadFault> DrawReadFault(std::size_t index, std::size_t size,
+                                         const FaultInjectionOptions& options) {
+    MutexLock lock(&mu_);
+    return DrawReadFaultLocked(index, size, options);
+  }
+
  private:
+  std::optional<ReadFault> DrawReadFaultLocked(std::size_t index, std::size_t size,
+                                               const FaultInjectionOptions& options)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (Happens(options.lose_item_rate)) {
+      return ReadFault{.index = index, .lost = true, .byte = 0, .mask = 0};
+    }
+    if (size == 0 || !Happens(options.flip_byte_rate)) return std::nullopt;
+    const std::size_t byte = rng_() % size;
+    const auto mask = static_cast<unsigned char>(1 + rng_() % 255);
+    return ReadFault{.index = index, .lost = false, .byte = byte, .mask = mask};
+  }
+
   // True with probability `rate`. Draws nothing for rates outside (0, 1), so that a fault that is
   // off does not shift the decisions of the others. Portable: mt19937_64 is fully specified.
   bool Happens(double rate) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -117,6 +133,7 @@ class FaultInjectionBackendImpl final : public FaultInjectionBackend {
   std::size_t max_item_size() const override { return inner_->max_item_size(); }
   absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
       absl::Span<const std::string_view> keys) override;
+  absl::Status MultiGetEach(absl::Span<const std::string_view> keys, const ItemSink& sink) override;
   absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override;
 
   absl::Status Delete(absl::Span<const std::string_view> keys) override {
@@ -209,6 +226,35 @@ absl::StatusOr<std::vector<std::optional<std::string>>> FaultInjectionBackendImp
     }
   }
   return values;
+}
+
+// The faults of MultiGet, drawn item by item as the inner backend hands them over. Items are
+// forwarded as they come; only a value with a flipped byte is copied (the inner bytes never
+// change).
+absl::Status FaultInjectionBackendImpl::MultiGetEach(absl::Span<const std::string_view> keys,
+                                                     const ItemSink& sink) {
+  const absl::StatusOr<FaultInjectionOptions> options = Enter("MultiGetEach", Access::kRead);
+  if (!options.ok()) return options.status();
+  if (!(options->lose_item_rate > 0 || options->flip_byte_rate > 0)) {
+    return inner_->MultiGetEach(keys, sink);
+  }
+  return inner_->MultiGetEach(
+      keys, [&](std::size_t index, std::optional<ItemView> item) -> absl::Status {
+        if (!item.has_value()) return sink(index, std::nullopt);
+        const std::optional<ReadFault> fault =
+            dice_.DrawReadFault(index, item->value.size(), *options);
+        if (!fault.has_value()) return sink(index, std::move(item));
+        if (fault->lost) {
+          lost_items_.fetch_add(1, kRelaxed);
+          return sink(index, std::nullopt);
+        }
+        auto flipped = std::make_shared<std::string>(item->value);
+        (*flipped)[fault->byte] =
+            static_cast<char>(static_cast<unsigned char>((*flipped)[fault->byte]) ^ fault->mask);
+        flipped_bytes_.fetch_add(1, kRelaxed);
+        const std::string_view bytes = *flipped;
+        return sink(index, ItemView{bytes, std::move(flipped)});
+      });
 }
 
 absl::Status FaultInjectionBackendImpl::MultiSet(absl::Span<const KeyValue> items,

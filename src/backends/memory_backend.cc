@@ -180,6 +180,7 @@ class MemoryBackendImpl final : public MemoryBackend {
   std::size_t max_item_size() const override { return max_item_size_; }
   absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
       absl::Span<const std::string_view> keys) override;
+  absl::Status MultiGetEach(absl::Span<const std::string_view> keys, const ItemSink& sink) override;
   absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override;
   absl::Status Delete(absl::Span<const std::string_view> keys) override;
   absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
@@ -196,6 +197,10 @@ class MemoryBackendImpl final : public MemoryBackend {
   bool Fits(std::size_t charge) const {
     return SaturatingAdd(charge, min_index_bytes_) <= shard_capacity_;
   }
+  // The live item of `key` at `now`, made the most recently used of its shard; null if absent or
+  // expired (an expired one is dropped). Counts a hit or a miss. Takes the shard's lock only while
+  // it looks the key up.
+  std::shared_ptr<const ItemString> Find(std::string_view key, absl::Time now);
   // Lru::Insert and Lru::Erase, counting what they evicted at `now`.
   template <typename Decide>
   LruInserted Insert(Lru::NodeList* node, absl::Time now, Decide&& decide);
@@ -278,32 +283,53 @@ void MemoryBackendImpl::CountEvicted(const Lru::NodeList& evicted, absl::Time no
     (Expired(node.value, now) ? expirations_ : evictions_).Add();
 }
 
+std::shared_ptr<const ItemString> MemoryBackendImpl::Find(std::string_view key, absl::Time now) {
+  std::shared_ptr<const ItemString> value;
+  bool expired = false;
+  lru_.Lookup(key, [&](const Item& item) {
+    expired = Expired(item, now);
+    if (!expired) value = item.value;
+    return !expired;
+  });
+  const auto still_expired = [now](const Item* item) {
+    return item != nullptr && Expired(*item, now);
+  };
+  if (expired && Erase(key, now, still_expired)) expirations_.Add();
+  (value == nullptr ? misses_ : hits_).Add();
+  return value;
+}
+
 absl::StatusOr<std::vector<std::optional<std::string>>> MemoryBackendImpl::MultiGet(
     absl::Span<const std::string_view> keys) {
   const absl::Time now = clock_();
   std::vector<std::optional<std::string>> values;
   values.reserve(keys.size());
   for (const std::string_view key : keys) {
-    std::shared_ptr<const ItemString> value;
-    bool expired = false;
-    lru_.Lookup(key, [&](const Item& item) {
-      expired = Expired(item, now);
-      if (!expired) value = item.value;
-      return !expired;
-    });
-    const auto still_expired = [now](const Item* item) {
-      return item != nullptr && Expired(*item, now);
-    };
-    if (expired && Erase(key, now, still_expired)) expirations_.Add();
+    const std::shared_ptr<const ItemString> value = Find(key, now);
     if (value == nullptr) {
-      misses_.Add();
       values.emplace_back(std::nullopt);
     } else {
-      hits_.Add();
       values.emplace_back(std::in_place, value->data(), value->size());
     }
   }
   return values;
+}
+
+// Hands over the stored value itself: its shared block is the owner, so nothing is copied and the
+// bytes outlive a later overwrite, delete or eviction of the key. The sink runs with no lock held.
+absl::Status MemoryBackendImpl::MultiGetEach(absl::Span<const std::string_view> keys,
+                                             const ItemSink& sink) {
+  const absl::Time now = clock_();
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    std::shared_ptr<const ItemString> value = Find(keys[i], now);
+    std::optional<ItemView> item;
+    if (value != nullptr) {
+      const std::string_view bytes(value->data(), value->size());
+      item = ItemView{bytes, std::move(value)};
+    }
+    if (absl::Status status = sink(i, std::move(item)); !status.ok()) return status;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status MemoryBackendImpl::MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) {

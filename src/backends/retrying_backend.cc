@@ -101,6 +101,20 @@ class RetryingBackendImpl final : public RetryingBackend {
         "MultiGet", [&] { return inner_->MultiGet(keys); });
   }
 
+  // Retried only while nothing has been handed over: a sink must never see an index twice. After
+  // the first item a failure is returned as is, and so is the sink's own error.
+  absl::Status MultiGetEach(absl::Span<const std::string_view> keys,
+                            const ItemSink& sink) override {
+    bool handed_over = false;
+    const ItemSink watched = [&](std::size_t index, std::optional<ItemView> item) {
+      handed_over = true;
+      return sink(index, std::move(item));
+    };
+    return Retry<absl::Status>(
+        "MultiGetEach", [&] { return inner_->MultiGetEach(keys, watched); },
+        [&] { return !handed_over; });
+  }
+
   absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override {
     return Retry<absl::Status>("MultiSet", [&] { return inner_->MultiSet(items, ttl); });
   }
@@ -130,9 +144,14 @@ class RetryingBackendImpl final : public RetryingBackend {
 
  private:
   // Calls `attempt` until it succeeds, fails with a code not in retry_on, runs out of attempts or
-  // would run past the deadline. `operation` names the call in error messages.
+  // would run past the deadline. `operation` names the call in error messages. A failure after
+  // which `may_retry` returns false is returned as is.
+  template <typename Result, typename Attempt, typename MayRetry>
+  Result Retry(std::string_view operation, const Attempt& attempt, const MayRetry& may_retry);
   template <typename Result, typename Attempt>
-  Result Retry(std::string_view operation, const Attempt& attempt);
+  Result Retry(std::string_view operation, const Attempt& attempt) {
+    return Retry<Result>(operation, attempt, [] { return true; });
+  }
 
   bool Retryable(absl::StatusCode code) const;
   // The backoff before retry `retry` (1-based), drawn with full jitter.
@@ -164,8 +183,9 @@ absl::Duration RetryingBackendImpl::Backoff(int retry) {
   return internal::FullJitter(ceiling, bitgen_);
 }
 
-template <typename Result, typename Attempt>
-Result RetryingBackendImpl::Retry(std::string_view operation, const Attempt& attempt) {
+template <typename Result, typename Attempt, typename MayRetry>
+Result RetryingBackendImpl::Retry(std::string_view operation, const Attempt& attempt,
+                                  const MayRetry& may_retry) {
   calls_.fetch_add(1, kRelaxed);
   const absl::Time deadline = options_.clock() + options_.deadline;
   for (int attempts = 1;; ++attempts) {
@@ -177,6 +197,7 @@ Result RetryingBackendImpl::Retry(std::string_view operation, const Attempt& att
       if (attempts > 1) succeeded_after_retry_.fetch_add(1, kRelaxed);
       return result;
     }
+    if (!may_retry()) return result;
     if (!Retryable(status.code())) {
       if (attempts == 1) return result;
       return Annotate(status, absl::StrCat(std::string(operation), " failed after ",

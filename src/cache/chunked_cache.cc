@@ -170,10 +170,10 @@ class ChunkedCache::Impl {
     if (streamed.began) return streamed.status;  // the caller has part: it must drop it
     // Nothing went out: settle as Get does, the near copy answering if confirmed (or if the
     // backend failed).
-    absl::StatusOr<Found> found = streamed.status;
-    if (streamed.known) {
-      found = Found{live->bytes, live->generation, live->created, true, live->checksum};
-    }
+    absl::StatusOr<Found> found =
+        streamed.known ? absl::StatusOr<Found>(Found{live->bytes, live->generation, live->created,
+                                                     true, live->checksum})
+                       : absl::StatusOr<Found>(streamed.status);
     l1_.AfterRead(key, found, live, epoch, now);
     if (!found.ok()) {
       if (absl::IsNotFound(found.status())) Add(counters_.misses);

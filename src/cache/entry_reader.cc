@@ -194,9 +194,11 @@ class StreamingConsumer final : public FrameConsumer {
   StreamingConsumer(Codec& codec, const PieceSink& sink) : codec_(codec), sink_(sink) {}
 
   absl::Status Begin(const Manifest& manifest) override {
-    if (capacity_ < manifest.frame_size) {  // every frame is at most frame_size bytes
-      buffer_.reset(new char[manifest.frame_size]);
-      capacity_ = manifest.frame_size;
+    // Frame 0 is the largest. Not frame_size: a one-frame entry may claim any frame size.
+    const std::size_t largest = manifest.FrameRawSize(0);
+    if (capacity_ < largest) {
+      buffer_.reset(new char[largest]);
+      capacity_ = largest;
     }
     manifest_ = &manifest;
     return absl::OkStatus();
@@ -208,7 +210,7 @@ class StreamingConsumer final : public FrameConsumer {
       corrupt = true;
       return s;
     }
-    bytes = {};  // the chunks go before the sink runs
+    bytes.owners.clear();  // the chunks go before the sink runs
     began_ = true;
     return sink_(std::string_view(buffer_.get(), size));
   }

@@ -1,5 +1,8 @@
 #include "cache/near_cache.h"
 
+#include <algorithm>
+#include <bit>
+#include <thread>
 #include <utility>
 
 #include "absl/hash/hash.h"
@@ -12,10 +15,16 @@ std::size_t NearCache::EpochSlot(std::string_view key) {
   return (absl::Hash<std::string_view>{}(key) >> 16) % kEpochSlots;
 }
 
+std::size_t NearCache::DefaultStripes() {
+  static const std::size_t stripes = std::clamp<std::size_t>(
+      std::bit_ceil(std::size_t{std::thread::hardware_concurrency()}), 1, 16);
+  return stripes;
+}
+
 std::optional<NearCache::Entry> NearCache::Lookup(std::string_view key) {
   std::optional<Entry> found;
   lru_.Lookup(key, [&found](const Stored& stored) {
-    found.emplace(Entry{stored.bytes, stored.generation, stored.created,
+    found.emplace(Entry{stored.bytes.Get(), stored.generation, stored.created,
                         absl::FromUnixNanos(stored.validated_ns.load(std::memory_order_relaxed)),
                         stored.size, stored.checksum});
     return true;
@@ -25,8 +34,8 @@ std::optional<NearCache::Entry> NearCache::Lookup(std::string_view key) {
 
 void NearCache::Insert(std::string_view key, Entry entry, std::optional<std::uint64_t> if_epoch,
                        bool is_write) {
-  const std::size_t charge = key.size() + entry.bytes->size() + kNearCacheEntryOverhead;
-  Lru::NodeList node = Lru::NewNode(key, std::move(entry));
+  const std::size_t charge = key.size() + entry.bytes->size() + entry_overhead();
+  Lru::NodeList node = Lru::NewNode(key, std::move(entry), stripes_);
   node.front().charge = charge;
   Lru::Removed removed;
   lru_.Insert(

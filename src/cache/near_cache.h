@@ -1,9 +1,10 @@
 // The near cache (L1): decoded payloads kept in process, bounded in bytes, least recently used
 // evicted first (an internal::ShardedLru of 8 shards under one global bound). A hit is a
-// shared-pointer copy under its shard's striped reader lock: concurrent hits, on one key or many,
-// lock different cache lines; only a hit that changes the recency order, and inserts and erases,
-// take the shard's writer lock. Per-key epochs keep a read that started before a write or an
-// erase from putting back what that write replaced.
+// shared-pointer copy under its shard's striped reader lock, and the copy is counted on one of the
+// entry's stripes (an internal::StripedSharedPtr, by CPU): concurrent hits, on one key or many,
+// write different cache lines, so hits on more threads make more hits in total. Only a hit that
+// changes the recency order, and inserts and erases, take the shard's writer lock. Per-key epochs
+// keep a read that started before a write or an erase from putting back what that write replaced.
 //
 //   NearCache l1(64 << 20);
 //   const std::uint64_t epoch = l1.Epoch(key);  // before reading the backend
@@ -13,27 +14,35 @@
 //             epoch);
 //   std::optional<NearCache::Entry> hit = l1.Lookup(key);
 //
+// The bytes a hit hands out stay valid after the entry is replaced, erased or evicted, for as long
+// as the caller holds them: each stripe owns the payload. Their use_count() counts one stripe.
+//
 // Thread safety: safe for concurrent use. The byte bound holds between calls; concurrent inserts
 // may exceed it briefly by the entries being inserted.
 
 #ifndef CHUNKCACHE_SRC_CACHE_NEAR_CACHE_H_
 #define CHUNKCACHE_SRC_CACHE_NEAR_CACHE_H_
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <utility>
 
 #include "absl/time/time.h"
 #include "chunkcache/chunked_cache.h"
 #include "internal/sharded_lru.h"
+#include "internal/striped_shared_ptr.h"
 
 namespace chunkcache::internal {
 
-// Bytes charged per entry on top of its key and payload.
+// Bytes charged per entry on top of its key, its payload and its stripes (see
+// NearCache::entry_overhead()): the LRU node and index slot.
 inline constexpr std::size_t kNearCacheEntryOverhead = 128;
 
 class NearCache {
@@ -43,14 +52,18 @@ class NearCache {
     std::uint64_t generation = 0;  // of the stored entry these bytes were decoded from
     absl::Time created;            // when that entry was written
     absl::Time validated;          // when it was last fetched or confirmed by its manifest
-    // bytes->size(), kept apart: reading it through `bytes` would touch the cache line of the
-    // shared pointer's reference count, which concurrent hits on the entry keep bouncing.
+    // bytes->size(), kept apart: the string's header may share a cache line with the payload's
+    // own reference count (make_shared), which copies of the payload outside the near cache bump.
     std::size_t size = 0;
     std::uint64_t checksum = 0;  // of the stored entry: generations alone can repeat (fork)
   };
 
-  explicit NearCache(std::size_t capacity_bytes)
-      : lru_({.shards = kShards, .capacity = capacity_bytes}) {}
+  // A near cache of at most `capacity_bytes`, each entry counting its hits' copies on `stripes`
+  // cache lines, one per CPU (rounded up to a power of two; fewer stripes than CPUs: CPUs share
+  // them; more: memory per entry for nothing, see entry_overhead()).
+  explicit NearCache(std::size_t capacity_bytes, std::size_t stripes = DefaultStripes())
+      : lru_({.shards = kShards, .capacity = capacity_bytes}),
+        stripes_(std::bit_ceil(std::max<std::size_t>(stripes, 1))) {}
   NearCache(const NearCache&) = delete;
   NearCache& operator=(const NearCache&) = delete;
 
@@ -80,21 +93,32 @@ class NearCache {
   // Removes the entry of `key` (if any) and advances its epoch.
   void Erase(std::string_view key);
 
+  // The hardware threads (CPUs), rounded up to a power of two, at most 16 (the stripes of the
+  // shard locks): one stripe per CPU, 2 on 2 cores.
+  static std::size_t DefaultStripes();
+
+  // Bytes charged per entry on top of its key and payload: kNearCacheEntryOverhead and the heap
+  // its stripes take (StripedSharedPtr::MemoryBytes: 368 bytes with 2 stripes, 1488 with 16).
+  std::size_t entry_overhead() const {
+    return kNearCacheEntryOverhead + StripedSharedPtr<const std::string>::MemoryBytes(stripes_);
+  }
+  std::size_t stripes() const { return stripes_; }
+
   std::size_t bytes() const { return lru_.bytes(); }
   std::uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
 
  private:
   // What the LRU holds for a key: an Entry, with its validation time writable under a reader lock.
   struct Stored {
-    explicit Stored(Entry&& entry)
-        : bytes(std::move(entry.bytes)),
+    Stored(Entry&& entry, std::size_t stripes)
+        : bytes(std::move(entry.bytes), stripes),
           generation(entry.generation),
           checksum(entry.checksum),
           created(entry.created),
           validated_ns(absl::ToUnixNanos(entry.validated)),
-          size(bytes->size()) {}
+          size(bytes.get()->size()) {}
 
-    Bytes bytes;
+    StripedSharedPtr<const std::string> bytes;
     std::uint64_t generation;
     std::uint64_t checksum;
     absl::Time created;
@@ -108,6 +132,7 @@ class NearCache {
   static std::size_t EpochSlot(std::string_view key);
 
   Lru lru_;
+  const std::size_t stripes_;
   std::atomic<std::uint64_t> evictions_{0};
   // Per-key erase counts (hashed into slots), each advanced under the erased key's shard lock.
   std::array<std::atomic<std::uint64_t>, kEpochSlots> epochs_{};

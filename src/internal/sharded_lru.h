@@ -8,13 +8,13 @@
 // of the other shards; the entry it inserts is never its own victim. Entries leave the map into a
 // caller's `Removed`, and are destroyed when that goes out of scope, after every lock is released.
 //
-// Each shard has its own lock, of the kind `Locking` names. With LruLocking::kReadShared (a striped
-// reader-writer lock, internal::SharedMutex) a lookup takes the reader lock, and the writer lock
-// only when the entry it found is not yet its shard's most recent one; inserts and erases take the
-// writer lock, which costs a lock per stripe. With LruLocking::kExclusive every call takes the
-// shard's one mutex. The owner decides what an insert or an erase does to an existing entry with a
-// callback that runs under the lock, so its own per-key state (an epoch, an expiry) changes
-// atomically with the map.
+// Each shard has its own lock, of the kind `Locking` names. With LruLocking::kReadShared (a
+// reader-writer lock striped by CPU, internal::CpuSharedMutex) a lookup takes the reader lock, and
+// the writer lock only when the entry it found is not yet its shard's most recent one; inserts and
+// erases take the writer lock, which costs a lock per stripe. With LruLocking::kExclusive every
+// call takes the shard's one mutex. The owner decides what an insert or an erase does to an
+// existing entry with a callback that runs under the lock, so its own per-key state (an epoch, an
+// expiry) changes atomically with the map.
 //
 //   using Lru = ShardedLru<std::string>;
 //   Lru lru({.shards = 8, .capacity = 1 << 20});
@@ -48,6 +48,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
+#include "internal/cpu_stripes.h"
 #include "internal/mutex.h"
 
 namespace chunkcache::internal {
@@ -162,7 +163,7 @@ class ShardedLru {
       return true;
     } else {
       {
-        ReaderLock lock(&shard.mu);
+        ReadLock lock(&shard.mu);
         const auto it = shard.index.find(key);
         if (it == shard.index.end()) return false;
         const Node& node = *it->second;
@@ -170,7 +171,7 @@ class ShardedLru {
           return true;
         }
       }
-      WriterLock lock(&shard.mu);
+      WriteLock lock(&shard.mu);
       if (const auto it = shard.index.find(key); it != shard.index.end()) {
         shard.lru.splice(shard.lru.begin(), shard.lru, it->second);
       }
@@ -315,9 +316,9 @@ class ShardedLru {
       IndexAllocator<std::pair<const std::string_view, typename NodeList::iterator>>>;
 
   static constexpr bool kReadShared = Locking == LruLocking::kReadShared;
-  using ShardMutex = std::conditional_t<kReadShared, SharedMutex, Mutex>;
-  using ReadLock = std::conditional_t<kReadShared, ReaderLock, MutexLock>;
-  using WriteLock = std::conditional_t<kReadShared, WriterLock, MutexLock>;
+  using ShardMutex = std::conditional_t<kReadShared, CpuSharedMutex, Mutex>;
+  using ReadLock = std::conditional_t<kReadShared, CpuReaderLock, MutexLock>;
+  using WriteLock = std::conditional_t<kReadShared, CpuWriterLock, MutexLock>;
 
   struct Shard {
     Shard() : index(typename Index::allocator_type(&index_bytes)) {}

@@ -1,6 +1,7 @@
 // A counter for hot paths that many threads bump at once: one cache line per stripe, each thread
-// on its own stripe (by ThreadIndex()), summed when read. An increment is an uncontended
-// relaxed add instead of a cache line bouncing between cores.
+// on the stripe of the CPU it runs on (CurrentCpu(), see internal/cpu_stripes.h), summed when
+// read. An increment is an uncontended relaxed add instead of a cache line bouncing between
+// cores.
 
 #ifndef CHUNKCACHE_SRC_INTERNAL_STRIPED_COUNTER_H_
 #define CHUNKCACHE_SRC_INTERNAL_STRIPED_COUNTER_H_
@@ -10,14 +11,14 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "internal/mutex.h"
+#include "internal/cpu_stripes.h"
 
 namespace chunkcache::internal {
 
 class StripedCounter {
  public:
   void Add(std::uint64_t n = 1) {
-    stripes_[ThreadIndex() % kStripes].value.fetch_add(n, std::memory_order_relaxed);
+    stripes_[CurrentCpu() % kStripes].value.fetch_add(n, std::memory_order_relaxed);
   }
 
   std::uint64_t Value() const {

@@ -4,7 +4,11 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "backends/momento/http_session.h"
@@ -74,6 +78,33 @@ class MomentoBackendImpl final : public MomentoBackend {
       if (transfers[i].found) values[i] = std::move(transfers[i].response);
     }
     return values;
+  }
+
+  // Hands item i over once it and every one before it have ended well; a later one that ends
+  // first waits in its transfer. The owner is the reply's body buffer, moved, not copied.
+  absl::Status MultiGetEach(absl::Span<const std::string_view> keys,
+                            const ItemSink& sink) override {
+    std::vector<momento::Transfer> transfers;
+    transfers.reserve(keys.size());
+    for (const std::string_view key : keys) transfers.push_back(requests_.Get(key));
+    std::size_t next = 0;  // the first index not handed over yet
+    const momento::TransferDone hand_over = [&](std::size_t /*index*/) -> absl::Status {
+      for (; next < transfers.size() && transfers[next].done && transfers[next].status.ok();
+           ++next) {
+        momento::Transfer& t = transfers[next];
+        std::optional<ItemView> item;
+        if (t.found) {
+          auto body = std::make_shared<const std::string>(std::move(t.response));
+          item = ItemView{*body, body};
+        }
+        if (absl::Status s = sink(next, std::move(item)); !s.ok()) {
+          ++next;
+          return s;
+        }
+      }
+      return absl::OkStatus();
+    };
+    return http_->Run(transfers, hand_over);
   }
 
   absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_format.h"
 #include "chunkcache/backend.h"
@@ -88,8 +89,12 @@ class HttpClient::Session {
     idle_.clear();
   }
 
-  // Runs every transfer to an outcome. The first error that is final aborts the rest.
-  absl::Status Run(std::vector<Transfer>& transfers, const CallLimit& limit) {
+  // Runs every transfer to an outcome, telling `on_done` of those that end well. The first error
+  // that is final, or that `on_done` returns (then *stopped_by_caller is set), aborts the rest.
+  absl::Status Run(std::vector<Transfer>& transfers, const CallLimit& limit,
+                   const TransferDone& on_done, bool* stopped_by_caller) {
+    // Detaches what is still running however this ends, an exception from `on_done` included.
+    absl::Cleanup abort_active = [&] { AbortActive(transfers); };
     absl::Status failure = absl::OkStatus();
     std::size_t unfinished = transfers.size();
     while (unfinished > 0 && failure.ok()) {
@@ -122,7 +127,13 @@ class HttpClient::Session {
         slot_freed = true;
         if (!t.done) continue;
         --unfinished;
-        if (!t.status.ok() && failure.ok()) failure = t.status;
+        if (!failure.ok()) continue;  // the call is over: tell `on_done` of nothing more
+        if (!t.status.ok()) {
+          failure = t.status;
+        } else if (on_done) {
+          failure = on_done(static_cast<std::size_t>(&t - transfers.data()));
+          *stopped_by_caller = !failure.ok();
+        }
       }
       if (unfinished == 0 || !failure.ok()) break;
       if (slot_freed) continue;  // start what waited for a slot before waiting on sockets
@@ -146,7 +157,6 @@ class HttpClient::Session {
           static_cast<int>(absl::ToInt64Milliseconds(absl::Ceil(wait, absl::Milliseconds(1)))),
           nullptr);
     }
-    AbortActive(transfers);
     return failure;
   }
 
@@ -368,7 +378,7 @@ absl::StatusOr<std::unique_ptr<HttpClient>> HttpClient::Create(const MomentoBack
   return client;
 }
 
-absl::Status HttpClient::Run(std::vector<Transfer>& transfers) {
+absl::Status HttpClient::Run(std::vector<Transfer>& transfers, const TransferDone& on_done) {
   calls_.fetch_add(1, std::memory_order_relaxed);
   if (transfers.empty()) return absl::OkStatus();
   // The backend's own deadline, or the chunkcache call's if that comes first.
@@ -381,11 +391,12 @@ absl::Status HttpClient::Run(std::vector<Transfer>& transfers) {
   std::unique_ptr<Session> session = sessions_.TakeIdle();
   if (session == nullptr) session = NewSession();
   absl::Status status = absl::ResourceExhaustedError("momento: cannot create a session");
+  bool stopped_by_caller = false;
   if (session != nullptr) {
-    status = session->Run(transfers, limit);
+    status = session->Run(transfers, limit, on_done, &stopped_by_caller);
     sessions_.Put(std::move(session));
   }
-  if (!status.ok()) errors_.fetch_add(1, std::memory_order_relaxed);
+  if (!status.ok() && !stopped_by_caller) errors_.fetch_add(1, std::memory_order_relaxed);
   return status;
 }
 

@@ -10,6 +10,9 @@
 //   std::vector<momento::Transfer> transfers = {requests.Get("k")};
 //   absl::Status status = (*http)->Run(transfers);  // then transfers[0].found, .response
 //
+// A caller that wants each outcome as it comes (MultiGetEach) passes a TransferDone: it is told
+// the index of every transfer that ended well, in the order they end, and may stop the call.
+//
 // Deadlines: each attempt's timeout is the request timeout, or the time left before the call's
 // limit rounded up to a whole millisecond (so a call cut off by its limit returns no earlier than
 // the limit). No retry starts that could not finish before the limit. A request libcurl has not
@@ -25,7 +28,9 @@
 
 #include <array>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -39,6 +44,12 @@
 #include "internal/object_pool.h"
 
 namespace chunkcache::momento {
+
+// Told, on the thread running the transfers, the index of a transfer that has just ended well
+// (`done`, OK `status`): its `found` and `response` are final, and the caller may take the
+// response. An error it returns ends the call as a failed transfer would (the transfers still
+// running are abandoned), and Run returns it.
+using TransferDone = std::function<absl::Status(std::size_t index)>;
 
 class HttpClient {
  public:
@@ -54,8 +65,10 @@ class HttpClient {
 
   // Runs every transfer to an outcome: OK when all ended well (a GET's `found` and `response`
   // then hold what it read), else the first final error, which abandons the transfers still
-  // running. Counts one call.
-  absl::Status Run(std::vector<Transfer>& transfers);
+  // running. `on_done` (if set) hears of each transfer as it ends well, until the call fails or
+  // it returns an error, which is then the call's. Counts one call, and an error unless the
+  // error came from `on_done`. Every handle is detached and the session reusable on return.
+  absl::Status Run(std::vector<Transfer>& transfers, const TransferDone& on_done = nullptr);
 
   // The counters since creation.
   MomentoBackendStats Stats() const;

@@ -126,6 +126,78 @@ class RedisBackendImpl final : public RedisBackend {
     return values;
   }
 
+  // One GET per key, pipelined on the node of their slot, each item handed over as its reply is
+  // parsed, its bytes those of the reply itself (no copy). Keys of several slots (in a cluster)
+  // go through MultiGet instead.
+  absl::Status MultiGetEach(absl::Span<const std::string_view> keys,
+                            const ItemSink& sink) override {
+    // Whether `rest` has keys of several slots (in a cluster); then the keys go through MultiGet
+    // (one pipeline per node, all sent at once), which counts the call.
+    const auto several_slots = [&](absl::Span<const std::string_view> rest) {
+      const int slot = cluster_.SlotOf(rest.front());
+      return std::any_of(rest.begin(), rest.end(),
+                         [&](std::string_view key) { return cluster_.SlotOf(key) != slot; });
+    };
+    if (keys.empty()) return absl::OkStatus();
+    if (several_slots(keys)) return Backend::MultiGetEach(keys, sink);
+    Counters::Add(counters_.calls);
+    const absl::Time start = absl::Now();
+    const absl::Time call_deadline = CallDeadline();
+    const absl::Time deadline = std::min(start + options_.command_timeout, call_deadline);
+    if (deadline <= start) {
+      return Failed(
+          absl::DeadlineExceededError("redis: the call's deadline passed before it was sent"));
+    }
+    cluster_.RefreshIfWanted(deadline);
+    std::size_t next = 0;  // the keys handed over
+    bool sink_failed = false;
+    std::vector<Command> commands;
+    for (bool rebuilt = false;; rebuilt = true) {
+      const absl::Span<const std::string_view> rest = keys.subspan(next);
+      if (several_slots(rest)) {  // a backend that found a cluster in this call
+        const ScopedCallDeadline bound(deadline);
+        return Backend::MultiGetEach(rest, [&](std::size_t i, std::optional<ItemView> item) {
+          return sink(next + i, std::move(item));
+        });
+      }
+      const int slot = cluster_.SlotOf(rest.front());
+      commands.clear();
+      const std::size_t reply_bound = SaturatingAdd(options_.max_item_size, kReplyOverhead);
+      // max_array 1: an array of one element is parsed and refused as the wrong type, as an
+      // MGET's nested one; a longer one is refused before it is allocated.
+      for (const std::string_view key : rest) {
+        commands.push_back({{"GET", key}, slot, reply_bound, /*max_array=*/1});
+      }
+      const std::size_t base = next;
+      bool found_cluster = false;
+      const absl::Status status = cluster_.Stream(
+          commands, deadline,
+          [&](std::size_t c, Reply reply) -> absl::Status {
+            std::optional<ItemView> item;
+            if (reply->type == REDIS_REPLY_STRING) {
+              const std::string_view value(reply->str, reply->len);
+              item = ItemView{value,
+                              std::shared_ptr<const void>(reply.release(), redis::ReplyDeleter())};
+            } else if (reply->type != REDIS_REPLY_NIL) {
+              return UnexpectedReply(*reply, "GET");
+            }
+            next = base + c + 1;
+            absl::Status handed = sink(base + c, std::move(item));
+            sink_failed = !handed.ok();
+            return handed;
+          },
+          rebuilt ? nullptr : &found_cluster);
+      if (found_cluster) continue;
+      if (status.ok() || sink_failed) return status;  // the sink's error is the caller's own
+      if (absl::IsDeadlineExceeded(status) && call_deadline < start + options_.command_timeout &&
+          absl::Now() >= call_deadline) {
+        return Failed(absl::DeadlineExceededError(
+            "redis: the call's deadline passed before the server answered"));
+      }
+      return Failed(status);
+    }
+  }
+
   absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override {
     Counters::Add(counters_.calls);
     if (absl::Status s = CheckItems(items, ttl); !s.ok()) return Failed(s);

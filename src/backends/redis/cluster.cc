@@ -246,6 +246,81 @@ absl::StatusOr<std::vector<Reply>> Cluster::Route(absl::Span<const Command> comm
   return replies;
 }
 
+absl::Status Cluster::Stream(absl::Span<const Command> commands, absl::Time deadline,
+                             Connection::ReplyHandler on_reply, bool* found_cluster) {
+  constexpr std::size_t kAsking = static_cast<std::size_t>(-1);
+  const int slot = commands.empty() ? -1 : commands.front().slot;
+  std::size_t next = 0;  // the commands answered (their replies handed over)
+  std::optional<std::string> ask_target;
+  bool may_retry = true;  // one retry after a node failure or CLUSTERDOWN
+  for (int round = 0; next < commands.size(); ++round) {
+    if (round > kMaxRedirects) {
+      return absl::UnavailableError("redis: too many cluster redirects; the cluster is moving");
+    }
+    const std::string node = ask_target.has_value() ? *ask_target : NodeFor(slot);
+    std::vector<Command> batch;
+    std::vector<std::size_t> answers;  // the command each reply of the batch answers
+    for (std::size_t i = next; i < commands.size(); ++i) {
+      if (ask_target.has_value()) {
+        batch.push_back({{"ASKING"}});
+        answers.push_back(kAsking);
+      }
+      batch.push_back(commands[i]);
+      answers.push_back(i);
+    }
+    ask_target.reset();
+    std::optional<Redirect> redirect;
+    absl::Status setback;  // CLUSTERDOWN before any reply was handed over
+    bool handler_failed = false;
+    const absl::Status status =
+        nodes_.Stream(node, batch, deadline, [&](std::size_t b, Reply reply) -> absl::Status {
+          if (answers[b] == kAsking) return absl::OkStatus();  // its +OK
+          redirect = ParseRedirect(*reply);
+          if (redirect.has_value()) return absl::AbortedError("redis: redirected");
+          if (next == 0 && slot >= 0 && reply->type == REDIS_REPLY_ERROR &&
+              absl::StartsWith(AbslView(ReplyText(*reply)), "CLUSTERDOWN")) {
+            setback = ReplyError(ReplyText(*reply));
+            return setback;
+          }
+          absl::Status handled = on_reply(answers[b], std::move(reply));
+          if (!handled.ok()) {
+            handler_failed = true;
+            return handled;
+          }
+          ++next;
+          return absl::OkStatus();
+        });
+    if (redirect.has_value()) {
+      Counters::Add(counters_.redirects);
+      if (redirect->ask) {
+        ask_target = std::move(redirect->node);
+        continue;
+      }
+      if (absl::Status s = RefreshSlotMap(deadline); !s.ok()) return s;
+      if (found_cluster != nullptr && slot < 0) {
+        *found_cluster = true;
+        return absl::UnavailableError("redis: found a cluster");
+      }
+      continue;
+    }
+    if (status.ok() || handler_failed) return status;
+    if (setback.ok()) {  // the node failed
+      if (slot < 0 || !(absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status))) {
+        return status;
+      }
+      NoteNodeFailure(node);
+    }
+    // As in Route, with the further condition that nothing was handed over yet.
+    if (next > 0 || !may_retry || absl::Now() >= deadline) return status;
+    may_retry = false;
+    refresh_wanted_.store(true, std::memory_order_relaxed);
+    MaybeRefreshSlotMap(deadline);
+    if (NodeFor(slot) == node) return status;
+    Counters::Add(counters_.failover_retries);
+  }
+  return absl::OkStatus();
+}
+
 void Cluster::NoteNodeFailure(const std::string& node) {
   refresh_wanted_.store(true, std::memory_order_relaxed);
   MutexLock lock(&map_mu_);

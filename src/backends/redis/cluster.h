@@ -98,6 +98,17 @@ class Cluster {
   absl::StatusOr<std::vector<Reply>> Route(absl::Span<const Command> commands, absl::Time deadline,
                                            bool idempotent, bool* found_cluster);
 
+  // Sends `commands`, idempotent ones all of one slot (or all -1), to the node owning it in one
+  // pipeline, and hands each reply to `on_reply` as soon as it is whole, in order, each command
+  // once (NodePools::Stream). Until the first reply is handed over, redirects, node failures and
+  // CLUSTERDOWN are handled as by Route; after that, a MOVED or ASK reply sends the commands not
+  // yet answered to the new node (at most as many redirects as Route follows), and any other
+  // failure is returned. An error `on_reply` returns stops the call and is returned.
+  // `found_cluster` as in Route: set before any reply was handed over, or with the commands
+  // handed over so far left out of the rebuilt call by the caller.
+  absl::Status Stream(absl::Span<const Command> commands, absl::Time deadline,
+                      Connection::ReplyHandler on_reply, bool* found_cluster);
+
  private:
   // One command's node failure, or CLUSTERDOWN reply, met in a round of Route.
   struct Setback {

@@ -314,6 +314,55 @@ absl::StatusOr<std::vector<Reply>> Connection::Pipeline(absl::Span<const Command
   return replies;
 }
 
+absl::Status Connection::Stream(absl::Span<const Command> commands, absl::Time deadline,
+                                ReplyHandler on_reply) {
+  if (absl::Status s = Send(commands, deadline); !s.ok()) return Fail(s);
+  // Bytes read since the stream began (any left unread before it counted in), and how many of
+  // them the replies handed over so far took: the rest belong to the reply being read.
+  std::size_t received = reader_->len - reader_->pos;
+  std::size_t consumed = 0;
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    const Command& command = commands[i];
+    if (i > 0 && absl::Now() >= deadline) {
+      return Fail(absl::DeadlineExceededError(
+          "redis: the deadline passed before every reply of the pipeline was read"));
+    }
+    const auto too_large = [&] {
+      return Fail(absl::ResourceExhaustedError(absl::StrFormat(
+          "redis: the reply to %s exceeds %d bytes, more than the value asked for can hold",
+          AbslView(command.args.front()), command.reply_bound)));
+    };
+    guard_->Expect(command);
+    void* parsed = nullptr;
+    while (true) {
+      if (redisReaderGetReply(reader_, &parsed) != REDIS_OK) {
+        if (!guard_->refusal().ok()) return Fail(guard_->refusal());
+        return Fail(absl::UnavailableError(absl::StrCat("redis: ", reader_->errstr)));
+      }
+      if (parsed != nullptr) break;
+      // Incomplete: everything unparsed is this reply's.
+      if (received - consumed > command.reply_bound) return too_large();
+      absl::StatusOr<std::size_t> got = Receive(deadline);
+      if (!got.ok()) return Fail(got.status());
+      received += *got;
+    }
+    Reply reply(static_cast<redisReply*>(parsed));
+    const std::size_t unparsed = reader_->len - reader_->pos;
+    const std::size_t size = received - unparsed - consumed;  // this reply's, if whole
+    if (size > command.reply_bound) return too_large();
+    consumed += size;
+    const bool last = i + 1 == commands.size();
+    if (last && unparsed > 0) {  // as in Pipeline: which replies answer this call is unknown
+      return Fail(absl::InternalError(absl::StrFormat(
+          "redis: the server sent %d bytes beyond the replies asked for; the connection is "
+          "dropped",
+          unparsed)));
+    }
+    if (absl::Status s = on_reply(i, std::move(reply)); !s.ok()) return last ? s : Fail(s);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Connection::Fail(absl::Status status) {
   broken_ = true;
   return status;

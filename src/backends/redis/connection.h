@@ -16,6 +16,9 @@
 //   absl::StatusOr<std::vector<Reply>> replies =
 //       (*connection)->Pipeline({&ping, 1}, absl::Now() + absl::Seconds(1));
 //
+// Stream sends a pipeline the same way and hands each reply over as soon as it is whole, so that
+// the first replies can be used while the later ones are still on their way.
+//
 // Errors: connection refused or lost, a TLS server that cannot be trusted (tls.h) → Unavailable;
 // past the deadline → DeadlineExceeded; a reply larger than allowed → ResourceExhausted; bytes
 // nobody asked for → Internal. A refused AUTH names the command and the error code only
@@ -35,6 +38,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -129,6 +133,21 @@ class Connection {
   // broken (its stream position is unknown).
   absl::StatusOr<std::vector<Reply>> Pipeline(absl::Span<const Command> commands,
                                               absl::Time deadline);
+
+  // Receives the replies of Stream: the index of the command answered and its reply. An error
+  // stops the stream.
+  using ReplyHandler = absl::FunctionRef<absl::Status(std::size_t index, Reply reply)>;
+
+  // Sends `commands` in one write, then reads their replies one at a time and hands each to
+  // `on_reply` as soon as it is whole, in order, on the calling thread. Each reply may take no
+  // more than its own command's reply_bound bytes (ResourceExhausted); `deadline` bounds the
+  // whole stream, the time spent in `on_reply` included (DeadlineExceeded). Stops at the first
+  // error, the connection's or the one `on_reply` returns, and returns it; the connection is
+  // then broken if a reply is left unread (and after any failure of its own), so it is never
+  // reused with replies in flight. Bytes beyond the last reply fail the stream (Internal) before
+  // that reply is handed over.
+  absl::Status Stream(absl::Span<const Command> commands, absl::Time deadline,
+                      ReplyHandler on_reply);
 
  private:
   Connection(redisContext* context, std::unique_ptr<TlsStream> stream, RespReader tls_reader);

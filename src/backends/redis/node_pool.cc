@@ -270,10 +270,9 @@ absl::StatusOr<std::unique_ptr<Connection>> NodePools::Connect(NodePool& pool,
       absl::StrCat("redis: cannot connect to ", endpoint.Name(), " within the connect timeout"));
 }
 
-absl::StatusOr<std::vector<Reply>> NodePools::Run(const std::string& node,
-                                                  absl::Span<const Command> commands,
-                                                  absl::Time deadline, bool idempotent,
-                                                  bool* sent) {
+template <typename Talk>
+absl::Status NodePools::Exchange(const std::string& node, std::size_t commands, absl::Time deadline,
+                                 bool idempotent, bool* sent, Talk talk) {
   const std::shared_ptr<NodePool> pool_holder = PoolFor(node);
   NodePool& pool = *pool_holder;
   std::unique_ptr<Connection> connection = pool.idle().TakeIdle();
@@ -293,19 +292,51 @@ absl::StatusOr<std::vector<Reply>> NodePools::Run(const std::string& node,
       connection = *std::move(opened);
     }
     Counters::Add(counters_.round_trips);
-    Counters::Add(counters_.commands, commands.size());
+    Counters::Add(counters_.commands, commands);
     if (sent != nullptr) *sent = true;
-    absl::StatusOr<std::vector<Reply>> replies = connection->Pipeline(commands, deadline);
-    if (replies.ok()) {
-      pool.idle().Put(std::move(connection));
-      return replies;
+    bool connection_failed = true;
+    bool retry = idempotent && reused && attempt == 0;
+    const absl::Status status = talk(*connection, &connection_failed, &retry);
+    if (status.ok() || !connection_failed) {
+      pool.idle().Put(std::move(connection));  // closed there if replies were left unread
+      return status;
     }
     Counters::Add(counters_.connection_failures);
     connection.reset();
-    if (!(idempotent && reused && attempt == 0 && absl::IsUnavailable(replies.status()))) {
-      return replies.status();
-    }
+    if (!(retry && absl::IsUnavailable(status))) return status;
   }
+}
+
+absl::StatusOr<std::vector<Reply>> NodePools::Run(const std::string& node,
+                                                  absl::Span<const Command> commands,
+                                                  absl::Time deadline, bool idempotent,
+                                                  bool* sent) {
+  absl::StatusOr<std::vector<Reply>> replies;
+  const absl::Status status =
+      Exchange(node, commands.size(), deadline, idempotent, sent,
+               [&](Connection& connection, bool* /*connection_failed*/, bool* /*retry*/) {
+                 replies = connection.Pipeline(commands, deadline);
+                 return replies.status();
+               });
+  if (!status.ok()) return status;
+  return replies;
+}
+
+absl::Status NodePools::Stream(const std::string& node, absl::Span<const Command> commands,
+                               absl::Time deadline, Connection::ReplyHandler on_reply, bool* sent) {
+  return Exchange(node, commands.size(), deadline, /*idempotent=*/true, sent,
+                  [&](Connection& connection, bool* connection_failed, bool* retry) {
+                    bool handler_failed = false;
+                    const absl::Status status =
+                        connection.Stream(commands, deadline, [&](std::size_t index, Reply reply) {
+                          *retry = false;  // a reply was handed over: the stream cannot start again
+                          absl::Status handled = on_reply(index, std::move(reply));
+                          handler_failed = !handled.ok();
+                          return handled;
+                        });
+                    *connection_failed = !handler_failed;
+                    return status;
+                  });
 }
 
 }  // namespace chunkcache::redis

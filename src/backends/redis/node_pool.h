@@ -70,6 +70,14 @@ class NodePools {
                                          absl::Span<const Command> commands, absl::Time deadline,
                                          bool idempotent = true, bool* sent = nullptr);
 
+  // Runs one pipeline on `node` as Run does, handing each reply to `on_reply` as soon as it is
+  // whole (Connection::Stream). A pooled connection the server has since dropped is replaced
+  // once, as in Run, if it failed before any reply was handed over. A connection left with
+  // replies unread (`on_reply` stopped the stream early) is closed and counted in
+  // connections_discarded, one that failed in connection_failures.
+  absl::Status Stream(const std::string& node, absl::Span<const Command> commands,
+                      absl::Time deadline, Connection::ReplyHandler on_reply, bool* sent = nullptr);
+
   // Nodes with a pool now.
   std::size_t size() const;
 
@@ -81,6 +89,15 @@ class NodePools {
 
   std::shared_ptr<NodePool> PoolFor(const std::string& node);
   absl::StatusOr<std::unique_ptr<Connection>> Connect(NodePool& pool, absl::Duration timeout);
+  // What Run and Stream share: `talk(connection, &connection_failed, &retry)` sends a pipeline
+  // of `commands` commands on a pooled or new connection to `node` and reads its replies. A
+  // connection whose `talk` failed with connection_failed left true is closed (and `talk` called
+  // once more, on a new connection, if it failed with Unavailable on a reused one, `idempotent`
+  // and `retry` left true); any other goes back to the pool, which closes it unless it is fit for
+  // reuse.
+  template <typename Talk>
+  absl::Status Exchange(const std::string& node, std::size_t commands, absl::Time deadline,
+                        bool idempotent, bool* sent, Talk talk);
 
   const ServerUrl& server_;
   const absl::Duration connect_timeout_;
