@@ -40,6 +40,7 @@
 #include "chunkcache/chunkcache.h"
 #include "format/codec.h"
 #include "format/keys.h"
+#include "cache/entry_writer.h"
 #include "format/manifest.h"
 #include "ratio_reporter.h"
 
@@ -146,6 +147,38 @@ void Decode(benchmark::State& state, const Input* input, int level, int decode_w
   state.counters["round_trips"] =
       static_cast<double>(after.backend_calls - before.backend_calls) / gets;
   state.counters["bytes_moved"] = static_cast<double>(after.bytes_read - before.bytes_read) / gets;
+  SetBytes(state, input->json.size());
+}
+
+// The machine's own ceiling for decoding on `threads` threads: the payload cut into the frames a
+// Put makes, each compressed by ZSTD_compress, decoded by bare zstd on `threads` std::threads
+// (frame i on thread i % threads) into one output. No fetch, no checksum, no pool.
+void ZstdDecompressFrames(benchmark::State& state, const Input* input, int threads) {
+  const chunkcache::internal::FramePlan plan = chunkcache::internal::PlanFrames(
+      input->json.size(), chunkcache::CacheOptions().frame_size, std::size_t{1} << 20);
+  std::vector<std::string> frames;
+  for (std::size_t i = 0; i < plan.count; ++i) {
+    frames.push_back(Compress(input->json.substr(i * plan.frame_size, plan.frame_size), 3));
+  }
+  std::vector<ZSTD_DCtx*> contexts;
+  for (int t = 0; t < threads; ++t) contexts.push_back(ZSTD_createDCtx());
+  for (auto _ : state) {
+    std::string out(input->json.size(), '\0');  // the type Get returns
+    const auto decode = [&](int t) {
+      for (std::size_t i = t; i < frames.size(); i += threads) {
+        const std::size_t at = i * plan.frame_size;
+        ZSTD_decompressDCtx(contexts[t], out.data() + at,
+                            std::min<std::size_t>(plan.frame_size, out.size() - at),
+                            frames[i].data(), frames[i].size());
+      }
+    };
+    std::vector<std::thread> others;
+    for (int t = 1; t < threads; ++t) others.emplace_back(decode, t);
+    decode(0);
+    for (std::thread& other : others) other.join();
+    benchmark::DoNotOptimize(out.data());
+  }
+  for (ZSTD_DCtx* context : contexts) ZSTD_freeDCtx(context);
   SetBytes(state, input->json.size());
 }
 
@@ -399,6 +432,13 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("BM_Encode/" + mt).c_str(), [=](auto& s) { Encode(s, in, 3, 2); })
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
+    const std::string one_worker = absl::StrFormat("%s/level:3/workers:1", input.name);
+    benchmark::RegisterBenchmark(("BM_Encode/" + one_worker).c_str(),
+                                 [=](auto& s) { Encode(s, in, 3, 1); })
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    compare("Encode, 1 worker vs ZSTD_compress 1 core, " + input.name, "BM_Encode/" + one_worker,
+            absl::StrFormat("BM_ZstdCompress/%s/level:3", input.name));
     compare("Encode, 2 workers vs ZSTD_compress 1 core, " + input.name, "BM_Encode/" + mt,
             absl::StrFormat("BM_ZstdCompress/%s/level:3", input.name));
     compare("Encode, 2 workers vs ZSTD_compress 2 workers, " + input.name, "BM_Encode/" + mt,
@@ -409,6 +449,18 @@ int main(int argc, char** argv) {
         ->Unit(benchmark::kMillisecond);
     compare("Decode, 1 decode worker vs ZSTD_decompress 1 core, " + input.name, "BM_Decode/" + dw,
             absl::StrFormat("BM_ZstdDecompress/%s/level:3", input.name));
+    for (const int threads : {1, 2}) {
+      benchmark::RegisterBenchmark(
+          absl::StrFormat("BM_ZstdDecompressFrames/%s/threads:%d", input.name, threads).c_str(),
+          [=](auto& s) { ZstdDecompressFrames(s, in, threads); })
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+    compare("the machine: bare zstd, frames on 2 threads vs ZSTD_decompress 1 core, " + input.name,
+            absl::StrFormat("BM_ZstdDecompressFrames/%s/threads:2", input.name),
+            absl::StrFormat("BM_ZstdDecompress/%s/level:3", input.name));
+    compare("Decode, 1 decode worker vs bare zstd frames on 2 threads, " + input.name,
+            "BM_Decode/" + dw, absl::StrFormat("BM_ZstdDecompressFrames/%s/threads:2", input.name));
     benchmark::RegisterBenchmark(("BM_Stream/" + input.name + "/level:3").c_str(),
                                  [=](auto& s) { Stream(s, in); })
         ->UseRealTime()

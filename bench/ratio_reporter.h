@@ -1,5 +1,8 @@
 // A console reporter that also remembers each benchmark's time per iteration, so a benchmark
-// binary can print library/baseline ratios measured in the same run.
+// binary can print library/baseline ratios measured in the same run. With
+// --benchmark_repetitions=N (and --benchmark_enable_random_interleaving=true, which alternates
+// the benchmarks' repetitions so that a noisy moment does not land on one side only), a ratio
+// compares the medians of the repetitions.
 //
 //   return chunkcache::bench::RunAndPrintSpeedups(
 //       "against raw Redis", {{"Get vs raw GET", "BM_Get/real_time", "BM_RawGet/real_time"}});
@@ -36,8 +39,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& run : runs) {
       if (run.run_type == Run::RT_Iteration && !run.error_occurred) {
-        seconds_[run.benchmark_name()] =
-            run.real_accumulated_time / static_cast<double>(std::max<int64_t>(run.iterations, 1));
+        seconds_[run.benchmark_name()].push_back(
+            run.real_accumulated_time / static_cast<double>(std::max<int64_t>(run.iterations, 1)));
       }
     }
     ConsoleReporter::ReportRuns(runs);
@@ -48,21 +51,26 @@ class RatioReporter : public benchmark::ConsoleReporter {
   void PrintSpeedups(const char* title, const std::vector<Comparison>& comparisons) const {
     absl::PrintF("\n%s (baseline time / library time; >1 means the library is faster):\n", title);
     for (const Comparison& c : comparisons) {
-      auto library = seconds_.find(c.library);
-      auto baseline = seconds_.find(c.baseline);
-      if (library == seconds_.end() || baseline == seconds_.end()) continue;
-      absl::PrintF("  %-44s %.2fx\n", c.what, baseline->second / library->second);
+      const double library = Seconds(c.library);
+      const double baseline = Seconds(c.baseline);
+      if (library == 0 || baseline == 0) continue;
+      absl::PrintF("  %-44s %.2fx\n", c.what, baseline / library);
     }
   }
 
-  // Seconds per iteration of a benchmark that ran, by full name; 0 if it did not run.
+  // Seconds per iteration of a benchmark that ran, by full name (the median of its repetitions);
+  // 0 if it did not run.
   double Seconds(const std::string& name) const {
     auto it = seconds_.find(name);
-    return it == seconds_.end() ? 0 : it->second;
+    if (it == seconds_.end() || it->second.empty()) return 0;
+    std::vector<double> times = it->second;
+    std::sort(times.begin(), times.end());
+    const std::size_t n = times.size();
+    return n % 2 == 1 ? times[n / 2] : (times[n / 2 - 1] + times[n / 2]) / 2;
   }
 
  private:
-  std::map<std::string, double> seconds_;
+  std::map<std::string, std::vector<double>> seconds_;
 };
 
 // Runs the benchmarks selected on the command line through a RatioReporter, prints the speed-ups

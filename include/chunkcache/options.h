@@ -56,11 +56,12 @@ struct CacheOptions {
   // Default: 3 (zstd's default).
   int compression_level = 3;
 
-  // Threads that help one Put compress. 0: the calling thread validates and compresses. N > 0: a
-  // pool of N threads owned by the cache compresses the payload's frames in parallel with the
-  // calling thread, the JSON validation overlapped (a one-frame payload of 1 MiB or more uses
-  // zstd's own N workers instead). Pays off for payloads of several frames and a spare core.
-  // 0 to 64. Default: 0.
+  // Threads that compress one Put. 0: the calling thread validates and compresses. N > 0: N
+  // threads of a pool owned by the cache compress the payload's frames in parallel while the
+  // calling thread validates the JSON (a one-frame payload of 1 MiB or more is compressed by
+  // zstd's own N workers instead); the calling thread compresses too only when no pool thread is
+  // free. As with zstd's own workers, N busy threads: more than the cores cost more than they
+  // gain. Pays off for payloads of several frames and a spare core. 0 to 64. Default: 0.
   int compression_workers = 0;
 
   // Threads that help one Get (or GetOrLoad, Refresh) decode. 0: the calling thread verifies

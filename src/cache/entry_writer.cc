@@ -126,19 +126,23 @@ absl::StatusOr<EncodedPayload> EntryWriter::Encode(std::string_view json) {
     if (!parallel) end += *size;
   };
 
-  absl::Status valid;
-  if (options_.validate_json && !parallel &&
-      !(plan.count == 1 && options_.compression_workers > 0 &&
-        json.size() >= kOverlapValidationFrom)) {
+  // With workers, they compress (the frames, or zstd's own threads the one frame) while the
+  // calling thread validates; it joins them only if none is free. N workers are N busy threads,
+  // as with zstd's own: more threads than cores would cost more than it gains.
+  const bool overlap = parallel || (helpers > 0 && plan.count == 1 &&
+                                    json.size() >= kOverlapValidationFrom);
+  if (!overlap) {
     // Alone: validate first, so invalid JSON costs no compression.
-    if (absl::Status s = codec_.ValidateJson(json); !s.ok()) return s;
-    compress(0);
-    for (std::size_t i = 1; i < plan.count; ++i) compress(i);
+    if (options_.validate_json) {
+      if (absl::Status s = codec_.ValidateJson(json); !s.ok()) return s;
+    }
+    for (std::size_t i = 0; i < plan.count; ++i) compress(i);
   } else {
-    TaskGroup group(pool_, std::max(helpers, 1));
-    if (options_.validate_json) group.Add([&] { valid = codec_.ValidateJson(json); });
+    TaskGroup group(pool_, helpers);
     for (std::size_t i = 0; i < plan.count; ++i) group.Add([&compress, i] { compress(i); });
-    group.Wait();
+    const absl::Status valid =
+        options_.validate_json ? codec_.ValidateJson(json) : absl::OkStatus();
+    group.WaitForHelpers();
     if (!valid.ok()) return valid;
   }
   for (const absl::Status& failure : failures) {

@@ -63,7 +63,7 @@ struct TaskGroup::State {
       {
         MutexLock lock(&mu);
         if (jobs.empty()) {
-          if (on_helper) --helpers;
+          if (on_helper && --helpers == 0) idle.SignalAll();
           return;
         }
         job = std::move(jobs.front());
@@ -102,6 +102,20 @@ void TaskGroup::Add(absl::AnyInvocable<void() &&> job) {
     }
   }
   if (call_helper) pool_->Submit([state = state_] { state->Drain(/*on_helper=*/true); });
+}
+
+void TaskGroup::WaitForHelpers() {
+  for (;;) {
+    {
+      MutexLock lock(&state_->mu);
+      // A helper leaves only once the queue is empty: while one is there, the jobs get done.
+      while (state_->helpers > 0 && !(state_->jobs.empty() && state_->running == 0)) {
+        state_->idle.Wait(&state_->mu);
+      }
+      if (state_->jobs.empty() && state_->running == 0) return;
+    }
+    Wait();  // no helper left with jobs queued: run them here
+  }
 }
 
 void TaskGroup::Wait() {

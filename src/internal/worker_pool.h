@@ -75,6 +75,11 @@ class TaskGroup {
   // on helpers.
   void Wait();
 
+  // Waits for every job, leaving them to the helpers: the calling thread runs jobs only when no
+  // helper is there to (the pool's threads all busy with other groups, or none at all). For a
+  // caller with other work done already, on a machine whose cores the helpers fill.
+  void WaitForHelpers();
+
  private:
   struct State;
   const std::shared_ptr<State> state_;  // shared with helpers that have not started yet
