@@ -36,11 +36,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench_flags.h"
+#include "cache/entry_writer.h"
 #include "catalogue.h"
 #include "chunkcache/chunkcache.h"
 #include "format/codec.h"
 #include "format/keys.h"
-#include "cache/entry_writer.h"
 #include "format/manifest.h"
 #include "ratio_reporter.h"
 

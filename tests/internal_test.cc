@@ -1,9 +1,14 @@
 // The shared primitives in src/internal/: JSON quoting, the fd owner, the backoff draws.
 
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/random/random.h"
 #include "absl/time/time.h"
@@ -13,6 +18,7 @@
 #include "internal/object_pool.h"
 #include "internal/percent_encode.h"
 #include "internal/unique_fd.h"
+#include "internal/worker_pool.h"
 #include "simdjson.h"
 
 namespace chunkcache::internal {
@@ -167,6 +173,91 @@ TEST_CASE("PercentEncode keeps what the predicate allows and writes the rest as 
     const bool mark = c == '-' || c == '.' || c == '_' || c == '~';
     REQUIRE(IsUrlUnreserved(static_cast<unsigned char>(c)) == (alnum || mark));
   }
+}
+
+TEST_CASE("a TaskGroup without a pool runs each job at once, on the calling thread", "[internal]") {
+  std::vector<int> order;
+  TaskGroup group(nullptr, 4);
+  for (int i = 0; i < 5; ++i) {
+    group.Add([&order, i] { order.push_back(i); });
+    CHECK(order.size() == static_cast<std::size_t>(i + 1));  // already ran
+  }
+  group.Wait();
+  CHECK(order == std::vector<int>{0, 1, 2, 3, 4});
+}
+
+TEST_CASE("a TaskGroup runs every job once, on the caller and on pool threads",
+          "[internal][concurrency]") {
+  WorkerPool pool(2);
+  for (const bool leave_to_helpers : {false, true}) {
+    CAPTURE(leave_to_helpers);
+    std::vector<std::atomic<int>> runs(200);
+    std::mutex mu;
+    std::set<std::thread::id> threads;
+    TaskGroup group(&pool, 2);
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+      group.Add([&, i] {
+        ++runs[i];
+        std::lock_guard<std::mutex> lock(mu);
+        threads.insert(std::this_thread::get_id());
+      });
+    }
+    if (leave_to_helpers) {
+      group.WaitForHelpers();
+    } else {
+      group.Wait();
+    }
+    for (const std::atomic<int>& n : runs) CHECK(n == 1);
+    CHECK(threads.size() >= 1);
+    CHECK(threads.size() <= 3);  // the caller and at most two helpers
+  }
+}
+
+TEST_CASE("groups of many threads share one pool, each waiting for its own jobs only",
+          "[internal][concurrency]") {
+  WorkerPool pool(2);
+  std::atomic<bool> wrong{false};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 6; ++t) {
+    callers.emplace_back([&, t] {
+      for (int round = 0; round < 50; ++round) {
+        std::vector<int> done(16, 0);  // each written by one job, read after the wait
+        TaskGroup group(&pool, 1 + t % 2);
+        for (std::size_t i = 0; i < done.size(); ++i) group.Add([&done, i] { done[i] = 1; });
+        if (round % 2 == 0) {
+          group.Wait();
+        } else {
+          group.WaitForHelpers();
+        }
+        for (const int d : done) wrong = wrong || d != 1;
+      }
+    });
+  }
+  for (std::thread& caller : callers) caller.join();
+  CHECK_FALSE(wrong);
+}
+
+TEST_CASE("a forked child runs a pool's jobs on its own thread and can destroy the pool",
+          "[internal]") {
+  auto* pool = new WorkerPool(2);
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // The pool's threads stayed in the parent: jobs must still run, here.
+    int ran = 0;
+    {
+      TaskGroup group(pool, 2);
+      for (int i = 0; i < 4; ++i) group.Add([&ran] { ++ran; });
+      group.WaitForHelpers();
+    }
+    delete pool;  // must not wait for the parent's threads
+    _exit(ran == 4 ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  delete pool;
 }
 
 }  // namespace

@@ -13,17 +13,19 @@ WorkerPool::WorkerPool(int threads) : pid_(getpid()) {
 }
 
 WorkerPool::~WorkerPool() {
+  if (!usable()) {
+    // A forked child: the threads stayed in the parent. Joining them would wait for ever,
+    // destroying a joinable std::thread terminates, and waking the condition variable their
+    // copies still wait on can block: leave all of it be (a few hundred bytes).
+    for (std::thread& thread : threads_) new std::thread(std::move(thread));
+    static_cast<void>(ready_.release());
+    return;
+  }
   {
     MutexLock lock(&mu_);
     stopping_ = true;
   }
-  ready_.SignalAll();
-  if (!usable()) {
-    // A forked child: the threads stayed in the parent. Joining them would wait for ever, and
-    // destroying a joinable std::thread terminates: leave their handles be.
-    for (std::thread& thread : threads_) new std::thread(std::move(thread));
-    return;
-  }
+  ready_->SignalAll();
   for (std::thread& thread : threads_) thread.join();
 }
 
@@ -32,7 +34,7 @@ void WorkerPool::Submit(absl::AnyInvocable<void() &&> task) {
     MutexLock lock(&mu_);
     tasks_.push_back(std::move(task));
   }
-  ready_.SignalAll();
+  ready_->SignalAll();
 }
 
 void WorkerPool::Work() {
@@ -40,7 +42,7 @@ void WorkerPool::Work() {
     absl::AnyInvocable<void() &&> task;
     {
       MutexLock lock(&mu_);
-      while (tasks_.empty() && !stopping_) ready_.Wait(&mu_);
+      while (tasks_.empty() && !stopping_) ready_->Wait(&mu_);
       if (tasks_.empty()) return;
       task = std::move(tasks_.front());
       tasks_.pop_front();

@@ -52,7 +52,8 @@ class WorkerPool {
   void Work();
 
   Mutex mu_;
-  CondVar ready_;
+  // On the heap so that a forked child can leave it (its waiters stayed in the parent).
+  std::unique_ptr<CondVar> ready_ = std::make_unique<CondVar>();
   std::deque<absl::AnyInvocable<void() &&>> tasks_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   const pid_t pid_;
