@@ -39,6 +39,7 @@
 #include "absl/strings/strip.h"
 #include "catalogue.h"
 #include "chunkcache/chunkcache.h"
+#include "corrupt_entry.h"
 #include "fixtures/redis_server.h"
 
 namespace chunkcache::testing {
@@ -819,26 +820,7 @@ TEST_CASE("a request head over 16 KiB gets 431 and the connection closes, howeve
   CHECK(after.Get("/healthz").status == 200);
 }
 
-// Stores `json` under "catalogue" in `backend_url` as the service does, then flips a byte in the
-// middle of its last chunk: the entry's first frames read fine, its last does not.
-void StoreWithCorruptLastChunk(const std::string& backend_url, const std::string& json) {
-  absl::StatusOr<std::shared_ptr<Backend> > backend = NewBackendFromUrl(backend_url);
-  REQUIRE(backend.ok());
-  ChunkedCache cache(*backend);
-  REQUIRE(cache.Put("catalogue", json).ok());
-  absl::StatusOr<EntryInfo> info = cache.Inspect("catalogue");
-  REQUIRE(info.ok());
-  REQUIRE(info->frame_count >= 3);
-  REQUIRE(info->chunks.size() >= 2);
-  const std::string last = info->chunks.back().key;
-  absl::StatusOr<std::vector<std::optional<std::string> > > got = (*backend)->MultiGet({last});
-  REQUIRE(got.ok());
-  REQUIRE((*got)[0].has_value());
-  std::string chunk = *(*got)[0];
-  chunk[chunk.size() / 2] ^= 0x40;
-  const KeyValue item{last, chunk};
-  REQUIRE((*backend)->MultiSet({&item, 1}, absl::Minutes(10)).ok());
-}
+using testing::StoreWithCorruptLastChunk;
 
 TEST_CASE("a stored catalogue is streamed chunked as it is decoded, and timed in /metrics") {
   // 5 MiB: three frames. Without a near cache every warm request reads the stored frames.

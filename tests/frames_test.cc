@@ -49,16 +49,31 @@ Streamed Stream(ChunkedCache& cache, std::string_view key,
   return out;
 }
 
-// Forwards to an inner backend, handing items over one key at a time, and calls `on_item` after
-// each item of a multi-key MultiGetEach (the chunks of an entry) was handed over.
-class SteppingBackend : public Backend {
+// Forwards every call to an inner backend; the tests' backends change one call each.
+class ForwardingBackend : public Backend {
  public:
-  explicit SteppingBackend(std::shared_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  explicit ForwardingBackend(std::shared_ptr<Backend> inner) : inner_(std::move(inner)) {}
   std::size_t max_item_size() const override { return inner_->max_item_size(); }
   absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
       absl::Span<const std::string_view> keys) override {
     return inner_->MultiGet(keys);
   }
+  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override {
+    return inner_->MultiSet(items, ttl);
+  }
+  absl::Status Delete(absl::Span<const std::string_view> keys) override {
+    return inner_->Delete(keys);
+  }
+
+ protected:
+  const std::shared_ptr<Backend> inner_;
+};
+
+// Hands items over one key at a time, and calls `on_item` after each item of a multi-key
+// MultiGetEach (the chunks of an entry) was handed over.
+class SteppingBackend : public ForwardingBackend {
+ public:
+  using ForwardingBackend::ForwardingBackend;
   absl::Status MultiGetEach(absl::Span<const std::string_view> keys,
                             const ItemSink& sink) override {
     for (std::size_t i = 0; i < keys.size(); ++i) {
@@ -70,17 +85,8 @@ class SteppingBackend : public Backend {
     }
     return absl::OkStatus();
   }
-  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override {
-    return inner_->MultiSet(items, ttl);
-  }
-  absl::Status Delete(absl::Span<const std::string_view> keys) override {
-    return inner_->Delete(keys);
-  }
 
   std::function<void(std::size_t index, std::size_t count)> on_item;
-
- private:
-  std::shared_ptr<Backend> inner_;
 };
 
 internal::Manifest StoredManifest(Backend& backend, const CacheOptions& options,
@@ -446,16 +452,11 @@ TEST_CASE("a streamed read holds about one frame and one chunk, a Get the whole 
 }
 
 // A backend whose MultiGetEach breaks the contract the way `mode` says.
-class MisorderingBackend : public Backend {
+class MisorderingBackend : public ForwardingBackend {
  public:
   enum class Mode { kSkip, kTwice, kReverse };
   MisorderingBackend(std::shared_ptr<Backend> inner, Mode mode)
-      : inner_(std::move(inner)), mode_(mode) {}
-  std::size_t max_item_size() const override { return inner_->max_item_size(); }
-  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
-      absl::Span<const std::string_view> keys) override {
-    return inner_->MultiGet(keys);
-  }
+      : ForwardingBackend(std::move(inner)), mode_(mode) {}
   absl::Status MultiGetEach(absl::Span<const std::string_view> keys,
                             const ItemSink& sink) override {
     absl::StatusOr<std::vector<std::optional<std::string>>> values = inner_->MultiGet(keys);
@@ -480,15 +481,8 @@ class MisorderingBackend : public Backend {
     }
     return absl::OkStatus();
   }
-  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override {
-    return inner_->MultiSet(items, ttl);
-  }
-  absl::Status Delete(absl::Span<const std::string_view> keys) override {
-    return inner_->Delete(keys);
-  }
 
  private:
-  std::shared_ptr<Backend> inner_;
   Mode mode_;
 };
 

@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "catalogue.h"
 #include "chunkcache/chunkcache.h"
+#include "corrupt_entry.h"
 #include "fixtures/lambda_runtime_api.h"
 #include "fixtures/redis_server.h"
 #include "simdjson.h"
@@ -520,26 +521,7 @@ InvocationFigures ReadInvocationFigures(const std::string& line) {
   return figures;
 }
 
-// Stores `json` under "catalogue" in `backend_url` as the bootstrap does, then flips a byte in
-// the middle of its last chunk: the entry's first frames read fine, its last does not.
-void StoreWithCorruptLastChunk(const std::string& backend_url, const std::string& json) {
-  absl::StatusOr<std::shared_ptr<Backend>> backend = NewBackendFromUrl(backend_url);
-  REQUIRE(backend.ok());
-  ChunkedCache cache(*backend);
-  REQUIRE(cache.Put("catalogue", json).ok());
-  absl::StatusOr<EntryInfo> info = cache.Inspect("catalogue");
-  REQUIRE(info.ok());
-  REQUIRE(info->frame_count >= 3);
-  REQUIRE(info->chunks.size() >= 2);
-  const std::string last = info->chunks.back().key;
-  absl::StatusOr<std::vector<std::optional<std::string>>> got = (*backend)->MultiGet({last});
-  REQUIRE(got.ok());
-  REQUIRE((*got)[0].has_value());
-  std::string chunk = *(*got)[0];
-  chunk[chunk.size() / 2] ^= 0x40;
-  const KeyValue item{last, chunk};
-  REQUIRE((*backend)->MultiSet({&item, 1}, absl::Minutes(10)).ok());
-}
+using testing::StoreWithCorruptLastChunk;
 
 TEST_CASE(
     "a streamed catalogue goes frame by frame, equals the JSON, with its time to first byte") {

@@ -6,7 +6,6 @@
 #ifndef CHUNKCACHE_SRC_INTERNAL_MUTEX_H_
 #define CHUNKCACHE_SRC_INTERNAL_MUTEX_H_
 
-#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
@@ -49,57 +48,6 @@ inline std::size_t ThreadIndex() {
   thread_local const std::size_t index = next.fetch_add(1, std::memory_order_relaxed);
   return index;
 }
-
-// A reader-writer lock for read-mostly data. A reader locks one of kStripes mutexes (chosen by
-// its thread), a writer locks them all: readers on different threads touch different cache
-// lines, so concurrent reads scale instead of bouncing one lock word between cores. Writes cost
-// kStripes lock operations.
-class ABSL_LOCKABLE SharedMutex {
- public:
-  SharedMutex() = default;
-  SharedMutex(const SharedMutex&) = delete;
-  SharedMutex& operator=(const SharedMutex&) = delete;
-
-  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
-    for (Stripe& stripe : stripes_) stripe.mu.lock();
-  }
-  void Unlock() ABSL_UNLOCK_FUNCTION() {
-    for (auto it = stripes_.rbegin(); it != stripes_.rend(); ++it) it->mu.unlock();
-  }
-  void ReaderLock() ABSL_SHARED_LOCK_FUNCTION() { stripes_[ThreadIndex() % kStripes].mu.lock(); }
-  void ReaderUnlock() ABSL_UNLOCK_FUNCTION() { stripes_[ThreadIndex() % kStripes].mu.unlock(); }
-
- private:
-  static constexpr std::size_t kStripes = 16;
-  struct alignas(64) Stripe {
-    std::mutex mu;
-  };
-  std::array<Stripe, kStripes> stripes_;
-};
-
-class ABSL_SCOPED_LOCKABLE WriterLock {
- public:
-  explicit WriterLock(SharedMutex* mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu) : mu_(mu) { mu_->Lock(); }
-  ~WriterLock() ABSL_UNLOCK_FUNCTION() { mu_->Unlock(); }
-  WriterLock(const WriterLock&) = delete;
-  WriterLock& operator=(const WriterLock&) = delete;
-
- private:
-  SharedMutex* const mu_;
-};
-
-class ABSL_SCOPED_LOCKABLE ReaderLock {
- public:
-  explicit ReaderLock(SharedMutex* mu) ABSL_SHARED_LOCK_FUNCTION(mu) : mu_(mu) {
-    mu_->ReaderLock();
-  }
-  ~ReaderLock() ABSL_UNLOCK_FUNCTION() { mu_->ReaderUnlock(); }
-  ReaderLock(const ReaderLock&) = delete;
-  ReaderLock& operator=(const ReaderLock&) = delete;
-
- private:
-  SharedMutex* const mu_;
-};
 
 class CondVar {
  public:
