@@ -134,7 +134,8 @@ class DecodingConsumer final : public FrameConsumer {
  private:
   // Waits for the frames under way; forgets the output and any error.
   void Drop() {
-    group_.reset();  // waits
+    failed_.store(true);  // frames not yet decoded are skipped
+    group_.reset();       // waits for those under way
     out_.reset();
     failed_.store(false);
     MutexLock lock(&mu_);
