@@ -226,7 +226,8 @@ TEST_CASE("over TLS, MultiGetEach hands over MultiGet's answer and stops cleanly
   // A reply over max_item_size, after the first item (stored by a backend allowing larger ones).
   RedisBackendOptions larger = options;
   larger.max_item_size = std::size_t{2} << 20;
-  const KeyValue big{"{tls}1", std::string((std::size_t{1} << 20) + 4096, 'x')};
+  const std::string big_value((std::size_t{1} << 20) + 4096, 'x');  // outlives the view below
+  const KeyValue big{"{tls}1", big_value};
   REQUIRE(Connect(larger)->MultiSet({&big, 1}, absl::Minutes(1)).ok());
   const auto [too_big, before] = get_each(keys.size());
   INFO(too_big.ToString());
