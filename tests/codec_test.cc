@@ -483,7 +483,10 @@ TEST_CASE("CheckFrameHeader reads the declared content size across parts") {
     CHECK(absl::IsDataLoss(CheckFrameHeader(parts, 0)));
   }
   // A skippable frame, a frame without a content size, garbage, nothing.
-  const std::string skippable("\x50\x2a\x4d\x18\x04\x00\x00\x00" "abcd", 12);
+  const std::string skippable(
+      "\x50\x2a\x4d\x18\x04\x00\x00\x00"
+      "abcd",
+      12);
   const std::string no_size = FrameWithoutContentSize(raw);
   for (const std::string_view bad : {std::string_view(skippable), std::string_view(no_size),
                                      std::string_view("garbage"), std::string_view()}) {

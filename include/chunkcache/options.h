@@ -129,8 +129,8 @@ struct CacheOptions {
 
   // Bytes of decoded payloads kept in this process (payload + key + an overhead per entry of
   // about 500 bytes on 2 CPUs, 1.6 KB on 16 or more: one reference count per CPU stripe, so that
-  // hits on different cores touch different cache lines), least recently used evicted first. A payload larger than the whole bound is not kept.
-  // 0 turns the near cache off. Default: 0 (off).
+  // hits on different cores touch different cache lines), least recently used evicted first. A
+  // payload larger than the whole bound is not kept. 0 turns the near cache off. Default: 0 (off).
   std::size_t l1_capacity_bytes = 0;
 
   // How long after it was fetched (or last revalidated) an L1 entry is served with no backend

@@ -129,8 +129,8 @@ absl::StatusOr<EncodedPayload> EntryWriter::Encode(std::string_view json) {
   // With workers, they compress (the frames, or zstd's own threads the one frame) while the
   // calling thread validates; it joins them only if none is free. N workers are N busy threads,
   // as with zstd's own: more threads than cores would cost more than it gains.
-  const bool overlap = parallel || (helpers > 0 && plan.count == 1 &&
-                                    json.size() >= kOverlapValidationFrom);
+  const bool overlap =
+      parallel || (helpers > 0 && plan.count == 1 && json.size() >= kOverlapValidationFrom);
   if (!overlap) {
     // Alone: validate first, so invalid JSON costs no compression.
     if (options_.validate_json) {
