@@ -13,7 +13,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 
 ABSL_FLAG(double, catalogue_mb, 10,
           "Size of the generated catalogue JSON in MiB (tools/catalogue.h).");
@@ -65,7 +65,7 @@ std::vector<char*> InitBenchmarkAndFlags(int argc, char** argv, const char* usag
 }
 
 std::string FlagSizedCatalogue() {
-  return catalogue::GenerateCatalogue({.megabytes = absl::GetFlag(FLAGS_catalogue_mb)});
+  return testing::GenerateCatalogue({.megabytes = absl::GetFlag(FLAGS_catalogue_mb)});
 }
 
 }  // namespace chunkcache::bench

@@ -37,7 +37,7 @@
 #include "absl/strings/str_format.h"
 #include "bench_flags.h"
 #include "cache/entry_writer.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunkcache.h"
 #include "format/codec.h"
 #include "format/keys.h"
@@ -257,7 +257,7 @@ std::string JsonOfSize(std::size_t bytes) {
     json.append(bytes > 12 ? bytes - 12 : 0, 'x');
     return json + "\"}";
   }
-  return chunkcache::catalogue::GenerateCatalogue(
+  return chunkcache::testing::GenerateCatalogue(
       {.megabytes = static_cast<double>(bytes) / (1 << 20)});
 }
 

@@ -57,7 +57,7 @@
 #include "absl/time/time.h"
 #include "backends/redis/url.h"
 #include "bench_flags.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunkcache.h"
 #include "fixtures/momento_emulator.h"
 #include "fixtures/process.h"
@@ -1806,7 +1806,7 @@ int Main(int argc, char** argv) {
     return 1;
   }
 
-  std::string json = chunkcache::catalogue::GenerateCatalogue({.megabytes = f.catalogue_mb});
+  std::string json = chunkcache::testing::GenerateCatalogue({.megabytes = f.catalogue_mb});
   context.json_bytes = json.size();
   auto origin = std::make_shared<Origin>(std::move(json), absl::Milliseconds(f.origin_delay_ms));
   const std::vector<std::string> keys = KeyNames(f.keys);

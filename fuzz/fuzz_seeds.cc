@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/memory_backend.h"
 #include "chunkcache/redis_backend.h"
@@ -329,7 +329,7 @@ void AddHostileManifests(Seeds& seeds) {
   }
   // One frame whose frame size is 2^32 - 1 over a 2 KB document: a reader does not check how the
   // writer chose F, so this reads; a stream must still hold no more than the frame's raw size.
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 0.002});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 0.002});
   for (const std::uint32_t chunk_size : {0u, 128u}) {
     const Entry wide = MakeEntry(json, ~std::uint32_t{0}, chunk_size);
     seeds["manifest"].push_back(wide.manifest);
@@ -343,7 +343,7 @@ void AddEntries(Seeds& seeds) {
                                          R"("\u00e9t\u00e9")", R"({"k":[true,false,1.5e3]})"};
   std::vector<std::string> generated;
   for (const double megabytes : {0.002, 0.02, 0.1}) {
-    generated.push_back(catalogue::GenerateCatalogue({.megabytes = megabytes}));
+    generated.push_back(testing::GenerateCatalogue({.megabytes = megabytes}));
   }
   std::vector<std::string> corpus;
   for (const std::filesystem::path& path : testing::CorpusFiles()) {

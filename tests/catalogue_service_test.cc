@@ -37,7 +37,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunkcache.h"
 #include "corrupt_entry.h"
 #include "fixtures/redis_server.h"
@@ -68,7 +68,7 @@ constexpr double kCatalogueMb = 1;
 // The JSON the service's origin produces with --catalogue_mb=1.
 const std::string& ExpectedCatalogue() {
   static const std::string* const json =
-      new std::string(catalogue::GenerateCatalogue({.megabytes = kCatalogueMb}));
+      new std::string(testing::GenerateCatalogue({.megabytes = kCatalogueMb}));
   return *json;
 }
 
@@ -825,7 +825,7 @@ using testing::StoreWithCorruptLastChunk;
 TEST_CASE("a stored catalogue is streamed chunked as it is decoded, and timed in /metrics") {
   // 5 MiB: three frames. Without a near cache every warm request reads the stored frames.
   Service service({.args = {"--catalogue_mb=5", "--l1_mb=0"}});
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 5});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 5});
   HttpConnection connection(service.port());
 
   // Cold: GetStream misses, GetOrLoad loads and answers with the bytes it has (Content-Length).
@@ -900,7 +900,7 @@ TEST_CASE("once the near copy is older than l1_fresh_for, a stream sends the con
 TEST_CASE("a corrupt later frame cuts a streamed reply off: never a complete-looking body") {
   RedisServer redis;
   const std::string url = "redis://127.0.0.1:" + std::to_string(redis.port());
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 8});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 8});
   StoreWithCorruptLastChunk(url, json);
   Service service({.args = {"--catalogue_mb=8", "--backend=" + url}});
 

@@ -1,4 +1,4 @@
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 
 #include <simdjson.h>
 #include <zstd.h>
@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-namespace chunkcache::catalogue {
+namespace chunkcache::testing {
 namespace {
 
 constexpr double kMiB = 1024 * 1024;
@@ -181,4 +181,4 @@ TEST_CASE("the catalogue compresses 2 to 6 times at zstd level 3, like gen_catal
 }
 
 }  // namespace
-}  // namespace chunkcache::catalogue
+}  // namespace chunkcache::testing

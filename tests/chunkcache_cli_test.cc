@@ -22,7 +22,7 @@
 #include <thread>
 #include <vector>
 
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "fixtures/momento_emulator.h"
 #include "fixtures/redis_server.h"
 #include "fixtures/tls_certs.h"
@@ -200,7 +200,7 @@ std::size_t Count(std::string_view text, std::string_view what) {
 TEST_CASE("put, inspect, verify, corruption, repair and delete of an entry on Redis") {
   RedisServer server;
   TempDir dir;
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 3});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 3});
   const std::filesystem::path input = dir.path() / "catalogue.json";
   WriteFile(input, json);
   const std::string backend = "--backend=" + server.url();
@@ -293,7 +293,7 @@ TEST_CASE("put, get and verify over rediss:// with --ca_bundle; an untrusted ser
            .cert_file = certs.server_cert, .key_file = certs.server_key, .ca_file = certs.ca}});
   REQUIRE(server.url().rfind("rediss://", 0) == 0);
   TempDir dir;
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 1});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 1});
   const std::filesystem::path input = dir.path() / "catalogue.json";
   WriteFile(input, json);
   const std::string backend = "--backend=" + server.url();
@@ -320,7 +320,7 @@ TEST_CASE("put, get and verify over rediss:// with --ca_bundle; an untrusted ser
 TEST_CASE("get --compressed writes the stored zstd frame, and put reads stdin for -") {
   RedisServer server;
   TempDir dir;
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 1});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 1});
   const std::filesystem::path input = dir.path() / "catalogue.json";
   WriteFile(input, json);
   const std::string backend = "--backend=" + server.url();
@@ -350,7 +350,7 @@ TEST_CASE("bench-get and stats report their figures") {
   RedisServer server;
   TempDir dir;
   const std::filesystem::path input = dir.path() / "doc.json";
-  WriteFile(input, catalogue::GenerateCatalogue({.megabytes = 0.5}));
+  WriteFile(input, testing::GenerateCatalogue({.megabytes = 0.5}));
   const std::string backend = "--backend=" + server.url();
   REQUIRE(RunCli({backend, "put", "doc", input.string()}).exit_code == 0);
 
@@ -420,7 +420,7 @@ TEST_CASE("usage errors and an unknown backend scheme are one line and exit code
 TEST_CASE("put, get, inspect and verify through Momento (emulator)") {
   MomentoEmulator emulator;
   TempDir dir;
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 1});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 1});
   const std::filesystem::path input = dir.path() / "catalogue.json";
   WriteFile(input, json);
   const std::string backend = "--backend=momento+" + emulator.endpoint() + "/test-cache";
@@ -559,7 +559,7 @@ TEST_CASE("a failed write to standard output is an error exit") {
   RedisServer server;
   TempDir dir;
   const std::filesystem::path input = dir.path() / "doc.json";
-  WriteFile(input, catalogue::GenerateCatalogue({.megabytes = 0.2}));
+  WriteFile(input, testing::GenerateCatalogue({.megabytes = 0.2}));
   const std::string backend = "--backend=" + server.url();
   REQUIRE(RunCli({backend, "put", "doc", input.string()}).exit_code == 0);
 

@@ -17,7 +17,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/fault_injection_backend.h"
 #include "chunkcache/memory_backend.h"
@@ -30,7 +30,7 @@ using testing::FakeClock;
 using testing::RecordingBackend;
 
 std::string Json(std::string_view name, std::size_t kilobytes = 64) {
-  return catalogue::GenerateCatalogue({.megabytes = static_cast<double>(kilobytes) / 1024,
+  return testing::GenerateCatalogue({.megabytes = static_cast<double>(kilobytes) / 1024,
                                        .seed = std::hash<std::string_view>{}(name)});
 }
 

@@ -13,7 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "allocation_hooks.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/memory_backend.h"
 #include "format/codec.h"
 #include "format/keys.h"
@@ -33,7 +33,7 @@ constexpr bool kCountsAllocations = testing::kHooked;
 constexpr std::size_t kSmallChunk = 4096;
 
 std::string Catalogue(double megabytes, std::uint64_t seed = 1) {
-  return catalogue::GenerateCatalogue({.megabytes = megabytes, .seed = seed});
+  return testing::GenerateCatalogue({.megabytes = megabytes, .seed = seed});
 }
 
 // A JSON string of pseudo-random base64 characters: compresses poorly, so its compressed size

@@ -22,7 +22,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "backend_calls.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/memory_backend.h"
 #include "test_util.h"
@@ -453,7 +453,7 @@ TEST_CASE("SetOptions takes effect for the next call and options() reports it") 
 }
 
 TEST_CASE("ChunkedCache over a backend that flips bytes never returns wrong bytes") {
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 0.25, .seed = 3});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 0.25, .seed = 3});
   auto faulty = Faulty(NewMemoryBackend());
   ChunkedCache cache(faulty, {.chunk_size = 4096});
   REQUIRE(cache.Put("catalogue", json).ok());
@@ -474,7 +474,7 @@ TEST_CASE("ChunkedCache over a backend that flips bytes never returns wrong byte
 TEST_CASE(
     "ChunkedCache over a backend that loses and flips at random returns the payload or a "
     "miss, never wrong bytes") {
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 0.1, .seed = 5});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 0.1, .seed = 5});
   auto faulty = Faulty(NewMemoryBackend());
   ChunkedCache cache(faulty, {.chunk_size = 2048});
   REQUIRE(cache.Put("catalogue", json).ok());

@@ -21,7 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/memory_backend.h"
 #include "simdjson.h"
@@ -144,7 +144,7 @@ std::optional<std::string> ExpectedJson(const StoredEntry& e) {
     if (!std::filesystem::exists(path)) return std::nullopt;
     json = testing::ReadFile(path);
   } else if (e.expected_source.rfind("catalogue:", 0) == 0) {
-    json = catalogue::GenerateCatalogue({.megabytes = std::stod(e.expected_source.substr(10))});
+    json = testing::GenerateCatalogue({.megabytes = std::stod(e.expected_source.substr(10))});
   } else {
     FAIL("unknown expected_source " << e.expected_source);
   }

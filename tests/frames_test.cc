@@ -18,7 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "allocation_hooks.h"
 #include "cache/entry_writer.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunkcache.h"
 #include "format/codec.h"
 #include "format/keys.h"
@@ -30,7 +30,7 @@ namespace {
 
 constexpr std::size_t kFrame = std::size_t{64} << 10;  // the smallest frame_size: many frames
 
-std::string SmallCatalogue(double mb) { return catalogue::GenerateCatalogue({.megabytes = mb}); }
+std::string SmallCatalogue(double mb) { return testing::GenerateCatalogue({.megabytes = mb}); }
 
 // The concatenated pieces of a GetStream, and its status.
 struct Streamed {

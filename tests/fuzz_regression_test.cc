@@ -409,7 +409,7 @@ std::shared_ptr<Backend> StoreOf(const seeds::Entry& e) {
 // in order; together, Get's payload. Frames of 300 raw bytes straddle chunks of 128 and 200.
 TEST_CASE("fuzz_read_path: a stream of small frames straddling chunks is Get's payload") {
   SetUp();
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 0.002});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 0.002});
   const std::uint32_t chunk_size = GENERATE(0u, 128u, 200u);
   const seeds::Entry e = MakeEntry(json, 300, chunk_size);
   CAPTURE(chunk_size, e.chunks.size());
@@ -439,7 +439,7 @@ TEST_CASE("fuzz_read_path: a stream of small frames straddling chunks is Get's p
 // drops what it got), counted as corrupt; Get of the same entry is a corrupt miss.
 TEST_CASE("fuzz_read_path: a damaged last frame ends a stream with DataLoss after its pieces") {
   SetUp();
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 0.002});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 0.002});
   seeds::Entry e = MakeEntry(json, 300, 128);
   REQUIRE(e.chunks.size() > 3);
   e.chunks.back()[0] = static_cast<char>(e.chunks.back()[0] ^ 0x10);  // inside the last frame
@@ -468,7 +468,7 @@ TEST_CASE("fuzz_read_path: a damaged last frame ends a stream with DataLoss afte
 TEST_CASE("fuzz_read_path: a stream holds the frame's raw size, not the frame size field's") {
   SetUp();
   REQUIRE(AllocationMeter::Supported());
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 0.002});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 0.002});
   const std::uint32_t chunk_size = GENERATE(0u, 128u);
   const seeds::Entry e = MakeEntry(json, ~std::uint32_t{0}, chunk_size);
   CAPTURE(chunk_size);

@@ -36,7 +36,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/backend.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/redis_backend.h"
@@ -824,8 +824,8 @@ TEST_CASE("the hostile Redis fixture plays a real Redis until told otherwise") {
 
   // A multi-chunk document through a ChunkedCache: SET PX, MGET, DEL of replaced chunks.
   ChunkedCache cache(backend, {.chunk_size = 4096});
-  const std::string first = catalogue::GenerateCatalogue({.megabytes = 0.1, .seed = 1});
-  const std::string second = catalogue::GenerateCatalogue({.megabytes = 0.1, .seed = 2});
+  const std::string first = testing::GenerateCatalogue({.megabytes = 0.1, .seed = 1});
+  const std::string second = testing::GenerateCatalogue({.megabytes = 0.1, .seed = 2});
   REQUIRE(cache.Put("doc", first).ok());
   CHECK(**cache.Get("doc") == first);
   const std::size_t items = server.size();

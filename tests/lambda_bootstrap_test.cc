@@ -20,7 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunkcache.h"
 #include "corrupt_entry.h"
 #include "fixtures/lambda_runtime_api.h"
@@ -100,7 +100,7 @@ TEST_CASE("the bootstrap serves twenty invocations, cold then warm, one EMF line
   REQUIRE(run.succeeded());
   CHECK(absl::StrContains(run.err, "init took"));
 
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 1});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 1});
   for (const std::string& id : ids) {
     std::optional<LambdaInvocation> done = api.WaitFor(id, std::chrono::seconds(10));
     REQUIRE(done.has_value());
@@ -128,7 +128,7 @@ TEST_CASE("a catalogue above 6 MB is streamed, or sent compressed, never refused
   const CapturedRun run = RunBootstrap(api, 5, {"CHUNKCACHE_CATALOGUE_MB=8"});
   INFO(run.err);
   REQUIRE(run.succeeded());
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 8});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 8});
   REQUIRE(json.size() > kBufferedLimit);
 
   for (const std::string& id : {auto_id, stream_id}) {
@@ -379,7 +379,7 @@ TEST_CASE("request ids are percent-encoded in the URLs: a hostile id reaches no 
   CHECK(stats.bad_requests == 0);
   CHECK(stats.last_bad_request.empty());
   CHECK_FALSE(api.InitError().has_value());
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 0.01});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 0.01});
   const std::vector<LambdaInvocation> invocations = api.Invocations();
   REQUIRE(invocations.size() == cases.size());
   for (std::size_t i = 0; i < cases.size(); ++i) {
@@ -534,7 +534,7 @@ TEST_CASE(
   const CapturedRun run = RunBootstrap(api, 4, {"CHUNKCACHE_CATALOGUE_MB=8", "CHUNKCACHE_L1_MB=0"});
   INFO(run.err);
   REQUIRE(run.succeeded());
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 8});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 8});
   for (const std::string& id : {cold, warm, warm_auto}) {
     std::optional<LambdaInvocation> done = api.WaitFor(id, std::chrono::seconds(10));
     REQUIRE(done.has_value());
@@ -578,13 +578,13 @@ TEST_CASE("once the near copy is older than l1_fresh_for, a stream sends the con
   std::optional<LambdaInvocation> done = api.WaitFor(confirmed, std::chrono::seconds(1));
   REQUIRE(done.has_value());
   CHECK(done->state == "succeeded");
-  CHECK(done->response == catalogue::GenerateCatalogue({.megabytes = 1}));
+  CHECK(done->response == testing::GenerateCatalogue({.megabytes = 1}));
 }
 
 TEST_CASE("a corrupt later frame ends a streamed response with the error trailers") {
   RedisServer redis;
   const std::string url = "redis://127.0.0.1:" + std::to_string(redis.port());
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 8});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 8});
   StoreWithCorruptLastChunk(url, json);
 
   LambdaRuntimeApi api;

@@ -38,7 +38,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "fixtures/lambda_runtime_api.h"
 #include "fixtures/momento_emulator.h"
 #include "fixtures/redis_server.h"
@@ -440,7 +440,7 @@ TEST_CASE("in an empty root: the 10 MB catalogue from memory, cold and warm, str
   REQUIRE(run.succeeded());
   ReportStart("memory://", root, run);
 
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 10});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 10});
   REQUIRE(json.size() > kBufferedLimit);
   for (const std::string& id : {cold, warm}) {
     std::optional<LambdaInvocation> done = api.WaitFor(id, kWait);
@@ -476,7 +476,7 @@ TEST_CASE("in an empty root: the 10 MB catalogue from memory, cold and warm, str
 TEST_CASE("in an empty root: the 10 MB catalogue from a Redis on loopback, again after a restart") {
   RedisServer redis;
   const std::string backend = "CHUNKCACHE_BACKEND=" + redis.url();
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 10});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 10});
   EmptyRoot root;
 
   LambdaRuntimeApi first;
@@ -535,7 +535,7 @@ TEST_CASE("in an empty root: host names resolve through the /etc/resolv.conf Lam
   std::optional<LambdaInvocation> done = api.WaitFor(id, kWait);
   REQUIRE(done.has_value());
   CHECK(done->state == "succeeded");
-  CHECK(DecodeZstdBase64(done->response) == catalogue::GenerateCatalogue({.megabytes = 1}));
+  CHECK(DecodeZstdBase64(done->response) == testing::GenerateCatalogue({.megabytes = 1}));
 }
 
 TEST_CASE("in an empty root: https verifies against the zip's CA bundle, or CHUNKCACHE_CA_BUNDLE") {

@@ -24,7 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "fixtures/redis_server.h"
 
 #ifndef CHUNKCACHE_LEASE_WORKER
@@ -200,7 +200,7 @@ Race RunRace(const RedisServer& server, int workers, int lease_ttl_ms) {
 }
 
 std::size_t ExpectedSize() {
-  static const std::size_t size = catalogue::GenerateCatalogue({.megabytes = 1, .seed = 1}).size();
+  static const std::size_t size = testing::GenerateCatalogue({.megabytes = 1, .seed = 1}).size();
   return size;
 }
 

@@ -30,7 +30,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/redis_backend.h"
 
@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
 
   // Everything that is not part of the race happens before the start time.
   const std::string json =
-      chunkcache::catalogue::GenerateCatalogue({.megabytes = flags.json_mb, .seed = 1});
+      chunkcache::testing::GenerateCatalogue({.megabytes = flags.json_mb, .seed = 1});
   absl::StatusOr<std::shared_ptr<chunkcache::Backend>> backend =
       chunkcache::NewRedisBackend({.url = flags.redis_url});
   if (!backend.ok()) {

@@ -13,7 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/fault_injection_backend.h"
 #include "chunkcache/memory_backend.h"
@@ -29,7 +29,7 @@ namespace {
 CacheStats BusyStats() {
   auto faulty = NewFaultInjectionBackend(NewMemoryBackend()).value();
   ChunkedCache cache(faulty, {.chunk_size = 4096, .l1_capacity_bytes = 1 << 20});
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 0.05});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 0.05});
   REQUIRE(cache.Put("a", json).ok());
   for (int i = 0; i < 5; ++i) REQUIRE(cache.Get("a").ok());
   CHECK(cache.Get("absent").status().code() == absl::StatusCode::kNotFound);
@@ -284,7 +284,7 @@ TEST_CASE("the log hook gets corrupt reads, at most one message per second per k
   Captured captured;
   auto faulty = NewFaultInjectionBackend(NewMemoryBackend()).value();
   ChunkedCache cache(faulty, {.chunk_size = 4096, .log = captured.Sink()});
-  REQUIRE(cache.Put("k", catalogue::GenerateCatalogue({.megabytes = 0.05})).ok());
+  REQUIRE(cache.Put("k", testing::GenerateCatalogue({.megabytes = 0.05})).ok());
   faulty->SetOptions({.flip_byte_rate = 1});
   for (int i = 0; i < 5; ++i) CHECK_FALSE(cache.Get("k").ok());
   REQUIRE(captured.lines.size() == 1);

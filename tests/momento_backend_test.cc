@@ -23,7 +23,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "backend_calls.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "fixtures/hostile_http.h"
 #include "fixtures/loopback.h"
@@ -54,7 +54,7 @@ std::shared_ptr<MomentoBackend> Connect(MomentoBackendOptions options) {
 }
 
 std::string Catalogue(double megabytes, std::uint64_t seed = 1) {
-  return catalogue::GenerateCatalogue({.megabytes = megabytes, .seed = seed});
+  return testing::GenerateCatalogue({.megabytes = megabytes, .seed = seed});
 }
 
 absl::Status CreationError(MomentoBackendOptions options) {

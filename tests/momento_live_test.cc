@@ -9,7 +9,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/momento_backend.h"
 
@@ -29,7 +29,7 @@ TEST_CASE("the catalogue round-trips through a real Momento cache") {
   ChunkedCache cache(*backend,
                      {.key_prefix = absl::StrCat("chunkcache-live-test-", std::rand(), ":"),
                       .ttl = absl::Minutes(5)});
-  const std::string json = catalogue::GenerateCatalogue({.megabytes = 10});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 10});
   const absl::Status put = cache.Put("catalogue", json);
   INFO(put.ToString());
   REQUIRE(put.ok());

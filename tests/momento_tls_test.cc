@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/momento_backend.h"
 #include "fixtures/momento_emulator.h"
 #include "fixtures/tls_certs.h"
@@ -69,7 +69,7 @@ TEST_CASE("Momento over HTTPS: ca_bundle_path trusts the test CA; values round-t
   for (const std::string& endpoint : {emulator.endpoint(), "https://127.0.0.1:" + port}) {
     INFO(endpoint);
     const std::shared_ptr<MomentoBackend> backend = Connect(Options(endpoint, Certs().ca));
-    const std::string value = catalogue::GenerateCatalogue({.megabytes = 0.5, .seed = 7});
+    const std::string value = testing::GenerateCatalogue({.megabytes = 0.5, .seed = 7});
     const std::string key = "tls-" + endpoint;
     const std::vector<KeyValue> items = {{key, value}};
     const absl::Status set = backend->MultiSet(items, absl::Seconds(60));

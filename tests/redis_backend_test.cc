@@ -22,7 +22,7 @@
 
 #include "absl/strings/str_split.h"
 #include "absl/types/span.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "fixtures/hostile_redis.h"
 #include "fixtures/redis_server.h"
@@ -48,7 +48,7 @@ std::shared_ptr<RedisBackend> Connect(RedisBackendOptions options) {
 }
 
 std::string Catalogue(double megabytes, std::uint64_t seed = 1) {
-  return catalogue::GenerateCatalogue({.megabytes = megabytes, .seed = seed});
+  return testing::GenerateCatalogue({.megabytes = megabytes, .seed = seed});
 }
 
 // Every key the server holds.

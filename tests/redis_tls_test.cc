@@ -17,7 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/backend_url.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/redis_backend.h"
@@ -82,7 +82,7 @@ void RequireRefused(const absl::Status& status, const std::string& cause,
 }
 
 std::string Catalogue(double megabytes, std::uint64_t seed = 1) {
-  return catalogue::GenerateCatalogue({.megabytes = megabytes, .seed = seed});
+  return testing::GenerateCatalogue({.megabytes = megabytes, .seed = seed});
 }
 
 // The document `key` holds, or the status of the Get that failed.

@@ -16,7 +16,7 @@
 #include <string_view>
 #include <system_error>
 
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 
 namespace {
 
@@ -60,7 +60,7 @@ int Write(const std::string& json, const char* path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  chunkcache::catalogue::CatalogueOptions options;
+  chunkcache::testing::CatalogueOptions options;
   const char* output = nullptr;
   for (int i = 1; i < argc; ++i) {
     const std::string_view flag = argv[i];
@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
   }
   std::string json;
   try {
-    json = chunkcache::catalogue::GenerateCatalogue(options);
+    json = chunkcache::testing::GenerateCatalogue(options);
   } catch (const std::exception& e) {  // std::bad_alloc or std::length_error for a huge --mb
     std::fprintf(stderr, "gen_catalogue: cannot generate %g MiB: %s\n", options.megabytes,
                  e.what());

@@ -68,7 +68,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunkcache.h"
 #include "lambda_runtime.h"
 #include "simdjson.h"
@@ -99,7 +99,7 @@ chunkcache::Loader Origin() {
   const std::string file = Env("CHUNKCACHE_CATALOGUE_FILE");
   const double megabytes = std::max(0.001, std::atof(Env("CHUNKCACHE_CATALOGUE_MB", "10").c_str()));
   return [file, megabytes]() -> absl::StatusOr<std::string> {
-    if (file.empty()) return chunkcache::catalogue::GenerateCatalogue({.megabytes = megabytes});
+    if (file.empty()) return chunkcache::testing::GenerateCatalogue({.megabytes = megabytes});
     std::ifstream in(file, std::ios::binary);
     if (!in) return absl::UnavailableError(absl::StrCat("origin: cannot read ", file));
     std::ostringstream text;

@@ -18,7 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunkcache.h"
 
 namespace {
@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
     contents << in.rdbuf();
     json = contents.str();
   } else {
-    json = chunkcache::catalogue::GenerateCatalogue({.megabytes = 10});
+    json = chunkcache::testing::GenerateCatalogue({.megabytes = 10});
   }
 
   chunkcache::ChunkedCache cache(chunkcache::NewMemoryBackend(), {.chunk_size = 1 << 20});

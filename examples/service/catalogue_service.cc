@@ -86,7 +86,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunkcache.h"
 #include "internal/mutex.h"
 #include "internal/unique_fd.h"
@@ -239,7 +239,7 @@ class Origin {
   absl::StatusOr<std::string> Load() {
     loads_.fetch_add(1, std::memory_order_relaxed);
     absl::SleepFor(delay_);
-    return chunkcache::catalogue::GenerateCatalogue({.megabytes = megabytes_});
+    return chunkcache::testing::GenerateCatalogue({.megabytes = megabytes_});
   }
 
   std::uint64_t loads() const { return loads_.load(std::memory_order_relaxed); }

@@ -1,11 +1,72 @@
-// chunkcache/backend.h — the storage interface beneath ChunkedCache.
+// chunkcache/backend.h — the storage interface beneath ChunkedCache, and its contract.
 //
 // A Backend moves opaque byte items by key: nothing about JSON, compression, chunks or versions
 // lives here. The interface is batch-oriented so that a network backend can answer N keys in one
 // round trip. Implement it to plug in your own store; decorators wrap an inner Backend and forward
-// what they do not change.
+// what they do not change. chunkcache/testing/backend_conformance.h checks an implementation
+// against every rule below (CheckBackendConformance); run it in your backend's tests.
 //
-// Thread safety: every Backend must be safe for concurrent use by many threads.
+// THE CONTRACT
+//
+// Thread safety. Every method may be called by many threads at once, in any mix.
+//
+// Keys. Any bytes (every value 0-255, NUL included), 1 to at least 4096 bytes; distinct byte
+//   strings are distinct items. The keys ChunkedCache writes are printable ASCII without spaces
+//   (0x21-0x7E; the logical key and prefix %XX-escaped, FORMAT.md), contain '{', '}', ':', '/'
+//   and reach 3 x 1024 bytes for the longest logical key plus the escaped prefix plus about 30.
+//   An empty key is InvalidArgument for MultiSet and SetIfAbsent; MultiGet may answer it absent or
+//   InvalidArgument, Delete OK or InvalidArgument.
+//   The views are std::string_view. On Debian 12 (Abseil 20220623) absl::string_view is a
+//   different type and does not convert from it implicitly: pass a key to absl::StrCat and
+//   friends as absl::string_view(key.data(), key.size()).
+//
+// Values. Any bytes, 0 to max_item_size() bytes (an empty value is an item, not an absence). A
+//   larger value is InvalidArgument, and is never truncated.
+//
+// Reads. MultiGet answers one entry per key, in request order (duplicates answered each time):
+//   the item's exact bytes, or std::nullopt if the key is absent or expired. Absence is never an
+//   error. Once a write returned OK, reads see it (or, for an eventually consistent store, see
+//   it after a bounded delay: declare it to the conformance kit; the cache reads a manifest
+//   whose chunks are not visible yet as a miss, never as wrong bytes).
+//
+// Writes. MultiSet stores every item or returns an error. Invalid input (an empty key, an
+//   oversize value, a non-positive ttl) anywhere in the batch is InvalidArgument before anything
+//   is written: a bad batch stores none of its items. After an error of another kind some items
+//   may be stored. Replacing an item is atomic for readers: a read sees the old bytes or the new
+//   ones, never a mix. absl::InfiniteDuration() means no expiry.
+//
+// Expiry. An item is absent once its ttl has passed: MultiGet answers std::nullopt and
+//   SetIfAbsent treats the key as free. Backends round ttls up to their own granularity.
+//
+// Errors. Return absl::Status, never throw (an exception that escapes is turned into Internal
+//   and counted as a backend failure). What ChunkedCache and RetryingBackend make of each code:
+//
+//   code                    opens the  a write that failed    RetryingBackend  GetOrLoad after a
+//                           breaker    with it may have       retries it       read that failed
+//                                      landed ("ambiguous")                    with it
+//   Unavailable             yes        yes                    yes              loads, does not
+//   DeadlineExceeded        yes        yes                    yes                store
+//   ResourceExhausted       yes        no                     yes              loads and stores
+//   Internal                yes        yes                    no               loads and stores
+//   Unknown, Aborted,       no         yes                    no               loads and stores
+//   Cancelled, DataLoss
+//   every other code        no         no                     no               loads and stores
+//
+//   - A read error: Get and GetOrLoad serve the near copy if there is one younger than ttl;
+//     else Get returns the error and GetOrLoad loads from the origin (without the lease).
+//     NotFound as a status is read as a miss, like an absent key; answer an absent key with
+//     std::nullopt, not NotFound.
+//   - A write error: Put returns it. A loaded value that could not be stored answers the key's
+//     callers for CacheOptions::unstored_hold instead of the origin. After an ambiguous error on
+//     a manifest, the new chunks are left to expire rather than deleted (the manifest may point
+//     at them).
+//   - The breaker (CacheOptions::breaker_failure_threshold) counts only the four codes marked.
+//     RetryingBackendOptions::retry_on changes its column; SetIfAbsent is never retried.
+//   - Unimplemented from SetIfAbsent turns the cross-process lease off (logged once); another
+//     SetIfAbsent error makes that one caller load without the lease.
+//
+// Deadlines. Inside a chunkcache call, CallDeadline() (below) is the caller's deadline: give up by
+//   then with DeadlineExceeded.
 
 #ifndef CHUNKCACHE_BACKEND_H_
 #define CHUNKCACHE_BACKEND_H_
@@ -49,7 +110,7 @@ class Backend {
   // Largest value, in bytes, that one item may hold.
   virtual std::size_t max_item_size() const = 0;
 
-  // One entry per key, in order; std::nullopt where the key is absent (or expired).
+  // One entry per key, in request order; std::nullopt where the key is absent (or expired).
   virtual absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
       absl::Span<const std::string_view> keys) = 0;
 
@@ -62,15 +123,18 @@ class Backend {
   // overrides it to hand items over as its replies arrive, a memory store to share its items.
   virtual absl::Status MultiGetEach(absl::Span<const std::string_view> keys, const ItemSink& sink);
 
-  // Stores every item with the given time to live (all or an error). `absl::InfiniteDuration()`
-  // means no expiry; a non-positive ttl is InvalidArgument.
+  // Stores every item with the given time to live (all or an error; invalid input stores
+  // nothing). `absl::InfiniteDuration()` means no expiry; a non-positive ttl is InvalidArgument.
   virtual absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) = 0;
 
   // Removes the keys; absent keys are not an error.
   virtual absl::Status Delete(absl::Span<const std::string_view> keys) = 0;
 
-  // Stores the item only if the key is absent; true if it was stored. Backends that cannot do
-  // this atomically return absl::UnimplementedError (the default).
+  // Stores the item only if the key is absent (an expired item is absent); true if it was
+  // stored, false if the key held an item (which is left unchanged). Atomic: of many callers at
+  // once on an absent key exactly one gets true. Input is checked as for MultiSet. Backends that
+  // cannot do this atomically return absl::UnimplementedError (the default), which turns the
+  // cache's cross-process lease (CacheOptions::lease_ttl) off.
   virtual absl::StatusOr<bool> SetIfAbsent(std::string_view key, std::string_view value,
                                            absl::Duration ttl);
 };

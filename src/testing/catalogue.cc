@@ -1,4 +1,4 @@
-#include "catalogue.h"
+#include "chunkcache/testing/catalogue.h"
 
 #include <algorithm>
 #include <array>
@@ -11,7 +11,7 @@
 #include <string_view>
 #include <utility>
 
-namespace chunkcache::catalogue {
+namespace chunkcache::testing {
 namespace {
 
 // The character sets and word list of gen_catalogue.py; their mix sets the compression ratio.
@@ -319,4 +319,4 @@ std::string GenerateCatalogue(const CatalogueOptions& options) {
   return CatalogueBuilder(options.seed, target_bytes).Build();
 }
 
-}  // namespace chunkcache::catalogue
+}  // namespace chunkcache::testing

@@ -1,7 +1,8 @@
-// catalogue.h — a deterministic generator of a video-on-demand programme catalogue.
+// chunkcache/testing/catalogue.h — a deterministic generator of a video-on-demand programme
+// catalogue: the reference workload (part of the chunkcache::testing library).
 //
-// The project's own port of shared/tools/gen_catalogue.py, so that examples, tests and
-// benchmarks have the reference workload without the shared folder. The output is a compact
+// A port of the project's reference generator (gen_catalogue.py), so that examples, tests,
+// benchmarks and users' own tests have the reference workload. The output is a compact
 // (no spaces) UTF-8 GraphQL-style response, Japanese text kept as raw UTF-8, never \u escapes:
 //
 //   {"data":{"listPrograms":{"items":[Program...],"nextToken":null}}}
@@ -16,13 +17,13 @@
 // probabilities) from a different random generator, so the bytes differ but the shape and the
 // zstd compression ratio (about 3.7x at level 3) match.
 
-#ifndef CHUNKCACHE_TOOLS_CATALOGUE_H_
-#define CHUNKCACHE_TOOLS_CATALOGUE_H_
+#ifndef CHUNKCACHE_TESTING_CATALOGUE_H_
+#define CHUNKCACHE_TESTING_CATALOGUE_H_
 
 #include <cstdint>
 #include <string>
 
-namespace chunkcache::catalogue {
+namespace chunkcache::testing {
 
 // Options for GenerateCatalogue.
 struct CatalogueOptions {
@@ -41,6 +42,6 @@ struct CatalogueOptions {
 // state). Takes about 0.02 s for 10 MiB in an -O2 build.
 std::string GenerateCatalogue(const CatalogueOptions& options = {});
 
-}  // namespace chunkcache::catalogue
+}  // namespace chunkcache::testing
 
-#endif  // CHUNKCACHE_TOOLS_CATALOGUE_H_
+#endif  // CHUNKCACHE_TESTING_CATALOGUE_H_
