@@ -2,7 +2,7 @@
 # find_package(chunkcache CONFIG REQUIRED) and link chunkcache::chunkcache.
 include(CMakePackageConfigHelpers)
 
-install(TARGETS chunkcache chunkcache_testing EXPORT chunkcacheTargets
+install(TARGETS chunkcache chunkcache_testing chunkcache_tool EXPORT chunkcacheTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})

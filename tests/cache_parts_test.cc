@@ -451,8 +451,8 @@ CacheOptions LeaseOptions() {
 
 TEST_CASE("one holder at a time takes a key's lease until it releases it") {
   Parts parts(NewMemoryBackend(), LeaseOptions());
-  Leases a(parts.options, "a", parts.backend, parts.reader, parts.counters);
-  Leases b(parts.options, "b", parts.backend, parts.reader, parts.counters);
+  Leases a(parts.options, "a", parts.backend, parts.reader, parts.clock, parts.counters, parts.log);
+  Leases b(parts.options, "b", parts.backend, parts.reader, parts.clock, parts.counters, parts.log);
   const StoredKeys keys("cc:", "doc");
   CHECK(a.enabled());
   CHECK(a.Take(keys).value_or(false));
@@ -464,8 +464,10 @@ TEST_CASE("one holder at a time takes a key's lease until it releases it") {
 TEST_CASE("a lease waiter gets the holder's entry, or loads when the holder leaves without one",
           "[concurrency]") {
   Parts parts(NewMemoryBackend(), LeaseOptions());
-  Leases holder(parts.options, "holder", parts.backend, parts.reader, parts.counters);
-  Leases waiter(parts.options, "waiter", parts.backend, parts.reader, parts.counters);
+  Leases holder(parts.options, "holder", parts.backend, parts.reader, parts.clock, parts.counters,
+                parts.log);
+  Leases waiter(parts.options, "waiter", parts.backend, parts.reader, parts.clock, parts.counters,
+                parts.log);
   const StoredKeys keys("cc:", "doc");
 
   REQUIRE(holder.TakeOrAwait(keys, absl::InfiniteFuture()).held);
@@ -494,7 +496,8 @@ TEST_CASE("a lease waiter gets the holder's entry, or loads when the holder leav
 TEST_CASE("a backend without SetIfAbsent turns leasing off") {
   Parts parts(std::make_shared<testing::FailingBackend>(absl::UnavailableError("down")),
               LeaseOptions());
-  Leases leases(parts.options, "a", parts.backend, parts.reader, parts.counters);
+  Leases leases(parts.options, "a", parts.backend, parts.reader, parts.clock, parts.counters,
+                parts.log);
   const StoredKeys keys("cc:", "doc");
   CHECK(leases.enabled());
   CHECK(absl::IsUnimplemented(leases.Take(keys).status()));

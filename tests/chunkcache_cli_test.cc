@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <string>
@@ -22,7 +23,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "chunkcache/chunkcache.h"
 #include "chunkcache/testing/catalogue.h"
+#include "chunkcache/tool.h"
 #include "fixtures/momento_emulator.h"
 #include "fixtures/redis_server.h"
 #include "fixtures/tls_certs.h"
@@ -417,6 +421,33 @@ TEST_CASE("usage errors and an unknown backend scheme are one line and exit code
   CHECK(IsOneErrorLine(unreachable.err));
 }
 
+TEST_CASE("a miss names the key, the stored key it read and the backend, never its password") {
+  RedisServer server({.extra_args = {"--requirepass", "hunter2"}});
+  const std::string where = "redis://127.0.0.1:" + std::to_string(server.port());
+  const std::string backend =
+      "--backend=redis://:hunter2@127.0.0.1:" + std::to_string(server.port()) + "/0";
+  const std::string expected = "no such key \"catalogue\" (read cc:{catalogue} on " + where + ")";
+
+  const CliResult get = RunCli({backend, "get", "catalogue"});
+  INFO("get: " << get.err);
+  CHECK(get.exit_code == 3);
+  CHECK(IsOneErrorLine(get.err));
+  CHECK(get.err == "chunkcache: get: " + expected + " [NOT_FOUND]\n");
+  const CliResult inspect = RunCli({backend, "--prefix=app:", "inspect", "catalogue"});
+  INFO("inspect: " << inspect.err);
+  CHECK(inspect.exit_code == 3);
+  CHECK(inspect.err == "chunkcache: inspect: no such key \"catalogue\" (read app:{catalogue} on " +
+                           where + ") [NOT_FOUND]\n");
+  const CliResult verify = RunCli({backend, "verify", "catalogue"});
+  INFO("verify: " << verify.out << verify.err);
+  CHECK(verify.exit_code == 3);
+  CHECK(verify.out == "missing: catalogue: " + expected + "\n");
+  for (const CliResult* run : {&get, &inspect, &verify}) {
+    CHECK(run->out.find("hunter2") == std::string::npos);
+    CHECK(run->err.find("hunter2") == std::string::npos);
+  }
+}
+
 TEST_CASE("put, get, inspect and verify through Momento (emulator)") {
   MomentoEmulator emulator;
   TempDir dir;
@@ -694,6 +725,114 @@ TEST_CASE("get -o into a missing directory is NotFound naming that directory") {
 }
 
 #endif  // CHUNKCACHE_CLI
+
+// ---- The tool as a library: chunkcache::RunTool in this process -----------------------------
+
+struct ToolRun {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs chunkcache::RunTool({"chunkcache", args...}) in this process, its descriptors 1 and 2
+// pointed at files for the call.
+ToolRun RunToolInProcess(std::vector<std::string> args) {
+  TempDir dir;
+  const std::filesystem::path out_path = dir.path() / "out";
+  const std::filesystem::path err_path = dir.path() / "err";
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const int saved_out = ::dup(STDOUT_FILENO);
+  const int saved_err = ::dup(STDERR_FILENO);
+  const int out_fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  const int err_fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  REQUIRE((saved_out >= 0 && saved_err >= 0 && out_fd >= 0 && err_fd >= 0));
+  ::dup2(out_fd, STDOUT_FILENO);
+  ::dup2(err_fd, STDERR_FILENO);
+  args.insert(args.begin(), "chunkcache");
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  ToolRun run;
+  run.exit_code = RunTool(static_cast<int>(args.size()), argv.data());
+  std::fflush(stdout);
+  std::fflush(stderr);
+  ::dup2(saved_out, STDOUT_FILENO);
+  ::dup2(saved_err, STDERR_FILENO);
+  for (const int fd : {saved_out, saved_err, out_fd, err_fd}) ::close(fd);
+  run.out = ReadFile(out_path);
+  run.err = ReadFile(err_path);
+  return run;
+}
+
+TEST_CASE("RunTool reaches a registered scheme: put, verify, inspect, get and a miss") {
+  // One memory backend for every URL of the scheme, so that entries outlive each command.
+  static const std::shared_ptr<Backend> store = NewMemoryBackend();
+  static std::vector<std::string>* const urls = new std::vector<std::string>();
+  const absl::Status registered = RegisterBackendScheme(
+      "cli-test-mem",
+      [](std::string_view url,
+         const BackendUrlOptions& options) -> absl::StatusOr<std::shared_ptr<Backend>> {
+        urls->push_back(std::string(url));
+        CHECK(options.timeout == absl::Seconds(5));  // the tool's --timeout default
+        return store;
+      });
+  REQUIRE((registered.ok() || absl::IsAlreadyExists(registered)));
+  TempDir dir;
+  const std::string json = testing::GenerateCatalogue({.megabytes = 0.3});
+  const std::filesystem::path input = dir.path() / "catalogue.json";
+  WriteFile(input, json);
+  const std::string backend = "--backend=cli-test-mem://user:hunter2@shared/x?y";
+
+  const ToolRun put =
+      RunToolInProcess({backend, "--chunk_size=65536", "put", "catalogue", input.string()});
+  INFO("put: " << put.out << put.err);
+  REQUIRE(put.exit_code == 0);
+  CHECK(put.out.rfind("stored catalogue: " + std::to_string(json.size()) + " bytes -> ", 0) == 0);
+  CHECK(put.err.empty());
+  CHECK(urls->back() == "cli-test-mem://user:hunter2@shared/x?y");
+
+  const ToolRun verify = RunToolInProcess({backend, "verify", "catalogue"});
+  CHECK(verify.exit_code == 0);
+  CHECK(verify.out.rfind("ok: catalogue: " + std::to_string(json.size()) + " bytes of json", 0) ==
+        0);
+  const ToolRun inspect = RunToolInProcess({backend, "inspect", "catalogue"});
+  INFO("inspect: " << inspect.out << inspect.err);
+  CHECK(inspect.exit_code == 0);
+  CHECK(inspect.out.find("manifest:       cc:{catalogue}") != std::string::npos);
+  CHECK(inspect.out.find("chunk size:     65536 bytes") != std::string::npos);
+  CHECK(inspect.out.find("checksum ok:    yes") != std::string::npos);
+  const ToolRun get = RunToolInProcess({backend, "get", "catalogue"});
+  CHECK(get.exit_code == 0);
+  CHECK(get.out == json);
+
+  // A miss names the key, the stored key and the backend's scheme and host: not the password.
+  const ToolRun miss = RunToolInProcess({backend, "--prefix=app:", "get", "catalogue"});
+  CHECK(miss.exit_code == 3);
+  CHECK(miss.err ==
+        "chunkcache: get: no such key \"catalogue\" (read app:{catalogue} on "
+        "cli-test-mem://shared) [NOT_FOUND]\n");
+  // Each call starts from the flags' defaults: --prefix=app: is gone.
+  CHECK(RunToolInProcess({backend, "verify", "catalogue"}).exit_code == 0);
+  const ToolRun missing = RunToolInProcess({backend, "verify", "absent"});
+  CHECK(missing.exit_code == 3);
+  CHECK(missing.out ==
+        "missing: absent: no such key \"absent\" (read cc:{absent} on cli-test-mem://shared)\n");
+  for (const ToolRun* run : {&put, &verify, &inspect, &miss, &missing}) {
+    CHECK(run->out.find("hunter2") == std::string::npos);
+    CHECK(run->err.find("hunter2") == std::string::npos);
+  }
+
+  // An unknown scheme's error names the registered ones; --help still works in process.
+  const ToolRun unknown = RunToolInProcess({"--backend=nope://x", "get", "k"});
+  CHECK(unknown.exit_code == 1);
+  CHECK(unknown.err.find("unknown backend scheme \"nope\"") != std::string::npos);
+  CHECK(unknown.err.find("cli-test-mem") != std::string::npos);
+  const ToolRun help = RunToolInProcess({"--help"});
+  CHECK(help.exit_code == 0);
+  CHECK(help.out.find("--backend (default: memory://)") != std::string::npos);
+  CHECK(help.out.find("inspect KEY") != std::string::npos);
+}
 
 }  // namespace
 }  // namespace chunkcache::testing

@@ -22,9 +22,10 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "backend_calls.h"
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/memory_backend.h"
+#include "chunkcache/testing/backend_conformance.h"
+#include "chunkcache/testing/catalogue.h"
 #include "test_util.h"
 
 namespace chunkcache {
@@ -596,6 +597,30 @@ TEST_CASE("NewFaultInjectionBackend refuses a null inner backend and takes any o
   REQUIRE(Set(*faulty, "k", "v").ok());
   const std::vector<std::string_view> keys = {"k"};
   CHECK(faulty->MultiGet(keys).status().code() == absl::StatusCode::kUnavailable);
+}
+
+// The Backend contract, checked by the conformance kit: healed (the default options) it forwards
+// every call unchanged; delays alone change nothing either.
+TEST_CASE("a fault injection backend without faults keeps the Backend contract",
+          "[conformance][concurrency]") {
+  const absl::Status conformance = testing::CheckBackendConformance(
+      [] { return NewFaultInjectionBackend(NewMemoryBackend()).value_or(nullptr); },
+      {.short_ttl = absl::Milliseconds(100), .catalogue_megabytes = 2});
+  INFO(conformance.ToString());
+  CHECK(conformance.ok());
+}
+
+TEST_CASE("a fault injection backend that only delays keeps the Backend contract",
+          "[conformance][concurrency]") {
+  const absl::Status conformance = testing::CheckBackendConformance(
+      [] {
+        return NewFaultInjectionBackend(NewMemoryBackend(),
+                                        {.delay_rate = 0.05, .delay = absl::Microseconds(200)})
+            .value_or(nullptr);
+      },
+      {.short_ttl = absl::Milliseconds(100), .catalogue_megabytes = 1});
+  INFO(conformance.ToString());
+  CHECK(conformance.ok());
 }
 
 }  // namespace

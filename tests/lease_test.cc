@@ -1,16 +1,21 @@
 // The cross-process lease (CacheOptions::lease_ttl) across real processes: lease_worker children
 // (tests/lease_worker.cc) share one redis-server and a file where every loader call appends a
-// line, so the test counts origin loads across processes.
+// line, so the test counts origin loads across processes. The last cases stand two caches over
+// one memory backend in for two processes, to look at one of them closely (counters, log, the
+// backend calls of its next read).
 
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -18,14 +23,18 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "chunkcache/chunked_cache.h"
+#include "chunkcache/memory_backend.h"
 #include "chunkcache/testing/catalogue.h"
 #include "fixtures/redis_server.h"
+#include "test_util.h"
 
 #ifndef CHUNKCACHE_LEASE_WORKER
 #error "CHUNKCACHE_LEASE_WORKER must name the lease_worker binary"
@@ -279,6 +288,219 @@ TEST_CASE("without a lease every process loads") {
     CHECK(report->won + report->waited == 0);
   }
   CHECK(race.loads == kWorkers);
+}
+
+// ---- Two caches over one memory backend -----------------------------------------------------
+
+// Polls `condition` for up to 10 s of real time (for work done by other threads).
+template <typename Condition>
+bool Eventually(Condition condition) {
+  const auto give_up = Clock::now() + std::chrono::seconds(10);
+  while (!condition()) {
+    if (Clock::now() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+// A gate a loader waits at until the test opens it.
+class Gate {
+ public:
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return open_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+// Opens its gate when it goes (declared after the caches, it goes first): a failed REQUIRE must
+// not leave a refresh thread waiting at the gate for a cache destructor to join.
+struct OpenOnExit {
+  std::shared_ptr<Gate> gate;
+  ~OpenOnExit() { gate->Open(); }
+};
+
+// A loader that counts its calls and returns `json` once `gate` is open.
+Loader GatedLoader(std::shared_ptr<Gate> gate, std::shared_ptr<std::atomic<int>> calls,
+                   std::string json) {
+  return [gate, calls, json]() -> absl::StatusOr<std::string> {
+    ++*calls;
+    gate->Wait();
+    return json;
+  };
+}
+
+// What a CacheOptions::log received.
+struct CapturedLog {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  std::function<void(LogLevel, std::string_view)> Sink() {
+    return [this](LogLevel, std::string_view message) {
+      std::lock_guard<std::mutex> lock(mu);
+      lines.emplace_back(message);
+    };
+  }
+  std::vector<std::string> Lines() {
+    std::lock_guard<std::mutex> lock(mu);
+    return lines;
+  }
+};
+
+TEST_CASE("a stale refresh left to the lease holder counts as lease-held, not dropped",
+          "[concurrency]") {
+  testing::FakeClock clock;
+  auto backend = NewMemoryBackend({.clock = clock.AsFunction()});
+  const CacheOptions options = {.ttl = absl::Minutes(10),
+                                .soft_ttl = absl::Minutes(1),
+                                .lease_ttl = absl::Seconds(30),
+                                .clock = clock.AsFunction()};
+  ChunkedCache a(backend, options), b(backend, options);  // two processes
+  const std::string v1 = testing::GenerateCatalogue({.megabytes = 0.01, .seed = 1});
+  const std::string v2 = testing::GenerateCatalogue({.megabytes = 0.01, .seed = 2});
+  REQUIRE(a.Put("k", v1).ok());
+  clock.Advance(absl::Minutes(2));  // stale
+  auto gate = std::make_shared<Gate>();
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  const Loader loader = GatedLoader(gate, calls, v2);
+  const OpenOnExit open_on_exit{gate};
+  REQUIRE(a.GetOrLoad("k", loader).ok());            // stale: a refreshes...
+  REQUIRE(Eventually([&] { return *calls == 1; }));  // ...holding the key's lease
+  REQUIRE(b.GetOrLoad("k", loader).ok());            // stale: b's refresh finds the lease held
+  REQUIRE(Eventually([&] { return b.Stats().refreshes_lease_held == 1; }));
+  const CacheStats stats = b.Stats();
+  CHECK(stats.refreshes_dropped == 0);  // its queue was never full
+  CHECK(stats.refreshes == 0);
+  gate->Open();
+  REQUIRE(Eventually([&] { return a.Stats().refreshes == 1 && a.Stats().puts == 2; }));
+  CHECK(*calls == 1);
+  CHECK(a.Stats().refreshes_lease_held == 0);
+  CHECK(a.Stats().refreshes_dropped == 0);
+}
+
+// A backend with no SetIfAbsent of its own: Backend's answers Unimplemented.
+class NoSetIfAbsentBackend : public Backend {
+ public:
+  explicit NoSetIfAbsentBackend(std::shared_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  std::size_t max_item_size() const override { return inner_->max_item_size(); }
+  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view> keys) override {
+    return inner_->MultiGet(keys);
+  }
+  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override {
+    return inner_->MultiSet(items, ttl);
+  }
+  absl::Status Delete(absl::Span<const std::string_view> keys) override {
+    return inner_->Delete(keys);
+  }
+
+ private:
+  const std::shared_ptr<Backend> inner_;
+};
+
+TEST_CASE("a backend without SetIfAbsent turns the lease off with one warning per cache",
+          "[concurrency]") {
+  auto backend = std::make_shared<NoSetIfAbsentBackend>(NewMemoryBackend());
+  CapturedLog log;
+  ChunkedCache cache(backend, {.lease_ttl = absl::Seconds(10), .log = log.Sink()});
+  const Loader loader = [] { return absl::StatusOr<std::string>("[1]"); };
+  // Misses from several threads at once, then more after the log's one-second limit has passed:
+  // the warning is said once, not once per second.
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) {
+        if (!cache.GetOrLoad(absl::StrCat("k", t, "-", i), loader).ok()) ++failed;
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  CHECK(failed == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  for (int i = 0; i < 20; ++i) CHECK(cache.GetOrLoad(absl::StrCat("later", i), loader).ok());
+  CHECK(cache.Stats().loads == 100);
+  CHECK(cache.Stats().leases_won + cache.Stats().leases_waited == 0);
+  const std::vector<std::string> lines = log.Lines();
+  REQUIRE(lines.size() == 1);
+  CAPTURE(lines[0]);
+  CHECK(absl::StrContains(lines[0], "lease"));
+  CHECK(absl::StrContains(lines[0], "off"));
+  CHECK(absl::StrContains(lines[0], "SetIfAbsent"));
+
+  // Another cache over such a backend says it again (once per cache, not per process).
+  CapturedLog other_log;
+  ChunkedCache other(backend, {.lease_ttl = absl::Seconds(10), .log = other_log.Sink()});
+  for (int i = 0; i < 5; ++i) CHECK(other.GetOrLoad(absl::StrCat("o", i), loader).ok());
+  CHECK(other_log.Lines().size() == 1);
+  // Without lease_ttl nothing is said.
+  CapturedLog quiet_log;
+  ChunkedCache quiet(backend, {.log = quiet_log.Sink()});
+  CHECK(quiet.GetOrLoad("q", loader).ok());
+  CHECK(quiet_log.Lines().empty());
+}
+
+TEST_CASE("a process that waited for another's lease keeps the entry it read in its near cache",
+          "[concurrency]") {
+  testing::FakeClock clock;
+  auto memory = NewMemoryBackend({.clock = clock.AsFunction()});
+  auto a_backend = std::make_shared<testing::CountingBackend>(memory);
+  auto b_backend = std::make_shared<testing::CountingBackend>(memory);
+  const CacheOptions options = {.chunk_size = 16 << 10,
+                                .l1_capacity_bytes = 64 << 20,
+                                .l1_fresh_for = absl::Seconds(1),
+                                .lease_ttl = absl::Seconds(30),
+                                .clock = clock.AsFunction()};
+  ChunkedCache a(a_backend, options), b(b_backend, options);  // two processes
+  const std::string json = testing::GenerateCatalogue({.megabytes = 0.25, .seed = 3});
+  auto gate = std::make_shared<Gate>();
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  const Loader loader = GatedLoader(gate, calls, json);
+
+  absl::StatusOr<Bytes> loaded, waited;
+  std::thread holder([&] { loaded = a.GetOrLoad("k", loader); });
+  const bool holding = Eventually([&] { return *calls == 1; });  // a holds the lease, loading
+  std::thread waiter([&] { waited = b.GetOrLoad("k", loader); });
+  const bool waiting = Eventually([&] { return b.Stats().leases_waited == 1; });
+  gate->Open();
+  holder.join();
+  waiter.join();
+  REQUIRE(holding);
+  REQUIRE(waiting);
+  REQUIRE(loaded.ok());
+  REQUIRE(waited.ok());
+  CHECK(**waited == json);
+  REQUIRE(b.Stats().lease_wait_hits == 1);
+  CHECK(*calls == 1);
+
+  // b's next Get within l1_fresh_for: answered by its near cache, no backend call.
+  const CacheStats before = b.Stats();
+  b_backend->multi_gets = 0;
+  absl::StatusOr<Bytes> next = b.Get("k");
+  REQUIRE(next.ok());
+  CHECK(**next == json);
+  CHECK(b_backend->multi_gets == 0);
+  CHECK(b.Stats().l1_hits == before.l1_hits + 1);
+  CHECK(b.Stats().bytes_read == before.bytes_read);
+
+  // After l1_fresh_for: revalidated by the manifest alone (the copy has the entry's identity).
+  clock.Advance(absl::Seconds(2));
+  const CacheStats later = b.Stats();
+  next = b.Get("k");
+  REQUIRE(next.ok());
+  CHECK(**next == json);
+  CHECK(b_backend->multi_gets == 1);
+  CHECK(b.Stats().l1_revalidations == later.l1_revalidations + 1);
+  CHECK(b.Stats().chunks_read == later.chunks_read);
+  CHECK(b.Stats().bytes_read - later.bytes_read < 1024);
 }
 
 }  // namespace

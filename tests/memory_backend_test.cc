@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "backend_calls.h"
+#include "chunkcache/testing/backend_conformance.h"
 #include "test_util.h"
 
 #if defined(__GLIBC__)
@@ -856,6 +857,24 @@ TEST_CASE("readers of MultiGetEach keep unchanged bytes while writers overwrite 
   const MemoryBackendStats stats = backend->Stats();
   CHECK(stats.hits > 0);
   CHECK(stats.bytes <= options.capacity_bytes);
+}
+
+// The Backend contract, checked by the conformance kit: once as shipped with the reference 10 MB
+// catalogue, and once with small items on a single shard (every item evicts the ones before).
+TEST_CASE("the memory backend keeps the Backend contract", "[conformance][concurrency]") {
+  const absl::Status conformance = testing::CheckBackendConformance(
+      [] { return NewMemoryBackend(); }, {.short_ttl = absl::Milliseconds(100)});
+  INFO(conformance.ToString());
+  CHECK(conformance.ok());
+}
+
+TEST_CASE("a memory backend with small items and one shard keeps the Backend contract",
+          "[conformance][concurrency]") {
+  const absl::Status conformance = testing::CheckBackendConformance(
+      [] { return NewMemoryBackend({.max_item_size = 64 << 10, .shards = 1}); },
+      {.short_ttl = absl::Milliseconds(100), .catalogue_megabytes = 1});
+  INFO(conformance.ToString());
+  CHECK(conformance.ok());
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "chunkcache/metrics.h"
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -8,6 +9,7 @@
 #include <regex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -135,6 +137,56 @@ TEST_CASE("ToPrometheusText writes valid text exposition format") {
   } else {
     WARN("python3-prometheus-client not installed: checked with the line rules only");
   }
+}
+
+// The HELP line of `family` in `text`, without "# HELP <family> ".
+std::string HelpOf(const std::string& text, const std::string& family) {
+  const std::string start = absl::StrCat("# HELP ", family, " ");
+  const std::size_t at = text.find(start);
+  if (at == std::string::npos) return "";
+  const std::size_t from = at + start.size();
+  return text.substr(from, text.find('\n', from) - from);
+}
+
+TEST_CASE("the gets help says which calls are counted, and it is what is counted") {
+  absl::StatusOr<std::string> text = ToPrometheusText(CacheStats{});
+  REQUIRE(text.ok());
+  CHECK(HelpOf(*text, "chunkcache_gets_total") ==
+        "Near-cache hits and backend reads of Get, GetStream and GetOrLoad (one per GetOrLoad "
+        "flight: its coalesced callers are not counted, nor is GetCompressed).");
+
+  ChunkedCache cache(NewMemoryBackend(), {.l1_capacity_bytes = 1 << 20});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 0.01});
+  REQUIRE(cache.Put("k", json).ok());
+  REQUIRE(cache.Get("k").ok());  // a backend read
+  REQUIRE(cache.Get("k").ok());  // a near-cache hit
+  REQUIRE(cache.GetStream("k", [](std::string_view) { return absl::OkStatus(); }).ok());
+  REQUIRE(cache.GetOrLoad("k", [&] { return absl::StatusOr<std::string>(json); }).ok());
+  REQUIRE(cache.GetCompressed("k").ok());  // not counted
+  CHECK_FALSE(cache.Get("").ok());         // an invalid key: not counted
+  CHECK(cache.Stats().gets == 4);
+}
+
+TEST_CASE("lease-held refreshes are exported apart from dropped ones") {
+  CacheStats stats;
+  stats.refreshes_dropped = 3;
+  stats.refreshes_lease_held = 7;
+  absl::StatusOr<std::string> text = ToPrometheusText(stats);
+  REQUIRE(text.ok());
+  CHECK(absl::StrContains(*text, "\nchunkcache_refreshes_lease_held_total 7\n"));
+  CHECK(absl::StrContains(*text, "\nchunkcache_refreshes_dropped_total 3\n"));
+  CHECK(HelpOf(*text, "chunkcache_refreshes_dropped_total") ==
+        "Background refreshes not run: the refresh queue was full or no refresh thread could "
+        "start.");
+  CHECK(HelpOf(*text, "chunkcache_refreshes_lease_held_total") ==
+        "Background refreshes left to another process, which held the key's lease.");
+  absl::StatusOr<std::string> emf = ToCloudWatchEmf(stats, {});
+  REQUIRE(emf.ok());
+  CHECK(absl::StrContains(*emf, "\"RefreshesLeaseHeld\":7"));
+  CHECK(absl::StrContains(*emf, "\"RefreshesDropped\":3"));
+  CacheStats before;
+  before.refreshes_lease_held = 2;
+  CHECK(StatsDelta(stats, before).refreshes_lease_held == 5);
 }
 
 TEST_CASE("ToPrometheusText refuses a bad prefix or label name") {
@@ -291,6 +343,31 @@ TEST_CASE("the log hook gets corrupt reads, at most one message per second per k
   CHECK(captured.lines[0].first == LogLevel::kWarning);
   CHECK(absl::StrContains(captured.lines[0].second, "corrupt"));
   CHECK(cache.Stats().corrupt_reads == 5);
+}
+
+TEST_CASE("the corrupt-entry warning names the key, escaped and cut short") {
+  Captured captured;
+  auto faulty = NewFaultInjectionBackend(NewMemoryBackend()).value();
+  ChunkedCache cache(faulty, {.chunk_size = 4096, .log = captured.Sink()});
+  const std::string json = testing::GenerateCatalogue({.megabytes = 0.02});
+  const std::string odd_key = std::string("cat\"alogue\n\x01\xff", 13);
+  const std::string long_key = std::string(600, 'a') + "TAIL";
+  REQUIRE(cache.Put(odd_key, json).ok());
+  REQUIRE(cache.Put(long_key, json).ok());
+  faulty->SetOptions({.flip_byte_rate = 1});
+  CHECK_FALSE(cache.Get(odd_key).ok());
+  REQUIRE(captured.lines.size() == 1);
+  CAPTURE(captured.lines[0].second);
+  CHECK(absl::StrContains(captured.lines[0].second, R"(key "cat\"alogue\n\001\377")"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // the log's one-second limit
+  CHECK_FALSE(cache.Get(long_key).ok());
+  REQUIRE(captured.lines.size() == 2);
+  const std::string& line = captured.lines[1].second;
+  CAPTURE(line);
+  CHECK(absl::StrContains(line, absl::StrCat("key \"", std::string(100, 'a'))));
+  CHECK(absl::StrContains(line, "(604 bytes)"));
+  CHECK_FALSE(absl::StrContains(line, "TAIL"));
+  CHECK(line.size() < 400);
 }
 
 TEST_CASE("no log hook means no output, and the hook never sees a password") {

@@ -23,8 +23,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "backend_calls.h"
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
+#include "chunkcache/testing/backend_conformance.h"
+#include "chunkcache/testing/catalogue.h"
 #include "fixtures/hostile_http.h"
 #include "fixtures/loopback.h"
 #include "fixtures/momento_emulator.h"
@@ -243,18 +244,21 @@ TEST_CASE("every Momento PUT carries a TTL in whole seconds, rounded up") {
   CHECK(stats.puts_without_ttl == 0);
   CHECK(stats.ttl_seconds_seen == std::vector<std::int64_t>{1, 2, 3600});
 
-  CHECK(backend->MultiSet({{"d", "4"}}, absl::InfiniteDuration()).code() ==
-        absl::StatusCode::kInvalidArgument);
   CHECK(backend->MultiSet({{"d", "4"}}, absl::ZeroDuration()).code() ==
         absl::StatusCode::kInvalidArgument);
   CHECK(emulator.Stats().puts == 3);  // refused before sending
+  // "No expiry" is the longest TTL Momento takes by default: a day.
+  REQUIRE(backend->MultiSet({{"e", "5"}}, absl::InfiniteDuration()).ok());
+  CHECK(emulator.Stats().ttl_seconds_seen == std::vector<std::int64_t>{1, 2, 3600, 86400});
 
   emulator.AdvanceClock(2.5);
-  absl::StatusOr<std::vector<std::optional<std::string>>> got = backend->MultiGet({"a", "b", "c"});
+  absl::StatusOr<std::vector<std::optional<std::string>>> got =
+      backend->MultiGet({"a", "b", "c", "e"});
   REQUIRE(got.ok());
   CHECK_FALSE((*got)[0].has_value());
   CHECK_FALSE((*got)[1].has_value());
   CHECK((*got)[2] == "3");
+  CHECK((*got)[3] == "5");
 }
 
 TEST_CASE("Momento item limits hold in both directions") {
@@ -1005,6 +1009,17 @@ TEST_CASE("only HTTP 500 to 599 are retried as server errors; other unknown code
     CHECK(absl::StrContains(status.message(), absl::StrCat("HTTP ", code)));
     CHECK(server.requests() == 3);
   }
+}
+
+// The Backend contract, checked by the conformance kit against the emulator: no SetIfAbsent, TTLs
+// in whole seconds.
+TEST_CASE("the Momento backend keeps the Backend contract", "[conformance][concurrency]") {
+  MomentoEmulator emulator;
+  const absl::Status conformance = testing::CheckBackendConformance(
+      [&] { return NewMomentoBackend(OptionsFor(emulator)).value_or(nullptr); },
+      {.supports_set_if_absent = false, .short_ttl = absl::Seconds(1), .catalogue_megabytes = 2});
+  INFO(conformance.ToString());
+  CHECK(conformance.ok());
 }
 
 }  // namespace

@@ -642,7 +642,8 @@ TEST_CASE(
   WaitFor([&] { return fleet.TotalLoads() > 1; }, absl::Milliseconds(500));
   INFO("loads: A " << fleet.origins[0]->loads << ", B " << fleet.origins[1]->loads
                    << "; B refreshes " << b.Stats().refreshes << ", dropped "
-                   << b.Stats().refreshes_dropped);
+                   << b.Stats().refreshes_dropped << ", left to the lease holder "
+                   << b.Stats().refreshes_lease_held);
   CHECK(fleet.TotalLoads() == 1);
 }
 

@@ -22,8 +22,9 @@
 
 #include "absl/strings/str_split.h"
 #include "absl/types/span.h"
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
+#include "chunkcache/testing/backend_conformance.h"
+#include "chunkcache/testing/catalogue.h"
 #include "fixtures/hostile_redis.h"
 #include "fixtures/redis_server.h"
 #include "format/keys.h"
@@ -998,6 +999,29 @@ TEST_CASE("MultiGetEach in a cluster: one node, MOVED after a migration, keys of
     REQUIRE(got.ok());
     CHECK(handed.values == *got);
   }
+}
+
+// The Backend contract, checked by the conformance kit, on one server and on a cluster (TTLs in
+// milliseconds: PX). Every check gets a new backend on the same server.
+TEST_CASE("the Redis backend keeps the Backend contract", "[conformance][concurrency]") {
+  RedisServer server;
+  const std::string url = server.url();
+  const absl::Status conformance = testing::CheckBackendConformance(
+      [&] { return NewRedisBackend({.url = url}).value_or(nullptr); },
+      {.short_ttl = absl::Milliseconds(100), .catalogue_megabytes = 2});
+  INFO(conformance.ToString());
+  CHECK(conformance.ok());
+}
+
+TEST_CASE("the Redis backend on a cluster keeps the Backend contract",
+          "[conformance][concurrency]") {
+  RedisCluster cluster;
+  const std::string seed = cluster.urls()[0];
+  const absl::Status conformance = testing::CheckBackendConformance(
+      [&] { return NewRedisBackend({.url = seed, .cluster = true}).value_or(nullptr); },
+      {.short_ttl = absl::Milliseconds(100), .catalogue_megabytes = 2});
+  INFO(conformance.ToString());
+  CHECK(conformance.ok());
 }
 
 }  // namespace

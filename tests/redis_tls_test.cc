@@ -17,10 +17,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/backend_url.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/redis_backend.h"
+#include "chunkcache/testing/backend_conformance.h"
+#include "chunkcache/testing/catalogue.h"
 #include "fixtures/redis_server.h"
 #include "fixtures/tls_certs.h"
 #include "format/keys.h"
@@ -359,6 +360,17 @@ TEST_CASE("a TLS cluster round-trips and follows a redirect to a TLS port") {
   }
   named.tls_server_name = "wrong.example";
   RequireRefused(NewRedisBackend(named).status(), "host name mismatch");
+}
+
+// The Backend contract, checked by the conformance kit, over TLS with a password.
+TEST_CASE("the Redis backend over TLS keeps the Backend contract", "[conformance][concurrency]") {
+  RedisServer server(GoodServer());
+  const std::string url = UrlWithPassword(server);
+  const absl::Status conformance = testing::CheckBackendConformance(
+      [&] { return NewRedisBackend(TrustTestCa(url)).value_or(nullptr); },
+      {.short_ttl = absl::Milliseconds(100), .catalogue_megabytes = 1});
+  INFO(conformance.ToString());
+  CHECK(conformance.ok());
 }
 
 }  // namespace

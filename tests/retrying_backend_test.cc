@@ -27,6 +27,7 @@
 #include "backend_calls.h"
 #include "chunkcache/fault_injection_backend.h"
 #include "chunkcache/memory_backend.h"
+#include "chunkcache/testing/backend_conformance.h"
 #include "test_util.h"
 
 namespace chunkcache {
@@ -653,6 +654,35 @@ TEST_CASE("concurrent callers through retries over injected faults all succeed",
   CHECK(stats.gave_up == 0);
   CHECK(stats.attempts == stats.calls + stats.retries);
   CHECK(faulty->Stats().calls == stats.attempts);
+}
+
+// The Backend contract, checked by the conformance kit: over a memory backend, and over one that
+// fails a fifth of the reads (each retried until it succeeds: 20 attempts, backoffs of at most 1
+// ms).
+TEST_CASE("a retrying backend keeps the Backend contract", "[conformance][concurrency]") {
+  const absl::Status conformance = testing::CheckBackendConformance(
+      [] { return NewRetryingBackend(NewMemoryBackend()).value_or(nullptr); },
+      {.short_ttl = absl::Milliseconds(100), .catalogue_megabytes = 2});
+  INFO(conformance.ToString());
+  CHECK(conformance.ok());
+}
+
+TEST_CASE("a retrying backend over failing reads keeps the Backend contract",
+          "[conformance][concurrency]") {
+  const absl::Status conformance = testing::CheckBackendConformance(
+      [] {
+        std::shared_ptr<FaultInjectionBackend> faulty =
+            NewFaultInjectionBackend(NewMemoryBackend(), {.read_error_rate = 0.2})
+                .value_or(nullptr);
+        return NewRetryingBackend(faulty, {.max_attempts = 20,
+                                           .backoff_base = absl::Microseconds(100),
+                                           .backoff_cap = absl::Milliseconds(1),
+                                           .deadline = absl::InfiniteDuration()})
+            .value_or(nullptr);
+      },
+      {.short_ttl = absl::Milliseconds(100), .catalogue_megabytes = 1});
+  INFO(conformance.ToString());
+  CHECK(conformance.ok());
 }
 
 }  // namespace

@@ -33,7 +33,10 @@
 //   oversize value, a non-positive ttl) anywhere in the batch is InvalidArgument before anything
 //   is written: a bad batch stores none of its items. After an error of another kind some items
 //   may be stored. Replacing an item is atomic for readers: a read sees the old bytes or the new
-//   ones, never a mix. absl::InfiniteDuration() means no expiry.
+//   ones, never a mix and never an absence. absl::InfiniteDuration() means no expiry (a store whose
+//   items always expire uses its longest TTL and says so, as Momento does); a positive
+//   ttl finer than the store's granularity is accepted (rounded up). The cache never repeats a
+//   key within one batch.
 //
 // Expiry. An item is absent once its ttl has passed: MultiGet answers std::nullopt and
 //   SetIfAbsent treats the key as free. Backends round ttls up to their own granularity.
@@ -107,7 +110,8 @@ class Backend {
  public:
   virtual ~Backend() = default;
 
-  // Largest value, in bytes, that one item may hold.
+  // Largest value, in bytes, that one item may hold: the value alone (a store whose own limit
+  // counts the key too leaves room for the longest key, as kMomentoMaxValueBytes does).
   virtual std::size_t max_item_size() const = 0;
 
   // One entry per key, in request order; std::nullopt where the key is absent (or expired).

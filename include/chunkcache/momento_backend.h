@@ -82,6 +82,11 @@ inline constexpr std::size_t kMomentoKeyAllowance = 8192;
 // Largest MomentoBackendOptions::max_item_size, and so the largest chunk on Momento: 4,991,808.
 inline constexpr std::size_t kMomentoMaxValueBytes = kMomentoMaxItemBytes - kMomentoKeyAllowance;
 
+// The time to live an item stored with absl::InfiniteDuration() gets: Momento items always expire,
+// and a day is the longest TTL a Momento cache takes unless its limit was raised. A longer finite
+// ttl is sent as given.
+inline constexpr absl::Duration kMomentoMaxTtl = absl::Hours(24);
+
 struct MomentoBackendOptions {
   // Base URL of the cache's HTTP API, e.g. "https://api.cache.<cell>.prod.a.momentohq.com". No
   // user info, query, fragment or IPv6 zone id. Plain http:// (which sends the API key in clear
@@ -153,7 +158,8 @@ struct MomentoBackendStats {
 };
 
 // The Backend described at the top of this file; made by NewMomentoBackend only. Safe for
-// concurrent use. MultiSet refuses a non-finite ttl (InvalidArgument): Momento items always expire.
+// concurrent use. MultiSet stores an item with an infinite ttl for kMomentoMaxTtl (Momento items
+// always expire).
 class MomentoBackend : public Backend {
  public:
   // Counters since the backend was made.

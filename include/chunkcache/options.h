@@ -166,7 +166,8 @@ struct CacheOptions {
   // lease on the key for this long; processes that find the lease taken wait for the entry,
   // polling the manifest, instead of loading too. A waiter loads by itself when the lease
   // disappears without an entry (its holder died or failed) or after lease_ttl. Set it above the
-  // loader's usual duration. Zero turns the lease off; a backend without SetIfAbsent skips it.
+  // loader's usual duration. Zero turns the lease off; a backend without SetIfAbsent skips it
+  // (and the cache says so once through `log`).
   // Default: zero (off).
   absl::Duration lease_ttl = absl::ZeroDuration();
 

@@ -35,8 +35,11 @@ struct LatencyStats {
 
 struct CacheStats {
   // Operations.
-  // Reads: Get calls, and GetOrLoad calls that read themselves (near-cache hits, and the leader
-  // of each in-process flight; the callers that shared a flight are counted in coalesced).
+  // Reads by Get, GetStream and GetOrLoad: near-cache hits, and reads that went to the backend,
+  // of which GetOrLoad makes one per in-process flight (its leader's; the callers that shared the
+  // flight are counted in coalesced or wait_timeouts). Not counted: GetCompressed (see
+  // compressed_gets), calls refused before reading (bad key, deadline passed), and the reads of
+  // background refreshes and lease waits.
   std::uint64_t gets = 0;
   std::uint64_t hits = 0;         // reads answered with a verified entry (near-cache hits too)
   std::uint64_t misses = 0;       // reads that found no usable entry (absent or corrupt)
@@ -63,12 +66,15 @@ struct CacheStats {
   std::uint64_t stale_served = 0;        // reads that returned an entry older than soft_ttl
   std::uint64_t refreshes = 0;           // background refreshes run
   std::uint64_t refresh_errors = 0;      // of those, the ones whose load or store failed
-  std::uint64_t refreshes_dropped = 0;   // refreshes not run: queue full, no thread, or another
-                                         // process held the key's lease (it is refreshing)
+  std::uint64_t refreshes_dropped = 0;   // refreshes not run: the queue held
+                                         // max_queued_refreshes, or no thread could start
   std::uint64_t refreshes_skipped = 0;   // refreshes that found the entry fresh again (someone
                                          // else refreshed it): no load
   std::uint64_t refreshes_deferred = 0;  // stale reads that queued no refresh: the key's
                                          // refreshes back off after a failure or a held lease
+  // Refreshes not run because another process held the key's lease (it is refreshing the key):
+  // with a lease, every process of the fleet but one counts these.
+  std::uint64_t refreshes_lease_held = 0;
 
   // Cross-process lease.
   std::uint64_t leases_won = 0;        // misses that took the lease and loaded

@@ -91,7 +91,7 @@ class ChunkedCache::Impl {
         reader_(options_, backend_, codec_, counters_, log_, pool_.get()),
         writer_(options_, chunk_size_, backend_, reader_, codec_, clock_, counters_, pool_.get()),
         leases_(options_, absl::StrFormat("%016x", writer_.NextGeneration()), backend_, reader_,
-                counters_),
+                clock_, counters_, log_),
         load_memo_({options_.load_retry_initial, options_.load_retry_max, options_.unstored_hold,
                     std::max(options_.l1_capacity_bytes, options_.max_payload_size)}),
         refresher_(
@@ -329,8 +329,14 @@ class ChunkedCache::Impl {
 
     bool lease_held = false;
     if (!backend_down && options_.lease_ttl > absl::ZeroDuration()) {
+      // A Put or Invalidate by this process from now on makes what the wait finds unfit for L1.
+      const std::uint64_t l1_epoch = l1_.Epoch(key);
       internal::Leases::Outcome lease = leases_.TakeOrAwait(keys, deadline);
-      if (lease.found.has_value()) return std::move(lease.found->bytes);
+      if (lease.found.has_value()) {
+        // Kept as a read keeps what it fetched: the next read needs at most the manifest.
+        l1_.KeepRead(key, *lease.found, l1_epoch, lease.found_read_at);
+        return std::move(lease.found->bytes);
+      }
       if (!lease.held && absl::Now() >= deadline) {
         return absl::DeadlineExceededError(
             "chunkcache: the call's deadline passed while another process held the key's lease");
@@ -430,7 +436,7 @@ class ChunkedCache::Impl {
     if (leases_.enabled()) {
       absl::StatusOr<bool> taken = leases_.Take(keys);
       if (taken.ok() && !*taken) {
-        Add(counters_.refreshes_dropped);
+        Add(counters_.refreshes_lease_held);
         return {.defer_until = clock_.Now() + options_.lease_ttl};
       }
       held = taken.ok();  // on an error, refresh without it

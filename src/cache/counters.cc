@@ -30,6 +30,7 @@ void CacheCounters::Snapshot(CacheStats& s) const {
   s.refreshes = Value(refreshes);
   s.refresh_errors = Value(refresh_errors);
   s.refreshes_dropped = Value(refreshes_dropped);
+  s.refreshes_lease_held = Value(refreshes_lease_held);
   s.refreshes_skipped = Value(refreshes_skipped);
   s.refreshes_deferred = Value(refreshes_deferred);
   s.load_backoffs = Value(load_backoffs);

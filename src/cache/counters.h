@@ -39,7 +39,7 @@ struct CacheCounters {
       lease_wait_loads{0};
   std::atomic<std::uint64_t> breaker_opens{0}, breaker_rejections{0}, compressed_gets{0};
   std::atomic<std::uint64_t> load_backoffs{0}, unstored_served{0}, refreshes_skipped{0},
-      refreshes_deferred{0};
+      refreshes_deferred{0}, refreshes_lease_held{0};
   std::array<std::atomic<std::uint64_t>, 17> backend_errors_by_code{};
   // Bumped by every near-cache hit (which is also a get, a hit and bytes returned): striped, so
   // concurrent hits do not share a cache line.

@@ -4,8 +4,10 @@
 #include <memory>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "internal/mutex.h"
 
@@ -18,6 +20,20 @@ constexpr std::size_t kMaxListedChunkKeyBytes = std::size_t{4} << 20;
 
 // Bytes of chunk keys one read asks the backend for at a time (docs/FORMAT.md).
 constexpr std::size_t kMaxChunkKeyBytesPerCall = std::size_t{256} << 10;
+
+// Bytes of a logical key that a log message quotes; a longer key is cut short.
+constexpr std::size_t kMaxLoggedKeyBytes = 100;
+
+// `key` for a log message, C-escaped in double quotes: "k\001ey". A key longer than
+// kMaxLoggedKeyBytes is cut short and says its size: "aaa"... (600 bytes).
+std::string QuotedKey(std::string_view key) {
+  const std::string_view shown = key.substr(0, kMaxLoggedKeyBytes);
+  // Debian's absl::string_view is not std::string_view.
+  std::string quoted =
+      absl::StrCat("\"", absl::CEscape(absl::string_view(shown.data(), shown.size())), "\"");
+  if (shown.size() < key.size()) absl::StrAppend(&quoted, "... (", key.size(), " bytes)");
+  return quoted;
+}
 
 // True if the concatenated `parts` begin with a zstd frame's magic number.
 bool StartsZstdFrame(absl::Span<const std::string_view> parts) {
@@ -276,7 +292,7 @@ absl::StatusOr<bool> EntryReader::ReadFrames(const StoredKeys& keys, const NearC
   bool corrupt = false;
   const auto corrupt_miss = [&](const absl::Status& why) {
     if (found_corrupt != nullptr) *found_corrupt = true;
-    return CorruptMiss(why);
+    return CorruptMiss(keys, why);
   };
   for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
     absl::StatusOr<std::optional<ItemView>> item = GetItem(keys.manifest());
@@ -487,10 +503,11 @@ absl::StatusOr<DecodedManifest> EntryReader::DecodeStoredManifest(const StoredKe
       {.max_payload_size = options_.max_payload_size, .max_chunk_size = backend_.max_item_size()});
 }
 
-absl::Status EntryReader::CorruptMiss(const absl::Status& why) {
+absl::Status EntryReader::CorruptMiss(const StoredKeys& keys, const absl::Status& why) {
   Add(counters_.corrupt_reads);
   log_.Warn(RateLimitedLog::kCorrupt, [&] {
-    return absl::StrCat("chunkcache: a corrupt entry was read as a miss: ", why.message());
+    return absl::StrCat("chunkcache: a corrupt entry was read as a miss, key ",
+                        QuotedKey(keys.key()), ": ", why.message());
   });
   return absl::NotFoundError(absl::StrCat(why.message(), "; entry treated as a miss"));
 }

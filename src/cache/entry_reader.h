@@ -129,8 +129,8 @@ class EntryReader {
   // The current manifest, or nothing if it is absent, unreadable or the backend failed.
   std::optional<Manifest> ReadManifestQuietly(const StoredKeys& keys);
 
-  // Counts and logs a corrupt entry; the NotFound it is answered with.
-  absl::Status CorruptMiss(const absl::Status& why);
+  // Counts and logs a corrupt entry (naming its logical key); the NotFound it is answered with.
+  absl::Status CorruptMiss(const StoredKeys& keys, const absl::Status& why);
 
  private:
   enum class Chunks { kComplete, kReplaced };

@@ -59,13 +59,19 @@ void L1Policy::AfterRead(std::string_view key, absl::StatusOr<Found>& found,
     cache_->MarkValidated(key, found->generation, now);
     Add(counters_.l1_revalidations);
   } else if (found.ok()) {
-    cache_->Insert(key, EntryOf(*found, now), epoch);
+    KeepRead(key, *found, epoch, now);
   } else if (absl::IsNotFound(found.status())) {
     cache_->Erase(key);
   } else if (live.has_value()) {
     // The backend failed: the near copy, younger than ttl, beats failing or loading.
     found = FoundOf(*std::move(live));
   }
+}
+
+void L1Policy::KeepRead(std::string_view key, const Found& found, std::uint64_t epoch,
+                        absl::Time read_at) {
+  if (cache_ == nullptr) return;
+  cache_->Insert(key, EntryOf(found, read_at), epoch);
 }
 
 void L1Policy::KeepStored(std::string_view key, const Bytes& bytes, const Manifest& stored,

@@ -60,6 +60,11 @@ class L1Policy {
   void AfterRead(std::string_view key, absl::StatusOr<Found>& found,
                  std::optional<NearCache::Entry>& live, std::uint64_t epoch, absl::Time now);
 
+  // Keeps `found`, an entry a backend read of `key` that started at `read_at` fetched (not the
+  // near copy), unless this process wrote the key since `epoch` was read. (AfterRead does this
+  // for the reads it settles.)
+  void KeepRead(std::string_view key, const Found& found, std::uint64_t epoch, absl::Time read_at);
+
   // Keeps `bytes`, which this process just stored as the entry `stored`, unless it wrote the key
   // since `epoch` was read.
   void KeepStored(std::string_view key, const Bytes& bytes, const Manifest& stored,

@@ -3,9 +3,9 @@
 // the holder's entry, polling the manifest (lease_poll_initial doubling up to lease_poll_max),
 // instead of loading too. A waiter loads by itself when the lease disappears without an entry
 // (its holder died or failed) or after lease_ttl. A backend without SetIfAbsent (Unimplemented)
-// turns leasing off for good.
+// turns leasing off for good, with one warning to the log.
 //
-//   internal::Leases leases(options, token, backend, reader, counters);
+//   internal::Leases leases(options, token, backend, reader, clock, counters, log);
 //   internal::Leases::Outcome lease = leases.TakeOrAwait(keys, deadline);
 //   if (lease.found.has_value()) return lease.found->bytes;  // the holder stored it
 //   ... load and store ...
@@ -22,9 +22,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cache/clock.h"
 #include "cache/counters.h"
 #include "cache/entry_reader.h"
 #include "cache/guarded_backend.h"
+#include "cache/rate_limited_log.h"
 #include "chunkcache/options.h"
 #include "format/keys.h"
 
@@ -34,13 +36,15 @@ class Leases {
  public:
   struct Outcome {
     std::optional<Found> found;  // the entry another process stored while this one waited
-    bool held = false;           // this process holds the lease: load, store, release
+    absl::Time found_read_at = absl::InfinitePast();  // when the read that found it started
+    bool held = false;  // this process holds the lease: load, store, release
   };
 
   // `token` is the value of the leases this object takes (unique to it). Every reference must
   // outlive this object.
   Leases(const CacheOptions& options, std::string token, GuardedBackend& backend,
-         EntryReader& reader, CacheCounters& counters);
+         EntryReader& reader, const CacheClock& clock, CacheCounters& counters,
+         RateLimitedLog& log);
   Leases(const Leases&) = delete;
   Leases& operator=(const Leases&) = delete;
 
@@ -59,13 +63,16 @@ class Leases {
   void Release(const StoredKeys& keys);
 
  private:
+  // SetIfAbsent on `lease_key`; on Unimplemented, turns leasing off (and says so, once).
   absl::StatusOr<bool> TakeKey(const std::string& lease_key);
 
   const CacheOptions& options_;
   const std::string token_;
   GuardedBackend& backend_;
   EntryReader& reader_;
+  const CacheClock& clock_;
   CacheCounters& counters_;
+  RateLimitedLog& log_;
   std::atomic<bool> unsupported_{false};
 };
 

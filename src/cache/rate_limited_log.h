@@ -27,7 +27,7 @@ namespace chunkcache::internal {
 class RateLimitedLog {
  public:
   // The kinds of message, each limited on its own.
-  enum Kind { kCorrupt, kFallback, kRefresh, kStore, kBreaker, kKinds };
+  enum Kind { kCorrupt, kFallback, kRefresh, kStore, kBreaker, kLease, kKinds };
 
   // `sink` may be empty: then nothing is built or passed.
   explicit RateLimitedLog(std::function<void(LogLevel, std::string_view)> sink);

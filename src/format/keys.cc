@@ -25,7 +25,7 @@ std::string EscapeKeyPart(std::string_view part) {
 }
 
 StoredKeys::StoredKeys(std::string_view prefix, std::string_view key)
-    : manifest_(absl::StrCat(EscapeKeyPart(prefix), "{", EscapeKeyPart(key), "}")) {}
+    : key_(key), manifest_(absl::StrCat(EscapeKeyPart(prefix), "{", EscapeKeyPart(key), "}")) {}
 
 std::string StoredKeys::Chunk(std::uint64_t generation, std::uint32_t index) const {
   return absl::StrFormat("%s:%016x:%d", manifest_, generation, index);

@@ -30,12 +30,15 @@ class StoredKeys {
  public:
   StoredKeys(std::string_view prefix, std::string_view key);
 
+  // The logical key, as given (for messages).
+  const std::string& key() const { return key_; }
   const std::string& manifest() const { return manifest_; }
   std::string Chunk(std::uint64_t generation, std::uint32_t index) const;
   std::vector<std::string> Chunks(std::uint64_t generation, std::uint32_t count) const;
   std::string Lease() const { return manifest_ + ":lease"; }
 
  private:
+  std::string key_;
   std::string manifest_;
 };
 

@@ -26,7 +26,10 @@ struct CounterField {
 };
 
 constexpr CounterField kCounters[] = {
-    {"gets", "Count", "Get and GetOrLoad calls.", &CacheStats::gets},
+    {"gets", "Count",
+     "Near-cache hits and backend reads of Get, GetStream and GetOrLoad (one per GetOrLoad "
+     "flight: its coalesced callers are not counted, nor is GetCompressed).",
+     &CacheStats::gets},
     {"hits", "Count", "Reads answered with a verified entry (near-cache hits included).",
      &CacheStats::hits},
     {"misses", "Count", "Reads that found no usable entry (absent or corrupt).",
@@ -57,8 +60,11 @@ constexpr CounterField kCounters[] = {
     {"refresh_errors", "Count", "Background refreshes that failed to load or store.",
      &CacheStats::refresh_errors},
     {"refreshes_dropped", "Count",
-     "Background refreshes not run (queue full, no thread, lease held elsewhere).",
+     "Background refreshes not run: the refresh queue was full or no refresh thread could start.",
      &CacheStats::refreshes_dropped},
+    {"refreshes_lease_held", "Count",
+     "Background refreshes left to another process, which held the key's lease.",
+     &CacheStats::refreshes_lease_held},
     {"refreshes_skipped", "Count", "Background refreshes that found the entry fresh already.",
      &CacheStats::refreshes_skipped},
     {"refreshes_deferred", "Count", "Stale reads that queued no refresh (backing off).",

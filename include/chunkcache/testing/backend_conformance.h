@@ -11,9 +11,55 @@
 //     REQUIRE(conformance.ok());   // else: "backend conformance, check 'multiget-order': ..."
 //   }
 //
-// The checks write keys that start with ConformanceOptions::key_prefix and a random tag, so they
-// may run against a shared store (a Redis server other tests use); they delete what they wrote
-// where they can, and otherwise leave it to expire (every item has a TTL of at most a minute).
+// The checks write keys that start with ConformanceOptions::key_prefix and a random tag (new on
+// every run), so they may run against a shared store (a Redis server other tests use). Each check
+// deletes the keys it wrote when it ends, pass or fail. Whatever else stays (the end-to-end check's
+// faults leave chunks behind) expires within a minute, except two items stored without a TTL (to
+// check that an infinite one is accepted) if the backend's Delete fails.
+//
+// The checks, in the order they run (ConformanceCheckNames()); each gets a fresh backend:
+//   max-item-size          max_item_size() is positive and the same on every call.
+//   multiget-order         one answer per key, in request order, duplicates answered each time,
+//                          absent keys nullopt, values byte-exact (every byte value, an empty value
+//                          present and empty); an empty request has an empty answer.
+//   multiget-each          MultiGetEach: each index once, in order, on the calling thread, the same
+//                          answers; owners keep values valid and unchanged after the key is
+//                          replaced and deleted; a sink error stops the call and is returned as is.
+//   replace                MultiSet replaces an item; readers racing a writer that alternates two
+//                          values of different sizes see one of them, never a mix or an absence.
+//   ttl                    a zero or negative TTL is InvalidArgument and stores nothing; an
+//                          infinite one and a 1 us one are accepted; with supports_ttl, an item
+//                          is gone after twice short_ttl and a minute's is still there.
+//   multiset-all-or-error  a successful batch stores every item; a batch whose last item is
+//                          invalid (empty key, max_item_size() + 1 bytes) is InvalidArgument and
+//                          stores none of its items (an existing key keeps its value).
+//   oversize-value         a value of max_item_size() bytes (at most 8 MiB are tried) reads back
+//                          byte-exact; one byte more is InvalidArgument (tried if it is below
+//                          64 MiB).
+//   keys                   the empty key is refused by writes and never answered with an item;
+//                          keys are distinct items whatever their bytes: a key for each of the
+//                          256 byte values (NUL, CR, '{', '%', 'A' and 'a', invalid UTF-8 ...),
+//                          keys that differ only in trailing spaces or NULs, and keys of up to
+//                          max_key_size bytes that differ only in their last byte or length.
+//   delete                 Delete of absent keys and of none succeeds; a mixed batch removes the
+//                          present keys it names and no other.
+//   set-if-absent          true and stored when absent, false and unchanged when present (an item
+//                          stored by MultiSet, an empty value), absent again after Delete; or
+//                          Unimplemented when !supports_set_if_absent.
+//   set-if-absent-race     `threads` concurrent calls on a fresh key: exactly one true, its value
+//                          stored (20 keys). Needs supports_set_if_absent.
+//   set-if-absent-expiry   an expired item counts as absent. Needs SetIfAbsent and supports_ttl.
+//   concurrent-calls       `threads` x `calls_per_thread` mixed calls on 8 shared keys: none fails,
+//                          every item read is intact and belongs to the key asked for.
+//   end-to-end             ChunkedCache over the backend wrapped in a FaultInjectionBackend (5 % of
+//                          calls failed, writes dropped, items lost, bytes flipped) returns the
+//                          reference catalogue or an error, never other bytes; over the bare
+//                          backend, Put, Get, GetStream, GetCompressed and Invalidate work, and
+//                          GetOrLoad of a cold key by 8 threads loads once (with SetIfAbsent,
+//                          also across two caches through the lease).
+// Where a check sends SetIfAbsent invalid input, Unimplemented passes: whether the backend may
+// return it is check 'set-if-absent''s rule. A backend that throws fails the check whose call
+// threw.
 
 #ifndef CHUNKCACHE_TESTING_BACKEND_CONFORMANCE_H_
 #define CHUNKCACHE_TESTING_BACKEND_CONFORMANCE_H_
@@ -38,8 +84,8 @@ struct ConformanceOptions {
   // cross-process lease off. Default: true.
   bool supports_set_if_absent = true;
 
-  // The backend expires items when their TTL passes. If false, the expiry checks are skipped
-  // (a non-positive TTL must still be InvalidArgument, and an infinite one accepted). Default: true.
+  // The backend expires items when their TTL passes. If false, the expiry checks are skipped (a
+  // non-positive TTL must still be InvalidArgument, and an infinite one accepted). Default: true.
   bool supports_ttl = true;
 
   // The TTL the expiry checks store items with; they then wait for twice this (plus
@@ -58,12 +104,14 @@ struct ConformanceOptions {
   // Default: 4096.
   std::size_t max_key_size = 4096;
 
-  // The concurrency checks: threads calling at once, and calls each makes. Default: 8 and 200.
+  // The concurrency checks: threads calling at once (at least 1; the race checks use at least 2),
+  // and calls each makes. Default: 8 and 200.
   int threads = 8;
   int calls_per_thread = 200;
 
   // Size in MiB of the reference catalogue (chunkcache/testing/catalogue.h) the end-to-end check
-  // stores through ChunkedCache, with chunks of the backend's max_item_size (at most 1 MiB).
+  // stores through ChunkedCache, in chunks of the backend's max_item_size, at most 1 MiB and at
+  // most 1/16 of the catalogue (so the entry always spans several chunks).
   // Default: 10 (the reference workload, about 3 MB stored).
   double catalogue_megabytes = 10;
 
@@ -75,12 +123,16 @@ struct ConformanceOptions {
   std::vector<std::string> only;
 };
 
-// Runs the Backend contract against fresh backends made by `make` (called once per check) and
-// returns OK or the first violation: FailedPrecondition whose message reads
-// "backend conformance, check '<name>': <the rule> ... <what was seen>". A backend call that fails
-// where the contract expects success is a violation too, quoting the backend's status. `make`
-// returning null is InvalidArgument. The checks take a few seconds (most of it waiting for short
-// TTLs to pass) plus the end-to-end check's Put and Gets of the catalogue.
+// Runs the Backend contract against fresh backends made by `make` (called once per check that
+// runs) and returns OK or the first violation: FailedPrecondition whose message reads
+// "backend conformance, check '<name>': <the rule>; saw <what was seen>", keys and values
+// C-escaped and cut short. A backend call that fails where the contract expects success is a
+// violation too, quoting the backend's status. InvalidArgument for an empty `make`, `make`
+// returning null or throwing, an unknown name in `only`, or options out of range (threads below
+// 1, calls_per_thread below 0, max_key_size 0, a negative visibility_delay, or a non-positive
+// short_ttl with supports_ttl). A run waits about 4 x short_ttl for items to expire; the rest
+// takes about a second on the memory backend or a local Redis (an -O2 build), most of it the
+// end-to-end check's seven Puts of the catalogue.
 absl::Status CheckBackendConformance(const std::function<std::shared_ptr<Backend>()>& make,
                                      const ConformanceOptions& options = {});
 

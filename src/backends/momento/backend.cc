@@ -108,14 +108,17 @@ class MomentoBackendImpl final : public MomentoBackend {
   }
 
   absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override {
-    if (ttl <= absl::ZeroDuration() || ttl == absl::InfiniteDuration()) {
-      return absl::InvalidArgumentError(
-          "chunkcache: Momento items need a positive, finite time to live");
+    if (ttl <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError("chunkcache: Momento items need a positive time to live");
     }
+    if (ttl == absl::InfiniteDuration()) ttl = kMomentoMaxTtl;  // Momento items always expire
     const std::int64_t ttl_seconds = absl::ToInt64Seconds(absl::Ceil(ttl, absl::Seconds(1)));
     std::vector<momento::Transfer> transfers;
     transfers.reserve(items.size());
     for (const KeyValue& item : items) {
+      if (item.key.empty()) {
+        return absl::InvalidArgumentError("chunkcache: a Momento key may not be empty");
+      }
       if (item.value.size() > max_item_size_) {
         return absl::InvalidArgumentError(
             absl::StrFormat("chunkcache: a %d-byte value exceeds the Momento max_item_size of %d",
