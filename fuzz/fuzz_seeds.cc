@@ -25,10 +25,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/memory_backend.h"
 #include "chunkcache/redis_backend.h"
+#include "chunkcache/testing/catalogue.h"
 #include "format/codec.h"
 #include "format/keys.h"
 #include "format/manifest.h"

@@ -37,8 +37,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunkcache.h"
+#include "chunkcache/testing/catalogue.h"
 #include "corrupt_entry.h"
 #include "fixtures/redis_server.h"
 

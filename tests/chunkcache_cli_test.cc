@@ -526,12 +526,12 @@ TEST_CASE("the Momento API key never appears in the output, even on an auth erro
   const std::string wrong_key = "wrong-secret-api-key-0123456789";
   const std::vector<std::string> env = {"MOMENTO_API_KEY=" + wrong_key};
 
-  const std::vector<std::vector<std::string> > commands = {{backend, "put", "doc", input.string()},
-                                                           {backend, "get", "doc"},
-                                                           {backend, "inspect", "doc"},
-                                                           {backend, "verify", "doc"},
-                                                           {backend, "del", "doc"},
-                                                           {backend, "stats", "doc"}};
+  const std::vector<std::vector<std::string>> commands = {{backend, "put", "doc", input.string()},
+                                                          {backend, "get", "doc"},
+                                                          {backend, "inspect", "doc"},
+                                                          {backend, "verify", "doc"},
+                                                          {backend, "del", "doc"},
+                                                          {backend, "stats", "doc"}};
   for (const std::vector<std::string>& args : commands) {
     const CliResult run = RunCli(args, env);
     INFO(args[1] << ": " << run.out << run.err);

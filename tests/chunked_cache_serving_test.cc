@@ -17,10 +17,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/fault_injection_backend.h"
 #include "chunkcache/memory_backend.h"
+#include "chunkcache/testing/catalogue.h"
 #include "test_util.h"
 
 namespace chunkcache {
@@ -31,7 +31,7 @@ using testing::RecordingBackend;
 
 std::string Json(std::string_view name, std::size_t kilobytes = 64) {
   return testing::GenerateCatalogue({.megabytes = static_cast<double>(kilobytes) / 1024,
-                                       .seed = std::hash<std::string_view>{}(name)});
+                                     .seed = std::hash<std::string_view>{}(name)});
 }
 
 // Polls `condition` for up to 10 s of real time (for work done by background threads).

@@ -13,8 +13,8 @@
 
 #include "absl/strings/match.h"
 #include "allocation_hooks.h"
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/memory_backend.h"
+#include "chunkcache/testing/catalogue.h"
 #include "format/codec.h"
 #include "format/keys.h"
 #include "format/manifest.h"

@@ -36,10 +36,10 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/backend.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/redis_backend.h"
+#include "chunkcache/testing/catalogue.h"
 #include "format/keys.h"
 
 namespace chunkcache {

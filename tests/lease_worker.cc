@@ -30,9 +30,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/redis_backend.h"
+#include "chunkcache/testing/catalogue.h"
 
 namespace {
 

@@ -9,9 +9,9 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunked_cache.h"
 #include "chunkcache/momento_backend.h"
+#include "chunkcache/testing/catalogue.h"
 
 namespace chunkcache {
 namespace {

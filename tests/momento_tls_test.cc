@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/momento_backend.h"
+#include "chunkcache/testing/catalogue.h"
 #include "fixtures/momento_emulator.h"
 #include "fixtures/tls_certs.h"
 

@@ -68,8 +68,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunkcache.h"
+#include "chunkcache/testing/catalogue.h"
 #include "lambda_runtime.h"
 #include "simdjson.h"
 

@@ -18,8 +18,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunkcache.h"
+#include "chunkcache/testing/catalogue.h"
 
 namespace {
 

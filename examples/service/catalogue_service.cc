@@ -86,8 +86,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "chunkcache/testing/catalogue.h"
 #include "chunkcache/chunkcache.h"
+#include "chunkcache/testing/catalogue.h"
 #include "internal/mutex.h"
 #include "internal/unique_fd.h"
 
