@@ -26,43 +26,15 @@
 namespace chunkcache {
 namespace {
 
+using testing::Eventually;
 using testing::FakeClock;
+using testing::Gate;
 using testing::RecordingBackend;
 
 std::string Json(std::string_view name, std::size_t kilobytes = 64) {
   return testing::GenerateCatalogue({.megabytes = static_cast<double>(kilobytes) / 1024,
                                      .seed = std::hash<std::string_view>{}(name)});
 }
-
-// Polls `condition` for up to 10 s of real time (for work done by background threads).
-template <typename Condition>
-bool Eventually(Condition condition) {
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > give_up) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
-}
-
-// A gate a loader waits at until the test opens it.
-class Gate {
- public:
-  void Open() {
-    std::lock_guard<std::mutex> lock(mu_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  void Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return open_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
 
 struct Fixture {
   FakeClock clock;

@@ -28,6 +28,8 @@
 namespace chunkcache {
 namespace {
 
+using testing::ForwardingBackend;
+
 constexpr std::size_t kFrame = std::size_t{64} << 10;  // the smallest frame_size: many frames
 
 std::string SmallCatalogue(double mb) { return testing::GenerateCatalogue({.megabytes = mb}); }
@@ -48,26 +50,6 @@ Streamed Stream(ChunkedCache& cache, std::string_view key,
   });
   return out;
 }
-
-// Forwards every call to an inner backend; the tests' backends change one call each.
-class ForwardingBackend : public Backend {
- public:
-  explicit ForwardingBackend(std::shared_ptr<Backend> inner) : inner_(std::move(inner)) {}
-  std::size_t max_item_size() const override { return inner_->max_item_size(); }
-  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
-      absl::Span<const std::string_view> keys) override {
-    return inner_->MultiGet(keys);
-  }
-  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override {
-    return inner_->MultiSet(items, ttl);
-  }
-  absl::Status Delete(absl::Span<const std::string_view> keys) override {
-    return inner_->Delete(keys);
-  }
-
- protected:
-  const std::shared_ptr<Backend> inner_;
-};
 
 // Hands items over one key at a time, and calls `on_item` after each item of a multi-key
 // MultiGetEach (the chunks of an entry) was handed over.

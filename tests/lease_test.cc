@@ -43,6 +43,8 @@
 namespace chunkcache {
 namespace {
 
+using testing::Eventually;
+using testing::Gate;
 using testing::RedisServer;
 using testing::redis_fixture_internal::ChildProcess;
 using testing::redis_fixture_internal::DescribeWaitStatus;
@@ -292,36 +294,6 @@ TEST_CASE("without a lease every process loads") {
 
 // ---- Two caches over one memory backend -----------------------------------------------------
 
-// Polls `condition` for up to 10 s of real time (for work done by other threads).
-template <typename Condition>
-bool Eventually(Condition condition) {
-  const auto give_up = Clock::now() + std::chrono::seconds(10);
-  while (!condition()) {
-    if (Clock::now() > give_up) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
-}
-
-// A gate a loader waits at until the test opens it.
-class Gate {
- public:
-  void Open() {
-    std::lock_guard<std::mutex> lock(mu_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  void Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return open_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
-
 // Opens its gate when it goes (declared after the caches, it goes first): a failed REQUIRE must
 // not leave a refresh thread waiting at the gate for a cache destructor to join.
 struct OpenOnExit {
@@ -386,29 +358,9 @@ TEST_CASE("a stale refresh left to the lease holder counts as lease-held, not dr
   CHECK(a.Stats().refreshes_dropped == 0);
 }
 
-// A backend with no SetIfAbsent of its own: Backend's answers Unimplemented.
-class NoSetIfAbsentBackend : public Backend {
- public:
-  explicit NoSetIfAbsentBackend(std::shared_ptr<Backend> inner) : inner_(std::move(inner)) {}
-  std::size_t max_item_size() const override { return inner_->max_item_size(); }
-  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
-      absl::Span<const std::string_view> keys) override {
-    return inner_->MultiGet(keys);
-  }
-  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override {
-    return inner_->MultiSet(items, ttl);
-  }
-  absl::Status Delete(absl::Span<const std::string_view> keys) override {
-    return inner_->Delete(keys);
-  }
-
- private:
-  const std::shared_ptr<Backend> inner_;
-};
-
 TEST_CASE("a backend without SetIfAbsent turns the lease off with one warning per cache",
           "[concurrency]") {
-  auto backend = std::make_shared<NoSetIfAbsentBackend>(NewMemoryBackend());
+  auto backend = std::make_shared<testing::ForwardingBackend>(NewMemoryBackend());
   CapturedLog log;
   ChunkedCache cache(backend, {.lease_ttl = absl::Seconds(10), .log = log.Sink()});
   const Loader loader = [] { return absl::StatusOr<std::string>("[1]"); };

@@ -1,5 +1,6 @@
 // Helpers shared by the tests: a clock moved by hand, backend decorators that count, record or fail
-// calls, file and corpus access, and a round trip through the zstd command-line tool.
+// calls, a gate and a poll for tests with threads, file and corpus access, and a round trip
+// through the zstd command-line tool.
 //
 //   testing::FakeClock clock;
 //   CacheOptions options{.clock = clock.AsFunction()};
@@ -12,6 +13,8 @@
 #define CHUNKCACHE_TESTS_TEST_UTIL_H_
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +27,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -59,6 +63,57 @@ class FakeClock {
 
  private:
   std::atomic<std::int64_t> nanos_;
+};
+
+// Polls `condition` for up to 10 s of real time (for work done by other threads).
+template <typename Condition>
+bool Eventually(Condition condition) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+// A gate threads wait at (a loader, a backend call) until the test opens it.
+class Gate {
+ public:
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return open_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+// Forwards the four required calls to an inner backend; tests derive from it to change one.
+// SetIfAbsent is not forwarded: it answers Backend's default, Unimplemented (a store without it).
+class ForwardingBackend : public Backend {
+ public:
+  explicit ForwardingBackend(std::shared_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  std::size_t max_item_size() const override { return inner_->max_item_size(); }
+  absl::StatusOr<std::vector<std::optional<std::string>>> MultiGet(
+      absl::Span<const std::string_view> keys) override {
+    return inner_->MultiGet(keys);
+  }
+  absl::Status MultiSet(absl::Span<const KeyValue> items, absl::Duration ttl) override {
+    return inner_->MultiSet(items, ttl);
+  }
+  absl::Status Delete(absl::Span<const std::string_view> keys) override {
+    return inner_->Delete(keys);
+  }
+
+ protected:
+  const std::shared_ptr<Backend> inner_;
 };
 
 // Forwards to an inner backend and counts the calls of each kind.
