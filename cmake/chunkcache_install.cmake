@@ -51,4 +51,8 @@ foreach(dir LIBDIR INCLUDEDIR)
   endif()
 endforeach()
 configure_file(cmake/chunkcache.pc.in ${PROJECT_BINARY_DIR}/chunkcache.pc @ONLY)
-install(FILES ${PROJECT_BINARY_DIR}/chunkcache.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+# chunkcache-testing.pc: the conformance kit for a Make or Meson build's tests (it links the
+# library through `Requires: chunkcache`).
+configure_file(cmake/chunkcache-testing.pc.in ${PROJECT_BINARY_DIR}/chunkcache-testing.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/chunkcache.pc ${PROJECT_BINARY_DIR}/chunkcache-testing.pc
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the built library into a temporary prefix and builds and runs two consumers of it: one
 # with CMake (find_package(chunkcache CONFIG REQUIRED)), one with a plain compiler command and
-# `pkg-config --cflags --libs chunkcache` (as a Make or Meson build would). The CMake consumer also
+# `pkg-config --cflags --libs chunkcache` (as a Make or Meson build would), and the conformance
+# kit's test again with `pkg-config ... chunkcache-testing`. The CMake consumer also
 # builds a Backend of its own (tests/package/dir_backend.cc), runs the conformance kit on it
 # (chunkcache::testing) and builds my_chunkcache, the chunkcache tool with that backend's scheme
 # dir:// registered (chunkcache::tool), which this script then drives.
@@ -64,3 +65,10 @@ echo "pkg-config --cflags --libs chunkcache: $flags"
 # shellcheck disable=SC2086  # the flags are words
 "${CXX:-c++}" -o "$work/pc_consumer" "$source_dir/tests/package/main.cc" $flags
 "$work/pc_consumer"
+echo "== pkg-config consumer of the conformance kit (chunkcache-testing)"
+flags=$(pkg-config --cflags --libs chunkcache-testing)
+echo "pkg-config --cflags --libs chunkcache-testing: $flags"
+# shellcheck disable=SC2086  # the flags are words
+"${CXX:-c++}" -o "$work/pc_conformance" "$source_dir/tests/package/dir_backend_conformance.cc" \
+  "$source_dir/tests/package/dir_backend.cc" $flags
+"$work/pc_conformance"
