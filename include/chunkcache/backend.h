@@ -8,12 +8,17 @@
 //
 // THE CONTRACT
 //
-// Thread safety. Every method may be called by many threads at once, in any mix.
+// Thread safety. Every method may be called by many threads at once, in any mix. A healthy store
+//   answers concurrent calls without errors (the conformance kit's 'concurrent-calls' expects
+//   none).
 //
 // Keys. Any bytes (every value 0-255, NUL included), 1 to at least 4096 bytes; distinct byte
 //   strings are distinct items. The keys ChunkedCache writes are printable ASCII without spaces
-//   (0x21-0x7E; the logical key and prefix %XX-escaped, FORMAT.md), contain '{', '}', ':', '/'
-//   and reach 3 x 1024 bytes for the longest logical key plus the escaped prefix plus about 30.
+//   (0x21-0x7E; the logical key and the prefix %XX-escaped, FORMAT.md). They always contain '{'
+//   and '}' (the Redis hash tag), chunk and lease keys also ':'; '/', '%' and any other printable
+//   byte can come from the escaped key or prefix. The longest is a chunk key of a 1024-byte
+//   logical key: 3102 bytes plus the escaped prefix (3105 with the default "cc:"), so 4096 bytes
+//   hold every key as long as the escaped key_prefix stays under 994 bytes.
 //   An empty key is InvalidArgument for MultiSet and SetIfAbsent; MultiGet may answer it absent or
 //   InvalidArgument, Delete OK or InvalidArgument.
 //   The views are std::string_view. On Debian 12 (Abseil 20220623) absl::string_view is a
@@ -21,55 +26,69 @@
 //   friends as absl::string_view(key.data(), key.size()).
 //
 // Values. Any bytes, 0 to max_item_size() bytes (an empty value is an item, not an absence). A
-//   larger value is InvalidArgument, and is never truncated.
+//   larger value is InvalidArgument, and is never truncated. max_item_size() is the same on every
+//   call, and ChunkedCache needs it to be at least kMinChunkSize (128).
 //
 // Reads. MultiGet answers one entry per key, in request order (duplicates answered each time):
 //   the item's exact bytes, or std::nullopt if the key is absent or expired. Absence is never an
-//   error. Once a write returned OK, reads see it (or, for an eventually consistent store, see
-//   it after a bounded delay: declare it to the conformance kit; the cache reads a manifest
-//   whose chunks are not visible yet as a miss, never as wrong bytes).
+//   error. An empty request is answered OK and empty (MultiGetEach then calls no sink; Delete of
+//   no keys is OK too). Once a write returned OK, reads see it, or, for an eventually consistent
+//   store, see it after a bounded delay (declare it to the conformance kit): the cache reads a
+//   manifest whose chunks are not visible yet as a miss (counted and logged as a corrupt read;
+//   GetOrLoad reloads and rewrites the entry), never as wrong bytes.
 //
 // Writes. MultiSet stores every item or returns an error. Invalid input (an empty key, an
 //   oversize value, a non-positive ttl) anywhere in the batch is InvalidArgument before anything
 //   is written: a bad batch stores none of its items. After an error of another kind some items
 //   may be stored. Replacing an item is atomic for readers: a read sees the old bytes or the new
-//   ones, never a mix and never an absence. absl::InfiniteDuration() means no expiry (a store whose
-//   items always expire uses its longest TTL and says so, as Momento does); a positive
-//   ttl finer than the store's granularity is accepted (rounded up). The cache never repeats a
-//   key within one batch.
+//   ones, never a mix and never an absence. absl::InfiniteDuration() means no expiry (a store
+//   whose items always expire uses its longest TTL and says so, as Momento does). The cache never
+//   repeats a key within one batch.
 //
 // Expiry. An item is absent once its ttl has passed: MultiGet answers std::nullopt and
-//   SetIfAbsent treats the key as free. Backends round ttls up to their own granularity.
+//   SetIfAbsent treats the key as free. A positive ttl finer than the store's granularity is
+//   accepted and rounded up to it (Redis: 1 ms, Momento: 1 s), never refused or rounded to 0.
 //
 // Errors. Return absl::Status, never throw (an exception that escapes is turned into Internal
 //   and counted as a backend failure). What ChunkedCache and RetryingBackend make of each code:
 //
-//   code                    opens the  a write that failed    RetryingBackend  GetOrLoad after a
-//                           breaker    with it may have       retries it       read that failed
-//                                      landed ("ambiguous")                    with it
-//   Unavailable             yes        yes                    yes              loads, does not
-//   DeadlineExceeded        yes        yes                    yes                store
-//   ResourceExhausted       yes        no                     yes              loads and stores
-//   Internal                yes        yes                    no               loads and stores
-//   Unknown, Aborted,       no         yes                    no               loads and stores
+//   code                    counts    a write that failed    RetryingBackend  GetOrLoad after a
+//                           toward    with it may have       retries it       read that failed
+//                           the       landed ("ambiguous")                    with it (no near
+//                           breaker                                           copy, no held load)
+//   Unavailable             yes       yes                    yes              loads, does not
+//   DeadlineExceeded        yes       yes                    yes                store (or gives
+//                                                                               up: see below)
+//   ResourceExhausted       yes       no                     yes              loads and stores
+//   Internal                yes       yes                    no               loads and stores
+//   Unknown, Aborted,       no        yes                    no               loads and stores
 //   Cancelled, DataLoss
-//   every other code        no         no                     no               loads and stores
+//   every other code        no        no                     no               loads and stores
 //
-//   - A read error: Get and GetOrLoad serve the near copy if there is one younger than ttl;
-//     else Get returns the error and GetOrLoad loads from the origin (without the lease).
-//     NotFound as a status is read as a miss, like an absent key; answer an absent key with
-//     std::nullopt, not NotFound.
-//   - A write error: Put returns it. A loaded value that could not be stored answers the key's
-//     callers for CacheOptions::unstored_hold instead of the origin. After an ambiguous error on
-//     a manifest, the new chunks are left to expire rather than deleted (the manifest may point
-//     at them).
-//   - The breaker (CacheOptions::breaker_failure_threshold) counts only the four codes marked.
-//     RetryingBackendOptions::retry_on changes its column; SetIfAbsent is never retried.
-//   - Unimplemented from SetIfAbsent turns the cross-process lease off (logged once); another
-//     SetIfAbsent error makes that one caller load without the lease.
+//   - A read error: Get, GetStream and GetOrLoad serve the near copy if there is one younger
+//     than ttl (l1_capacity_bytes > 0); else Get, GetStream, GetCompressed and Inspect return the
+//     error, and GetOrLoad answers from what an earlier load of the key left (a held failure, a
+//     value that could not be stored) or loads from the origin, without the lease, unless its
+//     caller's deadline has passed (then DeadlineExceeded). NotFound as a status is read as a
+//     miss, like an absent key: answer an absent key with std::nullopt, not NotFound.
+//   - A write error: Put returns it. A loaded value that could not be stored answers this
+//     process's GetOrLoad calls of the key for CacheOptions::unstored_hold (a Put or Invalidate
+//     clears it). Chunks a failed write left are left to expire; after a definite (not ambiguous)
+//     error on the manifest the new chunks are deleted, after an ambiguous one they are left
+//     (the manifest may point at them).
+//   - The circuit breaker is off by default. With breaker_failure_threshold = N it opens after N
+//     backend calls in a row (reads, writes, Delete, SetIfAbsent) fail with a code marked above;
+//     any other outcome resets the count. DeadlineExceeded at the caller's own deadline counts.
+//   - RetryingBackendOptions::retry_on changes its column. It never retries SetIfAbsent, nor
+//     MultiGetEach once an item was handed over, nor past its own deadline or CallDeadline().
+//   - Unimplemented from SetIfAbsent turns the cross-process lease off for good in that cache
+//     (logged once); another SetIfAbsent error makes that load (and the callers sharing it) go
+//     without the lease.
 //
-// Deadlines. Inside a chunkcache call, CallDeadline() (below) is the caller's deadline: give up by
-//   then with DeadlineExceeded.
+// Deadlines. Inside Get, GetStream and GetOrLoad (its store after a load included) with
+//   CallOptions::deadline, CallDeadline() (below) is that deadline: give up by then with
+//   DeadlineExceeded. Elsewhere (Put, Invalidate, GetCompressed, Inspect, background refreshes)
+//   it is absl::InfiniteFuture().
 
 #ifndef CHUNKCACHE_BACKEND_H_
 #define CHUNKCACHE_BACKEND_H_
